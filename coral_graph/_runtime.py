@@ -1,0 +1,485 @@
+"""open_runtime(): owns every task of its runs, the event stream, budgets and results."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+import anyio
+from anyio.abc import TaskGroup
+
+from coral_graph._budgets import Budgets
+from coral_graph._errors import RuntimeClosedError
+from coral_graph._events import Event
+from coral_graph._model import AgentUsage, Message, Thread
+from coral_graph._run import _Run
+from coral_graph._types import RunId, ThreadId
+
+if TYPE_CHECKING:
+    from coral_graph._context import AgentContext
+    from coral_graph._graph import AgentGraph
+
+__all__ = ["EventSink", "EventStream", "RunHandle", "RunResult", "Runtime", "open_runtime", "run"]
+
+STOP_REASONS = ("answer", "idle", "error", "cancelled")
+"""The stop reasons besides ``budget:<name>``."""
+
+
+class EventSink(Protocol):
+    """Anything that consumes events synchronously (a store, a recorder)."""
+
+    def on_event(self, event: Event) -> None:
+        """Take one event. Must be fast and must not block: batch the slow work."""
+
+
+@dataclass(slots=True)
+class RunResult:
+    """What a run produced.
+
+    Attributes:
+        run_id: the id under which its events (and transcript) are stored.
+        stop_reason: ``answer``, ``idle``, ``budget:<name>``, ``error`` or ``cancelled``.
+        answer: the content of the message that mentioned ``user``, if any.
+        answer_message: that message.
+        error: what went wrong, for ``error``.
+        usage: per-agent turns, messages, deliveries, errors, LLM calls, tokens, cost.
+        messages: messages posted in the run (the task excluded).
+        duration_s: wall-clock seconds.
+        threads: every thread of the run by id.
+        events: every event of the run, in order.
+    """
+
+    run_id: RunId
+    stop_reason: str
+    answer: str | None
+    answer_message: Message | None
+    error: str | None
+    usage: dict[str, AgentUsage]
+    messages: int
+    duration_s: float
+    threads: dict[ThreadId, Thread] = field(repr=False)
+    events: list[Event] = field(repr=False)
+
+    @property
+    def total(self) -> AgentUsage:
+        """The sum of every agent's usage."""
+        out = AgentUsage()
+        for u in self.usage.values():
+            out.turns += u.turns
+            out.messages_sent += u.messages_sent
+            out.deliveries += u.deliveries
+            out.errors += u.errors
+            out.llm_calls += u.llm_calls
+            out.prompt_tokens += u.prompt_tokens
+            out.completion_tokens += u.completion_tokens
+            out.cost_usd += u.cost_usd
+            out.llm_latency_s += u.llm_latency_s
+        return out
+
+    @property
+    def cost_usd(self) -> float:
+        """Total spend of the run in US dollars."""
+        return sum(u.cost_usd for u in self.usage.values())
+
+    @property
+    def tokens(self) -> int:
+        """Total tokens of the run."""
+        return sum(u.tokens for u in self.usage.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready summary (without threads and events)."""
+        return {
+            "run_id": self.run_id,
+            "stop_reason": self.stop_reason,
+            "answer": self.answer,
+            "error": self.error,
+            "messages": self.messages,
+            "duration_s": self.duration_s,
+            "tokens": self.tokens,
+            "cost_usd": self.cost_usd,
+            "usage": {k: v.to_dict() for k, v in self.usage.items()},
+        }
+
+
+class EventStream:
+    """An async iterator over the runtime's events, with a bounded buffer.
+
+    When the buffer holds ``max_buffer`` events the runtime applies backpressure:
+    agents pause between turns until the consumer catches up. Nothing is dropped.
+    Use it as an async context manager so it is closed (and the pressure lifted)
+    when you stop reading.
+    """
+
+    def __init__(self, rt: Runtime, run_id: str | None, max_buffer: int) -> None:
+        self._rt = rt
+        self._run_id = run_id
+        self._buf: deque[Event] = deque()
+        self._max = max(1, max_buffer)
+        self._waiter: asyncio.Future[None] | None = None
+        self._pressing = False
+        self._closed = False
+
+    def on_event(self, event: Event) -> None:
+        if self._run_id is not None and event.run_id != self._run_id:
+            return
+        self._buf.append(event)
+        w = self._waiter
+        if w is not None:
+            self._waiter = None
+            if not w.done():
+                w.set_result(None)
+        if not self._pressing and len(self._buf) >= self._max:
+            self._pressing = True
+            self._rt._pressure += 1
+
+    def _release(self) -> None:
+        if self._pressing:
+            self._pressing = False
+            self._rt._relieve()
+
+    def close(self) -> None:
+        """Stop receiving; buffered events are discarded and pressure is lifted."""
+        if self._closed:
+            return
+        self._closed = True
+        self._rt._remove_sink(self.on_event)
+        self._buf.clear()
+        self._release()
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def _end(self) -> None:
+        self._closed = True
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def __aiter__(self) -> EventStream:
+        return self
+
+    async def __anext__(self) -> Event:
+        while not self._buf:
+            if self._closed:
+                raise StopAsyncIteration
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiter = fut
+            await fut
+        ev = self._buf.popleft()
+        if self._pressing and len(self._buf) <= self._max // 2:
+            self._release()
+        return ev
+
+    async def __aenter__(self) -> EventStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+
+class RunHandle:
+    """A run started in the background with :meth:`Runtime.start`."""
+
+    def __init__(self, run_id: RunId) -> None:
+        self.run_id = run_id
+        self._run: _Run | None = None
+        self._result: RunResult | None = None
+        self._exc: BaseException | None = None
+        self._done = anyio.Event()
+        self._started = anyio.Event()
+
+    @property
+    def user(self) -> AgentContext:
+        """The caller's own context in the run (posts as ``user``)."""
+        if self._run is None:
+            raise RuntimeClosedError("the run has not started yet; await handle.started()")
+        return self._run.user_ctx
+
+    async def started(self) -> None:
+        """Wait until the task has been posted."""
+        await self._started.wait()
+
+    def cancel(self) -> None:
+        """Stop the run; it ends with ``cancelled``."""
+        if self._run is not None:
+            self._run.finish("cancelled")
+
+    @property
+    def result(self) -> RunResult | None:
+        """The result once the run is over, else None."""
+        return self._result
+
+    async def wait(self) -> RunResult:
+        """Wait for the end of the run and return its result."""
+        await self._done.wait()
+        if self._exc is not None:
+            raise self._exc
+        assert self._result is not None
+        return self._result
+
+
+def new_run_id() -> RunId:
+    """A new, time-sortable run id such as ``run-18c9f2a3b41-5e2f1a``."""
+    return RunId(f"run-{int(time.time() * 1000):x}-{secrets.token_hex(3)}")
+
+
+class Runtime:
+    """The runtime of one graph; get it from :func:`open_runtime`."""
+
+    def __init__(
+        self,
+        graph: AgentGraph,
+        *,
+        budgets: Budgets,
+        max_inbox: int,
+        max_content_chars: int,
+    ) -> None:
+        self.graph = graph
+        self.budgets = budgets
+        self.max_inbox = max_inbox
+        self.max_content_chars = max_content_chars
+        self._sinks: list[Callable[[Event], None]] = []
+        self.sink_errors: list[tuple[Callable[[Event], None], BaseException]] = []
+        self._tg: TaskGroup | None = None
+        self._runs: dict[RunId, _Run] = {}
+        self._streams: list[EventStream] = []
+        self._pressure = 0
+        self._relief: anyio.Event | None = None
+        self._open = False
+
+    # -- events -------------------------------------------------------------------
+
+    def subscribe(self, fn: Callable[[Event], None]) -> Callable[[], None]:
+        """Call ``fn(event)`` for every event from now on; returns an unsubscribe
+        function. ``fn`` runs on the hot path: keep it fast, batch slow work."""
+        self._sinks.append(fn)
+        return lambda: self._remove_sink(fn)
+
+    def _remove_sink(self, fn: Callable[[Event], None]) -> None:
+        if fn in self._sinks:
+            self._sinks.remove(fn)
+
+    def _on_sink_error(self, fn: Callable[[Event], None], exc: BaseException) -> None:
+        # A broken subscriber must not break the run: it is detached and kept here.
+        self._remove_sink(fn)
+        self.sink_errors.append((fn, exc))
+
+    def events(self, run_id: str | None = None, *, max_buffer: int = 10_000) -> EventStream:
+        """An async stream of events (of one run, or all), from now on."""
+        stream = EventStream(self, run_id, max_buffer)
+        self._streams.append(stream)
+        self._sinks.append(stream.on_event)
+        return stream
+
+    def _relieve(self) -> None:
+        self._pressure -= 1
+        if self._pressure <= 0 and self._relief is not None:
+            self._relief.set()
+            self._relief = None
+
+    async def _wait_relief(self) -> None:
+        while self._pressure > 0:
+            if self._relief is None:
+                self._relief = anyio.Event()
+            await self._relief.wait()
+
+    # -- runs -----------------------------------------------------------------------
+
+    @property
+    def active_runs(self) -> list[RunId]:
+        """The ids of the runs still going."""
+        return list(self._runs)
+
+    async def run(
+        self,
+        task: str,
+        *,
+        entry: Sequence[str] | None = None,
+        answer_by: Iterable[str] | None = None,
+        budgets: Budgets | None = None,
+        run_id: str | None = None,
+        _handle: RunHandle | None = None,
+    ) -> RunResult:
+        """Post ``task`` from ``user`` to the entry agents and run until it stops.
+
+        Args:
+            task: the text of the task.
+            entry: the agents that receive the task (default: the graph's entry).
+            answer_by: the agents that may mention ``user`` (default: the entry).
+            budgets: overrides of the runtime's budgets for this run.
+            run_id: an explicit id (default: a new one).
+
+        Returns:
+            The :class:`RunResult`. If the caller is cancelled, the run is recorded
+            as ``cancelled`` and the cancellation propagates.
+        """
+        if not self._open:
+            raise RuntimeClosedError("the runtime is closed; use it inside `async with open_runtime(...)`")
+        if not isinstance(task, str):
+            raise TypeError("task must be a string")
+        ent, ans = self.graph.validate(entry, answer_by)
+        merged = self.budgets.merged(budgets)
+        rid = RunId(run_id) if run_id is not None else new_run_id()
+        run = _Run(
+            run_id=rid,
+            graph=self.graph,
+            task=task,
+            entry=ent,
+            answer_by=ans,
+            budgets=merged,
+            max_inbox=self.max_inbox,
+            max_content_chars=self.max_content_chars,
+            sinks=self._sinks,
+            on_sink_error=self._on_sink_error,
+            runtime=self,
+        )
+        self._runs[rid] = run
+        if _handle is not None:
+            _handle._run = run
+        try:
+            async with anyio.create_task_group() as tg:
+                if merged.timeout_s is not None:
+                    tg.cancel_scope.deadline = anyio.current_time() + merged.timeout_s
+                run.start(tg)
+                if _handle is not None:
+                    _handle._started.set()
+                await run.done
+                tg.cancel_scope.cancel()
+            if not run.finished:
+                # Only the deadline cancels the group before `done` is set.
+                run.finish("budget:time")
+        except BaseException:
+            if not run.finished:
+                run.finish("cancelled")
+            run.record_finish()
+            raise
+        finally:
+            self._runs.pop(rid, None)
+        run.record_finish()
+        return run.result()
+
+    def start(
+        self,
+        task: str,
+        *,
+        entry: Sequence[str] | None = None,
+        answer_by: Iterable[str] | None = None,
+        budgets: Budgets | None = None,
+        run_id: str | None = None,
+    ) -> RunHandle:
+        """Start a run in the background of the runtime and return its handle."""
+        if self._tg is None or not self._open:
+            raise RuntimeClosedError("the runtime is closed; use it inside `async with open_runtime(...)`")
+        handle = RunHandle(RunId(run_id) if run_id is not None else new_run_id())
+
+        async def _go() -> None:
+            try:
+                handle._result = await self.run(
+                    task, entry=entry, answer_by=answer_by, budgets=budgets,
+                    run_id=handle.run_id, _handle=handle,
+                )
+            except Exception as exc:
+                handle._exc = exc
+            finally:
+                handle._started.set()
+                handle._done.set()
+
+        self._tg.start_soon(_go, name=f"coral-run-{handle.run_id}")
+        return handle
+
+    def cancel_all(self) -> None:
+        """End every active run with ``cancelled``."""
+        for run in list(self._runs.values()):
+            run.finish("cancelled")
+
+
+@asynccontextmanager
+async def open_runtime(
+    graph: AgentGraph,
+    *,
+    budgets: Budgets | None = None,
+    store: EventSink | None = None,
+    max_inbox: int = 10_000,
+    max_content_chars: int = 100_000,
+) -> AsyncIterator[Runtime]:
+    """Open a runtime for ``graph``; it owns every task of its runs.
+
+    Args:
+        graph: the agents and edges.
+        budgets: default limits for every run (each ``run`` may override them).
+        store: an event sink (such as the SQLite store) that sees every event.
+        max_inbox: undelivered messages one agent may hold before senders get
+            :class:`InboxFullError`.
+        max_content_chars: the size limit of one message.
+
+    >>> import coral_graph as cg
+    >>> @cg.agent
+    ... async def echo(ctx, message):
+    ...     await ctx.send_message(message.thread_id, "hi " + message.content, ["user"])
+    >>> g = cg.AgentGraph(); g.add_agent("echo", echo)
+    >>> async def main():
+    ...     async with cg.open_runtime(g) as rt:
+    ...         return await rt.run("there", entry=["echo"])
+    >>> cg.run_async(main).answer
+    'hi there'
+    """
+    rt = Runtime(
+        graph,
+        budgets=budgets if budgets is not None else Budgets(),
+        max_inbox=max_inbox,
+        max_content_chars=max_content_chars,
+    )
+    if store is not None:
+        rt.subscribe(store.on_event)
+    async with anyio.create_task_group() as tg:
+        rt._tg = tg
+        rt._open = True
+        try:
+            yield rt
+        finally:
+            rt._open = False
+            rt.cancel_all()
+            for stream in rt._streams:
+                stream._end()
+            if rt._relief is not None:
+                rt._relief.set()
+
+
+def run(
+    graph: AgentGraph,
+    task: str,
+    *,
+    entry: Sequence[str] | None = None,
+    answer_by: Iterable[str] | None = None,
+    budgets: Budgets | None = None,
+    store: EventSink | None = None,
+    **runtime_options: Any,
+) -> RunResult:
+    """Run one task on ``graph`` synchronously (opens and closes a runtime).
+
+    >>> import coral_graph as cg
+    >>> @cg.agent
+    ... async def shout(ctx, message):
+    ...     await ctx.send_message(message.thread_id, message.content.upper(), ["user"])
+    >>> g = cg.AgentGraph(); g.add_agent("shout", shout)
+    >>> cg.run(g, "hello", entry=["shout"]).answer
+    'HELLO'
+    """
+
+    async def main() -> RunResult:
+        async with open_runtime(graph, budgets=budgets, store=store, **runtime_options) as rt:
+            return await rt.run(task, entry=entry, answer_by=answer_by)
+
+    return run_async(main)
+
+
+def run_async(fn: Callable[[], Any]) -> Any:
+    """Run an async function on anyio's asyncio backend (the one coral-graph uses)."""
+    return anyio.run(fn, backend="asyncio")
+

@@ -1,0 +1,32 @@
+"""The ``coral-graph`` command line: thin — parse argv, call the public API, map errors
+to exit codes. Each area registers its commands from its own module."""
+
+from __future__ import annotations
+
+import importlib
+
+from coral_graph.cli._app import (
+    EXIT_BAD_INPUT,
+    EXIT_INTERRUPTED,
+    EXIT_NO_ANSWER,
+    EXIT_OK,
+    app,
+)
+
+__all__ = ["EXIT_BAD_INPUT", "EXIT_INTERRUPTED", "EXIT_NO_ANSWER", "EXIT_OK", "app", "main"]
+
+# Command modules; each does `@app.command()` at import. Heavy imports stay inside
+# the command functions so `coral-graph --help` is fast.
+_COMMAND_MODULES = ("_run", "_store", "_view", "_bench")
+
+for _mod in _COMMAND_MODULES:
+    try:
+        importlib.import_module(f"coral_graph.cli.{_mod}")
+    except ModuleNotFoundError as _exc:  # an area not built yet
+        if _exc.name != f"coral_graph.cli.{_mod}":
+            raise
+
+
+def main() -> None:
+    """Entry point of the ``coral-graph`` script."""
+    app()
