@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -289,6 +290,8 @@ class AgentContext:
         if type(mentions) is str:
             mentions = (mentions,)
         ms: tuple[AgentName, ...] = tuple(mentions)  # type: ignore[arg-type]
+        targets: list[_Slot] = []
+        answered = False
         if ms:
             if len(ms) > 1:
                 ms = tuple(dict.fromkeys(ms))
@@ -296,15 +299,22 @@ class AgentContext:
             slots = run.slots
             limit = run.max_inbox
             for m in ms:
-                if m not in pset or m == me or (m not in succ and m != USER):
-                    self._bad_mention(m, th)
-                elif m == USER:
-                    if not self._may_answer:
-                        raise EdgeNotAllowedError(me, m, "mention")
-                else:
+                # Fast path: an edge to m (never to oneself: graphs have no self-loops,
+                # and "user" is not a node) and m in the thread.
+                if m in succ and m in pset:
                     s = slots.get(m)
-                    if s is not None and s.inbox is not None and len(s.inbox) >= limit:
+                    if s is None:
+                        s = run.slot(m)
+                    inbox = s.inbox
+                    if inbox is None:
+                        inbox = s.inbox = deque()
+                    elif len(inbox) >= limit:
                         raise InboxFullError(m, limit)
+                    targets.append(s)
+                elif m == USER and m in pset and self._may_answer:
+                    answered = True
+                else:
+                    self._bad_mention(m, th)
         if run.messages_sent >= run.max_messages:
             run.stop_budget("messages", run.max_messages)
             raise BudgetExceededError("messages", run.max_messages)
@@ -327,12 +337,19 @@ class AgentContext:
         if slot is not None:
             slot.usage.messages_sent += 1
         run.emit(MessageSent(run.run_id, run.next_seq(), ts, msg))
-        answered = False
-        for m in ms:
-            if m == USER:
-                answered = True
-            else:
-                run.deliver(m, msg)
+        if targets:
+            # One delivery per mention, appended in program order: FIFO per
+            # (sender, recipient). Sends never block.
+            run.pending += len(targets)
+            for s in targets:
+                s.inbox.append(msg)  # type: ignore[union-attr]
+                fut = s.waiter
+                if fut is not None:
+                    s.waiter = None
+                    if not fut.done():
+                        fut.set_result(None)
+                elif not s.worker:
+                    run.wake(s)
         if answered:
             run.answer(msg)
         return msg

@@ -26,7 +26,8 @@ def validate_name(name: object) -> AgentName:
         raise AgentNameError(repr(name), "an agent name is a string")
     if name == USER:
         raise AgentNameError(name, '"user" is reserved for the caller of the run')
-    if NAME_PATTERN.match(name) is None:
+    # fullmatch: `$` alone would also accept a trailing newline ("a\n").
+    if NAME_PATTERN.fullmatch(name) is None:
         raise AgentNameError(
             name,
             "use 1-64 characters: a lowercase letter first, then lowercase letters, "
@@ -267,7 +268,9 @@ class AgentGraph:
         self, entry: Iterable[str] | None = None, answer_by: Iterable[str] | None = None
     ) -> tuple[list[AgentName], list[AgentName]]:
         """Check entry and answer_by against the graph and return them resolved."""
-        ent = [AgentName(e) for e in (entry if entry is not None else self.entry)]
+        # Duplicates are dropped: the task thread's participants never repeat.
+        src = entry if entry is not None else self.entry
+        ent = list(dict.fromkeys(AgentName(e) for e in src))
         if not ent:
             raise ConfigError(
                 "no entry agents: pass entry=[...] to run() or set the graph's entry",
@@ -276,7 +279,7 @@ class AgentGraph:
         for e in ent:
             self._require(e)
         ans_src = answer_by if answer_by is not None else self.answer_by
-        ans = ent if ans_src is None else [AgentName(a) for a in ans_src]
+        ans = ent if ans_src is None else list(dict.fromkeys(AgentName(a) for a in ans_src))
         for a in ans:
             self._require(a)
         return ent, ans

@@ -49,7 +49,6 @@ if TYPE_CHECKING:
     from coral_graph._graph import AgentGraph, AgentSpec
     from coral_graph._runtime import RunResult, Runtime
 
-_BURST = 64  # deliveries a worker handles before it yields to others
 
 
 class _Slot:
@@ -200,6 +199,8 @@ class _Run:
         return th
 
     def deliver(self, name: str, msg: Message) -> None:
+        """Queue one delivery of ``msg`` for ``name`` (used by the task post and resume;
+        ``send_message`` inlines the same steps)."""
         slot = self.slots.get(name)
         if slot is None:
             slot = self.slot(name)
@@ -213,10 +214,16 @@ class _Run:
             slot.waiter = None
             if not fut.done():
                 fut.set_result(None)
-        elif not slot.worker and not self.finished:
-            spec = slot.spec
-            if spec is not None and not spec.is_loop:
-                self._spawn(slot)
+        elif not slot.worker:
+            self.wake(slot)
+
+    def wake(self, slot: _Slot) -> None:
+        """Start the worker of a handler-style agent that has none yet."""
+        if self.finished:
+            return
+        spec = slot.spec
+        if spec is not None and not spec.is_loop:
+            self._spawn(slot)
 
     def _spawn(self, slot: _Slot) -> None:
         assert self.tg is not None
@@ -246,15 +253,18 @@ class _Run:
         ctx = slot.ctx
         usage = slot.usage
         emit = self.emit
+        append = self.events.append
+        sinks = self._sinks
         next_seq = self.next_seq
         run_id = self.run_id
-        loop = self.loop
-        clock = time.perf_counter
+        name = slot.name
+        create_future = self.loop.create_future
         now = time.time
         max_turns = self.max_turns
         sleep0 = asyncio.sleep
         rt = self.rt
-        burst = 0
+        n = 0
+        t_last = now()
         with anyio.CancelScope() as scope:
             slot.scope = scope
             while True:
@@ -262,10 +272,22 @@ class _Run:
                     # An event stream is full: pause between turns until it drains.
                     await rt._wait_relief()
                 if not inbox:
-                    fut: asyncio.Future[None] = loop.create_future()
+                    # The agent stays busy across consecutive turns and goes idle only
+                    # here, with its inbox empty: the only point where quiescence can
+                    # begin because of it.
+                    if slot.active:
+                        slot.active = False
+                        self.busy -= 1
+                        if self.busy == 0 and self.pending == 0:
+                            self.finish("idle")
+                    fut: asyncio.Future[None] = create_future()
                     slot.waiter = fut
                     await fut
+                    t_last = now()
                     continue
+                if not slot.active:
+                    slot.active = True
+                    self.busy += 1
                 if usage.turns >= max_turns:
                     self.stop_budget("turns", max_turns)
                     return
@@ -273,29 +295,30 @@ class _Run:
                 self.pending -= 1
                 usage.turns += 1
                 usage.deliveries += 1
-                slot.active = True
-                self.busy += 1
                 slot.current = msg
-                t0 = slot.turn_started = clock()
-                ok = True
+                # One clock read per turn: a turn starts when the previous one ended
+                # (or when the worker woke up or resumed after yielding).
+                t0 = slot.turn_started = t_last
                 try:
                     await handle(ctx, msg)
+                    ok = True
                 except Exception as exc:
                     ok = False
                     if self.finished:
                         return
                     await self._agent_failed(slot, msg, exc)
                 slot.current = None
-                emit(DeliveryHandled(run_id, next_seq(), now(), slot.name, msg.id, "handle", ok, clock() - t0))
-                slot.active = False
-                self.busy -= 1
-                if self.busy == 0 and self.pending == 0:
-                    self.finish("idle")
-                    return
-                burst += 1
-                if burst >= _BURST:
-                    burst = 0
+                t_last = t1 = now()
+                ev = DeliveryHandled(run_id, next_seq(), t1, name, msg.id, "handle", ok, t1 - t0)
+                if sinks:
+                    emit(ev)
+                else:
+                    append(ev)
+                n += 1
+                if n & 63 == 0:
+                    # Fairness: a handler that never suspends must not starve others.
                     await sleep0(0)
+                    t_last = now()
         # Only the watchdog cancels this scope: the turn ran past its timeout.
         if slot.timed_out and not self.finished:
             slot.timed_out = False
@@ -304,7 +327,13 @@ class _Run:
             slot.current = None
             limit = self._watch_limit(slot) or 0.0
             err = TurnTimeoutError(slot.name, limit)
-            emit(DeliveryHandled(run_id, next_seq(), now(), slot.name, msg.id if msg else "", "handle", False, clock() - slot.turn_started))
+            t1 = now()
+            emit(
+                DeliveryHandled(
+                    run_id, next_seq(), t1, name, msg.id if msg else "", "handle", False,
+                    t1 - slot.turn_started,
+                )
+            )
             await self._agent_failed(slot, msg, err)
             self.set_active(slot, False)
             if not self.finished and inbox:
@@ -378,7 +407,7 @@ class _Run:
         if smallest is None:
             return
         interval = max(0.005, min(smallest / 4, 1.0))
-        clock = time.perf_counter
+        clock = time.time
         while True:
             await anyio.sleep(interval)
             now = clock()

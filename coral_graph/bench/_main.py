@@ -1,0 +1,193 @@
+"""The benchmark driver: runs the workloads, prints a table and JSON lines."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import json
+import platform
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from coral_graph.bench import _coral, _floor
+from coral_graph.bench._util import median
+
+WORKLOADS = ("pingpong", "ring", "fanout", "idle")
+
+# The figure each workload is judged on, and whether higher is better.
+HEADLINE = {
+    "pingpong": ("round_trips_per_s", True),
+    "ring": ("deliveries_per_s", True),
+    "fanout": ("deliveries_per_s", True),
+    "idle": ("start_s", False),
+}
+
+
+@dataclass
+class BenchConfig:
+    """Sizes of the workloads (BENCH.md's by default; ``quick`` shrinks them)."""
+
+    repeat: int = 3
+    warmup: int = 1_000
+    rounds: int = 20_000
+    ring_agents: int = 1_000
+    ring_tokens: int = 100
+    ring_hops: int = 200_000
+    fanout_participants: int = 50
+    fanout_messages: int = 2_000
+    idle_agents: int = 100_000
+    workloads: tuple[str, ...] = WORKLOADS
+    extras: tuple[str, ...] = field(default_factory=tuple)
+
+    @classmethod
+    def quick(cls) -> BenchConfig:
+        return cls(
+            repeat=1,
+            warmup=100,
+            rounds=2_000,
+            ring_hops=20_000,
+            fanout_messages=200,
+            idle_agents=10_000,
+        )
+
+
+Runner = Callable[[], Awaitable[dict[str, Any]]]
+
+
+def _runners(cfg: BenchConfig, mod: Any) -> dict[str, Runner]:
+    return {
+        "pingpong": lambda: mod.pingpong(cfg.warmup, cfg.rounds),
+        "ring": lambda: mod.ring(cfg.ring_agents, cfg.ring_tokens, cfg.ring_hops),
+        "fanout": lambda: mod.fanout(cfg.fanout_participants, cfg.fanout_messages),
+    }
+
+
+def _idle_subprocess(impl: str, agents: int) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, "-m", "coral_graph.bench._idle", impl, str(agents)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _medians(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    keys = [k for k in samples[0] if isinstance(samples[0][k], int | float)]
+    return {k: median([float(s[k]) for s in samples]) for k in keys}
+
+
+def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """Run the workloads; return one row per (workload, impl) with median figures."""
+    impls = {"floor": _floor, "coral-graph": _coral}
+    samples: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in range(cfg.repeat):
+        order = list(impls.items()) if r % 2 == 0 else list(reversed(impls.items()))
+        for workload in cfg.workloads:
+            for impl, mod in order:
+                if workload == "idle":
+                    fig = _idle_subprocess("floor" if impl == "floor" else "coral", cfg.idle_agents)
+                else:
+                    fig = asyncio.run(_runners(cfg, mod)[workload]())
+                samples.setdefault((workload, impl), []).append(fig)
+                log(f"  repeat {r + 1}/{cfg.repeat} {workload:<8} {impl:<11} {_short(fig)}")
+    rows: list[dict[str, Any]] = []
+    for workload in cfg.workloads:
+        floor = _medians(samples[(workload, "floor")])
+        for impl in impls:
+            med = _medians(samples[(workload, impl)])
+            key, higher = HEADLINE[workload]
+            ratio = med[key] / floor[key] if floor[key] else float("nan")
+            rows.append(
+                {
+                    "workload": workload,
+                    "impl": impl,
+                    **{k: round(v, 3) for k, v in med.items()},
+                    "ratio_to_floor": round(ratio, 3),
+                    "headline": key,
+                    "repeats": cfg.repeat,
+                }
+            )
+    for extra in cfg.extras:
+        rows.extend(_run_extra(extra, cfg, log))
+    return rows
+
+
+def _run_extra(name: str, cfg: BenchConfig, log: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Optional sections that live with their areas (store, llm)."""
+    modname = {"store": "coral_graph.store._bench", "tokens": "coral_graph.llm._efficiency"}[name]
+    if importlib.util.find_spec(modname) is None:
+        log(f"  {name}: {modname} is not installed; skipped")
+        return []
+    mod = importlib.import_module(modname)
+    rows: list[dict[str, Any]] = mod.bench_rows(cfg, log)
+    return rows
+
+
+def _short(fig: dict[str, Any]) -> str:
+    return " ".join(
+        f"{k}={v:,.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in fig.items()
+    )
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """The rows as an aligned text table."""
+    lines = [
+        f"{'workload':<10}{'impl':<13}{'figures (median)':<62}{'vs floor':>9}",
+        "-" * 94,
+    ]
+    for row in rows:
+        figs = {
+            k: v
+            for k, v in row.items()
+            if k not in {"workload", "impl", "ratio_to_floor", "headline", "repeats", "deliveries", "events"}
+        }
+        text = "  ".join(f"{k}={v:,.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in figs.items())
+        ratio = row.get("ratio_to_floor")
+        lines.append(
+            f"{row['workload']:<10}{row['impl']:<13}{text:<62}"
+            f"{(f'{ratio:.2f}x' if isinstance(ratio, float) else ''):>9}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="coral-graph bench", description=__doc__)
+    parser.add_argument("--repeat", type=int, default=3, help="runs per figure (median)")
+    parser.add_argument("--only", default="", help="comma-separated workloads")
+    parser.add_argument("--quick", action="store_true", help="small sizes, one repeat")
+    parser.add_argument("--json", action="store_true", help="print JSON lines only")
+    parser.add_argument("--store", action="store_true", help="also ring/fanout with the SQLite store on and off")
+    parser.add_argument("--tokens", action="store_true", help="also the token-efficiency scenario")
+    args = parser.parse_args(argv)
+    cfg = BenchConfig.quick() if args.quick else BenchConfig(repeat=args.repeat)
+    if args.only:
+        wanted = tuple(w.strip() for w in args.only.split(",") if w.strip())
+        unknown = [w for w in wanted if w not in WORKLOADS]
+        if unknown:
+            parser.error(f"unknown workload(s) {unknown}; choose from {', '.join(WORKLOADS)}")
+        cfg.workloads = wanted
+    extras = []
+    if args.store:
+        extras.append("store")
+    if args.tokens:
+        extras.append("tokens")
+    cfg.extras = tuple(extras)
+
+    def log(line: str) -> None:
+        if not args.json:
+            print(line, file=sys.stderr, flush=True)
+
+    log(f"coral-graph bench on {platform.python_implementation()} {platform.python_version()}")
+    rows = run_bench(cfg, log)
+    if args.json:
+        for row in rows:
+            print(json.dumps(row))
+    else:
+        print(format_table(rows))
+    return 0
