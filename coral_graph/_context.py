@@ -321,7 +321,7 @@ class AgentContext:
         seq = len(th._messages) + 1
         ts = time.time()
         msg = Message(
-            MessageId(f"{tid}#{seq}"),
+            f"{tid}#{seq}",  # type: ignore[arg-type]  # a MessageId; NewType calls cost on this path
             th.id,
             seq,
             me,
@@ -336,7 +336,11 @@ class AgentContext:
         slot = self._slot
         if slot is not None:
             slot.usage.messages_sent += 1
-        run.emit(MessageSent(run.run_id, run.next_seq(), ts, msg))
+        ev = MessageSent(run.run_id, run.next_seq(), ts, msg)
+        if run._sinks:
+            run.emit(ev)
+        else:
+            run.events.append(ev)
         if targets:
             # One delivery per mention, appended in program order: FIFO per
             # (sender, recipient). Sends never block.

@@ -1,0 +1,168 @@
+"""pydantic validation errors -> problems a person can act on.
+
+Each problem names the file, line, column and field path, says what is wrong, and
+how to fix it; a misspelt key or name gets a "did you mean" hint.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from coral_graph._errors import suggest
+from coral_graph.config._source import Loc, Problem, Source, format_path
+from coral_graph.config._spec import AgentDef, BudgetsSpec, EdgeMap, GraphSpec, ModelSettings
+
+__all__ = ["describe", "did_you_mean", "problems_from_validation"]
+
+_EDGE_FORMS = (
+    'expected an edge: "a -> b", "a <-> b", a pair [a, b], or a mapping with from: and to:'
+)
+
+_SECRET_HINT = {
+    "api_key": "put the key in an environment variable and write api_key_env: OPENAI_API_KEY "
+    "(the variable's name, never the key)",
+    "apikey": "put the key in an environment variable and write api_key_env: OPENAI_API_KEY "
+    "(the variable's name, never the key)",
+}
+
+
+def did_you_mean(name: str, choices: list[str]) -> str:
+    """`` — did you mean "x"?`` or ``""``."""
+    found = suggest(name, choices)
+    return f' — did you mean "{found}"?' if found else ""
+
+
+def describe(value: Any) -> str:
+    """A short description of a YAML value for messages."""
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return f"a boolean ({'true' if value else 'false'})"
+    if isinstance(value, int | float):
+        return f"a number ({value})"
+    if isinstance(value, str):
+        shown = value if len(value) <= 40 else value[:37] + "..."
+        return f'a string ("{shown}")'
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return f"a {type(value).__name__}"
+
+
+def _model_at(loc: Loc) -> type[BaseModel] | None:
+    """The pydantic model that holds the mapping at ``loc`` of a graph file."""
+    if not loc:
+        return GraphSpec
+    head = loc[0]
+    if head == "defaults" and len(loc) == 1:
+        return ModelSettings
+    if head == "budgets" and len(loc) == 1:
+        return BudgetsSpec
+    if head == "agents" and len(loc) == 2:
+        return AgentDef
+    if head == "edges" and len(loc) == 2:
+        return EdgeMap
+    return None
+
+
+def _keys_of(model: type[BaseModel]) -> list[str]:
+    return [f.alias or name for name, f in model.model_fields.items()]
+
+
+def _message(err: Any, loc: Loc, src: Source, agent_file: bool) -> str:
+    typ: str = err["type"]
+    value = err.get("input")
+    ctx = err.get("ctx") or {}
+    field = str(loc[-1]) if loc and isinstance(loc[-1], str) else ""
+    if loc in src.env_refs:
+        got = f'the value of "{src.env_refs[loc]}"'
+    elif field == "api_key_env":
+        got = "a value that is not a variable name"  # it may be the key itself: never echo it
+    else:
+        got = describe(value)
+    if typ == "missing":
+        return f'missing required key "{field}"'
+    if typ == "extra_forbidden":
+        model = (AgentDef if agent_file and len(loc) == 1 else _model_at(loc[:-1]))
+        allowed = _keys_of(model) if model is not None else []
+        if field.lower() in _SECRET_HINT:
+            return f'unknown key "{field}": {_SECRET_HINT[field.lower()]}'
+        hint = did_you_mean(field, allowed)
+        if hint:
+            return f'unknown key "{field}"{hint}'
+        return f'unknown key "{field}"; allowed here: {", ".join(allowed)}'
+    if typ == "string_type":
+        if field in ("model", "fallbacks") or (
+            len(loc) >= 2 and loc[-2] == "fallbacks"
+        ):
+            return f'expected a string like "openai/gpt-4o-mini", got {got}'
+        return f"expected a string, got {got}; quote it if it is meant as text"
+    if typ == "int_type":
+        return f"expected a whole number, got {got}"
+    if typ in ("float_type", "int_from_float"):
+        return f"expected a number, got {got}"
+    if typ == "bool_type":
+        return f"expected true or false, got {got}"
+    if typ in ("dict_type", "model_type"):
+        return f"expected a mapping (key: value lines), got {got}"
+    if typ == "list_type":
+        return f"expected a list, got {got}"
+    if typ == "literal_error":
+        choices = [c.strip().strip("'\"") for c in str(ctx.get("expected", "")).split(" or ")]
+        choices = [c for part in choices for c in part.split(", ")]
+        choices = [c.strip().strip("'\"") for c in choices if c.strip()]
+        hint = did_you_mean(value, choices) if isinstance(value, str) else ""
+        listed = ", ".join(f'"{c}"' for c in choices)
+        return f"expected one of {listed}, got {got}{hint}"
+    if typ in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
+        op = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=",
+              "less_than": "<"}[typ]
+        bound = next(iter(ctx.values())) if ctx else "?"
+        return f"must be {op} {bound}, got {got}"
+    if typ == "string_pattern_mismatch" and field == "api_key_env":
+        return (
+            "expected the NAME of the environment variable that holds the key, "
+            "like OPENAI_API_KEY (letters, digits and _)"
+        )
+    if typ == "too_short" and loc == ("agents",):
+        return "a graph needs at least one agent under agents:"
+    msg: str = err.get("msg", "invalid value")
+    return f"{msg[0].lower()}{msg[1:]}, got {got}" if msg else f"invalid value, got {got}"
+
+
+def problems_from_validation(
+    exc: ValidationError, src: Source, base: Loc = (), *, agent_file: bool = False
+) -> list[Problem]:
+    """Translate ``exc`` (raised validating the data at ``base`` of ``src``)."""
+    out: list[Problem] = []
+    seen_edges: set[int] = set()
+    for err in exc.errors():
+        raw_loc: Loc = tuple(err["loc"])
+        loc: Loc = (*base, *raw_loc)
+        # Edges are a union: collapse its branches into one message per item.
+        if len(loc) >= 2 and loc[0] == "edges" and isinstance(loc[1], int) and not base:
+            index = loc[1]
+            item = src.data["edges"][index] if isinstance(src.data, dict) else None
+            if isinstance(item, dict):
+                if len(loc) < 3 or loc[2] != "EdgeMap":
+                    continue
+                loc = (loc[0], loc[1], *loc[3:])
+                loc = tuple(
+                    "from" if p == "from_" else p for p in loc
+                )
+            else:
+                if index in seen_edges:
+                    continue
+                seen_edges.add(index)
+                where = src.origin(loc[:2])
+                out.append(
+                    Problem(where, format_path(loc[:2]), f"{_EDGE_FORMS}; got {describe(item)}")
+                )
+                continue
+        key = err["type"] == "extra_forbidden"
+        where = src.origin(loc, key=key)
+        out.append(Problem(where, format_path(loc), _message(err, loc, src, agent_file)))
+    return out

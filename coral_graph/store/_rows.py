@@ -1,0 +1,312 @@
+"""Events -> rows of every table, built in bulk (the writer's and import's shared path).
+
+This runs on the writer thread, never on the runtime's hot path. It is written for
+throughput: one pass over a batch, no per-event JSON for the common kinds, and
+every table filled with a few multi-row ``INSERT`` statements. Multi-row inserts
+matter beyond SQLite itself: CPython releases the GIL around each
+``sqlite3_step``, and a thread that gives the GIL up once per row waits for it
+once per row (the convoy effect) while the event loop keeps it busy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import operator
+import sqlite3
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import msgpack
+
+from coral_graph._events import (
+    EVENT_TYPES,
+    AgentAdded,
+    AgentErrored,
+    DeliveryHandled,
+    Event,
+    LLMCalled,
+    MessageSent,
+    ParticipantAdded,
+    ParticipantRemoved,
+    RunFinished,
+    RunStarted,
+    ThreadClosed,
+    ThreadCreated,
+    ToolCalled,
+)
+
+__all__ = ["Rows", "event_dict", "insert_many", "write_rows"]
+
+_MSG_KEYS = (
+    "id",
+    "thread_id",
+    "seq",
+    "sender",
+    "content",
+    "mentions",
+    "timestamp",
+    "reply_to",
+    "metadata",
+)
+
+_GETTERS: dict[type[Any], tuple[str, tuple[str, ...], Callable[[Any], tuple[Any, ...]]]] = {}
+for _cls in EVENT_TYPES.values():
+    _names = tuple(f.name for f in dataclasses.fields(_cls))
+    _GETTERS[_cls] = (_cls.kind, _names, operator.attrgetter(*_names))  # type: ignore[arg-type]
+
+
+def event_dict(event: Event) -> dict[str, Any]:
+    """The same plain data as :func:`coral_graph.event_to_dict` (same keys, same
+    order, so the same msgpack bytes), built faster. Mentions stay tuples, which
+    msgpack and JSON encode exactly like lists."""
+    if type(event) is MessageSent:
+        m = event.message
+        md = dict(zip(_MSG_KEYS, m))
+        meta = m.metadata
+        md["metadata"] = dict(meta) if meta else {}
+        return {
+            "kind": "message_sent",
+            "run_id": event.run_id,
+            "seq": event.seq,
+            "ts": event.ts,
+            "message": md,
+        }
+    kind, names, get = _GETTERS[type(event)]
+    d: dict[str, Any] = {"kind": kind}
+    d.update(zip(names, get(event)))
+    return d
+
+
+_META_EMPTY = "{}"
+
+
+class Rows:
+    """Rows for every table from a stream of events, plus ordered updates."""
+
+    __slots__ = (
+        "_mj",
+        "agents",
+        "deliveries",
+        "edges",
+        "errors",
+        "events",
+        "finished",
+        "llm_calls",
+        "mentions",
+        "messages",
+        "ops",
+        "participants",
+        "run_counts",
+        "runs",
+        "threads",
+        "tool_calls",
+    )
+
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+        self.messages: list[Any] = []
+        self.mentions: list[Any] = []
+        self.deliveries: list[Any] = []
+        self.llm_calls: list[Any] = []
+        self.tool_calls: list[Any] = []
+        self.errors: list[Any] = []
+        self.threads: list[Any] = []
+        self.participants: list[Any] = []
+        self.agents: list[Any] = []
+        self.edges: list[Any] = []
+        self.runs: list[tuple[Any, ...]] = []
+        self.finished: list[tuple[Any, ...]] = []
+        self.ops: list[tuple[str, tuple[Any, ...]]] = []
+        # run_id -> [last_seq, messages, tokens, cost]
+        self.run_counts: dict[str, list[Any]] = {}
+        self._mj: dict[tuple[str, ...], str] = {}
+
+    def add(
+        self,
+        events: Iterable[Event],
+        pack: Callable[[Any], bytes],
+        run_extra: Callable[[str], tuple[Any, ...]],
+    ) -> None:
+        """Turn ``events`` into rows. ``run_extra(run_id)`` gives (pid, proc_start,
+        graph_path) for a new run row."""
+        ev = self.events.extend
+        msgs = self.messages.extend
+        ments = self.mentions.extend
+        dels = self.deliveries.extend
+        mj = self._mj
+        counts = self.run_counts
+        cur_run: str | None = None
+        cur: list[Any] = []
+        for e in events:
+            t = type(e)
+            rid = e.run_id
+            seq = e.seq
+            if rid != cur_run:
+                cur_run = rid
+                c = counts.get(rid)
+                if c is None:
+                    c = counts[rid] = [0, 0, 0, 0.0]
+                cur = c
+            if seq > cur[0]:
+                cur[0] = seq
+            if t is MessageSent:
+                m = e.message  # type: ignore[union-attr]
+                md = dict(zip(_MSG_KEYS, m))
+                meta = m.metadata
+                md["metadata"] = dict(meta) if meta else {}
+                data = pack(
+                    {"kind": "message_sent", "run_id": rid, "seq": seq, "ts": e.ts, "message": md}
+                )
+                ev((rid, seq, "message_sent", e.ts, data))
+                ms = m.mentions
+                js = mj.get(ms)
+                if js is None:
+                    if len(mj) > 50_000:
+                        mj.clear()
+                    js = mj[ms] = json.dumps(list(ms))
+                mid = m.id
+                tid = m.thread_id
+                msgs((
+                    rid, mid, tid, m.seq, seq, m.sender, m.content, js, m.timestamp,
+                    m.reply_to, json.dumps(md["metadata"]) if meta else _META_EMPTY,
+                ))
+                for a in ms:
+                    ments((rid, mid, tid, seq, a))
+                if not (m.seq == 1 and tid == "t-1"):
+                    cur[1] += 1
+                continue
+            data = pack(event_dict(e))
+            ev((rid, seq, e.kind, e.ts, data))
+            if t is DeliveryHandled:
+                dels((rid, seq, e.agent, e.message_id, e.via, e.ok, e.duration_s))  # type: ignore[union-attr]
+            elif t is LLMCalled:
+                assert isinstance(e, LLMCalled)
+                self.llm_calls.extend((
+                    rid, seq, e.agent, e.model, e.prompt_tokens, e.completion_tokens,
+                    e.cost_usd, e.latency_s, e.outcome, e.error,
+                ))
+                cur[2] += e.prompt_tokens + e.completion_tokens
+                cur[3] += e.cost_usd
+            elif t is ToolCalled:
+                assert isinstance(e, ToolCalled)
+                self.tool_calls.extend((
+                    rid, seq, e.agent, e.thread_id, e.tool, json.dumps(e.arguments, default=str),
+                    e.result, e.ok, e.duration_s, e.message_id,
+                ))
+            elif t is ThreadCreated:
+                assert isinstance(e, ThreadCreated)
+                self.threads.extend((rid, e.thread_id, e.name, e.creator, e.ts, None, None, "open"))
+                for p in e.participants:
+                    self.participants.extend((rid, e.thread_id, p, e.ts, None, e.creator))
+            elif t is ParticipantAdded:
+                assert isinstance(e, ParticipantAdded)
+                self.participants.extend((rid, e.thread_id, e.agent, e.ts, None, e.by))
+            elif t is ParticipantRemoved:
+                assert isinstance(e, ParticipantRemoved)
+                self.ops.append((
+                    "UPDATE participants SET removed_at = ? WHERE run_id = ? AND thread_id = ? "
+                    "AND agent = ? AND removed_at IS NULL AND added_at <= ?",
+                    (e.ts, rid, e.thread_id, e.agent, e.ts),
+                ))
+            elif t is ThreadClosed:
+                assert isinstance(e, ThreadClosed)
+                self.ops.append((
+                    "UPDATE threads SET state = 'closed', closed_at = ?, summary = ? "
+                    "WHERE run_id = ? AND thread_id = ?",
+                    (e.ts, e.summary, rid, e.thread_id),
+                ))
+            elif t is AgentErrored:
+                assert isinstance(e, AgentErrored)
+                self.errors.extend((
+                    rid, seq, e.agent, e.message_id, e.error_type, e.error, e.traceback, e.action,
+                ))
+            elif t is AgentAdded:
+                assert isinstance(e, AgentAdded)
+                self.agents.extend((rid, e.agent, e.description, e.agent_kind))
+            elif t is RunStarted:
+                assert isinstance(e, RunStarted)
+                g = e.graph
+                pid, proc_start, graph_path = run_extra(rid)
+                self.runs.append((
+                    rid, g.get("name"), e.task, json.dumps(e.entry), json.dumps(e.answer_by),
+                    json.dumps(g), json.dumps(e.budgets), "running", e.ts, pid, proc_start,
+                    graph_path or g.get("path"),
+                ))
+                for a, b in g.get("edges", ()):
+                    self.edges.extend((rid, a, b))
+            elif t is RunFinished:
+                assert isinstance(e, RunFinished)
+                self.finished.append((
+                    e.stop_reason, e.answer, e.answer_id, e.error, e.ts, json.dumps(e.usage), rid,
+                ))
+
+
+_MAX_VARS = 32_000
+_CHUNK_ROWS = 1_000
+
+
+def insert_many(
+    conn: sqlite3.Connection, sql_head: str, ncols: int, flat: list[Any]
+) -> None:
+    """``INSERT`` the rows in ``flat`` (``ncols`` values per row, flattened) with as few
+    statements as possible: fixed-size chunks (their statements stay in SQLite's
+    statement cache) and one tail."""
+    if not flat:
+        return
+    per = min(_CHUNK_ROWS, _MAX_VARS // ncols)
+    row = "(" + ",".join("?" * ncols) + ")"
+    step = per * ncols
+    n = len(flat)
+    full = n - n % step
+    if full:
+        sql = sql_head + " VALUES " + ",".join([row] * per)
+        for i in range(0, full, step):
+            conn.execute(sql, flat[i : i + step])
+    if full < n:
+        rows = (n - full) // ncols
+        conn.execute(sql_head + " VALUES " + ",".join([row] * rows), flat[full:])
+
+
+def write_rows(conn: sqlite3.Connection, rows: Rows) -> None:
+    """Write ``rows`` in the caller's transaction."""
+    for r in rows.runs:
+        conn.execute(
+            "INSERT OR REPLACE INTO runs (run_id, graph_name, task, entry, answer_by, graph, "
+            "budgets, status, started_at, pid, proc_start, graph_path, messages, tokens, "
+            "cost_usd, last_seq) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,0,0,0.0,0)",
+            r,
+        )
+    insert_many(conn, "INSERT OR IGNORE INTO agents", 4, rows.agents)
+    insert_many(conn, "INSERT INTO edges", 3, rows.edges)
+    insert_many(conn, "INSERT OR IGNORE INTO threads", 8, rows.threads)
+    insert_many(conn, "INSERT INTO participants", 6, rows.participants)
+    insert_many(conn, "INSERT OR IGNORE INTO events", 5, rows.events)
+    insert_many(conn, "INSERT OR IGNORE INTO messages", 11, rows.messages)
+    insert_many(conn, "INSERT INTO mentions", 5, rows.mentions)
+    insert_many(conn, "INSERT INTO deliveries", 7, rows.deliveries)
+    insert_many(conn, "INSERT INTO llm_calls", 10, rows.llm_calls)
+    insert_many(conn, "INSERT INTO tool_calls", 10, rows.tool_calls)
+    insert_many(conn, "INSERT INTO errors", 8, rows.errors)
+    for sql, params in rows.ops:
+        conn.execute(sql, params)
+    for rid, (last, msgs, tokens, cost) in rows.run_counts.items():
+        conn.execute(
+            "UPDATE runs SET last_seq = max(coalesce(last_seq, 0), ?), "
+            "messages = coalesce(messages, 0) + ?, tokens = coalesce(tokens, 0) + ?, "
+            "cost_usd = coalesce(cost_usd, 0) + ? WHERE run_id = ?",
+            (last, msgs, tokens, cost, rid),
+        )
+    for f in rows.finished:
+        conn.execute(
+            "UPDATE runs SET status = 'finished', stop_reason = ?, answer = ?, answer_id = ?, "
+            "error = ?, ended_at = ?, usage = ?, pid = NULL WHERE run_id = ?",
+            f,
+        )
+
+
+def new_packer() -> Callable[[Any], bytes]:
+    """msgpack's encoder as used for stored events and exports (see
+    ``docs/msgpack-format.md``): str as UTF-8 ``str``, bytes as ``bin``, floats as
+    float64."""
+    return msgpack.Packer(use_bin_type=True, autoreset=True).pack  # type: ignore[no-any-return]
