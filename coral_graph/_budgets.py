@@ -56,9 +56,7 @@ class Budgets:
         if override is None:
             return self
         default = Budgets()
-        changes = {
-            k: v for k, v in asdict(override).items() if v != getattr(default, k)
-        }
+        changes = {k: v for k, v in asdict(override).items() if v != getattr(default, k)}
         return replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:

@@ -126,7 +126,7 @@ class AgentContext:
 
     def _thread(self, thread: ThreadRef) -> Thread:
         tid = thread if isinstance(thread, str) else thread.id
-        th = self._run.threads.get(tid)
+        th = self._run.threads.get(ThreadId(tid))
         if th is None:
             raise UnknownThreadError(tid)
         return th
@@ -243,7 +243,9 @@ class AgentContext:
         th = self._member(thread)
         th.closed = True
         th.summary = str(summary)
-        run.emit(ThreadClosed(run.run_id, run.next_seq(), time.time(), th.id, self.name, th.summary))
+        run.emit(
+            ThreadClosed(run.run_id, run.next_seq(), time.time(), th.id, self.name, th.summary)
+        )
 
     async def close_thread(self, thread: ThreadRef, summary: str = "") -> None:
         """Close a thread; see :meth:`close_thread_nowait`."""
@@ -273,7 +275,7 @@ class AgentContext:
         if run.finished:
             run.check_active()
         tid = thread if type(thread) is str else (thread if isinstance(thread, str) else thread.id)
-        th = run.threads.get(tid)
+        th = run.threads.get(tid)  # type: ignore[call-overload]
         if th is None:
             raise UnknownThreadError(tid)
         me = self.name
@@ -388,7 +390,7 @@ class AgentContext:
         slot = self._slot
         return len(slot.inbox) if slot is not None and slot.inbox is not None else 0
 
-    async def wait_for_mentions(self, timeout: float | None = None) -> list[Message]:
+    async def wait_for_mentions(self, timeout: float | None = None) -> list[Message]:  # noqa: ASYNC109
         """All unread mentions of this agent across its threads, oldest first.
 
         Blocks until at least one arrives or ``timeout`` seconds pass (then returns
@@ -443,9 +445,7 @@ class AgentContext:
 
     # -- accounting for model calls (used by LLMAgent; open to custom agents) --
 
-    def check_llm_budget(
-        self, *, tokens: int = 0, cost_usd: float = 0.0, calls: int = 1
-    ) -> None:
+    def check_llm_budget(self, *, tokens: int = 0, cost_usd: float = 0.0, calls: int = 1) -> None:
         """Raise :class:`BudgetExceededError` (and stop the run) if a model call that
         may use up to ``tokens`` tokens and ``cost_usd`` dollars would exceed a budget.
         Call it *before* the model call."""

@@ -3,16 +3,16 @@
 Every error the library raises on purpose derives from :class:`CoralError`::
 
     CoralError
-    ├── ConfigError                 bad graph definition (YAML or Python); .path/.line/.column/.field
-    │   ├── AgentNameError          a name that does not match ^[a-z][a-z0-9_-]{0,63}$ or is reserved
+    ├── ConfigError                 bad graph definition (YAML or Python): .path .line .field
+    │   ├── AgentNameError          a name not matching ^[a-z][a-z0-9_-]{0,63}$, or reserved
     │   └── DuplicateAgentError     the same name added twice
     ├── ProtocolError               an operation broke a rule of the thread/mention protocol
     │   ├── UnknownAgentError       no agent of that name (.name, .suggestion)
     │   ├── UnknownThreadError      no thread of that id in this run (.thread_id)
     │   ├── EdgeNotAllowedError     no edge sender -> recipient (.sender, .recipient)
-    │   ├── NotAParticipantError    the agent is not a participant of the thread (.agent, .thread_id)
+    │   ├── NotAParticipantError    not a participant of the thread (.agent, .thread_id)
     │   ├── ThreadClosedError       the thread is closed (.thread_id)
-    │   ├── InvalidMentionError     a mention of oneself or a malformed mention (.agent)
+    │   ├── InvalidMentionError     a mention of oneself or a malformed one (.agent)
     │   ├── ContentTooLargeError    the content is over the size limit (.size, .limit)
     │   ├── InboxFullError          the recipient's inbox is at its bound (.recipient, .limit)
     │   └── ConcurrentWaitError     two wait_for_mentions() of one agent at the same time
@@ -123,9 +123,7 @@ class UnknownAgentError(ProtocolError, LookupError):
         self.name = name
         self.suggestion = suggest(name, known)
         hint = f' — did you mean "{self.suggestion}"?' if self.suggestion else ""
-        super().__init__(
-            f'unknown agent "{name}"{hint} (list_agents() shows whom you can reach)'
-        )
+        super().__init__(f'unknown agent "{name}"{hint} (list_agents() shows whom you can reach)')
 
 
 class UnknownThreadError(ProtocolError, LookupError):

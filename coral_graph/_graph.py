@@ -297,4 +297,6 @@ class AgentGraph:
         }
 
     def __repr__(self) -> str:
-        return f"AgentGraph({self.name!r}, {len(self.nx)} agents, {self.nx.number_of_edges()} edges)"
+        return (
+            f"AgentGraph({self.name!r}, {len(self.nx)} agents, {self.nx.number_of_edges()} edges)"
+        )

@@ -24,7 +24,7 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.abc import TaskGroup
@@ -48,7 +48,6 @@ from coral_graph._types import USER, AgentName, RunId, ThreadId
 if TYPE_CHECKING:
     from coral_graph._graph import AgentGraph, AgentSpec
     from coral_graph._runtime import RunResult, Runtime
-
 
 
 class _Slot:
@@ -151,7 +150,7 @@ class _Run:
                         on_sink_error(sink, exc)
 
         self.emit = emit
-        entry_adj = {e: {} for e in entry}
+        entry_adj: dict[str, Any] = {e: {} for e in entry}
         self.user_ctx = AgentContext(self, None, USER, entry_adj, False)
 
     # -- graph lookups --------------------------------------------------------
@@ -247,7 +246,8 @@ class _Run:
 
     async def _work(self, slot: _Slot) -> None:
         spec = slot.spec
-        assert spec is not None and slot.inbox is not None
+        assert spec is not None
+        assert slot.inbox is not None
         inbox = slot.inbox
         handle = spec.agent.handle  # type: ignore[union-attr]
         ctx = slot.ctx
@@ -330,7 +330,13 @@ class _Run:
             t1 = now()
             emit(
                 DeliveryHandled(
-                    run_id, next_seq(), t1, name, msg.id if msg else "", "handle", False,
+                    run_id,
+                    next_seq(),
+                    t1,
+                    name,
+                    msg.id if msg else "",
+                    "handle",
+                    False,
                     t1 - slot.turn_started,
                 )
             )
@@ -529,7 +535,7 @@ class _Run:
         )
 
     def result(self) -> RunResult:
-        from coral_graph._runtime import RunResult, Runtime
+        from coral_graph._runtime import RunResult
 
         ans = self.answer_msg
         return RunResult(

@@ -320,7 +320,9 @@ class Runtime:
             as ``cancelled`` and the cancellation propagates.
         """
         if not self._open:
-            raise RuntimeClosedError("the runtime is closed; use it inside `async with open_runtime(...)`")
+            raise RuntimeClosedError(
+                "the runtime is closed; use it inside `async with open_runtime(...)`"
+            )
         if not isinstance(task, str):
             raise TypeError("task must be a string")
         ent, ans = self.graph.validate(entry, answer_by)
@@ -375,14 +377,20 @@ class Runtime:
     ) -> RunHandle:
         """Start a run in the background of the runtime and return its handle."""
         if self._tg is None or not self._open:
-            raise RuntimeClosedError("the runtime is closed; use it inside `async with open_runtime(...)`")
+            raise RuntimeClosedError(
+                "the runtime is closed; use it inside `async with open_runtime(...)`"
+            )
         handle = RunHandle(RunId(run_id) if run_id is not None else new_run_id())
 
         async def _go() -> None:
             try:
                 handle._result = await self.run(
-                    task, entry=entry, answer_by=answer_by, budgets=budgets,
-                    run_id=handle.run_id, _handle=handle,
+                    task,
+                    entry=entry,
+                    answer_by=answer_by,
+                    budgets=budgets,
+                    run_id=handle.run_id,
+                    _handle=handle,
                 )
             except Exception as exc:
                 handle._exc = exc
@@ -476,10 +484,10 @@ def run(
         async with open_runtime(graph, budgets=budgets, store=store, **runtime_options) as rt:
             return await rt.run(task, entry=entry, answer_by=answer_by)
 
-    return run_async(main)
+    result: RunResult = run_async(main)
+    return result
 
 
 def run_async(fn: Callable[[], Any]) -> Any:
     """Run an async function on anyio's asyncio backend (the one coral-graph uses)."""
     return anyio.run(fn, backend="asyncio")
-

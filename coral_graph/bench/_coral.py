@@ -186,5 +186,6 @@ async def idle(agents: int) -> dict[str, Any]:
     result = await handle.wait()
     await cm.__aexit__(None, None, None)
     shutdown_s = time.perf_counter() - t1
-    assert probe["handled"] == 1 and result.stop_reason == "idle", (probe, result.stop_reason)
+    assert probe["handled"] == 1, probe
+    assert result.stop_reason == "idle", result.stop_reason
     return {"start_s": start_s, "kib_per_agent": kib, "shutdown_s": shutdown_s}

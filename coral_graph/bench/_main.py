@@ -9,7 +9,7 @@ import json
 import platform
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,7 +55,7 @@ class BenchConfig:
         )
 
 
-Runner = Callable[[], Awaitable[dict[str, Any]]]
+Runner = Callable[[], Coroutine[Any, Any, dict[str, Any]]]
 
 
 def _runners(cfg: BenchConfig, mod: Any) -> dict[str, Runner]:
@@ -101,7 +101,7 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> list[dict
         floor = _medians(samples[(workload, "floor")])
         for impl in impls:
             med = _medians(samples[(workload, impl)])
-            key, higher = HEADLINE[workload]
+            key, _higher = HEADLINE[workload]
             ratio = med[key] / floor[key] if floor[key] else float("nan")
             rows.append(
                 {
@@ -130,9 +130,7 @@ def _run_extra(name: str, cfg: BenchConfig, log: Callable[[str], None]) -> list[
 
 
 def _short(fig: dict[str, Any]) -> str:
-    return " ".join(
-        f"{k}={v:,.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in fig.items()
-    )
+    return " ".join(f"{k}={v:,.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in fig.items())
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
@@ -145,9 +143,20 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         figs = {
             k: v
             for k, v in row.items()
-            if k not in {"workload", "impl", "ratio_to_floor", "headline", "repeats", "deliveries", "events"}
+            if k
+            not in {
+                "workload",
+                "impl",
+                "ratio_to_floor",
+                "headline",
+                "repeats",
+                "deliveries",
+                "events",
+            }
         }
-        text = "  ".join(f"{k}={v:,.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in figs.items())
+        text = "  ".join(
+            f"{k}={v:,.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in figs.items()
+        )
         ratio = row.get("ratio_to_floor")
         lines.append(
             f"{row['workload']:<10}{row['impl']:<13}{text:<62}"
@@ -162,7 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="", help="comma-separated workloads")
     parser.add_argument("--quick", action="store_true", help="small sizes, one repeat")
     parser.add_argument("--json", action="store_true", help="print JSON lines only")
-    parser.add_argument("--store", action="store_true", help="also ring/fanout with the SQLite store on and off")
+    parser.add_argument(
+        "--store", action="store_true", help="also ring/fanout with the SQLite store on and off"
+    )
     parser.add_argument("--tokens", action="store_true", help="also the token-efficiency scenario")
     args = parser.parse_args(argv)
     cfg = BenchConfig.quick() if args.quick else BenchConfig(repeat=args.repeat)
