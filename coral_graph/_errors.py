@@ -19,7 +19,7 @@ Every error the library raises on purpose derives from :class:`CoralError`::
     ├── BudgetExceededError         a limit of the run was reached (.budget, .limit)
     ├── TurnTimeoutError            a turn ran past its timeout (.agent, .timeout_s)
     ├── RuntimeClosedError          the runtime is not open
-    └── LLMError                    a model call failed (wrapped provider error; see coral_graph.llm)
+    └── LLMError                    a model call failed (the provider error is __cause__)
 
 Errors carry their data as attributes and their message says what to do. They never
 log anything themselves.
