@@ -16,6 +16,10 @@ def main() -> None:
         from coral_graph.bench import _floor
 
         result = asyncio.run(_floor.idle(agents))
+    elif impl == "autogen-core":
+        from coral_graph.bench import _autogen
+
+        result = asyncio.run(_autogen.idle(agents))
     else:
         from coral_graph.bench import _coral
 

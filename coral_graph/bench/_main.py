@@ -84,14 +84,23 @@ def _medians(samples: list[dict[str, Any]]) -> dict[str, Any]:
 
 def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """Run the workloads; return one row per (workload, impl) with median figures."""
-    impls = {"floor": _floor, "coral-graph": _coral}
+    impls: dict[str, Any] = {"floor": _floor, "coral-graph": _coral}
+    if importlib.util.find_spec("autogen_core") is not None:
+        from coral_graph.bench import _autogen
+
+        impls["autogen-core"] = _autogen
+    else:
+        log(
+            "  autogen-core is not installed (pip install 'coral-graph[bench]'): "
+            "its column is skipped"
+        )
     samples: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in range(cfg.repeat):
         order = list(impls.items()) if r % 2 == 0 else list(reversed(impls.items()))
         for workload in cfg.workloads:
             for impl, mod in order:
                 if workload == "idle":
-                    fig = _idle_subprocess("floor" if impl == "floor" else "coral", cfg.idle_agents)
+                    fig = _idle_subprocess(impl, cfg.idle_agents)
                 else:
                     fig = asyncio.run(_runners(cfg, mod)[workload]())
                 samples.setdefault((workload, impl), []).append(fig)
