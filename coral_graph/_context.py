@@ -295,6 +295,12 @@ class AgentContext:
         targets: list[_Slot] = []
         answered = False
         if ms:
+            try:
+                hash(ms)  # a list among the mentions (e.g. from a model's JSON) is a typed error
+            except TypeError:
+                raise InvalidMentionError(
+                    repr(mentions), "each mention is an agent name (a string)"
+                ) from None
             if len(ms) > 1:
                 ms = tuple(dict.fromkeys(ms))
             succ = self._succ
@@ -428,14 +434,17 @@ class AgentContext:
         inbox = slot.inbox
         if not inbox:
             return []
+        usage = slot.usage
+        if slot.spec is not None and slot.spec.is_loop:
+            # As for a handler's worker: the turn past the budget is not taken and its
+            # deliveries stay queued (checking after the drain lost them and counted
+            # max_turns + 1 turns).
+            run.check_turns(slot)
+            usage.turns += 1
         msgs = list(inbox)
         inbox.clear()
         run.pending -= len(msgs)
-        usage = slot.usage
         usage.deliveries += len(msgs)
-        if slot.spec is not None and slot.spec.is_loop:
-            usage.turns += 1
-            run.check_turns(slot)
         now = time.time()
         for m in msgs:
             run.emit(

@@ -57,6 +57,7 @@ class _Slot:
         "active",
         "ctx",
         "current",
+        "exited",
         "inbox",
         "name",
         "restarts",
@@ -82,6 +83,8 @@ class _Slot:
         self.scope: anyio.CancelScope | None = None
         self.timed_out = False
         self.restarts = 0
+        # A loop agent whose run() has returned: nothing reads its inbox any more.
+        self.exited = False
         self.ctx: AgentContext = None  # type: ignore[assignment]
 
 
@@ -143,10 +146,18 @@ class _Run:
         def emit(event: Event) -> None:
             events_append(event)
             if sinks:
+                broken: list[tuple[Callable[[Event], None], Exception]] | None = None
                 for sink in sinks:
                     try:
                         sink(event)
                     except Exception as exc:
+                        # Detached after the loop: removing it now would shift the
+                        # list and the next sink would miss this event.
+                        if broken is None:
+                            broken = []
+                        broken.append((sink, exc))
+                if broken is not None:
+                    for sink, exc in broken:
                         on_sink_error(sink, exc)
 
         self.emit = emit
@@ -223,6 +234,11 @@ class _Run:
         spec = slot.spec
         if spec is not None and not spec.is_loop:
             self._spawn(slot)
+        elif slot.exited:
+            # Nobody will take this delivery (the loop agent has returned): it stays
+            # in the inbox, bounded by max_inbox, but is no work that keeps the run
+            # from going idle.
+            self.pending -= 1
 
     def _spawn(self, slot: _Slot) -> None:
         assert self.tg is not None
@@ -288,6 +304,10 @@ class _Run:
                 if not slot.active:
                     slot.active = True
                     self.busy += 1
+                if self.finished:
+                    # The run ended (answer, error, budget) during an earlier turn of
+                    # the burst: handle nothing more.
+                    return
                 if usage.turns >= max_turns:
                     self.stop_budget("turns", max_turns)
                     return
@@ -397,6 +417,9 @@ class _Run:
                 await self._agent_failed(slot, None, exc)
                 if spec.on_error != "restart" or self.finished:
                     break
+        slot.exited = True
+        if slot.inbox:
+            self.pending -= len(slot.inbox)  # see wake(): unread, and no more work
         self.set_active(slot, False)
 
     def _watch_limit(self, slot: _Slot) -> float | None:
@@ -432,7 +455,8 @@ class _Run:
     # -- budgets and the end of the run ----------------------------------------------
 
     def check_turns(self, slot: _Slot) -> None:
-        if slot.usage.turns > self.max_turns:
+        """Before a loop agent's next turn: stop the run if it has had ``max_turns``."""
+        if slot.usage.turns >= self.max_turns:
             self.stop_budget("turns", self.max_turns)
             raise BudgetExceededError("turns", self.max_turns, f"agent {slot.name}")
 
@@ -477,9 +501,17 @@ class _Run:
 
     # -- start and stop ---------------------------------------------------------
 
-    def start(self, tg: TaskGroup) -> None:
-        """Record the start, open the task thread, post the task, start loop agents."""
+    def start(self, tg: TaskGroup, restore: Callable[[_Run], None] | None = None) -> None:
+        """Record the start, open the task thread, post the task, start loop agents.
+
+        ``restore`` (used by ``coral_graph.store`` to resume a stored run) replaces
+        all of that: it rebuilds threads, usage and counters on this run and
+        re-queues the pending deliveries; only the watchdog is started here."""
         self.tg = tg
+        if restore is not None:
+            restore(self)
+            tg.start_soon(self._watchdog, name="coral-watchdog")
+            return
         graph = self.graph
         ts = self.started_at
         emit = self.emit

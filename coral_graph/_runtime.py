@@ -193,6 +193,7 @@ class RunHandle:
         self._exc: BaseException | None = None
         self._done = anyio.Event()
         self._started = anyio.Event()
+        self._cancel_requested = False
 
     @property
     def user(self) -> AgentContext:
@@ -206,7 +207,8 @@ class RunHandle:
         await self._started.wait()
 
     def cancel(self) -> None:
-        """Stop the run; it ends with ``cancelled``."""
+        """Stop the run; it ends with ``cancelled`` (also when it has not started yet)."""
+        self._cancel_requested = True
         if self._run is not None:
             self._run.finish("cancelled")
 
@@ -305,6 +307,7 @@ class Runtime:
         budgets: Budgets | None = None,
         run_id: str | None = None,
         _handle: RunHandle | None = None,
+        _restore: Callable[[_Run], None] | None = None,
     ) -> RunResult:
         """Post ``task`` from ``user`` to the entry agents and run until it stops.
 
@@ -344,11 +347,13 @@ class Runtime:
         self._runs[rid] = run
         if _handle is not None:
             _handle._run = run
+            if _handle._cancel_requested:
+                run.finish("cancelled")  # cancel() came before the run's task started
         try:
             async with anyio.create_task_group() as tg:
                 if merged.timeout_s is not None:
                     tg.cancel_scope.deadline = anyio.current_time() + merged.timeout_s
-                run.start(tg)
+                run.start(tg, _restore)
                 if _handle is not None:
                     _handle._started.set()
                 await run.done

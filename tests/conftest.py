@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from conftest_llm import _stub_server, litellm_cleanup, openai_stub  # noqa: F401
 
 
 @pytest.fixture

@@ -142,7 +142,10 @@ def _handler(stub: OpenAIStub) -> type[BaseHTTPRequestHandler]:
             if status == 429:
                 self.send_header("Retry-After", "0")
             self.end_headers()
-            self.wfile.write(data)
+            try:
+                self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout)
+                self.close_connection = True
 
         def do_GET(self) -> None:
             if self.path.rstrip("/").endswith("/models"):
@@ -161,6 +164,7 @@ def _handler(stub: OpenAIStub) -> type[BaseHTTPRequestHandler]:
             except ValueError:
                 self._send(400, {"error": {"message": "bad json", "type": "invalid_request"}})
                 return
+            body["_authorization"] = self.headers.get("Authorization")
             step = stub._next(body)
             if step.sleep_s:
                 time.sleep(step.sleep_s)

@@ -700,7 +700,7 @@ async def test_newcomer_loop_agent_waits_only_for_later_mentions() -> None:
         await ctx.add_participant(th, "w")
         await ctx.send_message(th, "for w", ["w"])
 
-    world = World(body, ["b"], ["a>b", "a>w"])
+    world = World(body, ["b"], ["a>b"])
     world.graph.add_agent("w", Waiter())
     world.graph.connect("a", "w")
     await world.run()
@@ -1017,7 +1017,7 @@ async def test_loop_agents_talk_and_the_run_goes_idle() -> None:
 async def test_concurrent_waits_of_one_agent_are_an_error() -> None:
     errors: list[BaseException] = []
 
-    async def loop(ctx: AgentContext) -> None:
+    async def loop_inner(ctx: AgentContext) -> None:
         async def second() -> None:
             try:
                 await ctx.wait_for_mentions(timeout=3600)
@@ -1031,13 +1031,18 @@ async def test_concurrent_waits_of_one_agent_are_an_error() -> None:
             tg.cancel_scope.cancel()
 
     async def a(ctx: AgentContext, message: Message) -> None:
-        return None
+        await done.wait()  # keeps the run busy while w tries its two waits
 
+    async def loop(ctx: AgentContext) -> None:
+        await loop_inner(ctx)
+        done.set()
+
+    done = anyio.Event()
     g = AgentGraph()
     loop_agent = Loop(loop)
     g.add_agent("a", a)
     g.add_agent("w", loop_agent)
-    await run_graph(g, ["a", "w"])
+    await run_graph(g, ["a"])
     assert loop_agent.error is None
     assert len(errors) == 1
     assert errors[0].agent == "w"  # type: ignore[attr-defined]
@@ -1094,20 +1099,22 @@ async def test_user_context_posts_to_entry_agents_only() -> None:
         seen.append(message.content)
         if message.content == "more":
             gate.set()
-        else:
-            await gate.wait()
+
+    async def keeper(ctx: AgentContext, message: Message) -> None:
+        await gate.wait()  # keeps the run going until a got "more"
 
     g = AgentGraph()
     g.add_agent("a", a)
     g.add_agent("b", a)
+    g.add_agent("k", keeper)
     g.connect("a", "b")
     with anyio.fail_after(10):
         async with cg.open_runtime(g) as rt:
-            handle = rt.start("first", entry=["a"])
+            handle = rt.start("first", entry=["a", "k"])
             await handle.started()
             user = handle.user
             assert user.name == "user"
-            assert [i.name for i in await user.list_agents()] == ["a"]
+            assert [i.name for i in await user.list_agents()] == ["a", "k"]
             with pytest.raises(EdgeNotAllowedError):
                 await user.create_thread("x", ["b"])
             await user.send_message("t-1", "more", ["a"])

@@ -48,7 +48,7 @@ def parse_reply(text: str, default: str) -> tuple[str, list[str]]:
         if m is None:
             break
         mentions.append(m.group(1))
-        body = body[m.end():].lstrip(" ,:")
+        body = body[m.end() :].lstrip(" ,:")
     return body, mentions or [default]
 
 

@@ -29,8 +29,14 @@ _SECRET_HINT = {
 
 
 def did_you_mean(name: str, choices: list[str]) -> str:
-    """`` — did you mean "x"?`` or ``""``."""
-    found = suggest(name, choices)
+    """`` — did you mean "x"?`` or ``""``. Swapped letters ("modle") win over other
+    near misses ("mode"), since they are the commonest typo.
+
+    >>> did_you_mean("modle", ["mode", "model"])
+    ' — did you mean "model"?'
+    """
+    swapped = [c for c in choices if c != name and sorted(c) == sorted(name)]
+    found = swapped[0] if swapped else suggest(name, choices)
     return f' — did you mean "{found}"?' if found else ""
 
 
@@ -86,7 +92,7 @@ def _message(err: Any, loc: Loc, src: Source, agent_file: bool) -> str:
     if typ == "missing":
         return f'missing required key "{field}"'
     if typ == "extra_forbidden":
-        model = (AgentDef if agent_file and len(loc) == 1 else _model_at(loc[:-1]))
+        model = AgentDef if agent_file and len(loc) == 1 else _model_at(loc[:-1])
         allowed = _keys_of(model) if model is not None else []
         if field.lower() in _SECRET_HINT:
             return f'unknown key "{field}": {_SECRET_HINT[field.lower()]}'
@@ -95,9 +101,7 @@ def _message(err: Any, loc: Loc, src: Source, agent_file: bool) -> str:
             return f'unknown key "{field}"{hint}'
         return f'unknown key "{field}"; allowed here: {", ".join(allowed)}'
     if typ == "string_type":
-        if field in ("model", "fallbacks") or (
-            len(loc) >= 2 and loc[-2] == "fallbacks"
-        ):
+        if field in ("model", "fallbacks") or (len(loc) >= 2 and loc[-2] == "fallbacks"):
             return f'expected a string like "openai/gpt-4o-mini", got {got}'
         return f"expected a string, got {got}; quote it if it is meant as text"
     if typ == "int_type":
@@ -118,9 +122,14 @@ def _message(err: Any, loc: Loc, src: Source, agent_file: bool) -> str:
         listed = ", ".join(f'"{c}"' for c in choices)
         return f"expected one of {listed}, got {got}{hint}"
     if typ in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
-        op = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=",
-              "less_than": "<"}[typ]
+        op = {
+            "greater_than_equal": ">=",
+            "greater_than": ">",
+            "less_than_equal": "<=",
+            "less_than": "<",
+        }[typ]
         bound = next(iter(ctx.values())) if ctx else "?"
+        bound = f"{bound:g}" if isinstance(bound, int | float) else bound
         return f"must be {op} {bound}, got {got}"
     if typ == "string_pattern_mismatch" and field == "api_key_env":
         return (
@@ -150,9 +159,7 @@ def problems_from_validation(
                 if len(loc) < 3 or loc[2] != "EdgeMap":
                     continue
                 loc = (loc[0], loc[1], *loc[3:])
-                loc = tuple(
-                    "from" if p == "from_" else p for p in loc
-                )
+                loc = tuple("from" if p == "from_" else p for p in loc)
             else:
                 if index in seen_edges:
                     continue

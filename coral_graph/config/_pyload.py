@@ -40,9 +40,7 @@ def _load_file(path: Path) -> ModuleType:
         spec.loader.exec_module(module)
     except Exception as exc:
         sys.modules.pop(modname, None)
-        raise PythonRefError(
-            f"importing {path.name} failed: {type(exc).__name__}: {exc}"
-        ) from exc
+        raise PythonRefError(f"importing {path.name} failed: {type(exc).__name__}: {exc}") from exc
     _MODULES[path] = module
     return module
 
@@ -52,9 +50,7 @@ def load_object(ref: str, base_dir: Path) -> object:
     ``module:Name``)."""
     target, sep, attr = ref.rpartition(":")
     if not sep or not target or not attr:
-        raise PythonRefError(
-            f'expected "file.py:Name" or "package.module:Name", got "{ref}"'
-        )
+        raise PythonRefError(f'expected "file.py:Name" or "package.module:Name", got "{ref}"')
     if target.endswith(".py") or "/" in target or "\\" in target:
         path = (base_dir / target).resolve()
         if not path.is_file():
@@ -66,9 +62,7 @@ def load_object(ref: str, base_dir: Path) -> object:
         except ImportError as exc:
             raise PythonRefError(f"cannot import {target}: {exc}") from exc
         except Exception as exc:
-            raise PythonRefError(
-                f"importing {target} failed: {type(exc).__name__}: {exc}"
-            ) from exc
+            raise PythonRefError(f"importing {target} failed: {type(exc).__name__}: {exc}") from exc
     obj = module
     for part in attr.split("."):
         if not hasattr(obj, part):

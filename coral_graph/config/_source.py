@@ -93,9 +93,7 @@ def _mark(file: str, mark: Any) -> Origin:
 
 
 class _Builder:
-    def __init__(
-        self, file: str, loader: yaml.SafeLoader, env: Mapping[str, str]
-    ) -> None:
+    def __init__(self, file: str, loader: yaml.SafeLoader, env: Mapping[str, str]) -> None:
         self.src = Source(file, None)
         self.loader = loader
         self.env = env
@@ -105,9 +103,12 @@ class _Builder:
         origin = _mark(self.src.file, node.start_mark)
         self.src.values[loc] = origin
         if isinstance(node, yaml.MappingNode):
-            self.loader.flatten_mapping(node)  # `<<: *anchor` merge keys
+            own = sum(1 for k, _ in node.value if k.tag != "tag:yaml.org,2002:merge")
+            self.loader.flatten_mapping(node)  # `<<: *anchor` merge keys come first
+            merged = len(node.value) - own
             out: dict[str, Any] = {}
-            for knode, vnode in node.value:
+            own_keys: set[str] = set()
+            for index, (knode, vnode) in enumerate(node.value):
                 key = self.loader.construct_object(knode, deep=True)
                 korigin = _mark(self.src.file, knode.start_mark)
                 if not isinstance(key, str | int | float | bool) or isinstance(key, bool):
@@ -116,7 +117,7 @@ class _Builder:
                     )
                     continue
                 key = str(key)
-                if key in out:
+                if index >= merged and key in own_keys:
                     first = self.src.keys[(*loc, key)]
                     self.problems.append(
                         Problem(
@@ -127,6 +128,8 @@ class _Builder:
                         )
                     )
                     continue
+                if index >= merged:
+                    own_keys.add(key)
                 self.src.keys[(*loc, key)] = korigin
                 out[key] = self.build(vnode, (*loc, key))
             return out

@@ -187,8 +187,7 @@ class GraphSpec(_Strict):
         use: critic
     edges:
     - a <-> b
-    entry:
-    - a
+    entry: a
     >>> GraphSpec.from_yaml(spec.to_yaml()) == spec
     True
     """
@@ -220,12 +219,23 @@ class GraphSpec(_Strict):
         Values that came from ``${ENV_VAR}`` are written back as the reference
         unless ``reveal`` is true, so a dump never leaks a secret.
         """
-        data: dict[str, Any] = self.model_dump(
-            mode="json", exclude_defaults=True, by_alias=True
-        )
+        data: dict[str, Any] = self.model_dump(mode="json", exclude_defaults=True, by_alias=True)
         if not reveal:
             for loc, raw in self._env_refs.items():
                 _set_in(data, loc, raw)
+        # Read like a hand-written file: what an agent is before how it samples,
+        # and one name instead of a one-item list.
+        agents = data.get("agents", {})
+        for name, fields in agents.items():
+            agents[name] = dict(sorted(fields.items(), key=lambda kv: _AGENT_ORDER.get(kv[0], 99)))
+        for key in ("entry", "answer_by"):
+            if isinstance(data.get(key), list) and len(data[key]) == 1:
+                data[key] = data[key][0]
+        for edge in data.get("edges", []):
+            if isinstance(edge, dict):
+                for key in ("from", "to"):
+                    if isinstance(edge.get(key), list) and len(edge[key]) == 1:
+                        edge[key] = edge[key][0]
         return data
 
     def to_yaml(self, *, reveal: bool = False) -> str:
@@ -247,6 +257,27 @@ class GraphSpec(_Strict):
         return parse_spec(text, file)
 
 
+_AGENT_ORDER = {
+    k: i
+    for i, k in enumerate(
+        (
+            "use",
+            "kind",
+            "description",
+            "python",
+            "args",
+            "prompt",
+            "system_prompt",
+            *ModelSettings.model_fields,
+            "on_error",
+            "turn_timeout_s",
+            "max_restarts",
+            "metadata",
+        )
+    )
+}
+
+
 def _set_in(data: Any, loc: tuple[str | int, ...], value: Any) -> None:
     cur = data
     for part in loc[:-1]:
@@ -255,7 +286,7 @@ def _set_in(data: Any, loc: tuple[str | int, ...], value: Any) -> None:
         except (KeyError, IndexError, TypeError):
             return
     try:
-        if isinstance(cur, dict) and loc[-1] in cur or isinstance(cur, list):
+        if (isinstance(cur, dict) and loc[-1] in cur) or isinstance(cur, list):
             cur[loc[-1]] = value  # type: ignore[index]
     except (IndexError, TypeError):
         return

@@ -56,9 +56,7 @@ class UnknownRunError(StoreError):
 
     def __init__(self, run_id: str, path: str, known: list[str] | None = None) -> None:
         hint = f"; recent runs: {', '.join(known)}" if known else ""
-        super().__init__(
-            f"no run {run_id!r} in {path}{hint} (list them with `coral-graph runs`)"
-        )
+        super().__init__(f"no run {run_id!r} in {path}{hint} (list them with `coral-graph runs`)")
         self.run_id = run_id
         self.path = path
 

@@ -53,7 +53,7 @@ _MSG_KEYS = (
 _GETTERS: dict[type[Any], tuple[str, tuple[str, ...], Callable[[Any], tuple[Any, ...]]]] = {}
 for _cls in EVENT_TYPES.values():
     _names = tuple(f.name for f in dataclasses.fields(_cls))
-    _GETTERS[_cls] = (_cls.kind, _names, operator.attrgetter(*_names))  # type: ignore[arg-type]
+    _GETTERS[_cls] = (_cls.kind, _names, operator.attrgetter(*_names))
 
 
 def event_dict(event: Event) -> dict[str, Any]:
@@ -62,7 +62,7 @@ def event_dict(event: Event) -> dict[str, Any]:
     msgpack and JSON encode exactly like lists."""
     if type(event) is MessageSent:
         m = event.message
-        md = dict(zip(_MSG_KEYS, m))
+        md = dict(zip(_MSG_KEYS, m, strict=True))
         meta = m.metadata
         md["metadata"] = dict(meta) if meta else {}
         return {
@@ -74,7 +74,7 @@ def event_dict(event: Event) -> dict[str, Any]:
         }
     kind, names, get = _GETTERS[type(event)]
     d: dict[str, Any] = {"kind": kind}
-    d.update(zip(names, get(event)))
+    d.update(zip(names, get(event), strict=True))
     return d
 
 
@@ -151,49 +151,102 @@ class Rows:
             if seq > cur[0]:
                 cur[0] = seq
             if t is MessageSent:
-                m = e.message  # type: ignore[union-attr]
-                md = dict(zip(_MSG_KEYS, m))
-                meta = m.metadata
-                md["metadata"] = dict(meta) if meta else {}
-                data = pack(
-                    {"kind": "message_sent", "run_id": rid, "seq": seq, "ts": e.ts, "message": md}
-                )
-                ev((rid, seq, "message_sent", e.ts, data))
-                ms = m.mentions
+                mid, tid, mseq, sender, content, ms, mts, reply, meta = e.message  # type: ignore[union-attr]
+                md = dict(meta) if meta else {}
+                ts = e.ts
+                # The same keys, in the same order, as event_to_dict (a literal is
+                # much cheaper than building it generically).
+                data = pack({
+                    "kind": "message_sent", "run_id": rid, "seq": seq, "ts": ts,
+                    "message": {
+                        "id": mid, "thread_id": tid, "seq": mseq, "sender": sender,
+                        "content": content, "mentions": ms, "timestamp": mts,
+                        "reply_to": reply, "metadata": md,
+                    },
+                })  # fmt: skip
+                ev((rid, seq, "message_sent", ts, data))
                 js = mj.get(ms)
                 if js is None:
                     if len(mj) > 50_000:
                         mj.clear()
                     js = mj[ms] = json.dumps(list(ms))
-                mid = m.id
-                tid = m.thread_id
                 msgs((
-                    rid, mid, tid, m.seq, seq, m.sender, m.content, js, m.timestamp,
-                    m.reply_to, json.dumps(md["metadata"]) if meta else _META_EMPTY,
-                ))
+                    rid, mid, tid, mseq, seq, sender, content, js, mts, reply,
+                    json.dumps(md, default=str) if meta else _META_EMPTY,
+                ))  # fmt: skip
                 for a in ms:
                     ments((rid, mid, tid, seq, a))
-                if not (m.seq == 1 and tid == "t-1"):
+                if not (mseq == 1 and tid == "t-1"):
                     cur[1] += 1
                 continue
-            data = pack(event_dict(e))
-            ev((rid, seq, e.kind, e.ts, data))
             if t is DeliveryHandled:
-                dels((rid, seq, e.agent, e.message_id, e.via, e.ok, e.duration_s))  # type: ignore[union-attr]
-            elif t is LLMCalled:
+                # The commonest event after message_sent: a literal dict, same keys
+                # and order as event_to_dict.
+                assert isinstance(e, DeliveryHandled)
+                ts = e.ts
+                agent = e.agent
+                mid = e.message_id
+                via = e.via
+                ok = e.ok
+                dur = e.duration_s
+                ev(
+                    (
+                        rid,
+                        seq,
+                        "delivery_handled",
+                        ts,
+                        pack(
+                            {
+                                "kind": "delivery_handled",
+                                "run_id": rid,
+                                "seq": seq,
+                                "ts": ts,
+                                "agent": agent,
+                                "message_id": mid,
+                                "via": via,
+                                "ok": ok,
+                                "duration_s": dur,
+                            }
+                        ),
+                    )
+                )
+                dels((rid, seq, agent, mid, via, ok, dur))
+                continue
+            ev((rid, seq, e.kind, e.ts, pack(event_dict(e))))
+            if t is LLMCalled:
                 assert isinstance(e, LLMCalled)
-                self.llm_calls.extend((
-                    rid, seq, e.agent, e.model, e.prompt_tokens, e.completion_tokens,
-                    e.cost_usd, e.latency_s, e.outcome, e.error,
-                ))
+                self.llm_calls.extend(
+                    (
+                        rid,
+                        seq,
+                        e.agent,
+                        e.model,
+                        e.prompt_tokens,
+                        e.completion_tokens,
+                        e.cost_usd,
+                        e.latency_s,
+                        e.outcome,
+                        e.error,
+                    )
+                )
                 cur[2] += e.prompt_tokens + e.completion_tokens
                 cur[3] += e.cost_usd
             elif t is ToolCalled:
                 assert isinstance(e, ToolCalled)
-                self.tool_calls.extend((
-                    rid, seq, e.agent, e.thread_id, e.tool, json.dumps(e.arguments, default=str),
-                    e.result, e.ok, e.duration_s, e.message_id,
-                ))
+                self.tool_calls.extend(
+                    (
+                        rid,
+                        seq,
+                        e.agent,
+                        e.thread_id,
+                        e.tool,
+                        json.dumps(e.arguments, default=str),
+                        e.result,
+                        e.ok,
+                        e.duration_s,
+                        e.message_id,
+                    )
+                )
             elif t is ThreadCreated:
                 assert isinstance(e, ThreadCreated)
                 self.threads.extend((rid, e.thread_id, e.name, e.creator, e.ts, None, None, "open"))
@@ -204,23 +257,36 @@ class Rows:
                 self.participants.extend((rid, e.thread_id, e.agent, e.ts, None, e.by))
             elif t is ParticipantRemoved:
                 assert isinstance(e, ParticipantRemoved)
-                self.ops.append((
-                    "UPDATE participants SET removed_at = ? WHERE run_id = ? AND thread_id = ? "
-                    "AND agent = ? AND removed_at IS NULL AND added_at <= ?",
-                    (e.ts, rid, e.thread_id, e.agent, e.ts),
-                ))
+                self.ops.append(
+                    (
+                        "UPDATE participants SET removed_at = ? WHERE run_id = ? AND thread_id = ? "
+                        "AND agent = ? AND removed_at IS NULL AND added_at <= ?",
+                        (e.ts, rid, e.thread_id, e.agent, e.ts),
+                    )
+                )
             elif t is ThreadClosed:
                 assert isinstance(e, ThreadClosed)
-                self.ops.append((
-                    "UPDATE threads SET state = 'closed', closed_at = ?, summary = ? "
-                    "WHERE run_id = ? AND thread_id = ?",
-                    (e.ts, e.summary, rid, e.thread_id),
-                ))
+                self.ops.append(
+                    (
+                        "UPDATE threads SET state = 'closed', closed_at = ?, summary = ? "
+                        "WHERE run_id = ? AND thread_id = ?",
+                        (e.ts, e.summary, rid, e.thread_id),
+                    )
+                )
             elif t is AgentErrored:
                 assert isinstance(e, AgentErrored)
-                self.errors.extend((
-                    rid, seq, e.agent, e.message_id, e.error_type, e.error, e.traceback, e.action,
-                ))
+                self.errors.extend(
+                    (
+                        rid,
+                        seq,
+                        e.agent,
+                        e.message_id,
+                        e.error_type,
+                        e.error,
+                        e.traceback,
+                        e.action,
+                    )
+                )
             elif t is AgentAdded:
                 assert isinstance(e, AgentAdded)
                 self.agents.extend((rid, e.agent, e.description, e.agent_kind))
@@ -228,27 +294,44 @@ class Rows:
                 assert isinstance(e, RunStarted)
                 g = e.graph
                 pid, proc_start, graph_path = run_extra(rid)
-                self.runs.append((
-                    rid, g.get("name"), e.task, json.dumps(e.entry), json.dumps(e.answer_by),
-                    json.dumps(g), json.dumps(e.budgets), "running", e.ts, pid, proc_start,
-                    graph_path or g.get("path"),
-                ))
+                self.runs.append(
+                    (
+                        rid,
+                        g.get("name"),
+                        e.task,
+                        json.dumps(e.entry),
+                        json.dumps(e.answer_by),
+                        json.dumps(g),
+                        json.dumps(e.budgets),
+                        "running",
+                        e.ts,
+                        pid,
+                        proc_start,
+                        graph_path or g.get("path"),
+                    )
+                )
                 for a, b in g.get("edges", ()):
                     self.edges.extend((rid, a, b))
             elif t is RunFinished:
                 assert isinstance(e, RunFinished)
-                self.finished.append((
-                    e.stop_reason, e.answer, e.answer_id, e.error, e.ts, json.dumps(e.usage), rid,
-                ))
+                self.finished.append(
+                    (
+                        e.stop_reason,
+                        e.answer,
+                        e.answer_id,
+                        e.error,
+                        e.ts,
+                        json.dumps(e.usage),
+                        rid,
+                    )
+                )
 
 
 _MAX_VARS = 32_000
-_CHUNK_ROWS = 1_000
+_CHUNK_ROWS = 100_000
 
 
-def insert_many(
-    conn: sqlite3.Connection, sql_head: str, ncols: int, flat: list[Any]
-) -> None:
+def insert_many(conn: sqlite3.Connection, sql_head: str, ncols: int, flat: list[Any]) -> None:
     """``INSERT`` the rows in ``flat`` (``ncols`` values per row, flattened) with as few
     statements as possible: fixed-size chunks (their statements stay in SQLite's
     statement cache) and one tail."""

@@ -23,6 +23,9 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from coral_graph.store import resolve_db
+from coral_graph.store._reader import open_reader, writer_alive
+
 __all__ = ["KINDS", "Filters", "RunNotFoundError", "RunReader", "percentile"]
 
 KINDS = ("task", "answer", "llm", "tool")
@@ -157,7 +160,7 @@ def _cg_match(content: object, sender: object, needle: object) -> bool:
 
 
 def percentile(values: Sequence[float], p: float) -> float | None:
-    """The ``p``-th percentile (0–100) of sorted ``values``, nearest-rank; None if empty.
+    """The ``p``-th percentile (0 to 100) of sorted ``values``, nearest-rank; None if empty.
 
     >>> percentile([1.0, 2.0, 3.0, 4.0], 50), percentile([1.0, 2.0, 3.0, 4.0], 95)
     (2.0, 4.0)
@@ -189,12 +192,11 @@ class RunReader:
     runs its queries in a thread pool).
     """
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        if not self.path.exists():
-            raise FileNotFoundError(
-                f"no coral-graph database at {self.path}; run a graph first or pass --db PATH"
-            )
+    def __init__(self, path: str | Path | None = None) -> None:
+        self.path = resolve_db(path)
+        # The store's own reader checks that this is a store of a version we read
+        # (NotAStoreError, StoreVersionError otherwise).
+        open_reader(self.path).close()
         self._local = threading.local()
         self._cache: dict[tuple[str, ...], Any] = {}
         self._cache_lock = threading.Lock()
@@ -210,6 +212,7 @@ class RunReader:
             conn.row_factory = sqlite3.Row
             conn.create_function("cg_match", 3, _cg_match, deterministic=True)
             conn.execute("PRAGMA query_only = 1")
+            conn.execute("PRAGMA busy_timeout = 5000")
             self._local.conn = conn
         return conn
 
@@ -256,13 +259,16 @@ class RunReader:
         graph = _loads(r["graph"], {})
         started = r["started_at"]
         ended = r["ended_at"]
-        end = ended if ended is not None else (time.time() if r["status"] == "running" else None)
+        status = r["status"]
+        if status == "running" and not writer_alive(r["pid"], r["proc_start"]):
+            status = "interrupted"  # the writer died (e.g. SIGKILL): not live any more
+        end = ended if ended is not None else (time.time() if status == "running" else None)
         return {
             "run_id": r["run_id"],
             "graph_name": r["graph_name"] or graph.get("name", ""),
             "task": r["task"],
-            "status": r["status"],
-            "live": r["status"] == "running",
+            "status": status,
+            "live": status == "running",
             "stop_reason": r["stop_reason"],
             "answer": r["answer"],
             "answer_id": r["answer_id"],
@@ -280,6 +286,12 @@ class RunReader:
         """A run's summary with its graph, entry, budgets, agents and threads."""
         r = self._run_row(run_id)
         out = self._run_summary(r)
+        if out["status"] == "finished":
+            return dict(self._cached(("run", run_id), False, lambda: self._run_detail(r, out)))
+        return self._run_detail(r, out)
+
+    def _run_detail(self, r: sqlite3.Row, out: dict[str, Any]) -> dict[str, Any]:
+        run_id = r["run_id"]
         graph = _loads(r["graph"], {})
         out["graph"] = graph
         out["entry"] = _loads(r["entry"], [])
@@ -316,9 +328,9 @@ class RunReader:
         }
         errors = dict(
             db.execute(
-                "SELECT m.thread_id, count(*) FROM errors e JOIN messages m "
-                "ON m.run_id = e.run_id AND m.message_id = e.message_id "
-                "WHERE e.run_id = ? GROUP BY m.thread_id",
+                # A message id is "<thread id>#<seq>": no join with messages needed.
+                "SELECT substr(message_id, 1, instr(message_id, '#') - 1) AS tid, count(*) "
+                "FROM errors WHERE run_id = ? AND message_id IS NOT NULL GROUP BY tid",
                 (run_id,),
             ).fetchall()
         )
@@ -439,8 +451,7 @@ class RunReader:
             more = len(rows) > limit
             return self._rows_to_messages(run_id, reversed(rows[:limit])), more
         rows = self.db.execute(
-            f"SELECT {_MSG_COLS} FROM messages WHERE {where} AND gseq > ? "
-            "ORDER BY gseq LIMIT ?",
+            f"SELECT {_MSG_COLS} FROM messages WHERE {where} AND gseq > ? ORDER BY gseq LIMIT ?",
             [*params, after if after is not None else 0, limit + 1],
         ).fetchall()
         more = len(rows) > limit
@@ -449,7 +460,7 @@ class RunReader:
     def messages(
         self,
         run_id: str,
-        filters: Filters = Filters(),  # noqa: B008 - frozen, shared safely
+        filters: Filters = Filters(),
         *,
         after: int | None = None,
         before: int | None = None,
@@ -499,12 +510,17 @@ class RunReader:
         if above is not None:
             where += " AND gseq > ?"
             params.append(above)
-        return self.db.execute(f"SELECT 1 FROM messages WHERE {where} LIMIT 1", params).fetchone() is not None
+        return (
+            self.db.execute(f"SELECT 1 FROM messages WHERE {where} LIMIT 1", params).fetchone()
+            is not None
+        )
 
     def count(self, run_id: str, filters: Filters) -> int:
         """How many messages match ``filters``."""
         where, params = filters.sql(run_id)
-        return int(self.db.execute(f"SELECT count(*) FROM messages WHERE {where}", params).fetchone()[0])
+        return int(
+            self.db.execute(f"SELECT count(*) FROM messages WHERE {where}", params).fetchone()[0]
+        )
 
     def search(self, run_id: str, filters: Filters, *, max_hits: int = MAX_HITS) -> dict[str, Any]:
         """Every message matching ``filters`` (``q`` included), as positions.
@@ -520,12 +536,15 @@ class RunReader:
         ).fetchall()
         return {"total": len(rows), "hits": [r[0] for r in rows[:max_hits]]}
 
-    def locate(self, run_id: str, filters: Filters, *, after: int, forward: bool = True) -> int | None:
+    def locate(
+        self, run_id: str, filters: Filters, *, after: int, forward: bool = True
+    ) -> int | None:
         """The position of the next (or previous) message matching ``filters``."""
         where, params = filters.sql(run_id)
         op, order = (">", "ASC") if forward else ("<", "DESC")
         row = self.db.execute(
-            f"SELECT gseq FROM messages WHERE {where} AND gseq {op} ? ORDER BY gseq {order} LIMIT 1",
+            f"SELECT gseq FROM messages WHERE {where} AND gseq {op} ? "
+            f"ORDER BY gseq {order} LIMIT 1",
             [*params, after],
         ).fetchone()
         return None if row is None else int(row[0])
@@ -549,7 +568,7 @@ class RunReader:
         latency and turn duration p50/p95, errors."""
         r = self._run_row(run_id)
         return self._cached(  # type: ignore[no-any-return]
-            ("agents", run_id), r["status"] == "running", lambda: self._agents(run_id)
+            ("agents", run_id), r["status"] != "finished", lambda: self._agents(run_id)
         )
 
     def _agents(self, run_id: str) -> list[dict[str, Any]]:
@@ -633,7 +652,7 @@ class RunReader:
         """
         r = self._run_row(run_id)
         return self._cached(  # type: ignore[no-any-return]
-            ("graph", run_id), r["status"] == "running", lambda: self._graph(run_id, r)
+            ("graph", run_id), r["status"] != "finished", lambda: self._graph(run_id, r)
         )
 
     def _graph(self, run_id: str, r: sqlite3.Row) -> dict[str, Any]:
@@ -642,7 +661,11 @@ class RunReader:
         answer_by = _loads(r["answer_by"], []) or entry
         nodes = [{"name": "user", "kind": "user", "description": "the caller of the run"}]
         nodes += [
-            {"name": a.get("name", ""), "kind": a.get("kind", ""), "description": a.get("description", "")}
+            {
+                "name": a.get("name", ""),
+                "kind": a.get("kind", ""),
+                "description": a.get("description", ""),
+            }
             for a in graph.get("agents", [])
         ]
         edges = [list(e) for e in graph.get("edges", [])]

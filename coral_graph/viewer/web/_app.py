@@ -74,12 +74,8 @@ class _Guard:
                 raw = list(message.get("headers", []))
                 raw += [(k.encode(), v.encode()) for k, v in SECURITY_HEADERS]
                 if set_cookie and self.token is not None:
-                    raw.append(
-                        (
-                            b"set-cookie",
-                            f"{TOKEN_COOKIE}={self.token}; HttpOnly; SameSite=Strict; Path=/".encode(),
-                        )
-                    )
+                    cookie = f"{TOKEN_COOKIE}={self.token}; HttpOnly; SameSite=Strict; Path=/"
+                    raw.append((b"set-cookie", cookie.encode()))
                 message["headers"] = raw
             await send(message)
 
@@ -134,6 +130,7 @@ def create_app(
         stream_max_s: an event stream ends after this long; the browser reconnects
             and resumes from ``Last-Event-ID`` (so no stream lives forever).
     """
+
     async def call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return await anyio.to_thread.run_sync(lambda: fn(*args, **kwargs))
 

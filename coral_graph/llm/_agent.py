@@ -1,0 +1,396 @@
+"""LLMAgent: a handler-style agent driven by any litellm model string.
+
+One wake (one delivery) is one *turn*: the context is built afresh (see
+:mod:`coral_graph.llm._prompt`), then the model is called at most ``max_steps``
+times. In tools mode each step may call the seven operations; in text mode the
+reply is posted by the text convention (see :mod:`coral_graph.llm._text`).
+
+Every call is checked against the run's budgets *before* it is made (its prompt
+tokens plus ``max_tokens``, priced by litellm's table), recorded after it (an
+``llm_called`` event with tokens, cost, latency and outcome), bounded by
+``timeout_s``, retried with exponential backoff on rate limits and transient
+errors, and handed to the ``fallbacks`` in order when a model keeps failing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+import anyio
+
+from coral_graph._errors import LLMError
+from coral_graph._types import USER
+from coral_graph.llm._errors import LLMTimeoutError
+from coral_graph.llm._limits import model_limiter
+from coral_graph.llm._prompt import build_context
+from coral_graph.llm._text import post_reply
+from coral_graph.llm._tools import TOOL_SCHEMAS, run_tool
+from coral_graph.llm._types import (
+    ChatMessage,
+    ModelClient,
+    ModelRequest,
+    ModelResponse,
+    approx_tokens,
+)
+
+if TYPE_CHECKING:
+    from coral_graph._context import AgentContext
+    from coral_graph._model import Message
+
+__all__ = ["DEFAULT_MAX_TOKENS", "DEFAULT_MODEL", "LLMAgent"]
+
+DEFAULT_MODEL = "embedded/smollm2-135m"
+"""The model every agent uses unless told otherwise: runs offline, costs nothing."""
+
+DEFAULT_MAX_TOKENS = 1024
+"""Completion tokens per call when ``max_tokens`` is not set (it is always sent, so
+the budget check before a call is a true upper bound)."""
+
+_EMBEDDED_MAX_TOKENS = 256
+
+Mode = Literal["auto", "tools", "text"]
+
+
+def _default_client(model: str) -> ModelClient:
+    if model.startswith("scripted/"):
+        from coral_graph.testing import scripted_model
+
+        return scripted_model(model.removeprefix("scripted/"))
+    from coral_graph.llm._litellm import LiteLLMClient
+
+    return LiteLLMClient()
+
+
+class LLMAgent:
+    """An agent whose turns are model calls.
+
+    Args:
+        model: a litellm model string (``openai/gpt-4o-mini``, ``anthropic/...``,
+            ``ollama/llama3``, ``openai/<name>`` with ``api_base`` for any
+            OpenAI-compatible server), ``embedded/smollm2-135m`` (the default) or
+            ``scripted/<name>`` (a :class:`coral_graph.testing.ScriptedModel`).
+        system_prompt: the agent's instructions, first in every prompt.
+        description: what other agents see of it in ``list_agents()``.
+        mode: ``tools`` (function calling), ``text`` (plain replies and ``@name``
+            mentions) or ``auto`` (tools when the model supports them).
+        temperature, top_p, seed, max_tokens, stop: sampling settings.
+            ``max_tokens`` defaults to 1024 (256 for embedded models).
+        api_base: the server's URL for OpenAI-compatible endpoints.
+        api_key_env: the environment variable that holds the API key.
+        max_steps: model calls per turn, at most.
+        timeout_s: seconds per model call.
+        retries: extra attempts per model on rate limits and transient errors.
+        retry_backoff_s: the first backoff; it doubles each retry (with jitter).
+        fallbacks: other model strings to try, in order, when a model keeps failing.
+        context_tokens: the prompt budget plus ``max_tokens``; older context is
+            trimmed to fit.
+        max_concurrency: calls in flight to this model at once, across the agents
+            of the process (the smallest cap asked for a model wins).
+        extra: more keyword arguments for the provider, passed unchanged.
+        client: the transport (default: litellm).
+
+    >>> agent = LLMAgent("openai/gpt-4o-mini", description="solves maths", temperature=0)
+    >>> agent.kind, agent.description, agent.model
+    ('llm', 'solves maths', 'openai/gpt-4o-mini')
+    """
+
+    kind = "llm"
+
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        *,
+        system_prompt: str = "",
+        description: str = "",
+        mode: Mode = "auto",
+        temperature: float | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+        max_tokens: int | None = None,
+        stop: list[str] | None = None,
+        api_base: str | None = None,
+        api_key_env: str | None = None,
+        max_steps: int = 4,
+        timeout_s: float = 120.0,
+        retries: int = 2,
+        retry_backoff_s: float = 0.5,
+        fallbacks: Sequence[str] = (),
+        context_tokens: int = 4096,
+        max_concurrency: int | None = None,
+        extra: Mapping[str, Any] | None = None,
+        client: ModelClient | None = None,
+    ) -> None:
+        if not isinstance(model, str) or not model.strip():
+            raise ValueError("model must be a model string such as 'openai/gpt-4o-mini'")
+        if mode not in ("auto", "tools", "text"):
+            raise ValueError(f"mode must be 'auto', 'tools' or 'text', not {mode!r}")
+        if max_steps < 1:
+            raise ValueError("max_steps must be at least 1")
+        if retries < 0:
+            raise ValueError("retries must be >= 0")
+        if max_concurrency is not None and max_concurrency < 1:
+            raise ValueError("max_concurrency must be at least 1 (or None: no cap)")
+        self.model = model
+        self.system_prompt = system_prompt
+        # Never empty: the graph would fall back to this class's docstring.
+        self.description = description.strip() or _describe(system_prompt, model)
+        self.mode: Mode = mode
+        self.temperature = temperature
+        self.top_p = top_p
+        self.seed = seed
+        self.max_tokens = max_tokens
+        self.stop = list(stop) if stop else None
+        self.api_base = api_base
+        self.api_key_env = api_key_env
+        self.max_steps = max_steps
+        self.timeout_s = timeout_s
+        self.retries = retries
+        self.retry_backoff_s = retry_backoff_s
+        self.fallbacks = tuple(fallbacks)
+        self.context_tokens = context_tokens
+        self.max_concurrency = max_concurrency
+        self.extra = dict(extra or {})
+        self._client = client
+
+    def __repr__(self) -> str:
+        return f"LLMAgent({self.model!r}, mode={self.mode!r})"
+
+    # -- settings -------------------------------------------------------------
+
+    @property
+    def client(self) -> ModelClient:
+        """The transport (created on first use: importing litellm is deferred)."""
+        if self._client is None:
+            self._client = _default_client(self.model)
+        return self._client
+
+    def _max_out(self, model: str) -> int:
+        if self.max_tokens is not None:
+            return self.max_tokens
+        return _EMBEDDED_MAX_TOKENS if model.startswith("embedded/") else DEFAULT_MAX_TOKENS
+
+    def resolved_mode(self) -> Literal["tools", "text"]:
+        """``tools`` or ``text``: what ``auto`` means for this agent's model."""
+        if self.mode != "auto":
+            return self.mode
+        supports = getattr(self.client, "supports_tools", None)
+        return "tools" if callable(supports) and supports(self.model) else "text"
+
+    def count_tokens(
+        self, model: str, messages: Sequence[ChatMessage], tools: Sequence[Any] | None = None
+    ) -> int:
+        """Prompt tokens by the client's counter (litellm's for the default client)."""
+        counter = getattr(self.client, "count_tokens", None)
+        if callable(counter):
+            return int(counter(model, messages, tools))
+        return approx_tokens(messages, tools)
+
+    def price(self, model: str, prompt_tokens: int, completion_tokens: int) -> float:
+        """US dollars for a call of that size (0 when the price is unknown)."""
+        pricer = getattr(self.client, "cost_usd", None)
+        if callable(pricer):
+            return float(pricer(model, prompt_tokens, completion_tokens))
+        return 0.0
+
+    def _api_key(self) -> str | None:
+        if self.api_key_env is None:
+            return None
+        key = os.environ.get(self.api_key_env)
+        if not key:
+            from coral_graph.llm._errors import LLMAuthenticationError
+
+            raise LLMAuthenticationError(
+                f"the environment variable {self.api_key_env} (api_key_env) is not set; "
+                "export it with the API key",
+                model=self.model,
+            )
+        return key
+
+    # -- one turn ---------------------------------------------------------------
+
+    async def handle(self, ctx: AgentContext, message: Message) -> None:
+        """One wake: build the context, then call the model up to ``max_steps`` times."""
+        mode = self.resolved_mode()
+        budget = max(256, self.context_tokens - self._max_out(self.model))
+        messages = build_context(
+            ctx,
+            message,
+            system_prompt=self.system_prompt,
+            description=self.description,
+            mode=mode,
+            budget_tokens=budget,
+            count=lambda ms: self.count_tokens(self.model, ms),
+        )
+        if mode == "tools":
+            await self._tools_turn(ctx, message, messages)
+        else:
+            await self._text_turn(ctx, message, messages)
+
+    async def _text_turn(
+        self, ctx: AgentContext, wake: Message, messages: list[ChatMessage]
+    ) -> None:
+        n_context = len(messages)
+        for _ in range(self.max_steps):
+            resp, meta = await self.call(ctx, messages, tools=None, n_context=n_context)
+            text = (resp.content or "").strip()
+            if text:
+                await post_reply(ctx, wake, text, metadata=meta)
+                return
+            messages = [
+                *messages,
+                {"role": "assistant", "content": ""},
+                {"role": "user", "content": "Your reply was empty. Reply in plain text."},
+            ]
+
+    async def _tools_turn(
+        self, ctx: AgentContext, wake: Message, messages: list[ChatMessage]
+    ) -> None:
+        n_context = len(messages)
+        seen: dict[str, str] = {}
+        repeats = 0
+        posted = answered = False
+        for _ in range(self.max_steps):
+            resp, meta = await self.call(ctx, messages, tools=TOOL_SCHEMAS, n_context=n_context)
+            if not resp.tool_calls:
+                text = (resp.content or "").strip()
+                if text and not posted:
+                    await post_reply(ctx, wake, text, metadata=meta)
+                return
+            messages.append({
+                "role": "assistant",
+                "content": resp.content or None,
+                "tool_calls": [tc.to_openai() for tc in resp.tool_calls],
+            })
+            for tc in resp.tool_calls:
+                key = tc.name + "\x00" + _canonical(tc.arguments)
+                if key in seen:
+                    repeats += 1
+                    result = json.dumps({
+                        "ok": False,
+                        "error": "RepeatedCallError",
+                        "message": "you already made this exact call in this turn; it was "
+                        "not run again. Its result was: " + seen[key]
+                        + ". Do something else, or stop calling tools.",
+                    })
+                    ctx.record_tool_call(
+                        tool=tc.name, arguments={"raw": tc.arguments}, result=result,
+                        ok=False, duration_s=0.0,
+                    )
+                else:
+                    outcome = await run_tool(ctx, tc.name, tc.arguments, wake=wake,
+                                             metadata=meta, max_wait_s=self.timeout_s)
+                    result = outcome.result
+                    seen[key] = result
+                    if outcome.message is not None:
+                        posted = True
+                        answered = answered or USER in outcome.message.mentions
+                messages.append({"role": "tool", "tool_call_id": tc.id, "name": tc.name,
+                                 "content": result})
+            if answered or repeats >= 2:
+                return  # the task is answered, or a loop: the same calls again and again
+
+    # -- one model call, with budgets, retries and fallbacks -----------------------
+
+    async def call(
+        self,
+        ctx: AgentContext,
+        messages: Sequence[ChatMessage],
+        *,
+        tools: Sequence[dict[str, Any]] | None = None,
+        n_context: int = 0,
+    ) -> tuple[ModelResponse, dict[str, Any]]:
+        """Call the model (then the fallbacks) once, with budget checks, accounting,
+        timeout and retries. Returns the response and the metadata to attach to a
+        message it produces.
+
+        Raises:
+            BudgetExceededError: the call could exceed a budget of the run (the run
+                stops; nothing was spent).
+            LLMError: every model failed; the last error.
+        """
+        last: LLMError | None = None
+        api_key = self._api_key()
+        for model in (self.model, *self.fallbacks):
+            max_out = self._max_out(model)
+            prompt_tokens = self.count_tokens(model, messages, tools)
+            request = ModelRequest(
+                model=model,
+                messages=list(messages),
+                tools=list(tools) if tools else None,
+                temperature=self.temperature,
+                top_p=self.top_p,
+                seed=self.seed,
+                max_tokens=max_out,
+                stop=self.stop,
+                api_base=self.api_base,
+                api_key=api_key,
+                timeout_s=self.timeout_s,
+                agent=ctx.name,
+                n_context=n_context,
+                extra=self.extra,
+            )
+            for attempt in range(self.retries + 1):
+                ctx.check_llm_budget(
+                    tokens=prompt_tokens + max_out,
+                    cost_usd=self.price(model, prompt_tokens, max_out),
+                    calls=1,
+                )
+                t0 = time.perf_counter()
+                try:
+                    async with model_limiter(model, self.max_concurrency):
+                        with anyio.fail_after(self.timeout_s):
+                            resp = await self.client.complete(request)
+                except TimeoutError as exc:
+                    err: LLMError = LLMTimeoutError(
+                        f"{model}: no answer within {self.timeout_s:g} s (timeout_s)",
+                        model=model,
+                    )
+                    err.__cause__ = exc
+                except LLMError as exc:
+                    err = exc
+                except Exception as exc:  # a custom client's own failure
+                    err = LLMError(f"{model}: {type(exc).__name__}: {exc}", model=model)
+                    err.__cause__ = exc
+                else:
+                    latency = time.perf_counter() - t0
+                    p = resp.prompt_tokens or prompt_tokens
+                    c = resp.completion_tokens or approx_tokens(
+                        [{"content": resp.content or ""}]
+                    )
+                    cost = resp.cost_usd if resp.cost_usd is not None else self.price(model, p, c)
+                    ctx.record_llm_call(model=model, prompt_tokens=p, completion_tokens=c,
+                                        cost_usd=cost, latency_s=latency, outcome="ok")
+                    meta = {"model": model, "prompt_tokens": p, "completion_tokens": c,
+                            "cost_usd": cost, "latency_s": round(latency, 6)}
+                    return resp, meta
+                ctx.record_llm_call(
+                    model=model, prompt_tokens=0, completion_tokens=0, cost_usd=0.0,
+                    latency_s=time.perf_counter() - t0, outcome=type(err).__name__,
+                    error=str(err),
+                )
+                last = err
+                if not err.retryable or attempt == self.retries:
+                    break
+                delay = self.retry_backoff_s * (2 ** attempt)
+                await anyio.sleep(delay * (0.75 + random.random() / 2))
+        assert last is not None
+        raise last
+
+
+def _describe(system_prompt: str, model: str) -> str:
+    first = system_prompt.strip().split("\n", 1)[0].strip()
+    if first:
+        return first if len(first) <= 160 else first[:157] + "..."
+    return f"an LLM agent ({model})"
+
+
+def _canonical(arguments: str) -> str:
+    try:
+        return json.dumps(json.loads(arguments), sort_keys=True)
+    except ValueError:
+        return arguments.strip()

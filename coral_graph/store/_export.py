@@ -1,0 +1,212 @@
+"""Export a stored run to a file and import it back: msgpack or JSON Lines.
+
+Both formats carry a header, the run's events in ``seq`` order (each exactly
+:func:`coral_graph.event_to_dict`), and an end marker, so a truncated file is
+told apart from a complete one. The msgpack format is specified in
+``docs/msgpack-format.md``; it is also the wire encoding of events. Exporting
+an imported run gives the same bytes again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import msgpack
+
+from coral_graph._events import Event, event_from_dict
+from coral_graph.store._errors import ExportFormatError, RunExistsError
+from coral_graph.store._reader import StoreReader
+from coral_graph.store._rows import Rows, new_packer, write_rows
+from coral_graph.store._sqlite import _connect_writer, resolve_db
+
+__all__ = ["EXPORT_FORMAT", "EXPORT_VERSION", "export_run", "import_run", "read_export"]
+
+EXPORT_FORMAT = "coral-graph-export"
+EXPORT_VERSION = 1
+FORMATS = ("msgpack", "jsonl")
+
+
+def export_run(reader: StoreReader, run_id: str, out: IO[bytes], fmt: str = "msgpack") -> int:
+    """Write run ``run_id`` from ``reader`` to ``out`` in ``fmt`` (``msgpack`` or
+    ``jsonl``). Returns the number of events written."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")
+    rid = reader.resolve_run(run_id)
+    row = reader.run(rid)
+    blobs = list(reader.event_blobs(rid))
+    header = {
+        "format": EXPORT_FORMAT,
+        "version": EXPORT_VERSION,
+        "encoding": fmt,
+        "run_id": rid,
+        "events": len(blobs),
+        "graph_path": row.get("graph_path"),
+    }
+    if fmt == "msgpack":
+        pack = new_packer()
+        out.write(pack(header))
+        crc = 0
+        for b in blobs:
+            crc = zlib.crc32(b, crc)
+            out.write(b)
+        out.write(pack({"end": EXPORT_FORMAT, "events": len(blobs), "crc32": crc}))
+    else:
+        dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+        out.write(dumps(header).encode() + b"\n")
+        for b in blobs:
+            out.write(dumps(msgpack.unpackb(b, raw=False)).encode() + b"\n")
+        out.write(dumps({"end": EXPORT_FORMAT, "events": len(blobs)}).encode() + b"\n")
+    return len(blobs)
+
+
+def _check_header(path: str, header: Any, encoding: str) -> dict[str, Any]:
+    if not isinstance(header, dict) or header.get("format") != EXPORT_FORMAT:
+        raise ExportFormatError(path, "it does not start with a coral-graph export header")
+    version = header.get("version")
+    if not isinstance(version, int) or version > EXPORT_VERSION:
+        raise ExportFormatError(
+            path,
+            f"export version {version!r} is newer than this coral-graph reads "
+            f"({EXPORT_VERSION}); upgrade coral-graph",
+        )
+    if not isinstance(header.get("run_id"), str) or not isinstance(header.get("events"), int):
+        raise ExportFormatError(path, "the header lacks run_id or events")
+    return header
+
+
+def _msgpack_items(path: str, data: bytes) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    u = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=max(len(data), 1 << 20))
+    u.feed(data)
+    try:
+        header = _check_header(path, next(u), "msgpack")
+        n = header["events"]
+        start = u.tell()
+        items: list[dict[str, Any]] = []
+        end: Any = None
+        for obj in u:
+            if isinstance(obj, dict) and obj.get("end") == EXPORT_FORMAT:
+                stop = u.tell()
+                end = obj
+                break
+            items.append(obj)
+        else:
+            stop = u.tell()
+    except StopIteration:
+        raise ExportFormatError(path, "the file is empty or truncated") from None
+    except ExportFormatError:
+        raise
+    except Exception as exc:
+        raise ExportFormatError(path, f"corrupt msgpack data ({exc})") from None
+    if end is None:
+        raise ExportFormatError(
+            path, f"truncated: the header promises {n} events, found {len(items)} and no end marker"
+        )
+    if end.get("events") != n or len(items) != n:
+        raise ExportFormatError(
+            path, f"the header promises {n} events, the file holds {len(items)}"
+        )
+    body_end = stop - len(new_packer()(end))
+    crc = zlib.crc32(data[start:body_end])
+    if end.get("crc32") != crc:
+        raise ExportFormatError(path, "checksum mismatch: the events were altered or corrupted")
+    if stop != len(data):
+        raise ExportFormatError(path, "unexpected data after the end marker")
+    return header, items
+
+
+def _jsonl_items(path: str, data: bytes) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    try:
+        parsed = [json.loads(line) for line in lines]
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ExportFormatError(path, f"corrupt JSON line ({exc})") from None
+    if not parsed:
+        raise ExportFormatError(path, "the file is empty")
+    header = _check_header(path, parsed[0], "jsonl")
+    n = header["events"]
+    end = parsed[-1] if len(parsed) > 1 else None
+    if not (isinstance(end, dict) and end.get("end") == EXPORT_FORMAT):
+        raise ExportFormatError(
+            path, f"truncated: the header promises {n} events and there is no end marker"
+        )
+    items = parsed[1:-1]
+    if end.get("events") != n or len(items) != n:
+        raise ExportFormatError(
+            path, f"the header promises {n} events, the file holds {len(items)}"
+        )
+    return header, items
+
+
+def read_export(path: str | os.PathLike[str]) -> tuple[dict[str, Any], list[Event]]:
+    """Parse and check an export file; returns its header and events.
+
+    Raises:
+        ExportFormatError: unreadable, corrupt, truncated, inconsistent, or not an export.
+    """
+    p = str(path)
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ExportFormatError(p, exc.strerror or str(exc)) from None
+    if not data:
+        raise ExportFormatError(p, "the file is empty")
+    if data[:1] == b"{":
+        header, items = _jsonl_items(p, data)
+    else:
+        header, items = _msgpack_items(p, data)
+    events: list[Event] = []
+    rid = header["run_id"]
+    last = 0
+    for i, d in enumerate(items):
+        try:
+            if not isinstance(d, dict):
+                raise ValueError("not a map")
+            ev = event_from_dict(d)
+        except Exception as exc:
+            raise ExportFormatError(p, f"event {i + 1} is invalid ({exc!r})") from None
+        if ev.run_id != rid or not isinstance(ev.seq, int) or ev.seq <= last:
+            raise ExportFormatError(p, f"event {i + 1} is out of order or of another run")
+        last = ev.seq
+        events.append(ev)
+    return header, events
+
+
+def import_run(path: str | os.PathLike[str], db: str | os.PathLike[str] | None = None) -> str:
+    """Import an export file into the store ``db``; returns the run id.
+
+    Raises:
+        ExportFormatError: the file is not a valid export.
+        RunExistsError: the store already holds that run.
+    """
+    header, events = read_export(path)
+    rid = header["run_id"]
+    dbp = resolve_db(db)
+    conn = _connect_writer(dbp)
+    try:
+        if conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (rid,)).fetchone():
+            raise RunExistsError(rid, str(dbp))
+        rows = Rows()
+        graph_path = header.get("graph_path")
+        rows.add(events, new_packer(), lambda _rid: (None, None, graph_path))
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            write_rows(conn, rows)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    finally:
+        conn.close()
+    return str(rid)
+
+
+def iter_export_events(path: str | os.PathLike[str]) -> Iterator[Event]:
+    """The events of an export file (checked first)."""
+    yield from read_export(path)[1]

@@ -1,0 +1,1056 @@
+/* coral-graph transcript viewer. Hand-written, no build step, no dependencies.
+ *
+ * State lives in the URL hash (#run=…&thread=…&agent=…&from=…&to=…&kind=…&errors=1
+ * &q=…&m=<message id>&tab=…), so every view and every message has a link.
+ *
+ * The message list is a window over the run: at most MAX_ROWS rows are in the DOM;
+ * pages are fetched by cursor (gseq) as you scroll, and jumps (deep links, search
+ * hits, g/G, e) re-anchor the window. Untrusted text only ever reaches the DOM as
+ * textContent, or through CoralMD.render which escapes it first.
+ */
+"use strict";
+(function () {
+  const MODE = document.body.dataset.mode === "static" ? "static" : "server";
+  const PAGE = 60;
+  const MAX_ROWS = 240;
+  const KINDS = ["task", "answer", "llm", "tool"];
+  const FILTER_KEYS = ["thread", "agent", "from", "to", "kind", "errors"];
+  const STATE_KEYS = ["run", "thread", "agent", "from", "to", "kind", "errors", "q", "m", "tab"];
+
+  const $ = (sel, root) => (root || document).querySelector(sel);
+
+  /* el("div.cls", {title: "x", onclick: fn}, "text", child…) — text is never parsed. */
+  function el(spec, attrs, ...children) {
+    const [tag, ...classes] = spec.split(".");
+    const node = document.createElement(tag);
+    if (classes.length) node.className = classes.join(" ");
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (v === null || v === undefined || v === false) continue;
+      if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+      else if (k === "dataset") Object.assign(node.dataset, v);
+      else node.setAttribute(k, v === true ? "" : String(v));
+    }
+    for (const c of children) {
+      if (c === null || c === undefined || c === false) continue;
+      node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+    }
+    return node;
+  }
+  const SVG = "http://www.w3.org/2000/svg";
+  function svg(tag, attrs) {
+    const node = document.createElementNS(SVG, tag);
+    for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, String(v));
+    return node;
+  }
+
+  /* ---------------------------------------------------------------- formatting */
+
+  const colours = new Map();
+  function colour(name) {
+    if (!colours.has(name)) {
+      if (name === "user") colours.set(name, "hsl(215, 15%, 40%)");
+      else {
+        let h = 2166136261;
+        for (const ch of String(name)) { h ^= ch.codePointAt(0); h = Math.imul(h, 16777619) >>> 0; }
+        colours.set(name, "hsl(" + (h % 360) + ", " + (55 + (h >> 9) % 25) + "%, " + (38 + (h >> 17) % 12) + "%)");
+      }
+    }
+    return colours.get(name);
+  }
+  function agentTag(name, cls) {
+    const dot = el("span.dot");
+    dot.style.backgroundColor = colour(name);
+    const label = el("span.name", {}, name);
+    label.style.color = colour(name);
+    return el("span." + (cls || "agent"), { dataset: { agent: name } }, dot, label);
+  }
+  function rel(ts) {
+    if (ts === null || ts === undefined) return "";
+    const d = Date.now() / 1000 - ts;
+    if (d < 5) return "just now";
+    if (d < 60) return Math.round(d) + " s ago";
+    if (d < 3600) return Math.round(d / 60) + " min ago";
+    if (d < 86400) return Math.round(d / 3600) + " h ago";
+    if (d < 86400 * 30) return Math.round(d / 86400) + " d ago";
+    return new Date(ts * 1000).toLocaleDateString();
+  }
+  function abs(ts) {
+    if (ts === null || ts === undefined) return "";
+    const d = new Date(ts * 1000);
+    return d.toLocaleString() + " (" + d.toISOString() + ")";
+  }
+  function timeEl(ts) {
+    return el("time", { datetime: new Date(ts * 1000).toISOString(), title: abs(ts), dataset: { ts: ts } }, rel(ts));
+  }
+  const nf = new Intl.NumberFormat();
+  const num = (n) => (n === null || n === undefined ? "–" : nf.format(n));
+  const usd = (x) => (x ? "$" + (x < 0.01 ? x.toFixed(4) : x.toFixed(2)) : "–");
+  function secs(s) {
+    if (s === null || s === undefined) return "–";
+    if (s < 0.001) return "<1 ms";
+    if (s < 1) return Math.round(s * 1000) + " ms";
+    if (s < 120) return s.toFixed(s < 10 ? 2 : 1) + " s";
+    return Math.floor(s / 60) + " min " + Math.round(s % 60) + " s";
+  }
+  function toast(text) {
+    const t = $("#toast");
+    t.textContent = text;
+    t.hidden = false;
+    clearTimeout(toast.timer);
+    toast.timer = setTimeout(() => { t.hidden = true; }, 1800);
+  }
+
+  /* ---------------------------------------------------------------- data sources */
+
+  async function getJSON(url) {
+    const r = await fetch(url, { credentials: "same-origin" });
+    if (!r.ok) {
+      let detail = r.statusText;
+      try { detail = (await r.json()).error || detail; } catch (_e) { /* not JSON */ }
+      throw new Error(detail);
+    }
+    return r.json();
+  }
+  const qs = (params) => {
+    const u = new URLSearchParams();
+    for (const [k, v] of Object.entries(params)) if (v !== null && v !== undefined && v !== "" && v !== false) u.set(k, v === true ? "1" : v);
+    return u.toString();
+  };
+
+  function serverApi() {
+    const base = (rid) => "api/runs/" + encodeURIComponent(rid);
+    return {
+      live: true,
+      config: () => getJSON("api/config"),
+      runs: () => getJSON("api/runs"),
+      run: (rid) => getJSON(base(rid)),
+      messages: (rid, p) => getJSON(base(rid) + "/messages?" + qs(p)),
+      search: (rid, p) => getJSON(base(rid) + "/search?" + qs(p)),
+      locate: (rid, p) => getJSON(base(rid) + "/locate?" + qs(p)),
+      agents: (rid) => getJSON(base(rid) + "/agents"),
+      graph: (rid) => getJSON(base(rid) + "/graph"),
+      eventsUrl: (rid, after) => base(rid) + "/events?after=" + after,
+    };
+  }
+
+  /* The static export: the same questions answered in the browser from data/*.json. */
+  function staticApi() {
+    let all = null;
+    let run = null;
+    async function load() {
+      if (all) return all;
+      run = run || (await getJSON("data/run.json"));
+      const parts = await Promise.all(
+        Array.from({ length: run.chunks }, (_x, i) => getJSON("data/messages/" + String(i).padStart(5, "0") + ".json")));
+      all = [].concat(...parts);
+      return all;
+    }
+    function match(m, p) {
+      return matches(m, {
+        thread: p.thread, agent: p.agent, from: p.from, to: p.to, kind: p.kind,
+        errors: p.errors === "1" || p.errors === true, q: p.q,
+      });
+    }
+    function lowerBound(xs, gseq) {
+      let lo = 0, hi = xs.length;
+      while (lo < hi) { const mid = (lo + hi) >> 1; if (xs[mid].gseq < gseq) lo = mid + 1; else hi = mid; }
+      return lo;
+    }
+    async function messages(_rid, p) {
+      const xs = (await load()).filter((m) => match(m, { ...p, q: null }));
+      const limit = Number(p.limit) || 100;
+      let start, stop;
+      let around = p.around !== undefined ? Number(p.around) : undefined;
+      if (p.around_id) {
+        const hit = all.find((m) => m.id === p.around_id);
+        if (!hit) throw new Error("no message " + p.around_id);
+        around = hit.gseq;
+      }
+      if (around !== undefined) {
+        const i = lowerBound(xs, around);
+        start = Math.max(0, i - (limit >> 1));
+        stop = Math.min(xs.length, start + limit);
+      } else if (p.end) { stop = xs.length; start = Math.max(0, stop - limit); }
+      else if (p.before !== undefined) { stop = lowerBound(xs, Number(p.before)); start = Math.max(0, stop - limit); }
+      else { start = p.after !== undefined ? lowerBound(xs, Number(p.after) + 1) : 0; stop = Math.min(xs.length, start + limit); }
+      return { items: xs.slice(start, stop), has_before: start > 0, has_after: stop < xs.length, total: xs.length };
+    }
+    return {
+      live: false,
+      config: () => getJSON("data/config.json"),
+      runs: () => getJSON("data/runs.json"),
+      run: async () => (run = run || (await getJSON("data/run.json"))),
+      messages,
+      search: async (_rid, p) => {
+        const hits = (await load()).filter((m) => match(m, p)).map((m) => m.gseq);
+        return { total: hits.length, hits: hits.slice(0, 10000) };
+      },
+      locate: async (_rid, p) => {
+        const xs = (await load()).filter((m) => match(m, p));
+        const after = Number(p.after) || 0;
+        const hit = p.dir === "prev" ? xs.filter((m) => m.gseq < after).pop() : xs.find((m) => m.gseq > after);
+        return { gseq: hit ? hit.gseq : null };
+      },
+      agents: () => getJSON("data/agents.json"),
+      graph: () => getJSON("data/graph.json"),
+    };
+  }
+
+  const api = MODE === "static" ? staticApi() : serverApi();
+
+  /* A message matches a view's filters (the same rules as the server's). */
+  function matches(m, f) {
+    if (f.thread && m.thread_id !== f.thread) return false;
+    if (f.agent && m.sender !== f.agent && !m.mentions.includes(f.agent)) return false;
+    if (f.from && m.sender !== f.from) return false;
+    if (f.to && !m.mentions.includes(f.to)) return false;
+    if (f.kind === "task" && m.sender !== "user") return false;
+    if (f.kind === "answer" && !m.mentions.includes("user")) return false;
+    if (f.kind === "llm" && !(m.metadata && m.metadata.model)) return false;
+    if (f.kind === "tool" && !(m.tools && m.tools.length)) return false;
+    if (f.errors && !(m.errors && m.errors.length)) return false;
+    if (f.q) {
+      const q = f.q.toLowerCase();
+      if (!m.content.toLowerCase().includes(q) && !m.sender.toLowerCase().includes(q)) return false;
+    }
+    return true;
+  }
+
+  /* ---------------------------------------------------------------- state and URL */
+
+  let S = {};            // the state shown (parsed from the URL)
+  let R = null;          // the open run's summary
+  let cfg = { default_run: null };
+  const W = { items: [], ids: new Set(), hasBefore: false, hasAfter: false, key: null, busy: false, total: null };
+  const H = { key: null, total: 0, list: [], idx: -1 };
+  let selected = null;
+  let stream = null;
+  let pill = 0;
+  let firstScreen = false;
+
+  function parseHash() {
+    const p = new URLSearchParams(location.hash.replace(/^#/, ""));
+    const s = {};
+    for (const k of STATE_KEYS) s[k] = p.get(k) || null;
+    s.errors = s.errors === "1";
+    if (s.kind && !KINDS.includes(s.kind)) s.kind = null;
+    s.tab = s.tab || "members";
+    return s;
+  }
+  function hashOf(s) {
+    const p = new URLSearchParams();
+    for (const k of STATE_KEYS) {
+      const v = s[k];
+      if (k === "tab" && v === "members") continue;
+      if (v === true) p.set(k, "1");
+      else if (v) p.set(k, v);
+    }
+    return "#" + p.toString();
+  }
+  function navigate(patch, replace) {
+    const next = { ...S, ...patch };
+    const h = hashOf(next);
+    if (h === location.hash) return apply();
+    if (replace) history.replaceState(null, "", h);
+    else history.pushState(null, "", h);
+    return apply();
+  }
+  function setMessageInUrl(id) {
+    S.m = id;
+    history.replaceState(null, "", hashOf(S));
+  }
+  const filterKey = (s) => FILTER_KEYS.map((k) => s[k] || "").join("\u0000");
+  const filterParams = (s, withQuery) => ({
+    thread: s.thread, agent: s.agent, from: s.from, to: s.to, kind: s.kind,
+    errors: s.errors ? "1" : null, q: withQuery ? s.q : null,
+  });
+
+  /* ---------------------------------------------------------------- the runs list */
+
+  async function showRuns() {
+    closeStream();
+    R = null;
+    $("#run-view").hidden = true;
+    $("#runs-view").hidden = false;
+    $("#run-title").textContent = "";
+    $("#run-meta").textContent = "";
+    $("#live-badge").hidden = true;
+    document.title = "coral-graph · runs";
+    const runs = await api.runs();
+    const body = $("#runs-table tbody");
+    body.replaceChildren();
+    $("#runs-empty").hidden = runs.length > 0;
+    for (const r of runs) {
+      const link = el("a", { href: hashOf({ run: r.run_id, tab: "members" }) }, r.run_id);
+      body.append(el("tr", { dataset: { run: r.run_id } },
+        el("td", {}, r.live ? el("span.live", {}, "● live") : ""),
+        el("td.mono", {}, link),
+        el("td", {}, r.graph_name || ""),
+        el("td.task", { title: r.task }, (r.task || "").slice(0, 120)),
+        el("td", {}, r.stop_reason || r.status),
+        el("td.num", {}, num(r.messages)),
+        el("td.num", {}, num(r.tokens)),
+        el("td.num", {}, usd(r.cost_usd)),
+        el("td.num", {}, secs(r.duration_s)),
+        el("td", {}, timeEl(r.started_at))));
+    }
+  }
+
+  /* ---------------------------------------------------------------- a run */
+
+  async function openRun(rid, prefetch) {
+    closeStream();
+    W.key = null;
+    H.key = null;
+    R = null;
+    const [run, page] = await Promise.all([api.run(rid), prefetch]);
+    R = run;
+    W.prefetched = page && !R.live ? page : null;
+    $("#runs-view").hidden = true;
+    $("#run-view").hidden = false;
+    renderRunHeader();
+    renderThreads();
+    if (api.live && R.live) openStream(R.last_gseq || 0);
+  }
+
+  function renderRunHeader() {
+    document.title = "coral-graph · " + (R.graph_name || R.run_id);
+    $("#run-title").replaceChildren(el("span.graph-name", {}, R.graph_name || "run"), " ", el("span.mono.dim", {}, R.run_id));
+    $("#live-badge").hidden = !R.live;
+    const bits = [
+      (R.stop_reason || R.status),
+      num(R.messages) + " messages",
+      num(R.tokens) + " tokens",
+      usd(R.cost_usd),
+      secs(R.duration_s),
+    ];
+    $("#run-meta").textContent = bits.join(" · ");
+  }
+
+  function seenKey(tid) { return "coral-seen:" + R.run_id + ":" + tid; }
+  function seen(tid) {
+    try { const v = localStorage.getItem(seenKey(tid)); return v === null ? 0 : Number(v); } catch (_e) { return 0; }
+  }
+  function markSeen(t) {
+    try { localStorage.setItem(seenKey(t.thread_id), String(t.messages)); } catch (_e) { /* private mode */ }
+  }
+
+  function renderThreads() {
+    const ul = $("#threads");
+    const items = [];
+    const total = R.threads.reduce((a, t) => a + t.messages, 0);
+    const errs = R.threads.reduce((a, t) => a + t.errors, 0);
+    items.push(el("li.thread" + (S.thread ? "" : ".active"), { dataset: { thread: "" }, onclick: () => navigate({ thread: null, m: null }) },
+      el("div.t-name", {}, el("span.t-state", {}, "≡"), "All threads"),
+      el("div.t-counts", {}, num(total) + " messages", errs ? el("span.err-count", {}, " · ⚠ " + num(errs)) : "")));
+    for (const t of R.threads) {
+      const unread = Math.max(0, t.messages - seen(t.thread_id));
+      const active = S.thread === t.thread_id;
+      if (active && unread) markSeen(t);
+      const people = el("div.t-people");
+      for (const p of t.participants) {
+        const tag = agentTag(p.agent, "person");
+        if (p.removed_at) tag.classList.add("removed");
+        people.append(tag);
+      }
+      items.push(el("li.thread" + (active ? ".active" : "") + (unread && !active ? ".unread" : "") + (t.state === "closed" ? ".closed" : ""),
+        { dataset: { thread: t.thread_id }, title: t.thread_id, onclick: () => navigate({ thread: t.thread_id, m: null }) },
+        el("div.t-name", {},
+          el("span.t-state", { title: t.state }, t.state === "closed" ? "✓" : "●"),
+          el("span.t-title", {}, t.name || t.thread_id),
+          unread && !active ? el("span.badge", { title: "unread since you last looked" }, String(unread)) : ""),
+        el("div.t-counts", {}, num(t.messages) + " messages", t.errors ? el("span.err-count", {}, " · ⚠ " + num(t.errors)) : ""),
+        t.summary ? el("div.t-summary", { title: t.summary }, t.summary) : "",
+        people));
+    }
+    ul.replaceChildren(...items);
+  }
+
+  function threadById(tid) { return R.threads.find((t) => t.thread_id === tid); }
+
+  function renderViewHead() {
+    const head = $("#view-head");
+    const t = S.thread ? threadById(S.thread) : null;
+    const parts = [];
+    if (t) {
+      parts.push(el("h2", {}, el("span.t-state", {}, t.state === "closed" ? "✓ " : "# "), t.name || t.thread_id));
+      const sub = el("div.sub", {}, t.state + " · created by ", agentTag(t.creator), " · ", timeEl(t.created_at));
+      parts.push(sub);
+      if (t.summary) parts.push(el("div.summary", {}, "Summary: ", t.summary));
+    } else {
+      parts.push(el("h2", {}, "All threads"));
+      parts.push(el("div.sub.task", { title: R.task }, "Task: ", (R.task || "").slice(0, 300)));
+    }
+    parts.push(el("div.sub.count", {}, W.total === null ? "" : num(W.total) + " messages in this view"));
+    head.replaceChildren(...parts);
+    document.documentElement.style.setProperty("--head-h", head.offsetHeight + "px");
+  }
+
+  function renderChips() {
+    const kinds = $("#kinds");
+    kinds.replaceChildren(...["all", ...KINDS].map((k) =>
+      el("button.chip-btn" + ((S.kind || "all") === k ? ".on" : ""), { type: "button", dataset: { kind: k }, onclick: () => navigate({ kind: k === "all" ? null : k, m: null }) }, k)));
+    $("#errors-toggle").classList.toggle("on", !!S.errors);
+    const chips = [];
+    const chip = (label, key, node) => chips.push(el("span.chip", { dataset: { filter: key } }, label + ": ", node,
+      el("button.x", { type: "button", title: "remove this filter", onclick: () => navigate(key === "edge" ? { from: null, to: null, m: null } : { [key]: null, m: null }) }, "×")));
+    if (S.thread) { const t = threadById(S.thread); chip("thread", "thread", document.createTextNode(t ? t.name : S.thread)); }
+    if (S.agent) chip("agent", "agent", agentTag(S.agent));
+    if (S.from || S.to) chip("edge", "edge", el("span", {}, S.from ? agentTag(S.from) : "*", " → ", S.to ? agentTag(S.to) : "*"));
+    if (S.q) chip("search", "q", document.createTextNode(S.q));
+    $("#chips").replaceChildren(...chips);
+  }
+
+  /* ---------------------------------------------------------------- message rows */
+
+  function usageOf(meta) {
+    if (!meta) return null;
+    const bits = [];
+    if (meta.model) bits.push(meta.model);
+    const tokens = meta.tokens !== undefined ? meta.tokens
+      : (meta.prompt_tokens || 0) + (meta.completion_tokens || 0);
+    if (tokens) bits.push(num(tokens) + " tok");
+    if (meta.cost_usd) bits.push(usd(meta.cost_usd));
+    if (meta.latency_s !== undefined) bits.push(secs(meta.latency_s));
+    return bits.length ? bits.join(" · ") : null;
+  }
+
+  function highlight(root, q) {
+    if (!q) return;
+    const needle = q.toLowerCase();
+    const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
+    const nodes = [];
+    while (walker.nextNode()) nodes.push(walker.currentNode);
+    for (const n of nodes) {
+      const text = n.nodeValue;
+      const lower = text.toLowerCase();
+      let i = lower.indexOf(needle);
+      if (i < 0 || lower.length !== text.length) continue;
+      const frag = document.createDocumentFragment();
+      let last = 0;
+      while (i >= 0) {
+        frag.append(text.slice(last, i), el("mark", {}, text.slice(i, i + needle.length)));
+        last = i + needle.length;
+        i = lower.indexOf(needle, last);
+      }
+      frag.append(text.slice(last));
+      n.replaceWith(frag);
+    }
+  }
+
+  function linkTo(id) {
+    return location.href.replace(/#.*$/, "") + hashOf({ run: S.run, thread: S.thread, agent: S.agent, from: S.from, to: S.to, kind: S.kind, errors: S.errors, q: S.q, m: id, tab: S.tab });
+  }
+
+  function renderRow(m) {
+    const head = el("div.msg-head", {}, agentTag(m.sender, "sender"));
+    if (m.mentions.length) {
+      head.append(el("span.arrow", {}, "→"));
+      for (const x of m.mentions) head.append(el("span.mention", {}, "@", agentTag(x)));
+    }
+    if (!S.thread) {
+      const t = threadById(m.thread_id);
+      head.append(el("a.thread-tag", { href: hashOf({ ...S, thread: m.thread_id, m: m.id }), title: m.thread_id }, "# " + (t ? t.name : m.thread_id)));
+    }
+    head.append(el("span.spacer"));
+    const usage = usageOf(m.metadata);
+    if (usage) head.append(el("span.usage", {}, usage));
+    head.append(timeEl(m.ts));
+    head.append(el("span.mid.mono", { title: "message id · position in the run" }, m.id));
+    const rawBtn = el("button.icon.raw-btn", { type: "button", title: "raw JSON" }, "{ }");
+    const copyBtn = el("button.icon.copy-btn", { type: "button", title: "copy a link to this message" }, "link");
+    head.append(rawBtn, copyBtn);
+
+    const body = el("div.md");
+    body.innerHTML = window.CoralMD.render(m.content); // escaped by CoralMD
+    highlight(body, S.q);
+    const row = el("article.msg", { id: "m-" + m.id, dataset: { id: m.id, gseq: m.gseq, sender: m.sender } }, head, body);
+    if (m.reply_to) body.before(el("div.reply", {}, "↪ in reply to ", el("a", { href: hashOf({ ...S, m: m.reply_to }) }, m.reply_to)));
+    for (const t of m.tools || []) {
+      row.append(el("details.tool" + (t.ok ? "" : ".failed"), {},
+        el("summary", {}, "tool ", el("b", {}, t.tool), " · " + secs(t.duration_s) + " · " + (t.ok ? "ok" : "failed")),
+        el("div.label", {}, "arguments"), el("pre", {}, JSON.stringify(t.arguments, null, 2)),
+        el("div.label", {}, "result"), el("pre", {}, t.result === null ? "" : String(t.result))));
+    }
+    if (m.errors && m.errors.length) row.classList.add("has-error");
+    for (const e of m.errors || []) {
+      row.append(el("div.error", {},
+        el("div", {}, "⚠ ", agentTag(e.agent), " raised ", el("b", {}, e.error_type), ": ", e.error, el("span.dim", {}, " — " + e.action)),
+        e.traceback ? el("details", {}, el("summary", {}, "traceback"), el("pre", {}, e.traceback)) : ""));
+    }
+    rawBtn.addEventListener("click", () => {
+      let raw = row.querySelector("pre.raw");
+      if (raw) { raw.remove(); return; }
+      raw = el("pre.raw", {}, JSON.stringify(m, null, 2));
+      row.append(raw);
+    });
+    copyBtn.addEventListener("click", async () => {
+      const url = linkTo(m.id);
+      setMessageInUrl(m.id);
+      select(m.id, false);
+      try { await navigator.clipboard.writeText(url); toast("Link copied"); } catch (_e) { toast(url); }
+    });
+    row.addEventListener("click", (ev) => {
+      if (ev.target.closest("a, button, summary, pre")) return;
+      select(m.id, false);
+      setMessageInUrl(m.id);
+    });
+    return row;
+  }
+
+  /* ---------------------------------------------------------------- the window */
+
+  const scroller = () => $("#scroller");
+  const list = () => $("#list");
+
+  function setStatus() {
+    $("#top-status").textContent = W.hasBefore ? "…" : (W.items.length ? "— start —" : "");
+    $("#bottom-status").textContent = W.hasAfter ? "…" : (W.items.length ? (R && R.live ? "— waiting for messages —" : "— end —") : "No messages in this view.");
+  }
+
+  function resetWindow(page) {
+    W.items = page.items;
+    W.ids = new Set(page.items.map((m) => m.id));
+    W.hasBefore = page.has_before;
+    W.hasAfter = page.has_after;
+    list().replaceChildren(...page.items.map(renderRow));
+    setStatus();
+    if (!firstScreen && page.items.length) {
+      firstScreen = true;
+      window.__coralFirstScreen = performance.now();
+    }
+  }
+
+  async function loadWindow(params) {
+    W.busy = true;
+    try {
+      const page = await api.messages(S.run, { ...filterParams(S, false), limit: PAGE * 2, ...params });
+      if (page.total !== undefined) W.total = page.total;
+      resetWindow(page);
+      return page;
+    } finally { W.busy = false; }
+  }
+
+  async function loadMore(dir) {
+    if (W.busy || !W.items.length) return;
+    if (dir < 0 ? !W.hasBefore : !W.hasAfter) return;
+    W.busy = true;
+    try {
+      const sc = scroller();
+      const edge = dir < 0 ? { before: W.items[0].gseq } : { after: W.items[W.items.length - 1].gseq };
+      const page = await api.messages(S.run, { ...filterParams(S, false), limit: PAGE, ...edge });
+      const fresh = page.items.filter((m) => !W.ids.has(m.id));
+      fresh.forEach((m) => W.ids.add(m.id));
+      const rows = fresh.map(renderRow);
+      if (dir < 0) {
+        const h0 = sc.scrollHeight, t0 = sc.scrollTop;
+        list().prepend(...rows);
+        W.items = fresh.concat(W.items);
+        W.hasBefore = page.has_before;
+        sc.scrollTop = t0 + (sc.scrollHeight - h0);
+        trim(+1);
+      } else {
+        list().append(...rows);
+        W.items = W.items.concat(fresh);
+        W.hasAfter = page.has_after;
+        trim(-1);
+      }
+      setStatus();
+    } finally { W.busy = false; }
+  }
+
+  /* Keep at most MAX_ROWS rows: drop from the end opposite to where we grew. */
+  function trim(side) {
+    const extra = W.items.length - MAX_ROWS;
+    if (extra <= 0) return;
+    const sc = scroller();
+    if (side > 0) {
+      const gone = W.items.splice(W.items.length - extra, extra);
+      gone.forEach((m) => { W.ids.delete(m.id); const n = document.getElementById("m-" + m.id); if (n) n.remove(); });
+      W.hasAfter = true;
+    } else {
+      const h0 = sc.scrollHeight, t0 = sc.scrollTop;
+      const gone = W.items.splice(0, extra);
+      gone.forEach((m) => { W.ids.delete(m.id); const n = document.getElementById("m-" + m.id); if (n) n.remove(); });
+      sc.scrollTop = t0 - (h0 - sc.scrollHeight);
+      W.hasBefore = true;
+    }
+  }
+
+  function atBottom() {
+    const sc = scroller();
+    return sc.scrollHeight - sc.scrollTop - sc.clientHeight < 40;
+  }
+
+  let scrollQueued = false;
+  function onScroll() {
+    if (scrollQueued) return;
+    scrollQueued = true;
+    requestAnimationFrame(async () => {
+      scrollQueued = false;
+      const sc = scroller();
+      if (sc.scrollTop < 700 && W.hasBefore) await loadMore(-1);
+      else if (sc.scrollHeight - sc.scrollTop - sc.clientHeight < 700 && W.hasAfter) await loadMore(+1);
+      if (!W.hasAfter && atBottom()) setPill(0);
+    });
+  }
+
+  function rowOf(id) { return document.getElementById("m-" + id); }
+
+  function select(id, scroll, block) {
+    const prev = selected && rowOf(selected);
+    if (prev) prev.classList.remove("selected");
+    selected = id;
+    const row = rowOf(id);
+    if (!row) return false;
+    row.classList.add("selected");
+    if (scroll) row.scrollIntoView({ block: block || "start" });
+    return true;
+  }
+
+  /* Bring message `gseq` (or id) into the window, scroll it below the sticky header. */
+  async function goTo(target, block) {
+    const byId = typeof target === "string";
+    let row = byId ? rowOf(target) : list().querySelector('[data-gseq="' + target + '"]');
+    if (!row) {
+      await loadWindow(byId ? { around_id: target } : { around: target });
+      row = byId ? rowOf(target) : list().querySelector('[data-gseq="' + target + '"]');
+      if (!row) {
+        // Not in this view (filtered out): land on the nearest one.
+        const g = byId ? null : target;
+        row = g === null ? list().firstElementChild : [...list().children].find((r) => Number(r.dataset.gseq) >= g) || list().lastElementChild;
+      }
+    }
+    if (!row) return;
+    select(row.dataset.id, true, block);
+    setMessageInUrl(row.dataset.id);
+  }
+
+  async function toTop() {
+    await loadWindow({});
+    scroller().scrollTop = 0;
+    const first = list().firstElementChild;
+    if (first) { select(first.dataset.id, false); setMessageInUrl(first.dataset.id); }
+  }
+  async function toBottom() {
+    await loadWindow({ end: "1" });
+    const sc = scroller();
+    sc.scrollTop = sc.scrollHeight;
+    const last = list().lastElementChild;
+    if (last) { select(last.dataset.id, false); setMessageInUrl(last.dataset.id); }
+    setPill(0);
+  }
+
+  function currentRow() {
+    const row = selected && rowOf(selected);
+    if (row) return row;
+    const top = scroller().getBoundingClientRect().top + $("#view-head").offsetHeight;
+    return [...list().children].find((r) => r.getBoundingClientRect().bottom > top) || null;
+  }
+
+  async function step(dir) {
+    let row = currentRow();
+    if (!row) return;
+    if (selected && rowOf(selected)) {
+      let next = dir > 0 ? row.nextElementSibling : row.previousElementSibling;
+      if (!next) {
+        await loadMore(dir);
+        row = rowOf(selected);
+        next = row && (dir > 0 ? row.nextElementSibling : row.previousElementSibling);
+      }
+      if (!next) return;
+      row = next;
+    }
+    select(row.dataset.id, true, "nearest");
+    setMessageInUrl(row.dataset.id);
+  }
+
+  async function nextError() {
+    const row = currentRow();
+    const after = row ? Number(row.dataset.gseq) : 0;
+    const r = await api.locate(S.run, { ...filterParams(S, false), errors: "1", after, dir: "next" });
+    if (r.gseq === null) { toast("No more errors in this view"); return; }
+    await goTo(r.gseq);
+  }
+
+  /* ---------------------------------------------------------------- search */
+
+  async function runSearch() {
+    const key = S.q ? filterKey(S) + "\u0000" + S.q : null;
+    if (key === H.key) return false;
+    H.key = key;
+    H.list = [];
+    H.total = 0;
+    H.idx = -1;
+    $("#search").value = S.q || "";
+    if (!S.q) { renderHits(); return false; }
+    const r = await api.search(S.run, filterParams(S, true));
+    if (H.key !== key) return false;
+    H.list = r.hits;
+    H.total = r.total;
+    renderHits();
+    return true;
+  }
+  function renderHits() {
+    const c = $("#search-count");
+    if (!S.q) c.textContent = "";
+    else if (!H.total) c.textContent = "no matches";
+    else c.textContent = (H.idx >= 0 ? num(H.idx + 1) : "–") + " of " + num(H.total);
+  }
+  async function hit(dir) {
+    if (!H.list.length) return;
+    if (H.idx < 0) {
+      const row = currentRow();
+      const g = row ? Number(row.dataset.gseq) : 0;
+      const i = H.list.findIndex((x) => x >= g);
+      H.idx = dir > 0 ? (i < 0 ? 0 : i) : (i <= 0 ? H.list.length - 1 : i - 1);
+    } else {
+      H.idx = (H.idx + dir + H.list.length) % H.list.length;
+    }
+    renderHits();
+    await goTo(H.list[H.idx]);
+  }
+
+  /* ---------------------------------------------------------------- live */
+
+  function setPill(n) {
+    pill = n;
+    const p = $("#new-pill");
+    p.hidden = n <= 0;
+    p.textContent = n === 1 ? "1 new message ↓" : num(n) + " new messages ↓";
+  }
+  let refreshTimer = null;
+  function refreshSoon() {
+    if (refreshTimer) return;
+    refreshTimer = setTimeout(async () => {
+      refreshTimer = null;
+      if (!R) return;
+      const fresh = await api.run(R.run_id);
+      if (!R || fresh.run_id !== R.run_id) return;
+      R = fresh;
+      renderRunHeader();
+      renderThreads();
+      renderViewHead();
+    }, 700);
+  }
+  function closeStream() {
+    if (stream) { stream.close(); stream = null; }
+  }
+  function openStream(after) {
+    const es = new EventSource(api.eventsUrl(R.run_id, after));
+    stream = es;
+    es.addEventListener("message", (ev) => {
+      const m = JSON.parse(ev.data);
+      onLive(m);
+    });
+    es.addEventListener("run", (ev) => {
+      const st = JSON.parse(ev.data);
+      if (!R || st.run_id !== R.run_id) return;
+      Object.assign(R, st);
+      renderRunHeader();
+      setStatus();
+      refreshSoon();
+    });
+    es.addEventListener("end", () => { es.close(); if (stream === es) stream = null; refreshSoon(); });
+  }
+  function onLive(m) {
+    if (!R) return;
+    window.__coralLive = (window.__coralLive || 0) + 1;
+    const t = threadById(m.thread_id);
+    if (!t) refreshSoon();
+    if (W.ids.has(m.id)) return; // already shown (from a page or an earlier stream)
+    if (t && m.seq > t.last_seq) { t.messages += 1; t.last_seq = m.seq; if (S.thread === t.thread_id) markSeen(t); }
+    renderThreadsSoon();
+    if (!matches(m, { ...S, q: null })) return;
+    if (W.total !== null) W.total += 1;
+    if (W.hasAfter || (W.items.length && m.gseq < W.items[W.items.length - 1].gseq)) { setPill(pill + 1); return; }
+    const follow = atBottom();
+    W.items.push(m);
+    W.ids.add(m.id);
+    list().append(renderRow(m));
+    if (follow) {
+      trim(-1);
+      scroller().scrollTop = scroller().scrollHeight;
+    } else setPill(pill + 1);
+    setStatus();
+  }
+  let threadsQueued = false;
+  function renderThreadsSoon() {
+    if (threadsQueued) return;
+    threadsQueued = true;
+    setTimeout(() => { threadsQueued = false; if (R) { renderThreads(); renderViewHead(); } }, 300);
+  }
+
+  /* ---------------------------------------------------------------- side panel */
+
+  async function renderPanel() {
+    for (const b of document.querySelectorAll("#panel .tabs button")) b.classList.toggle("on", b.dataset.tab === S.tab);
+    for (const tab of ["members", "graph", "run"]) $("#tab-" + tab).hidden = tab !== S.tab;
+    if (S.tab === "members") await renderMembers();
+    else if (S.tab === "graph") await renderGraph();
+    else renderRunTab();
+  }
+
+  async function renderMembers() {
+    const box = $("#tab-members");
+    const key = R.run_id + (R.live ? ":" + R.messages : "") + ":" + S.agent;
+    if (box.dataset.key === key) return;
+    box.dataset.key = key;
+    const agents = await api.agents(R.run_id);
+    const rows = agents.map((a) => {
+      const llm = a.llm_calls > 0;
+      const p50 = llm ? a.latency_p50 : a.turn_p50;
+      const p95 = llm ? a.latency_p95 : a.turn_p95;
+      return el("tr" + (S.agent === a.name ? ".on" : ""), {
+        dataset: { agent: a.name }, title: a.description || "",
+        onclick: (ev) => {
+          if (ev.target.closest("button")) return;
+          navigate({ agent: S.agent === a.name ? null : a.name, from: null, to: null, m: null });
+        },
+      },
+      el("td", {}, agentTag(a.name), el("div.dim.small", {}, a.kind || "")),
+      el("td.num", { title: "sent" }, num(a.sent)),
+      el("td.num", { title: "mentioned in" }, num(a.mentioned)),
+      el("td.num", {}, num(a.tokens)),
+      el("td.num", {}, usd(a.cost_usd)),
+      el("td.num", { title: llm ? "model call latency" : "turn duration" }, secs(p50) + " / " + secs(p95)),
+      el("td.num" + (a.errors ? ".err-count" : ""), {}, num(a.errors)),
+      el("td", {}, el("button.icon", { type: "button", title: "only what " + a.name + " sent", onclick: () => navigate({ from: a.name, to: null, agent: null, m: null }) }, "sent")));
+    });
+    box.replaceChildren(
+      el("p.dim.small", {}, "Click an agent to see what it sent or was mentioned in."),
+      el("table.members", {},
+        el("thead", {}, el("tr", {}, ...["agent", "sent", "ment.", "tokens", "cost", "p50 / p95", "err", ""].map((h) => el("th", {}, h)))),
+        el("tbody", {}, ...rows)));
+  }
+
+  async function renderGraph() {
+    const box = $("#tab-graph");
+    const key = R.run_id + (R.live ? ":" + R.messages : "") + ":" + S.agent + ":" + S.from + ":" + S.to;
+    if (box.dataset.key === key) return;
+    box.dataset.key = key;
+    const g = await api.graph(R.run_id);
+    const W0 = 360, H0 = 360, cx = W0 / 2, cy = H0 / 2;
+    const n = g.nodes.length;
+    const radius = n <= 1 ? 0 : Math.min(140, 40 + n * 14);
+    const pos = new Map();
+    g.nodes.forEach((node, i) => {
+      const a = -Math.PI / 2 + (2 * Math.PI * i) / n;
+      pos.set(node.name, { x: cx + radius * Math.cos(a), y: cy + radius * Math.sin(a) });
+    });
+    const used = new Map(g.used.map((e) => [e.src + "\u0000" + e.dst, e.count]));
+    const edges = new Map();
+    for (const [a, b] of g.edges) edges.set(a + "\u0000" + b, { src: a, dst: b, count: 0 });
+    for (const e of g.used) edges.set(e.src + "\u0000" + e.dst, { src: e.src, dst: e.dst, count: e.count });
+    const root = svg("svg", { viewBox: "0 0 " + W0 + " " + H0, id: "graph-svg", role: "img", "aria-label": "agent graph" });
+    const defs = svg("defs");
+    const marker = svg("marker", { id: "arrow", viewBox: "0 0 10 10", refX: 9, refY: 5, markerWidth: 6, markerHeight: 6, orient: "auto-start-reverse" });
+    marker.append(svg("path", { d: "M0,0 L10,5 L0,10 z", class: "arrow-head" }));
+    defs.append(marker);
+    root.append(defs);
+    const R0 = 15;
+    for (const e of edges.values()) {
+      const p = pos.get(e.src), q = pos.get(e.dst);
+      if (!p || !q || e.src === e.dst) continue;
+      const dx = q.x - p.x, dy = q.y - p.y, len = Math.hypot(dx, dy) || 1;
+      const nx = -dy / len, ny = dx / len, bend = 14;
+      const mx = (p.x + q.x) / 2 + nx * bend, my = (p.y + q.y) / 2 + ny * bend;
+      const sx = p.x + (dx / len) * R0, sy = p.y + (dy / len) * R0;
+      const tx = q.x - (dx / len) * (R0 + 2), ty = q.y - (dy / len) * (R0 + 2);
+      const d = "M" + sx.toFixed(1) + "," + sy.toFixed(1) + " Q" + mx.toFixed(1) + "," + my.toFixed(1) + " " + tx.toFixed(1) + "," + ty.toFixed(1);
+      const isUsed = used.has(e.src + "\u0000" + e.dst);
+      const on = S.from === e.src && S.to === e.dst;
+      const group = svg("g", { class: "edge" + (isUsed ? " used" : " unused") + (on ? " on" : ""), "data-src": e.src, "data-dst": e.dst, "data-count": e.count, tabindex: 0 });
+      const title = svg("title");
+      title.textContent = e.src + " → " + e.dst + (isUsed ? ": " + e.count + " message" + (e.count === 1 ? "" : "s") : " (never used)");
+      const path = svg("path", { d, class: "edge-line", "marker-end": "url(#arrow)" });
+      if (isUsed) {
+        path.style.stroke = colour(e.src);
+        path.style.strokeWidth = String(Math.min(9, 1.2 + 1.3 * Math.log2(1 + e.count)));
+      }
+      group.append(title, path, svg("path", { d, class: "edge-hit" }));
+      if (isUsed) {
+        const label = svg("text", { x: mx.toFixed(1), y: my.toFixed(1), class: "edge-count" });
+        label.textContent = String(e.count);
+        group.append(label);
+      }
+      if (isUsed) group.addEventListener("click", () => navigate({ from: e.src, to: e.dst, agent: null, thread: null, m: null }));
+      root.append(group);
+    }
+    for (const node of g.nodes) {
+      const p = pos.get(node.name);
+      const group = svg("g", { class: "node" + (S.agent === node.name ? " on" : ""), "data-agent": node.name, tabindex: 0 });
+      const title = svg("title");
+      title.textContent = node.name + (node.kind ? " (" + node.kind + ")" : "") + (node.description ? " — " + node.description : "");
+      const c = svg("circle", { cx: p.x.toFixed(1), cy: p.y.toFixed(1), r: R0 });
+      c.style.fill = colour(node.name);
+      const label = svg("text", { x: p.x.toFixed(1), y: (p.y + R0 + 13).toFixed(1), class: "node-label" });
+      label.textContent = node.name;
+      group.append(title, c, label);
+      group.addEventListener("click", () => navigate({ agent: S.agent === node.name ? null : node.name, from: null, to: null, m: null }));
+      root.append(group);
+    }
+    const usedList = el("ul.edge-list");
+    for (const e of g.used) {
+      usedList.append(el("li", { dataset: { src: e.src, dst: e.dst } },
+        el("a", { href: hashOf({ ...S, from: e.src, to: e.dst, agent: null, thread: null, m: null }) }, agentTag(e.src), " → ", agentTag(e.dst)),
+        " ", el("span.dim", {}, num(e.count))));
+    }
+    box.replaceChildren(root,
+      el("p.dim.small", {}, "Edges: the exact sender → mention pairs of this run, weighted by messages; faint ones were never used. Click an edge to list its messages, a node to filter to that agent."),
+      usedList);
+  }
+
+  function renderRunTab() {
+    const box = $("#tab-run");
+    const row = (k, v) => el("tr", {}, el("th", {}, k), el("td", {}, v === null || v === undefined ? "–" : v));
+    const budgets = Object.entries(R.budgets || {}).filter(([, v]) => v !== null).map(([k, v]) => k + "=" + v).join(", ");
+    box.replaceChildren(el("table.kv", {},
+      row("run", R.run_id), row("graph", R.graph_name), row("status", R.status),
+      row("stop reason", R.stop_reason), row("messages", num(R.messages)), row("tokens", num(R.tokens)),
+      row("cost", usd(R.cost_usd)), row("duration", secs(R.duration_s)), row("errors", num(R.error_count)),
+      row("started", timeEl(R.started_at)), row("entry", (R.entry || []).join(", ")),
+      row("answer by", (R.answer_by || []).join(", ")), row("budgets", budgets), row("error", R.error)),
+    el("h3", {}, "Task"), el("div.md.box", {}, R.task || ""),
+    el("h3", {}, "Answer"), R.answer_id ? el("a", { href: hashOf({ run: R.run_id, m: R.answer_id, tab: "run" }) }, R.answer_id) : "",
+    el("div.md.box", {}, R.answer || "–"));
+  }
+
+  /* ---------------------------------------------------------------- apply the URL */
+
+  let applying = Promise.resolve();
+  function apply() {
+    applying = applying.then(applyNow).catch((err) => { console.error(err); toast(String(err.message || err)); });
+    return applying;
+  }
+
+  async function applyNow() {
+    const next = parseHash();
+    if (!next.run) {
+      if (cfg.default_run && !applyNow.used) {
+        applyNow.used = true;
+        history.replaceState(null, "", hashOf({ run: cfg.default_run, tab: "members" }));
+        return applyNow();
+      }
+      S = next;
+      return showRuns();
+    }
+    applyNow.used = true;
+    const runChanged = !R || R.run_id !== next.run;
+    const prevM = S.m;
+    S = next;
+    if (runChanged) {
+      // The first page goes out with the run's summary (used unless the run is live).
+      const first = !S.m && !S.q ? api.messages(S.run, { ...filterParams(S, false), limit: PAGE * 2, count: "1" }) : null;
+      await openRun(S.run, first);
+    }
+    renderChips();
+    renderThreads();
+    const fkey = filterKey(S);
+    const filtersChanged = runChanged || fkey !== W.key;
+    if (filtersChanged) {
+      W.key = fkey;
+      W.total = null;
+      setPill(0);
+      selected = null;
+      const searched = await runSearch();
+      if (S.m) {
+        await loadWindow({ around_id: S.m, count: "1" });
+        renderViewHead();
+        await goTo(S.m);
+      } else if (searched && H.list.length) {
+        await loadWindow({ around: H.list[0], count: "1" });
+        renderViewHead();
+        H.idx = 0; renderHits();
+        await goTo(H.list[0]);
+      } else if (R.live) {
+        await loadWindow({ end: "1", count: "1" });
+        renderViewHead();
+        scroller().scrollTop = scroller().scrollHeight;
+      } else if (W.prefetched) {
+        const page = W.prefetched;
+        W.prefetched = null;
+        W.total = page.total;
+        resetWindow(page);
+        renderViewHead();
+        scroller().scrollTop = 0;
+      } else {
+        await loadWindow({ count: "1" });
+        renderViewHead();
+        scroller().scrollTop = 0;
+      }
+    } else {
+      renderViewHead();
+      const searched = await runSearch();
+      if (searched && H.list.length) { H.idx = -1; await hit(+1); }
+      else if (S.m && S.m !== prevM && S.m !== selected) await goTo(S.m);
+    }
+    await renderPanel();
+  }
+
+  /* ---------------------------------------------------------------- wiring */
+
+  function onKey(ev) {
+    const tag = (ev.target && ev.target.tagName) || "";
+    const typing = tag === "INPUT" || tag === "TEXTAREA" || (ev.target && ev.target.isContentEditable);
+    if (ev.key === "Escape") {
+      $("#help").hidden = true;
+      if (typing) ev.target.blur();
+      return;
+    }
+    if (typing || ev.ctrlKey || ev.metaKey || ev.altKey || !R || $("#run-view").hidden) {
+      if (ev.key === "?" && !typing) $("#help").hidden = !$("#help").hidden;
+      return;
+    }
+    const actions = {
+      j: () => step(+1), k: () => step(-1),
+      n: () => hit(+1), p: () => hit(-1),
+      e: () => nextError(),
+      g: () => toTop(), G: () => toBottom(),
+      "/": () => { $("#search").focus(); $("#search").select(); },
+      "?": () => { $("#help").hidden = !$("#help").hidden; },
+    };
+    const fn = actions[ev.key];
+    if (fn) {
+      ev.preventDefault();
+      // One action at a time, in order, after any view change in progress.
+      applying = applying.then(fn).catch((err) => toast(String(err.message || err)));
+    }
+  }
+
+  async function main() {
+    const queued = (fn) => () => { applying = applying.then(fn).catch((err) => toast(String(err.message || err))); };
+    $("#scroller").addEventListener("scroll", onScroll, { passive: true });
+    window.addEventListener("hashchange", apply);
+    window.addEventListener("popstate", apply);
+    document.addEventListener("keydown", onKey);
+    $("#search-form").addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      const q = $("#search").value.trim();
+      if (q === (S.q || "")) { queued(() => hit(+1))(); return; }
+      navigate({ q: q || null, m: null });
+    });
+    $("#search").addEventListener("keydown", (ev) => {
+      if (ev.key === "Enter") { ev.preventDefault(); $("#search-form").requestSubmit(); }
+    });
+    $("#hit-next").addEventListener("click", queued(() => hit(+1)));
+    $("#hit-prev").addEventListener("click", queued(() => hit(-1)));
+    $("#errors-toggle").addEventListener("click", () => navigate({ errors: !S.errors, m: null }));
+    $("#new-pill").addEventListener("click", queued(() => toBottom()));
+    $("#help-btn").addEventListener("click", () => { $("#help").hidden = !$("#help").hidden; });
+    $("#help").addEventListener("click", (ev) => { if (ev.target.id === "help") $("#help").hidden = true; });
+    for (const b of document.querySelectorAll("#panel .tabs button")) {
+      b.addEventListener("click", () => navigate({ tab: b.dataset.tab }, true));
+    }
+    setInterval(() => {
+      for (const t of document.querySelectorAll("time[data-ts]")) t.textContent = rel(Number(t.dataset.ts));
+    }, 30000);
+    if (!parseHash().run) {
+      try { cfg = await api.config(); } catch (_e) { cfg = { default_run: null }; }
+    }
+    await apply();
+    window.__coralReady = true;
+  }
+
+  window.addEventListener("DOMContentLoaded", main);
+})();

@@ -1,0 +1,353 @@
+"""Runs for the viewer's tests, made by the real runtime through the real SQLite store,
+and the fixtures that serve them with ``coral-graph view`` and drive Chromium.
+
+Import the fixtures you use into the test module (``from browser_fixtures import …``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+import coral_graph as cg
+from coral_graph.store import SQLiteStore
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+CLI = [sys.executable, "-c", "from coral_graph.cli import main; main()"]
+
+# Script-injection payloads: each would set window.__pwned if it ever ran.
+XSS_IMG = '<img src=x onerror="window.__pwned=1">'
+XSS_SCRIPT = "<script>window.__pwned=1</script>"
+XSS_SVG = '"><svg onload="window.__pwned=1"></svg>'
+XSS_LINK = "[click me](javascript:window.__pwned=1)"
+REMOTE_IMG = "![tracker](http://203.0.113.9/pixel.png)"
+UNICODE = "Grüße, naïve café — 日本語のテキスト 🚀 ∑ x² ≤ ∞"
+
+
+@dataclass
+class SmallRun:
+    """What the small run is made of, for the assertions."""
+
+    db: Path
+    run_id: str
+    result: cg.RunResult
+    messages: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _small_graph() -> cg.AgentGraph:
+    g = cg.AgentGraph(f"demo {XSS_IMG}", description="planner, solver and critic")
+
+    @cg.agent(description=f"plans the work — Planer 計画 {XSS_SCRIPT}")
+    async def planner(ctx: cg.AgentContext, message: cg.Message) -> None:
+        if message.sender == "user":
+            th = await ctx.create_thread(f"Überprüfung 🔍 — 日本語 {XSS_IMG}", ["solver", "critic"])
+            await ctx.send_message(
+                th,
+                f"## Plan\n\n- **solve** the task\n- check it with `critic`\n\n{UNICODE}",
+                ["solver"],
+            )
+        elif message.sender == "solver":
+            await ctx.send_message(message.thread_id, f"critic, check this: {XSS_SVG}", ["critic"])
+        elif message.sender == "critic":
+            await ctx.close_thread(message.thread_id, f"checked {XSS_IMG} ✓")
+            task_thread = ctx.threads()[0]
+            await ctx.send_message(task_thread, f"The answer is 42. {UNICODE}", ["user"])
+
+    @cg.agent(description="solves — Löser")
+    async def solver(ctx: cg.AgentContext, message: cg.Message) -> None:
+        ctx.record_llm_call(
+            model="fake/model-1",
+            prompt_tokens=120,
+            completion_tokens=30,
+            cost_usd=0.0015,
+            latency_s=0.25,
+        )
+        reply = await ctx.send_message(
+            message.thread_id,
+            f"Solved: 6 × 7 = 42.\n\n```python\nprint(6 * 7)\n```\n{XSS_SCRIPT} {XSS_LINK} "
+            f"{REMOTE_IMG}",
+            ["planner"],
+            metadata={"model": "fake/model-1", "prompt_tokens": 120, "completion_tokens": 30,
+                      "cost_usd": 0.0015, "latency_s": 0.25},
+        )
+        ctx.record_tool_call(
+            tool="calculator",
+            arguments={"expression": "6 * 7", "note": XSS_IMG},
+            result="42",
+            ok=True,
+            duration_s=0.012,
+            thread_id=message.thread_id,
+            message_id=reply.id,
+        )
+
+    @cg.agent(description=f"criticises {XSS_IMG}")
+    async def critic(ctx: cg.AgentContext, message: cg.Message) -> None:
+        await ctx.send_message(message.thread_id, "Looks right to me. ✅", ["planner"])
+        raise ValueError(f"critic stumbled on purpose: {UNICODE} {XSS_IMG}")
+
+    @cg.agent(description="never asked")
+    async def archivist(ctx: cg.AgentContext, message: cg.Message) -> None:
+        raise AssertionError("never called")
+
+    g.add_agent("planner", planner)
+    g.add_agent("solver", solver)
+    g.add_agent("critic", critic, on_error="continue")
+    g.add_agent("archivist", archivist)
+    g.connect("planner", "solver", mutual=True)
+    g.connect("planner", "critic", mutual=True)
+    g.connect("solver", "critic")  # never used: drawn faintly
+    g.connect("planner", "archivist")  # never used
+    return g
+
+
+def make_small_run(db: Path) -> SmallRun:
+    """A short run with two threads, markdown, a tool call, model usage, an error, a
+    closed thread with a summary, non-ASCII text and script-injection payloads."""
+    g = _small_graph()
+    with SQLiteStore(db) as store:
+        result = cg.run(g, f"What is 6 × 7? {XSS_IMG} {UNICODE}", entry=["planner"], store=store)
+    assert result.stop_reason == "answer", result
+    from coral_graph.store._reader import open_reader
+
+    with open_reader(db) as r:
+        msgs = r.messages(result.run_id)
+    return SmallRun(db, result.run_id, result, msgs)
+
+
+def make_big_run(db: Path, n: int = 100_000) -> str:
+    """``n`` messages between python agents in 8 threads; every 7th turn of ``pong``
+    raises after posting (an error-heavy run). Ends with ``budget:messages``."""
+    g = cg.AgentGraph("big")
+
+    @cg.agent(description="opens threads and pings")
+    async def ping(ctx: cg.AgentContext, message: cg.Message) -> None:
+        if message.sender == "user":
+            for i in range(8):
+                th = await ctx.create_thread(f"lane {i} — Spur {i} 🚦", ["pong"])
+                await ctx.send_message(th, f"ping 0 in lane {i}", ["pong"])
+            return
+        await ctx.send_message(message.thread_id, f"ping after {message.seq} · Grüße", ["pong"])
+
+    turns = 0
+
+    @cg.agent(description="answers pings; stumbles now and then")
+    async def pong(ctx: cg.AgentContext, message: cg.Message) -> None:
+        nonlocal turns
+        turns += 1
+        await ctx.send_message(message.thread_id, f"pong {message.seq} — 日本語 ✓", ["ping"])
+        if turns % 7 == 0:
+            raise RuntimeError(f"pong stumbled at turn {turns}")
+
+    g.add_agent("ping", ping)
+    g.add_agent("pong", pong, on_error="continue")
+    g.connect("ping", "pong", mutual=True)
+    with SQLiteStore(db) as store:
+        result = cg.run(
+            g, "ping-pong at scale", entry=["ping"], store=store,
+            budgets=cg.Budgets(max_messages=n, turn_timeout_s=None),
+        )
+    assert result.stop_reason == "budget:messages", result
+    return result.run_id
+
+
+class LiveRun:
+    """A run written by another thread while a page watches it.
+
+    ``ticker`` posts one message, waits for :meth:`go`, then posts ``n`` more,
+    ``pause`` seconds apart, and answers.
+    """
+
+    def __init__(self, db: Path, n: int = 12, pause: float = 0.15) -> None:
+        self.db = db
+        self.n = n
+        self.pause = pause
+        self.started = threading.Event()
+        self._go = threading.Event()
+        self.run_id: str | None = None
+        self.result: cg.RunResult | None = None
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, daemon=True)
+
+    def go(self) -> None:
+        self._go.set()
+
+    def start(self) -> None:
+        self._thread.start()
+        assert self.started.wait(20), "the live run did not start"
+
+    def join(self, timeout: float = 30) -> None:
+        self._thread.join(timeout)
+        if self.error is not None:
+            raise self.error
+
+    def _main(self) -> None:
+        live = self
+        g = cg.AgentGraph("live")
+
+        @cg.agent(description="ticks slowly")
+        async def ticker(ctx: cg.AgentContext, message: cg.Message) -> None:
+            await ctx.send_message(message.thread_id, "tick 0 (before the page opened)", [])
+            live.run_id = ctx.run_id
+            await anyio.sleep(0.3)  # let the store flush the run and its first messages
+            live.started.set()
+            while not live._go.is_set():
+                await anyio.sleep(0.05)
+            for i in range(1, live.n + 1):
+                await ctx.send_message(message.thread_id, f"tick {i} — live ⏱", [])
+                await anyio.sleep(live.pause)
+            await ctx.send_message(message.thread_id, "done", ["user"])
+
+        g.add_agent("ticker", ticker)
+        try:
+            with SQLiteStore(self.db, flush_interval=0.02) as store:
+                self.result = cg.run(g, "tick for a while", entry=["ticker"], store=store)
+        except BaseException as exc:
+            self.error = exc
+            self.started.set()
+
+
+# -- serving and browsing -----------------------------------------------------------------
+
+
+@dataclass
+class Viewer:
+    """A running ``coral-graph view`` subprocess."""
+
+    url: str
+    proc: subprocess.Popen[str]
+
+    @property
+    def base(self) -> str:
+        return self.url.split("#", 1)[0]
+
+
+def start_viewer(db: Path, *extra: str, timeout: float = 20) -> Viewer:
+    """Start ``coral-graph view --db DB --port 0 …`` and wait for the URL it prints."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [*CLI, "view", "--db", str(db), "--port", "0", *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        m = re.search(r"(http://\S+)", line)
+        if m:
+            return Viewer(m.group(1), proc)
+    proc.kill()
+    _, err = proc.communicate(timeout=5)
+    raise AssertionError(f"coral-graph view did not print its URL: {err}")
+
+
+def stop_viewer(v: Viewer) -> None:
+    v.proc.terminate()
+    try:
+        v.proc.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        v.proc.kill()
+        v.proc.communicate(timeout=5)
+
+
+def start_static_server(root: Path) -> tuple[str, subprocess.Popen[str]]:
+    """``python -m http.server`` on a free loopback port, serving ``root``."""
+    proc = subprocess.Popen(
+        [sys.executable, "-u", "-m", "http.server", "0", "--bind", "127.0.0.1", "-d", str(root)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    m = re.search(r"port (\d+)", line)
+    assert m, line
+    return f"http://127.0.0.1:{m.group(1)}/", proc
+
+
+def need_chromium() -> None:
+    if not Path(CHROMIUM).exists() or shutil.which(CHROMIUM) is None:
+        pytest.skip(f"{CHROMIUM} is missing: apt-get install -y chromium")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """A headless Debian Chromium driven by Playwright's sync API (no download)."""
+    need_chromium()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def wait_js(p: Page, expression: str, timeout: int = 15_000) -> Any:
+    """Poll a JS expression until it is truthy. (Playwright's ``wait_for_function``
+    compiles its predicate with ``eval``, which the viewer's CSP rightly forbids;
+    ``evaluate`` goes through the DevTools protocol instead.)"""
+    deadline = time.monotonic() + timeout / 1000
+    while True:
+        value = p.page.evaluate(expression)
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for: {expression}")
+        time.sleep(0.03)
+
+
+class Page:
+    """A page that records every request it makes and every console error."""
+
+    def __init__(self, browser: Any, width: int = 1400, height: int = 900) -> None:
+        self.context = browser.new_context(viewport={"width": width, "height": height})
+        self.page = self.context.new_page()
+        self.requests: list[str] = []
+        self.errors: list[str] = []
+        self.page.on("request", lambda r: self.requests.append(r.url))
+        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+        self.page.on(
+            "console", lambda m: self.errors.append(m.text) if m.type == "error" else None
+        )
+
+    def close(self) -> None:
+        self.context.close()
+
+    def off_host(self) -> list[str]:
+        """Requests to anything but 127.0.0.1 (``data:`` URLs are not requests)."""
+        return [
+            u for u in self.requests
+            if not u.startswith("http://127.0.0.1:") and not u.startswith("data:")
+        ]
+
+    def shot(self, name: str) -> None:
+        ARTIFACTS.mkdir(exist_ok=True)
+        self.page.screenshot(path=str(ARTIFACTS / f"{name}.png"))

@@ -1,0 +1,102 @@
+"""Every graph in configs/ is validated and run: LLM agents on scripted models
+(deterministic), and once on the embedded SmolLM2 (marked ``embedded``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from coral_graph.config import check_graph, load_graph
+from coral_graph.testing import ScriptedModel
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+# Per config: the replies of each LLM agent, and what the answer must contain.
+SCRIPTS: dict[str, tuple[dict[str, list[str]], str]] = {
+    "quickstart.yaml": (
+        {"planner": ["@calculator 17 * 23", "FINAL: 17 * 23 = 391"]},
+        "391",
+    ),
+    "voting.yaml": (
+        {"voter-a": ["Paris"], "voter-b": ["Paris."], "voter-c": ["Lyon"]},
+        "paris (2 of 3 votes",
+    ),
+    "specialists.yaml": (
+        {
+            "planner": [
+                "@researcher what do 3 pens cost?",
+                "@calculator 27 / 3 * 2",
+                "FINAL: 27 pens cost $18",
+            ],
+            "researcher": ["3 pens cost $2."],
+        },
+        "$18",
+    ),
+    "roleplay.yaml": (
+        {
+            "instructor": [
+                "@assistant write one line about waves",
+                "@assistant now one line about the moon",
+                "FINAL: Waves roll in.\nThe moon pulls them back.",
+            ],
+            "assistant": ["Waves roll in.", "The moon pulls them back."],
+        },
+        "The moon pulls them back.",
+    ),
+}
+
+
+def config_files() -> list[Path]:
+    return sorted(CONFIGS.glob("*.yaml"))
+
+
+@pytest.fixture
+def scripted(request: pytest.FixtureRequest) -> Iterator[ScriptedModel]:
+    name = f"cfg-{request.node.callspec.id}".replace(".", "-")
+    steps, _ = SCRIPTS[request.node.callspec.params["path"].name]
+    model = ScriptedModel(steps, name=name)  # type: ignore[arg-type]
+    yield model
+    model.close()
+
+
+def test_every_config_has_a_script() -> None:
+    assert {p.name for p in config_files()} == set(SCRIPTS)
+    assert len(SCRIPTS) >= 4
+
+
+@pytest.mark.parametrize("path", config_files(), ids=lambda p: p.name)
+def test_config_validates(path: Path) -> None:
+    lg = check_graph(path)
+    assert lg.task, "every ready graph has a default task"
+    for r in lg.agents.values():
+        if r.kind == "llm":
+            assert r.definition.model == "embedded/smollm2-135m"
+            assert r.definition.max_tokens is not None
+            assert r.definition.max_tokens <= 128
+
+
+@pytest.mark.parametrize("path", config_files(), ids=lambda p: p.name)
+def test_config_runs_on_scripted_models(path: Path, scripted: ScriptedModel) -> None:
+    lg = load_graph(path, model=f"scripted/{scripted.name}")
+    result = lg.run()
+    _, expected = SCRIPTS[path.name]
+    assert result.stop_reason == "answer", (result.stop_reason, result.error)
+    assert result.answer is not None
+    assert expected in result.answer
+    assert scripted.remaining == 0  # every scripted reply was used
+
+
+@pytest.mark.embedded
+@pytest.mark.slow
+def test_quickstart_on_the_embedded_model() -> None:
+    lg = load_graph(
+        CONFIGS / "quickstart.yaml",
+        overrides=["defaults.max_tokens=24", "budgets.max_llm_calls=1", "budgets.timeout_s=120"],
+    )
+    result = lg.run()
+    # A 135M model may or may not finish; the run must end cleanly within its budgets.
+    assert result.stop_reason in ("answer", "idle", "budget:llm_calls", "budget:messages")
+    assert result.error is None
+    assert result.total.llm_calls >= 1

