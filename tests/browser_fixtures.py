@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.to_thread
 import pytest
 
 import coral_graph as cg
@@ -86,11 +87,16 @@ def _small_graph() -> cg.AgentGraph:
         )
         reply = await ctx.send_message(
             message.thread_id,
-            f"Solved: 6 × 7 = 42.\n\n```python\nprint(6 * 7)\n```\n{XSS_SCRIPT} {XSS_LINK} "
+            f"Solved: 6 x 7 = 42.\n\n```python\nprint(6 * 7)\n```\n{XSS_SCRIPT} {XSS_LINK} "
             f"{REMOTE_IMG}",
             ["planner"],
-            metadata={"model": "fake/model-1", "prompt_tokens": 120, "completion_tokens": 30,
-                      "cost_usd": 0.0015, "latency_s": 0.25},
+            metadata={
+                "model": "fake/model-1",
+                "prompt_tokens": 120,
+                "completion_tokens": 30,
+                "cost_usd": 0.0015,
+                "latency_s": 0.25,
+            },
         )
         ctx.record_tool_call(
             tool="calculator",
@@ -127,7 +133,7 @@ def make_small_run(db: Path) -> SmallRun:
     closed thread with a summary, non-ASCII text and script-injection payloads."""
     g = _small_graph()
     with SQLiteStore(db) as store:
-        result = cg.run(g, f"What is 6 × 7? {XSS_IMG} {UNICODE}", entry=["planner"], store=store)
+        result = cg.run(g, f"What is 6 x 7? {XSS_IMG} {UNICODE}", entry=["planner"], store=store)
     assert result.stop_reason == "answer", result
     from coral_graph.store._reader import open_reader
 
@@ -165,7 +171,10 @@ def make_big_run(db: Path, n: int = 100_000) -> str:
     g.connect("ping", "pong", mutual=True)
     with SQLiteStore(db) as store:
         result = cg.run(
-            g, "ping-pong at scale", entry=["ping"], store=store,
+            g,
+            "ping-pong at scale",
+            entry=["ping"],
+            store=store,
             budgets=cg.Budgets(max_messages=n, turn_timeout_s=None),
         )
     assert result.stop_reason == "budget:messages", result
@@ -212,8 +221,7 @@ class LiveRun:
             live.run_id = ctx.run_id
             await anyio.sleep(0.3)  # let the store flush the run and its first messages
             live.started.set()
-            while not live._go.is_set():
-                await anyio.sleep(0.05)
+            await anyio.to_thread.run_sync(live._go.wait)
             for i in range(1, live.n + 1):
                 await ctx.send_message(message.thread_id, f"tick {i} — live ⏱", [])
                 await anyio.sleep(live.pause)
@@ -334,9 +342,7 @@ class Page:
         self.errors: list[str] = []
         self.page.on("request", lambda r: self.requests.append(r.url))
         self.page.on("pageerror", lambda e: self.errors.append(str(e)))
-        self.page.on(
-            "console", lambda m: self.errors.append(m.text) if m.type == "error" else None
-        )
+        self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
 
     def close(self) -> None:
         self.context.close()
@@ -344,7 +350,8 @@ class Page:
     def off_host(self) -> list[str]:
         """Requests to anything but 127.0.0.1 (``data:`` URLs are not requests)."""
         return [
-            u for u in self.requests
+            u
+            for u in self.requests
             if not u.startswith("http://127.0.0.1:") and not u.startswith("data:")
         ]
 

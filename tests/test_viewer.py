@@ -47,7 +47,8 @@ def ids(items: list[dict[str, Any]]) -> list[str]:
 
 def test_import_does_not_load_starlette() -> None:
     code = (
-        "import sys, coral_graph, coral_graph.viewer.web, coral_graph.viewer.query, coral_graph.cli;"
+        "import sys, coral_graph, coral_graph.viewer.web, coral_graph.viewer.query;"
+        "import coral_graph.cli;"
         "assert 'starlette' not in sys.modules and 'uvicorn' not in sys.modules, 'imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
@@ -65,14 +66,19 @@ def test_run_summary_and_threads(client: TestClient, small: SmallRun) -> None:
     runs = client.get("/api/runs").json()
     assert [r["run_id"] for r in runs] == [small.run_id]
     run = client.get(f"/api/runs/{small.run_id}").json()
-    assert run["stop_reason"] == "answer" and run["status"] == "finished" and not run["live"]
+    assert run["stop_reason"] == "answer"
+    assert run["status"] == "finished"
+    assert not run["live"]
     assert run["stored_messages"] == len(small.messages)
     assert run["error_count"] == 1
     task, review = run["threads"]
-    assert task["name"] == "task" and task["state"] == "open"
+    assert task["name"] == "task"
+    assert task["state"] == "open"
     assert review["name"].startswith("Überprüfung 🔍")
-    assert review["state"] == "closed" and review["summary"].startswith("checked")
-    assert review["errors"] == 1 and review["messages"] == 4
+    assert review["state"] == "closed"
+    assert review["summary"].startswith("checked")
+    assert review["errors"] == 1
+    assert review["messages"] == 4
     assert [p["agent"] for p in review["participants"]] == ["planner", "solver", "critic"]
     assert client.get("/api/runs/nope").status_code == 404
 
@@ -100,7 +106,8 @@ def test_pages_in_both_directions_cover_the_run(reader: RunReader, small: SmallR
     mid = small.messages[3]
     around = reader.messages(small.run_id, around=mid["gseq"], limit=3)
     assert mid["message_id"] in ids(around["items"])
-    assert around["has_before"] and around["has_after"]
+    assert around["has_before"]
+    assert around["has_after"]
 
 
 def test_filters_match_the_transcript(client: TestClient, small: SmallRun) -> None:
@@ -114,7 +121,9 @@ def test_filters_match_the_transcript(client: TestClient, small: SmallRun) -> No
     def want(pred: Any) -> list[str]:
         return [m["message_id"] for m in msgs if pred(m)]
 
-    assert view(agent="solver") == want(lambda m: m["sender"] == "solver" or "solver" in m["mentions"])
+    assert view(agent="solver") == want(
+        lambda m: m["sender"] == "solver" or "solver" in m["mentions"]
+    )
     assert view(**{"from": "planner", "to": "critic"}) == want(
         lambda m: m["sender"] == "planner" and "critic" in m["mentions"]
     )
@@ -125,7 +134,8 @@ def test_filters_match_the_transcript(client: TestClient, small: SmallRun) -> No
     assert [t["tool"] for t in tool[0]["tools"]] == ["calculator"]
     assert tool[0]["tools"][0]["arguments"]["expression"] == "6 * 7"
     errs = client.get(f"/api/runs/{small.run_id}/messages", params={"errors": "1"}).json()["items"]
-    assert len(errs) == 1 and errs[0]["errors"][0]["error_type"] == "ValueError"
+    assert len(errs) == 1
+    assert errs[0]["errors"][0]["error_type"] == "ValueError"
     assert "Traceback" in errs[0]["errors"][0]["traceback"]
     thread = small.messages[1]["thread_id"]
     assert view(thread=thread) == want(lambda m: m["thread_id"] == thread)
@@ -135,11 +145,14 @@ def test_filters_match_the_transcript(client: TestClient, small: SmallRun) -> No
 def test_search_and_locate(client: TestClient, small: SmallRun) -> None:
     r = client.get(f"/api/runs/{small.run_id}/search", params={"q": "GRÜSSE"}).json()
     want = [m["gseq"] for m in small.messages if "grüsse" in m["content"].casefold()]
-    assert r == {"total": len(want), "hits": want} and len(want) >= 2
+    assert r == {"total": len(want), "hits": want}
+    assert len(want) >= 2
     first = client.get(
         f"/api/runs/{small.run_id}/locate", params={"errors": "1", "after": "0"}
     ).json()["gseq"]
-    assert first == next(m["gseq"] for m in small.messages if m["sender"] == "planner" and "critic" in m["mentions"])
+    assert first == next(
+        m["gseq"] for m in small.messages if m["sender"] == "planner" and "critic" in m["mentions"]
+    )
     none = client.get(
         f"/api/runs/{small.run_id}/locate", params={"errors": "1", "after": str(first)}
     ).json()
@@ -148,7 +161,8 @@ def test_search_and_locate(client: TestClient, small: SmallRun) -> None:
 
 def test_agents_and_graph(client: TestClient, small: SmallRun) -> None:
     agents = {a["name"]: a for a in client.get(f"/api/runs/{small.run_id}/agents").json()}
-    assert agents["solver"]["tokens"] == 150 and agents["solver"]["cost_usd"] == pytest.approx(0.0015)
+    assert agents["solver"]["tokens"] == 150
+    assert agents["solver"]["cost_usd"] == pytest.approx(0.0015)
     assert agents["solver"]["latency_p50"] == pytest.approx(0.25)
     assert agents["critic"]["errors"] == 1
     assert agents["planner"]["sent"] == sum(m["sender"] == "planner" for m in small.messages)
@@ -156,7 +170,8 @@ def test_agents_and_graph(client: TestClient, small: SmallRun) -> None:
     g = client.get(f"/api/runs/{small.run_id}/graph").json()
     used = {(e["src"], e["dst"]): e["count"] for e in g["used"]}
     assert used == dict(Counter((m["sender"], x) for m in small.messages for x in m["mentions"]))
-    assert ["solver", "critic"] in g["edges"] and ("solver", "critic") not in used
+    assert ["solver", "critic"] in g["edges"]
+    assert ("solver", "critic") not in used
     assert {n["name"] for n in g["nodes"]} == {"user", "planner", "solver", "critic", "archivist"}
 
 
@@ -166,16 +181,20 @@ def test_security_headers_and_host_check(client: TestClient, small: SmallRun) ->
         assert r.status_code == 200
         assert r.headers["content-security-policy"] == CSP
         assert r.headers["x-content-type-options"] == "nosniff"
-    assert "'unsafe-inline'" not in CSP and "'unsafe-eval'" not in CSP
+    assert "'unsafe-inline'" not in CSP
+    assert "'unsafe-eval'" not in CSP
     assert client.get("/", headers={"host": "evil.example:8000"}).status_code == 421
     assert client.get("/", headers={"host": "127.0.0.1:9999"}).status_code == 421
     assert client.get("/", headers={"host": "localhost:8000"}).status_code == 200
-    assert host_allowed("[::1]:8000", 8000) and not host_allowed("", 8000)
+    assert host_allowed("[::1]:8000", 8000)
+    assert not host_allowed("", 8000)
     page = client.get("/").text
-    assert "http://" not in page and "https://" not in page  # nothing loaded from outside
+    assert "http://" not in page
+    assert "https://" not in page  # nothing loaded from outside
     for asset in ("app.js", "md.js", "app.css"):
         text = client.get(f"/static/{asset}").text
-        assert "https://" not in text and "cdn" not in text.lower()
+        assert "https://" not in text
+        assert "cdn" not in text.lower()
 
 
 def test_token_mode(reader: RunReader) -> None:
@@ -184,7 +203,8 @@ def test_token_mode(reader: RunReader) -> None:
         assert c.get("/api/runs").status_code == 401
         assert c.get("/api/runs", headers={"authorization": "Bearer nope"}).status_code == 401
         r = c.get("/?token=s3cret")
-        assert r.status_code == 200 and "coral_view_token=s3cret" in r.headers["set-cookie"]
+        assert r.status_code == 200
+        assert "coral_view_token=s3cret" in r.headers["set-cookie"]
         assert c.get("/api/runs").status_code == 200  # the cookie now carries it
     with TestClient(app, base_url="http://192.0.2.7:8000") as c:
         assert c.get("/api/runs", headers={"authorization": "Bearer s3cret"}).status_code == 200
@@ -219,10 +239,12 @@ def test_event_stream_resumes_after_last_event_id(client: TestClient, small: Sma
 def test_export_writes_a_static_site(reader: RunReader, small: SmallRun, tmp_path: Path) -> None:
     index = export_run(reader, small.run_id, tmp_path / "site")
     page = index.read_text("utf-8")
-    assert 'data-mode="static"' in page and "Content-Security-Policy" in page
+    assert 'data-mode="static"' in page
+    assert "Content-Security-Policy" in page
     data = index.parent / "data"
     run = json.loads((data / "run.json").read_text("utf-8"))
-    assert run["run_id"] == small.run_id and run["chunks"] == 1
+    assert run["run_id"] == small.run_id
+    assert run["chunks"] == 1
     msgs = json.loads((data / "messages" / "00000.json").read_text("utf-8"))
     assert [m["id"] for m in msgs] == [m["message_id"] for m in small.messages]
     assert (index.parent / "static" / "app.js").is_file()
@@ -232,15 +254,19 @@ def test_export_writes_a_static_site(reader: RunReader, small: SmallRun, tmp_pat
 def test_cli_export_and_errors(small: SmallRun, tmp_path: Path) -> None:
     runner = CliRunner()
     out = tmp_path / "site"
-    r = runner.invoke(cli_app, ["view", "--db", str(small.db), "--export", str(out), small.run_id[:12]])
+    r = runner.invoke(
+        cli_app, ["view", "--db", str(small.db), "--export", str(out), small.run_id[:12]]
+    )
     assert r.exit_code == 0, r.output
     assert (out / "index.html").is_file()
     r = runner.invoke(cli_app, ["view", "--db", str(small.db), "--export", str(out), "run-nope"])
-    assert r.exit_code == 1 and "run-nope" in r.output
+    assert r.exit_code == 1
+    assert "run-nope" in r.output
     r = runner.invoke(cli_app, ["view", "--db", str(tmp_path / "missing.db")])
     assert r.exit_code == 1
     r = runner.invoke(cli_app, ["view", "--db", str(small.db), "--export", str(out)])
-    assert r.exit_code == 1 and "needs a RUN" in r.output
+    assert r.exit_code == 1
+    assert "needs a RUN" in r.output
 
 
 def test_cli_serves_on_loopback_only(small: SmallRun) -> None:
@@ -250,7 +276,8 @@ def test_cli_serves_on_loopback_only(small: SmallRun) -> None:
 
     v = start_viewer(small.db, "last")
     try:
-        assert v.url.startswith("http://127.0.0.1:") and f"#run={small.run_id}" in v.url
+        assert v.url.startswith("http://127.0.0.1:")
+        assert f"#run={small.run_id}" in v.url
         assert httpx.get(v.base + "api/runs", timeout=10).status_code == 200
         bad = httpx.get(v.base, headers={"host": "attacker.example"}, timeout=10)
         assert bad.status_code == 421

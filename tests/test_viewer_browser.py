@@ -131,6 +131,8 @@ def first_checks(p: Page, url: str, small: SmallRun) -> None:
 def test_small_run_order_headers_and_safety(viewer: Viewer, small: SmallRun, page: Page) -> None:
     first_checks(page, run_url(viewer.base, small.run_id), small)
     page.shot("01-all-threads")
+    # Unread since the last look: a badge until the thread is opened, then none.
+    assert page.page.locator("#threads li.thread.closed .badge").inner_text() == "4"
     # Open the second thread from the sidebar: closed, with its summary.
     page.page.click("#threads li.thread.closed")
     wait_js(page, "location.hash.includes('thread=')")
@@ -141,6 +143,14 @@ def test_small_run_order_headers_and_safety(viewer: Viewer, small: SmallRun, pag
     assert "Traceback" in page.page.inner_text("#list .msg.has-error .error pre")
     page.page.click("#list details.tool summary")
     page.shot("02-thread-error-tool")
+    assert page.page.locator("#threads li.thread.closed .badge").count() == 0
+    page.page.reload()
+    wait_rows(page)
+    assert page.page.locator("#threads li.thread.closed .badge").count() == 0
+    page.page.keyboard.press("?")
+    assert page.page.locator("#help").is_visible()
+    page.page.keyboard.press("Escape")
+    assert not page.page.locator("#help").is_visible()
     assert page.page.evaluate("window.__pwned") is None
     assert page.off_host() == []
 
@@ -148,7 +158,9 @@ def test_small_run_order_headers_and_safety(viewer: Viewer, small: SmallRun, pag
 def test_runs_list(viewer: Viewer, small: SmallRun, big: str, page: Page) -> None:
     page.page.goto(viewer.base)
     page.page.wait_for_selector("#runs-table tbody tr")
-    ids = page.page.eval_on_selector_all("#runs-table tbody tr", "els => els.map(e => e.dataset.run)")
+    ids = page.page.eval_on_selector_all(
+        "#runs-table tbody tr", "els => els.map(e => e.dataset.run)"
+    )
     assert {small.run_id, big} <= set(ids)
     assert "budget:messages" in page.page.inner_text("#runs-table")
     page.shot("00-runs")
@@ -176,7 +188,9 @@ def test_big_run_first_screen_and_bounded_dom(
     page.page.wait_for_selector("#list article.msg", state="visible", timeout=15_000)
     first = time.perf_counter() - t0
     in_page = page.page.evaluate("window.__coralFirstScreen")
-    print(f"\n100k run: first screen in {first:.3f} s (page clock: {in_page:.0f} ms after navigation)")
+    print(
+        f"\n100k run: first screen in {first:.3f} s (page clock: {in_page:.0f} ms after navigation)"
+    )
     assert first < 10, "sanity bound only; the target is < 2 s"
     page.shot("03-big-run")
     n0 = page.page.locator("#list article.msg").count()
@@ -193,13 +207,18 @@ def test_big_run_first_screen_and_bounded_dom(
     assert last > big_msgs[n0 - 1]["gseq"]
     # G: the very end of the run.
     page.page.keyboard.press("G")
-    wait_js(page, 
-        f"document.querySelector('#list article.msg:last-child')?.dataset.id === {big_msgs[-1]['message_id']!r}"
+    wait_js(
+        page,
+        "document.querySelector('#list article.msg:last-child')?.dataset.id === "
+        f"{big_msgs[-1]['message_id']!r}",
     )
     assert page.page.locator("#list article.msg").count() <= 240
     # e: the next error from the top.
     page.page.keyboard.press("g")
-    wait_js(page, "document.querySelector('#list article.msg:first-child.selected')?.dataset.id === 't-1#1'")
+    wait_js(
+        page,
+        "document.querySelector('#list article.msg:first-child.selected')?.dataset.id === 't-1#1'",
+    )
     page.page.keyboard.press("e")
     page.page.wait_for_selector("#list article.msg.selected.has-error")
     assert page.off_host() == []
@@ -217,7 +236,8 @@ def test_deep_link_lands_below_sticky_header(
     def geometry() -> dict[str, float]:
         g: dict[str, float] = page.page.evaluate(
             """id => {
-                const r = document.querySelector(`#list article.msg[data-id="${id}"]`).getBoundingClientRect();
+                const sel = `#list article.msg[data-id="${id}"]`;
+                const r = document.querySelector(sel).getBoundingClientRect();
                 const h = document.querySelector('#view-head').getBoundingClientRect();
                 return {top: r.top, headBottom: h.bottom, vh: innerHeight};
             }""",
@@ -260,7 +280,8 @@ def test_member_filter_updates_url_and_survives_reload(
     page.page.click('#tab-members tr[data-agent="solver"]')
     wait_js(page, "location.hash.includes('agent=solver')")
     want = [
-        m["message_id"] for m in small.messages
+        m["message_id"]
+        for m in small.messages
         if m["sender"] == "solver" or "solver" in m["mentions"]
     ]
     wait_js(page, f"document.querySelectorAll('#list article.msg').length === {len(want)}")
@@ -294,9 +315,7 @@ def test_search_reaches_off_screen_messages(
     page.page.keyboard.press("/")
     page.page.keyboard.type(q)
     page.page.keyboard.press("Enter")
-    wait_js(page, 
-        f"document.querySelector('#search-count').textContent === '1 of {len(hits)}'"
-    )
+    wait_js(page, f"document.querySelector('#search-count').textContent === '1 of {len(hits)}'")
     row = page.page.locator(f'#list article.msg[data-id="{hits[0]["message_id"]}"]')
     row.wait_for()
     assert row.locator("mark").count() >= 1
@@ -304,22 +323,18 @@ def test_search_reaches_off_screen_messages(
     page.shot("06-search")
     page.page.locator("#scroller").focus()
     page.page.keyboard.press("n")
-    wait_js(page, 
-        f"document.querySelector('#search-count').textContent === '2 of {len(hits)}'"
-    )
+    wait_js(page, f"document.querySelector('#search-count').textContent === '2 of {len(hits)}'")
     page.page.locator(f'#list article.msg.selected[data-id="{hits[1]["message_id"]}"]').wait_for()
     page.page.keyboard.press("p")
-    wait_js(page, 
-        f"document.querySelector('#search-count').textContent === '1 of {len(hits)}'"
-    )
+    wait_js(page, f"document.querySelector('#search-count').textContent === '1 of {len(hits)}'")
     # The search is in the URL: a reload lands on the same hits.
     page.page.reload()
-    wait_js(page, 
-        f"document.querySelector('#search-count').textContent.endsWith('of {len(hits)}')"
-    )
+    wait_js(page, f"document.querySelector('#search-count').textContent.endsWith('of {len(hits)}')")
 
 
-def test_graph_edges_are_the_runs_mention_pairs(viewer: Viewer, small: SmallRun, page: Page) -> None:
+def test_graph_edges_are_the_runs_mention_pairs(
+    viewer: Viewer, small: SmallRun, page: Page
+) -> None:
     page.page.goto(run_url(viewer.base, small.run_id, tab="graph"))
     wait_rows(page)
     page.page.wait_for_selector("#graph-svg g.edge")
@@ -332,12 +347,15 @@ def test_graph_edges_are_the_runs_mention_pairs(viewer: Viewer, small: SmallRun,
     unused = page.page.eval_on_selector_all(
         "#graph-svg g.edge.unused", "els => els.map(e => [e.dataset.src, e.dataset.dst])"
     )
-    assert ["solver", "critic"] in unused and ["planner", "archivist"] in unused
+    assert ["solver", "critic"] in unused
+    assert ["planner", "archivist"] in unused
     page.shot("07-graph")
     page.page.click('#graph-svg g.edge.used[data-src="planner"][data-dst="solver"] .edge-count')
     wait_js(page, "location.hash.includes('from=planner') && location.hash.includes('to=solver')")
     want_ids = [
-        m["message_id"] for m in small.messages if m["sender"] == "planner" and "solver" in m["mentions"]
+        m["message_id"]
+        for m in small.messages
+        if m["sender"] == "planner" and "solver" in m["mentions"]
     ]
     wait_js(page, f"document.querySelectorAll('#list article.msg').length === {len(want_ids)}")
     assert [r["id"] for r in rows(page)] == want_ids
@@ -348,13 +366,21 @@ def test_graph_edges_are_the_runs_mention_pairs(viewer: Viewer, small: SmallRun,
 def test_live_messages_appear_once(viewer: Viewer, db: Path, page: Page) -> None:
     live = LiveRun(db, n=12, pause=0.15)
     live.start()
+    try:
+        _watch_live(viewer, db, page, live)
+    finally:
+        live.go()  # never leave the writer thread waiting
+
+
+def _watch_live(viewer: Viewer, db: Path, page: Page, live: LiveRun) -> None:
     assert live.run_id is not None
     page.page.goto(run_url(viewer.base, live.run_id))
     wait_rows(page)
     assert page.page.locator("#live-badge").is_visible()
     live.go()
-    wait_js(page, 
-        "[...document.querySelectorAll('#list article.msg .md')].some(e => e.textContent === 'done')",
+    wait_js(
+        page,
+        "[...document.querySelectorAll('#list .msg .md')].some(e => e.textContent === 'done')",
         timeout=20_000,
     )
     live.join()
@@ -379,10 +405,14 @@ def test_static_export_passes_first_checks(
     out = tmp_path / "site"
     done = subprocess.run(
         [*CLI, "view", "--db", str(db), "--export", str(out), small.run_id],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert done.returncode == 0, done.stderr
-    assert (out / "index.html").is_file() and (out / "data" / "run.json").is_file()
+    assert (out / "index.html").is_file()
+    assert (out / "data" / "run.json").is_file()
     url, proc = start_static_server(out)
     try:
         first_checks(page, url + "#run=" + quote(small.run_id, safe=""), small)
@@ -390,7 +420,9 @@ def test_static_export_passes_first_checks(
         page.shot("09-static-export")
         # A deep link and a filter work from the files alone.
         mid = next(m["message_id"] for m in small.messages if "critic" in m["mentions"])
-        page.page.goto(url + f"#run={quote(small.run_id, safe='')}&agent=critic&m={quote(mid, safe='')}")
+        page.page.goto(
+            url + f"#run={quote(small.run_id, safe='')}&agent=critic&m={quote(mid, safe='')}"
+        )
         page.page.wait_for_selector(f'#list article.msg.selected[data-id="{mid}"]')
         assert all(r["sender"] == "critic" or "critic" in r["mentions"] for r in rows(page))
         assert page.off_host() == []

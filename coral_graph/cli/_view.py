@@ -52,7 +52,9 @@ def view(
     ] = "127.0.0.1",
     token: Annotated[
         str | None,
-        typer.Option("--token", help="Require this token on every request.", envvar="CORAL_VIEW_TOKEN"),
+        typer.Option(
+            "--token", help="Require this token on every request.", envvar="CORAL_VIEW_TOKEN"
+        ),
     ] = None,
     export: Annotated[
         Path | None,
@@ -96,9 +98,7 @@ def view(
 
         from coral_graph.viewer.web._app import create_app
     except ModuleNotFoundError as exc:
-        raise _fail(
-            f"the web viewer needs {exc.name}: pip install 'coral-graph[viewer]'"
-        ) from None
+        raise _fail(f"the web viewer needs {exc.name}: pip install 'coral-graph[viewer]'") from None
 
     loopback = _is_loopback(host)
     if not loopback and token is None:
@@ -112,7 +112,7 @@ def view(
         sock.close()
         raise _fail(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     bound = sock.getsockname()[1]
-    url_host = host if loopback and host != "localhost" else host
+    url_host = host
     if ":" in url_host and not url_host.startswith("["):
         url_host = f"[{url_host}]"
     url = f"http://{url_host}:{bound}/"
@@ -135,7 +135,11 @@ def view(
 
         webbrowser.open(url)
     config = uvicorn.Config(
-        application, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=1
+        application,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=1,
     )
     server = uvicorn.Server(config)
     try:
