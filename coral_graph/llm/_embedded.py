@@ -114,6 +114,7 @@ class EmbeddedEngine:
         seed: int | None = None,
         max_tokens: int | None = None,
         stop: Sequence[str] | None = None,
+        repeat_penalty: float | None = None,
         cancel: threading.Event | None = None,
     ) -> dict[str, Any]:
         """Run one chat completion (blocking; call it from a worker thread).
@@ -131,6 +132,8 @@ class EmbeddedEngine:
                 "messages": chat,
                 "temperature": 0.2 if temperature is None else temperature,
                 "max_tokens": max_tokens if max_tokens is not None else 256,
+                # a 135M model falls into repeating a line until max_tokens without it
+                "repeat_penalty": 1.1 if repeat_penalty is None else repeat_penalty,
             }
             if top_p is not None:
                 kwargs["top_p"] = top_p
@@ -209,7 +212,7 @@ def make_provider(litellm: Any) -> Any:
 
     def options(optional_params: dict[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        for key in ("temperature", "top_p", "seed", "max_tokens", "stop"):
+        for key in ("temperature", "top_p", "seed", "max_tokens", "stop", "repeat_penalty"):
             if optional_params.get(key) is not None:
                 out[key] = optional_params[key]
         if "max_tokens" not in out and optional_params.get("max_completion_tokens") is not None:

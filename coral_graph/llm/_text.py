@@ -38,16 +38,21 @@ _PREFIX = re.compile(r"^\s*\[t-\d+#\d+\]\s*")
 
 
 def clean_reply(text: str, me: str) -> str:
-    """Strip what small models echo from their prompt: ``[t-1#3]`` and ``me:`` prefixes.
+    """Strip what small models echo from their prompt (``[t-1#3]`` and ``me:``
+    prefixes) and paragraphs they repeat.
 
     >>> clean_reply("[t-1#4] solver -> @planner: 4", "solver")
     '4'
+    >>> clean_reply("The answer is 4.\\n\\nThe answer is 4.\\n\\nThe answer is 4.", "solver")
+    'The answer is 4.'
     """
     text = _PREFIX.sub("", text.strip())
     own = re.match(rf"^\s*{re.escape(me)}\s*(?:->[^:\n]*)?:\s*", text)
     if own:
         text = text[own.end():]
-    return text.strip()
+    # Small models repeat a paragraph until max_tokens: keep each one once.
+    paragraphs = [p.strip() for p in re.split(r"\n\s*\n", text) if p.strip()]
+    return "\n\n".join(dict.fromkeys(paragraphs))
 
 
 def split_final(text: str) -> tuple[bool, str]:
