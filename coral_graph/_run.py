@@ -157,8 +157,8 @@ class _Run:
                             broken = []
                         broken.append((sink, exc))
                 if broken is not None:
-                    for sink, exc in broken:
-                        on_sink_error(sink, exc)
+                    for bad, err in broken:
+                        on_sink_error(bad, err)
 
         self.emit = emit
         entry_adj: dict[str, Any] = {e: {} for e in entry}
