@@ -359,8 +359,13 @@ class Runtime:
                 await run.done
                 tg.cancel_scope.cancel()
             if not run.finished:
-                # Only the deadline cancels the group before `done` is set.
-                run.finish("budget:time")
+                # The deadline cancels the group before `done` is set, and so does an
+                # agent that raises CancelledError of its own (not a real cancellation).
+                if merged.timeout_s is not None and tg.cancel_scope.cancel_called:
+                    run.finish("budget:time")
+                else:
+                    run.error = "an agent raised CancelledError without being cancelled"
+                    run.finish("error")
         except BaseException:
             if not run.finished:
                 run.finish("cancelled")

@@ -366,7 +366,8 @@ async def test_send_by_a_non_participant() -> None:
     world.rec["b"].react = react
     world.rec["c"].react = c_react
     result = await world.run()
-    assert world.rec["c"].got and world.rec["c"].error is None
+    assert world.rec["c"].got
+    assert world.rec["c"].error is None
     assert [m.content for m in result.threads["t-2"].messages] == ["c, join"]
 
 
@@ -571,7 +572,8 @@ async def test_mention_user_by_a_non_answerer_is_not_allowed() -> None:
     world = World(body, ["b"], ["a<>b"])
     world.rec["b"].react = react
     result = await world.run()
-    assert world.rec["b"].got and world.rec["b"].error is None
+    assert world.rec["b"].got
+    assert world.rec["b"].error is None
     assert result.stop_reason == "idle"
     assert result.answer is None
 
@@ -629,9 +631,7 @@ async def test_add_participant_rules() -> None:
         with pytest.raises(ThreadClosedError):
             await ctx.add_participant(th, "e")
 
-    result, _ = await script(
-        body, agents=("b", "c", "d", "e"), edges=("a>b", "a>c", "d>a", "a>e")
-    )
+    result, _ = await script(body, agents=("b", "c", "d", "e"), edges=("a>b", "a>c", "d>a", "a>e"))
     added = kinds(result, "participant_added")
     assert [(e.agent, e.by) for e in added] == [("c", "a")]
 
@@ -660,7 +660,8 @@ async def test_add_participant_by_a_non_participant() -> None:
     world.rec["b"].react = b_react
     world.rec["c"].react = c_react
     result = await world.run()
-    assert world.rec["c"].got and world.rec["c"].error is None
+    assert world.rec["c"].got
+    assert world.rec["c"].error is None
     assert result.threads["t-2"].participants == ("a", "b")
     assert result.threads["t-2"].state == "open"
 

@@ -121,7 +121,7 @@ class Actor:
         self.log = log
         self.script = list(sc.scripts[name])
         self.may_answer = name in sc.entry
-        self.names = NAMES[: sc.n] + [USER]
+        self.names = [*NAMES[: sc.n], USER]
 
     # -- the oracle ---------------------------------------------------------
 
@@ -246,9 +246,7 @@ class Actor:
                 if x is None:
                     return
                 ok = self.name in th.participants and not th.closed and x in th.participants
-                self.expect(
-                    ctx, ok, lambda: ctx.remove_participant_nowait(th, x), f"remove {x}"
-                )
+                self.expect(ctx, ok, lambda: ctx.remove_participant_nowait(th, x), f"remove {x}")
             elif kind == "close":
                 ok = self.name in th.participants and not th.closed
                 self.expect(ctx, ok, lambda: ctx.close_thread_nowait(th, "s"), "close")

@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 import coral_graph as cg
@@ -626,7 +627,7 @@ async def test_two_agents_flooding_each_other_terminate_by_budget(
 
 async def test_flooding_against_a_small_inbox_bound_does_not_deadlock() -> None:
     g = make_graph({"a": flooder(3), "b": flooder(3)}, ("a<>b",))
-    result = await run_graph(g, ["a"], budgets=Budgets(max_messages=5_000), max_inbox=8)
+    result = await run_graph(g, ["a"], budgets=Budgets(max_messages=1_000), max_inbox=8)
     assert result.stop_reason == "budget:messages"
     errors = of_kind(result, "agent_errored")
     assert errors
@@ -648,14 +649,14 @@ async def test_order_per_sender_and_recipient_is_kept() -> None:
             for i in range(n):
                 await ctx.send_message(threads[i % 3], str(i), ["r"])
                 if i % 7 == 0:
-                    await anyio.sleep(0)  # interleave with the other sender
+                    await anyio.lowlevel.checkpoint()  # interleave with the other sender
 
         return send
 
     async def recv(ctx: AgentContext, message: Message) -> None:
         got.append((message.sender, int(message.content)))
         if len(got) % 5 == 0:
-            await anyio.sleep(0)
+            await anyio.lowlevel.checkpoint()
 
     g = make_graph({"p": sender(200), "q": sender(200), "r": recv}, ("p>r", "q>r"))
     result = await run_graph(g, ["p", "q"])
@@ -665,7 +666,7 @@ async def test_order_per_sender_and_recipient_is_kept() -> None:
     assert len(got) == 400
 
 
-# -- events ------------------------------------------------------------------------------------------
+# -- events ---------------------------------------------------------------------------
 
 
 async def test_events_have_the_run_id_and_a_contiguous_global_seq() -> None:
@@ -717,7 +718,7 @@ async def test_event_stream_with_a_tiny_buffer_loses_nothing() -> None:
                 async def consume() -> None:
                     async for event in stream:
                         streamed.append(event)
-                        await anyio.sleep(0)
+                        await anyio.lowlevel.checkpoint()
                         if event.kind == "run_finished":
                             return
 
@@ -939,3 +940,20 @@ async def test_graph_edges_added_between_runs_are_seen() -> None:
     assert first.stop_reason == "idle"
     assert [e.error_type for e in of_kind(first, "agent_errored")] == ["EdgeNotAllowedError"]
     assert second.stop_reason == "answer"
+
+
+async def test_an_agent_raising_cancelled_error_itself_ends_the_run_as_error() -> None:
+    async def bad(ctx: AgentContext, message: Message) -> None:
+        raise anyio.get_cancelled_exc_class()()
+
+    result = await run_graph(make_graph({"a": bad}), ["a"])
+    assert result.stop_reason == "error"  # not budget:time: there is no time budget
+    assert result.error is not None
+    assert "CancelledError" in result.error
+
+
+async def test_budget_messages_zero_allows_no_message() -> None:
+    result = await run_graph(make_graph({"a": answer_task}), ["a"], budgets=Budgets(max_messages=0))
+    assert result.stop_reason == "budget:messages"
+    assert result.messages == 0
+    assert result.answer is None

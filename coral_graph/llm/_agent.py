@@ -225,6 +225,7 @@ class LLMAgent:
             mode=mode,
             budget_tokens=budget,
             count=lambda ms: self.count_tokens(self.model, ms),
+            compact=mode == "text" and self.model.startswith("embedded/"),
         )
         if mode == "tools":
             await self._tools_turn(ctx, message, messages)

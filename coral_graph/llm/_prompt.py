@@ -146,8 +146,17 @@ def build_context(
     mode: Literal["tools", "text"],
     budget_tokens: int,
     count: Counter,
+    compact: bool = False,
 ) -> list[ChatMessage]:
-    """The prompt for one wake of ``ctx.name`` by ``wake``, within ``budget_tokens``."""
+    """The prompt for one wake of ``ctx.name`` by ``wake``, within ``budget_tokens``.
+
+    ``compact`` is for very small models (the embedded 135M one), which echo any
+    bookkeeping they are shown: the system message is the agent's own prompt plus
+    the text convention only when it can reach agents besides the one that woke
+    it, history lines are ``sender: text``, and the wake message is its bare text.
+    """
+    if compact:
+        return _compact_context(ctx, wake, system_prompt, description, budget_tokens, count)
     system: ChatMessage = {
         "role": "system",
         "content": _system(ctx, system_prompt, description, mode, wake),
@@ -205,3 +214,43 @@ def build_context(
     out.extend(history)
     out.append(final)
     return out
+
+
+def _compact_context(
+    ctx: AgentContext,
+    wake: Message,
+    system_prompt: str,
+    description: str,
+    budget_tokens: int,
+    count: Counter,
+) -> list[ChatMessage]:
+    parts = [system_prompt.strip() or description.strip() or "You are a helpful assistant."]
+    others = [a.name for a in ctx.list_agents_nowait() if a.name not in (wake.sender, USER)]
+    if others:
+        parts.append(
+            "To ask for help, write @name with one of: " + ", ".join(others) + ". "
+            + _rules(ctx, "text", wake).split(". ", 1)[-1]
+        )
+    system: ChatMessage = {"role": "system", "content": "\n\n".join(parts)}
+    final: ChatMessage = {"role": "user", "content": wake.content}
+    history: list[ChatMessage] = []
+    try:
+        th: Thread | None = ctx.thread(wake.thread_id)
+    except ProtocolError:
+        th = None
+    if th is not None:
+        for m in [m for m in th.messages if m.id != wake.id][-_HISTORY:]:
+            if m.sender == ctx.name:
+                history.append({"role": "assistant", "content": m.content})
+            else:
+                history.append({"role": "user", "content": f"{m.sender}: {m.content}"})
+    total = count([system]) + count([final])
+    kept: list[ChatMessage] = []
+    for item in reversed(history):  # newest first, while they fit
+        size = count([item])
+        if total + size > budget_tokens:
+            break
+        total += size
+        kept.append(item)
+    kept.reverse()
+    return [system, *kept, final]
