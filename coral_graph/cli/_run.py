@@ -181,6 +181,11 @@ async def _run_graph(
                 tg.cancel_scope.cancel()
         if live is not None:
             progress.flush_lines(live)
+    if "coral_graph.llm" in sys.modules:
+        # litellm caches one HTTP client per event loop; close them before the loop ends.
+        from coral_graph.llm import aclose_clients
+
+        await aclose_clients()
     return result, interrupted
 
 
