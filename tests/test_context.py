@@ -1122,3 +1122,23 @@ async def test_user_context_posts_to_entry_agents_only() -> None:
             result = await handle.wait()
     assert seen == ["first", "more"]
     assert result.stop_reason == "idle"
+
+
+async def test_a_lone_handler_waiting_with_nothing_to_come_ends_the_run_as_idle() -> None:
+    # Nobody else can ever mention a: its long wait must not keep the run alive.
+    cancelled = False
+
+    async def a(ctx: AgentContext, message: Message) -> None:
+        nonlocal cancelled
+        try:
+            await ctx.wait_for_mentions(timeout=3600)
+        except anyio.get_cancelled_exc_class():
+            cancelled = True
+            raise
+
+    g = AgentGraph()
+    g.add_agent("a", a)
+    with anyio.fail_after(5):
+        result = await run_graph(g, ["a"])
+    assert result.stop_reason == "idle"
+    assert cancelled

@@ -34,9 +34,13 @@ Action = tuple[Any, ...]
 @st.composite
 def actions(draw: st.DrawFn, n: int) -> Action:
     # A target is ("ok", k): the k-th candidate the rules allow (so that runs get
-    # going), or ("raw", i): any name, n standing for "user" (to probe the refusals).
+    # going); ("peer", k): the k-th participant of the thread (or agent of the graph),
+    # edge or not, oneself included; ("raw", i): any name, n standing for "user".
+    # The last two probe the refusals.
     ok = st.tuples(st.just("ok"), st.integers(0, 5))
-    target = st.one_of(ok, ok, ok, ok, ok, st.tuples(st.just("raw"), st.integers(0, n)))
+    peer = st.tuples(st.just("peer"), st.integers(0, 5))
+    raw = st.tuples(st.just("raw"), st.integers(0, n))
+    target = st.one_of(ok, ok, ok, peer, peer, raw)
     kind = draw(
         st.sampled_from(["create"] * 4 + ["send"] * 4 + ["add", "remove", "close", "raise"])
     )
@@ -177,14 +181,20 @@ class Actor:
         if USER in uniq:
             self.log.over = True  # the answer
 
-    def resolve(self, target: tuple[str, int], candidates: list[str]) -> str | None:
+    def resolve(
+        self, target: tuple[str, int], candidates: list[str], peers: list[str] | None = None
+    ) -> str | None:
         how, i = target
         if how == "raw":
             return self.names[i]
+        if how == "peer":
+            candidates = peers if peers is not None else NAMES[: self.sc.n]
         return candidates[i % len(candidates)] if candidates else None
 
-    def targets(self, specs: list[tuple[str, int]], candidates: list[str]) -> list[str]:
-        out = [self.resolve(t, candidates) for t in specs]
+    def targets(
+        self, specs: list[tuple[str, int]], candidates: list[str], peers: list[str] | None = None
+    ) -> list[str]:
+        out = [self.resolve(t, candidates, peers) for t in specs]
         return [x for x in out if x is not None]
 
     def pick(self, ctx: AgentContext, i: int, message: Message) -> cg.Thread | None:
@@ -222,14 +232,16 @@ class Actor:
                 )
                 if th is not None:
                     self.log.threads[th.id] = th
-                    self.send(ctx, th, self.targets(action[2], self.mentionable(th)))
+                    mentions = self.targets(action[2], self.mentionable(th), list(th.participants))
+                    self.send(ctx, th, mentions)
                 return
             th = self.pick(ctx, action[1], message)
             if th is None:
                 return
             if kind == "send":
                 for _ in range(action[3]):
-                    self.send(ctx, th, self.targets(action[2], self.mentionable(th)))
+                    mentions = self.targets(action[2], self.mentionable(th), list(th.participants))
+                    self.send(ctx, th, mentions)
             elif kind == "add":
                 x = self.resolve(action[2], [r for r in reachable if r not in th.participants])
                 if x is None:
@@ -242,7 +254,9 @@ class Actor:
                 )
                 self.expect(ctx, ok, lambda: ctx.add_participant_nowait(th, x), f"add {x}")
             elif kind == "remove":
-                x = self.resolve(action[2], [p for p in th.participants if p != self.name])
+                x = self.resolve(
+                    action[2], [p for p in th.participants if p != self.name], list(th.participants)
+                )
                 if x is None:
                     return
                 ok = self.name in th.participants and not th.closed and x in th.participants
@@ -358,7 +372,7 @@ def check_deliveries(
 
 
 @settings(
-    max_examples=150,
+    max_examples=200,
     deadline=None,
     database=None,
     suppress_health_check=[HealthCheck.too_slow],
@@ -456,3 +470,77 @@ def test_agents_that_never_stop_talking_terminate_by_budget(
 
 def of_kind_errors(result: cg.RunResult) -> list[Any]:
     return [e for e in result.events if e.kind == "agent_errored"]
+
+
+@settings(
+    max_examples=50, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
+@given(st.integers(2, 6).flatmap(lambda n: st.tuples(st.just(n), st.sets(edge_pairs(n)))))
+def test_every_operation_is_edge_checked(case: tuple[int, set[tuple[str, str]]]) -> None:
+    # a0 opens a thread with everyone (it is given an edge to everyone) and mentions
+    # them all; each then tries every operation on every name. The runtime must say
+    # yes exactly where the graph has an edge.
+    n, extra = case
+    names = NAMES[:n]
+    edges = extra | {("a0", b) for b in names[1:]}
+    outcomes: list[tuple[str, str, str, bool]] = []
+    unexpected: list[BaseException] = []
+
+    def attempt(who: str, op: str, target: str, fn: Any) -> None:
+        try:
+            fn()
+        except cg.ProtocolError:
+            outcomes.append((op, who, target, False))
+        except Exception as exc:
+            unexpected.append(exc)
+        else:
+            outcomes.append((op, who, target, True))
+
+    async def handle(ctx: AgentContext, message: Message) -> None:
+        me = ctx.name
+        if message.sender == USER:
+            th = ctx.create_thread_nowait("all", names[1:])
+            ctx.send_message_nowait(th, "go", names[1:])
+            return
+        if message.content != "go":
+            return  # a successful probe: nothing more to do
+        th = ctx.thread(message.thread_id)
+        for x in [*names, USER]:
+            attempt(me, "mention", x, lambda x=x: ctx.send_message_nowait(th, "hi", [x]))
+            attempt(me, "create", x, lambda x=x: ctx.create_thread_nowait("p", [x]))
+            side = ctx.create_thread_nowait("side")
+            attempt(me, "add", x, lambda x=x, side=side: ctx.add_participant_nowait(side, x))
+
+    async def main() -> cg.RunResult:
+        g = cg.AgentGraph()
+        for name in names:
+            g.add_agent(name, handle)
+        for a, b in sorted(edges):
+            g.connect(a, b)
+        with anyio.fail_after(10):
+            async with cg.open_runtime(g) as rt:
+                return await rt.run("go", entry=["a0"])
+
+    result = anyio.run(main, backend="asyncio")
+    assert unexpected == []
+    assert result.stop_reason == "idle"
+    assert len(outcomes) == (n - 1) * (n + 1) * 3
+    for op, who, target, ok in outcomes:
+        allowed = target != who and target != USER and (who, target) in edges
+        if op == "create" and target == who:
+            allowed = True  # the creator listed among the participants is ignored
+        assert ok == allowed, (op, who, target)
+    # The mentions that went through were delivered along edges only.
+    for e in result.events:
+        if e.kind == "delivery_handled":
+            sender = next(
+                ev.message.sender
+                for ev in result.events
+                if ev.kind == "message_sent" and ev.message.id == e.message_id
+            )
+            assert sender == USER or (sender, e.agent) in edges
+
+
+def edge_pairs(n: int) -> st.SearchStrategy[tuple[str, str]]:
+    names = NAMES[:n]
+    return st.sampled_from([(a, b) for a in names for b in names if a != b])

@@ -957,3 +957,46 @@ async def test_budget_messages_zero_allows_no_message() -> None:
     assert result.stop_reason == "budget:messages"
     assert result.messages == 0
     assert result.answer is None
+
+
+async def test_turn_timeout_under_restart_calls_on_restart() -> None:
+    class Stuck:
+        def __init__(self) -> None:
+            self.restarts = 0
+            self.handled: list[str] = []
+
+        async def handle(self, ctx: AgentContext, message: Message) -> None:
+            self.handled.append(message.content)
+            if message.content == "0":
+                await anyio.sleep_forever()
+
+        def on_restart(self) -> None:
+            self.restarts += 1
+
+    stuck = Stuck()
+    g = make_graph(
+        {"f": feeder(2), "x": stuck},
+        ("f>x",),
+        x={"on_error": "restart", "turn_timeout_s": 0.05},
+    )
+    result = await run_graph(g, ["f"])
+    assert result.stop_reason == "idle"
+    assert stuck.restarts == 1
+    assert stuck.handled == ["0", "1"]
+    assert [e.action for e in of_kind(result, "agent_errored")] == ["restart"]
+
+
+async def test_closing_a_full_event_stream_lifts_the_backpressure() -> None:
+    g = make_graph({"a": ping_pong, "b": ping_pong}, ("a<>b",))
+    with anyio.fail_after(10):
+        async with cg.open_runtime(g) as rt:
+            stream = rt.events(max_buffer=3)
+            handle = rt.start("x", entry=["a"], budgets=Budgets(max_messages=50))
+            await anyio.wait_all_tasks_blocked()
+            # Nobody reads: the agents are paused, the run cannot go on.
+            assert handle.result is None
+            assert rt.active_runs == [handle.run_id]
+            stream.close()
+            result = await handle.wait()
+    assert result.stop_reason == "budget:messages"
+    assert result.messages == 50
