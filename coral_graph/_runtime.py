@@ -114,8 +114,10 @@ class EventStream:
 
     When the buffer holds ``max_buffer`` events the runtime applies backpressure:
     agents pause between turns until the consumer catches up. Nothing is dropped.
-    Use it as an async context manager so it is closed (and the pressure lifted)
-    when you stop reading.
+    So read it concurrently with the run (in another task), and use it as an async
+    context manager so it is closed (and the pressure lifted) when you stop reading.
+    A stream of one run (``rt.events(run_id)``) ends after that run's
+    ``run_finished`` event; a stream of all runs ends when the runtime closes.
     """
 
     def __init__(self, rt: Runtime, run_id: str | None, max_buffer: int) -> None:
@@ -128,7 +130,7 @@ class EventStream:
         self._closed = False
 
     def on_event(self, event: Event) -> None:
-        if self._run_id is not None and event.run_id != self._run_id:
+        if self._closed or (self._run_id is not None and event.run_id != self._run_id):
             return
         self._buf.append(event)
         w = self._waiter
@@ -136,6 +138,12 @@ class EventStream:
             self._waiter = None
             if not w.done():
                 w.set_result(None)
+        if self._run_id is not None and event.kind == "run_finished":
+            # A stream of one run ends after that run's last event. (The sink stays
+            # registered but ignores everything: removing it here would shift the
+            # list the runtime is iterating.)
+            self._end()
+            return
         if not self._pressing and len(self._buf) >= self._max:
             self._pressing = True
             self._rt._pressure += 1
