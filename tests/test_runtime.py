@@ -1000,3 +1000,24 @@ async def test_closing_a_full_event_stream_lifts_the_backpressure() -> None:
             result = await handle.wait()
     assert result.stop_reason == "budget:messages"
     assert result.messages == 50
+
+
+async def test_a_stream_of_one_run_ends_after_its_run_finished_event() -> None:
+    @cg.agent
+    async def answerer(ctx: cg.AgentContext, message: cg.Message) -> None:
+        await ctx.send_message(message.thread_id, "done", ["user"])
+
+    graph = cg.AgentGraph()
+    graph.add_agent("answerer", answerer)
+    async with cg.open_runtime(graph) as rt:
+        handle = rt.start("go", entry=["answerer"], run_id="r-stream")
+        kinds: list[str] = []
+        with anyio.fail_after(10):
+            async with rt.events("r-stream") as stream:
+                async for event in stream:
+                    kinds.append(event.kind)
+        result = await handle.wait()
+    assert kinds[0] == "run_started"
+    assert kinds[-1] == "run_finished"
+    assert kinds.count("run_finished") == 1
+    assert result.stop_reason == "answer"
