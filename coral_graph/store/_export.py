@@ -22,7 +22,8 @@ from coral_graph._events import Event, event_from_dict
 from coral_graph.store._errors import ExportFormatError, RunExistsError
 from coral_graph.store._reader import StoreReader
 from coral_graph.store._rows import Rows, new_packer, write_rows
-from coral_graph.store._sqlite import _connect_writer, resolve_db
+from coral_graph.store._schema import connect_writer as _connect_writer
+from coral_graph.store._sqlite import resolve_db
 
 __all__ = ["EXPORT_FORMAT", "EXPORT_VERSION", "export_run", "import_run", "read_export"]
 

@@ -22,6 +22,7 @@ import msgpack
 
 from coral_graph._events import Event, event_from_dict
 from coral_graph.store._errors import NotAStoreError, UnknownRunError
+from coral_graph.store._rows import DELIVERY_KEYS, new_packer
 from coral_graph.store._schema import check_meta
 from coral_graph.store._sqlite import proc_start_time, resolve_db
 
@@ -336,21 +337,46 @@ class StoreReader:
 
     # -- raw events -------------------------------------------------------------------
 
+    def _event_rows(self, run_id: str, after_seq: int) -> Iterator[tuple[Any, ...]]:
+        """(data, kind, run_id, seq, ts, agent, message_id, via, ok, duration_s) in
+        order; ``data`` is None for a version 2 ``delivery_handled`` row."""
+        if self.schema_version >= 2:
+            sql = (
+                "SELECT data, kind, run_id, seq, ts, agent, message_id, via, ok, duration_s "
+                "FROM events WHERE run_id = ? AND seq > ? ORDER BY seq"
+            )
+        else:
+            sql = "SELECT data FROM events WHERE run_id = ? AND seq > ? ORDER BY seq"
+        cur = self._conn.execute(sql, (run_id, after_seq))
+        cur.row_factory = None
+        return iter(cur)
+
     def event_dicts(self, run_id: str, after_seq: int = 0) -> Iterator[dict[str, Any]]:
         """Every stored event of the run after ``after_seq``, as plain data, in order."""
         unpackb = msgpack.unpackb
-        cur = self._conn.execute(
-            "SELECT data FROM events WHERE run_id = ? AND seq > ? ORDER BY seq",
-            (run_id, after_seq),
-        )
-        for (data,) in cur:
-            yield unpackb(data, raw=False, strict_map_key=False)
+        keys = DELIVERY_KEYS
+        for row in self._event_rows(run_id, after_seq):
+            data = row[0]
+            if data is None:
+                d = dict(zip(keys, row[1:], strict=True))
+                d["ok"] = bool(d["ok"])
+                yield d
+            else:
+                yield unpackb(data, raw=False, strict_map_key=False)
 
     def event_blobs(self, run_id: str) -> Iterator[bytes]:
-        """The stored msgpack bytes of every event, in order."""
-        cur = self._conn.execute("SELECT data FROM events WHERE run_id = ? ORDER BY seq", (run_id,))
-        for (data,) in cur:
-            yield bytes(data)
+        """The msgpack bytes of every event, in order (as stored, or rebuilt exactly
+        for the events kept in columns)."""
+        pack = new_packer()
+        keys = DELIVERY_KEYS
+        for row in self._event_rows(run_id, 0):
+            data = row[0]
+            if data is None:
+                d = dict(zip(keys, row[1:], strict=True))
+                d["ok"] = bool(d["ok"])
+                yield pack(d)
+            else:
+                yield bytes(data)
 
     def events(self, run_id: str, after_seq: int = 0) -> list[Event]:
         """Every stored event of the run after ``after_seq``, in order."""

@@ -93,7 +93,6 @@ class Rows:
         "events",
         "finished",
         "llm_calls",
-        "mentions",
         "messages",
         "ops",
         "participants",
@@ -106,7 +105,7 @@ class Rows:
     def __init__(self) -> None:
         self.events: list[Any] = []
         self.messages: list[Any] = []
-        self.mentions: list[Any] = []
+        # delivery_handled events: the events row's 9 columns (no data blob)
         self.deliveries: list[Any] = []
         self.llm_calls: list[Any] = []
         self.tool_calls: list[Any] = []
@@ -122,6 +121,48 @@ class Rows:
         self.run_counts: dict[str, list[Any]] = {}
         self._mj: dict[tuple[str, ...], str] = {}
 
+    def clear(self) -> None:
+        """Empty every list (after the rows were written), keeping the objects."""
+        for name in self.__slots__:
+            if name != "_mj":
+                getattr(self, name).clear()
+
+    def add_message(
+        self, rid: str, seq: int, ts: float, m: tuple[Any, ...], pack: Callable[[Any], bytes]
+    ) -> None:
+        """Rows of a ``message_sent`` event; ``m`` is the message or the plain tuple of
+        its fields."""
+        mid, tid, mseq, sender, content, ms, mts, reply, meta = m
+        md = dict(meta) if meta else {}
+        # The same keys, in the same order, as event_to_dict (a literal is much
+        # cheaper than building it generically).
+        data = pack({
+            "kind": "message_sent", "run_id": rid, "seq": seq, "ts": ts,
+            "message": {
+                "id": mid, "thread_id": tid, "seq": mseq, "sender": sender,
+                "content": content, "mentions": ms, "timestamp": mts,
+                "reply_to": reply, "metadata": md,
+            },
+        })  # fmt: skip
+        self.events.extend((rid, seq, "message_sent", ts, data))
+        mj = self._mj
+        js = mj.get(ms)
+        if js is None:
+            if len(mj) > 50_000:
+                mj.clear()
+            js = mj[ms] = json.dumps(list(ms))
+        self.messages.extend((
+            rid, mid, tid, mseq, seq, sender, content, js, mts, reply,
+            json.dumps(md, default=str) if meta else _META_EMPTY,
+        ))  # fmt: skip
+        c = self.run_counts.get(rid)
+        if c is None:
+            c = self.run_counts[rid] = [0, 0, 0, 0.0]
+        if seq > c[0]:
+            c[0] = seq
+        if not (mseq == 1 and tid == "t-1"):
+            c[1] += 1
+
     def add(
         self,
         events: Iterable[Event],
@@ -131,10 +172,8 @@ class Rows:
         """Turn ``events`` into rows. ``run_extra(run_id)`` gives (pid, proc_start,
         graph_path) for a new run row."""
         ev = self.events.extend
-        msgs = self.messages.extend
-        ments = self.mentions.extend
         dels = self.deliveries.extend
-        mj = self._mj
+        add_message = self.add_message
         counts = self.run_counts
         cur_run: str | None = None
         cur: list[Any] = []
@@ -151,66 +190,12 @@ class Rows:
             if seq > cur[0]:
                 cur[0] = seq
             if t is MessageSent:
-                mid, tid, mseq, sender, content, ms, mts, reply, meta = e.message  # type: ignore[union-attr]
-                md = dict(meta) if meta else {}
-                ts = e.ts
-                # The same keys, in the same order, as event_to_dict (a literal is
-                # much cheaper than building it generically).
-                data = pack({
-                    "kind": "message_sent", "run_id": rid, "seq": seq, "ts": ts,
-                    "message": {
-                        "id": mid, "thread_id": tid, "seq": mseq, "sender": sender,
-                        "content": content, "mentions": ms, "timestamp": mts,
-                        "reply_to": reply, "metadata": md,
-                    },
-                })  # fmt: skip
-                ev((rid, seq, "message_sent", ts, data))
-                js = mj.get(ms)
-                if js is None:
-                    if len(mj) > 50_000:
-                        mj.clear()
-                    js = mj[ms] = json.dumps(list(ms))
-                msgs((
-                    rid, mid, tid, mseq, seq, sender, content, js, mts, reply,
-                    json.dumps(md, default=str) if meta else _META_EMPTY,
-                ))  # fmt: skip
-                for a in ms:
-                    ments((rid, mid, tid, seq, a))
-                if not (mseq == 1 and tid == "t-1"):
-                    cur[1] += 1
+                add_message(rid, seq, e.ts, e.message, pack)  # type: ignore[union-attr]
                 continue
             if t is DeliveryHandled:
-                # The commonest event after message_sent: a literal dict, same keys
-                # and order as event_to_dict.
-                assert isinstance(e, DeliveryHandled)
-                ts = e.ts
-                agent = e.agent
-                mid = e.message_id
-                via = e.via
-                ok = e.ok
-                dur = e.duration_s
-                ev(
-                    (
-                        rid,
-                        seq,
-                        "delivery_handled",
-                        ts,
-                        pack(
-                            {
-                                "kind": "delivery_handled",
-                                "run_id": rid,
-                                "seq": seq,
-                                "ts": ts,
-                                "agent": agent,
-                                "message_id": mid,
-                                "via": via,
-                                "ok": ok,
-                                "duration_s": dur,
-                            }
-                        ),
-                    )
-                )
-                dels((rid, seq, agent, mid, via, ok, dur))
+                # The commonest event: one row, its fields in columns, no blob.
+                dels((rid, seq, "delivery_handled", e.ts, e.agent, e.message_id, e.via,  # type: ignore[union-attr]
+                      e.ok, e.duration_s))  # type: ignore[union-attr]  # fmt: skip
                 continue
             ev((rid, seq, e.kind, e.ts, pack(event_dict(e))))
             if t is LLMCalled:
@@ -351,6 +336,14 @@ def insert_many(conn: sqlite3.Connection, sql_head: str, ncols: int, flat: list[
         conn.execute(sql_head + " VALUES " + ",".join([row] * rows), flat[full:])
 
 
+_DELIVERY_HEAD = (
+    "INSERT OR IGNORE INTO events (run_id, seq, kind, ts, agent, message_id, via, ok, duration_s)"
+)
+DELIVERY_KEYS = ("kind", "run_id", "seq", "ts", "agent", "message_id", "via", "ok", "duration_s")
+"""The plain-data keys of a ``delivery_handled`` event, in :func:`event_to_dict`'s order
+(the ``events`` columns after ``data`` hold the last five)."""
+
+
 def write_rows(conn: sqlite3.Connection, rows: Rows) -> None:
     """Write ``rows`` in the caller's transaction."""
     for r in rows.runs:
@@ -364,10 +357,9 @@ def write_rows(conn: sqlite3.Connection, rows: Rows) -> None:
     insert_many(conn, "INSERT INTO edges", 3, rows.edges)
     insert_many(conn, "INSERT OR IGNORE INTO threads", 8, rows.threads)
     insert_many(conn, "INSERT INTO participants", 6, rows.participants)
-    insert_many(conn, "INSERT OR IGNORE INTO events", 5, rows.events)
+    insert_many(conn, "INSERT OR IGNORE INTO events (run_id, seq, kind, ts, data)", 5, rows.events)
+    insert_many(conn, _DELIVERY_HEAD, 9, rows.deliveries)
     insert_many(conn, "INSERT OR IGNORE INTO messages", 11, rows.messages)
-    insert_many(conn, "INSERT INTO mentions", 5, rows.mentions)
-    insert_many(conn, "INSERT INTO deliveries", 7, rows.deliveries)
     insert_many(conn, "INSERT INTO llm_calls", 10, rows.llm_calls)
     insert_many(conn, "INSERT INTO tool_calls", 10, rows.tool_calls)
     insert_many(conn, "INSERT INTO errors", 8, rows.errors)

@@ -16,13 +16,32 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
+from pathlib import Path
 
-from coral_graph.store._errors import NotAStoreError, StoreVersionError
+from coral_graph.store._errors import NotAStoreError, StoreError, StoreVersionError
 
-__all__ = ["APP", "MIGRATIONS", "SCHEMA", "SCHEMA_VERSION", "check_meta", "ensure_schema"]
+__all__ = [
+    "APP",
+    "MIGRATIONS",
+    "SCHEMA",
+    "SCHEMA_VERSION",
+    "check_meta",
+    "connect_writer",
+    "ensure_schema",
+]
 
 APP = "coral-graph"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+_VIEWS = """
+CREATE VIEW IF NOT EXISTS mentions AS
+    SELECT m.run_id AS run_id, m.message_id AS message_id, m.thread_id AS thread_id,
+        m.gseq AS gseq, j.value AS agent
+    FROM messages AS m, json_each(m.mentions) AS j;
+CREATE VIEW IF NOT EXISTS deliveries AS
+    SELECT run_id, seq, agent, message_id, via, ok, duration_s FROM events
+    WHERE kind = 'delivery_handled';
+"""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -53,6 +72,8 @@ CREATE TABLE IF NOT EXISTS runs (
 CREATE INDEX IF NOT EXISTS runs_started ON runs (started_at);
 CREATE TABLE IF NOT EXISTS events (
     run_id TEXT, seq INTEGER, kind TEXT, ts REAL, data BLOB,
+    -- delivery_handled (version 2): its fields in columns and data NULL
+    agent TEXT, message_id TEXT, via TEXT, ok INTEGER, duration_s REAL,
     PRIMARY KEY (run_id, seq)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS agents (
@@ -75,15 +96,13 @@ CREATE TABLE IF NOT EXISTS messages (
     PRIMARY KEY (run_id, message_id)
 );
 CREATE INDEX IF NOT EXISTS messages_gseq ON messages (run_id, gseq);
-CREATE INDEX IF NOT EXISTS messages_thread ON messages (run_id, thread_id, seq);
-CREATE INDEX IF NOT EXISTS messages_sender ON messages (run_id, sender);
-CREATE TABLE IF NOT EXISTS mentions (
-    run_id TEXT, message_id TEXT, thread_id TEXT, gseq INTEGER, agent TEXT
-);
-CREATE INDEX IF NOT EXISTS mentions_agent ON mentions (run_id, agent);
-CREATE TABLE IF NOT EXISTS deliveries (
-    run_id TEXT, seq INTEGER, agent TEXT, message_id TEXT, via TEXT, ok INTEGER, duration_s REAL
-);
+CREATE VIEW IF NOT EXISTS mentions AS
+    SELECT m.run_id AS run_id, m.message_id AS message_id, m.thread_id AS thread_id,
+        m.gseq AS gseq, j.value AS agent
+    FROM messages AS m, json_each(m.mentions) AS j;
+CREATE VIEW IF NOT EXISTS deliveries AS
+    SELECT run_id, seq, agent, message_id, via, ok, duration_s FROM events
+    WHERE kind = 'delivery_handled';
 CREATE TABLE IF NOT EXISTS llm_calls (
     run_id TEXT, seq INTEGER, agent TEXT, model TEXT, prompt_tokens INTEGER,
     completion_tokens INTEGER, cost_usd REAL, latency_s REAL, outcome TEXT, error TEXT
@@ -100,14 +119,55 @@ CREATE TABLE IF NOT EXISTS errors (
 );
 CREATE INDEX IF NOT EXISTS errors_run ON errors (run_id, seq);
 """
-"""Version 1. ``events``, ``deliveries`` and the like are append-only; the
-(run_id, seq) pairs of ``deliveries``, ``llm_calls``, ``tool_calls`` and
-``errors`` point back at ``events``."""
+"""Version 1. ``messages`` has no index by thread or by sender: a run's messages
+are reached through ``messages_gseq`` and filtered (a scan of one run, tens of
+milliseconds for 100,000 messages), because keeping two more randomly ordered
+indexes up to date cost more than all other tables together on the write path.
+Stores created before this change keep those indexes (``messages_thread``,
+``messages_sender``); both shapes read the same. ``events``, ``llm_calls``
+and the like are append-only; the (run_id, seq) pairs of ``llm_calls``,
+``tool_calls`` and ``errors`` point back at ``events``.
 
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {}
+Version 2 writes as little as possible per delivery, the bulk of every run: a
+``delivery_handled`` event is one ``events`` row with its fields in columns
+(``data`` NULL; readers rebuild the same msgpack bytes), and ``deliveries`` and
+``mentions`` are views (over ``events``, and over ``messages.mentions`` with
+``json_each``) with the columns the version 1 tables had."""
+
+
+def _v1_to_v2(conn: sqlite3.Connection) -> None:
+    """Delivery columns on ``events``; ``deliveries`` and ``mentions`` become views.
+    Stored ``data`` is kept, so every event reads exactly as before."""
+    cols = {r[1] for r in conn.execute("PRAGMA table_info(events)")}
+    for col, typ in (
+        ("agent", "TEXT"),
+        ("message_id", "TEXT"),
+        ("via", "TEXT"),
+        ("ok", "INTEGER"),
+        ("duration_s", "REAL"),
+    ):
+        if col not in cols:
+            conn.execute(f"ALTER TABLE events ADD COLUMN {col} {typ}")
+    kinds = dict(conn.execute("SELECT name, type FROM sqlite_master WHERE name IN "
+                              "('deliveries', 'mentions')").fetchall())  # fmt: skip
+    if kinds.get("deliveries") == "table":
+        conn.execute(
+            "UPDATE events SET (agent, message_id, via, ok, duration_s) = (SELECT d.agent, "
+            "d.message_id, d.via, d.ok, d.duration_s FROM deliveries AS d WHERE "
+            "d.run_id = events.run_id AND d.seq = events.seq) WHERE kind = 'delivery_handled'"
+        )
+        conn.execute("DROP TABLE deliveries")
+    if kinds.get("mentions") == "table":
+        conn.execute("DROP TABLE mentions")
+    for stmt in _VIEWS.split(";"):
+        if stmt.strip():
+            conn.execute(stmt)
+
+
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1_to_v2}
 """``{from_version: upgrade}``: each function brings a store from ``from_version``
-to ``from_version + 1`` inside the writer's transaction. Empty while the schema is
-at version 1; add an entry (and bump :data:`SCHEMA_VERSION`) with every change."""
+to ``from_version + 1`` inside the writer's transaction; add an entry (and bump
+:data:`SCHEMA_VERSION`) with every change."""
 
 
 def check_meta(conn: sqlite3.Connection, path: str) -> int | None:
@@ -161,3 +221,25 @@ def ensure_schema(conn: sqlite3.Connection, path: str) -> None:
     except BaseException:
         conn.execute("ROLLBACK")
         raise
+
+
+def connect_writer(path: Path) -> sqlite3.Connection:
+    """A writer's connection to ``path``: created, schema ensured, WAL mode."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        conn = sqlite3.connect(
+            str(path), isolation_level=None, check_same_thread=False, cached_statements=256
+        )
+        conn.execute("PRAGMA busy_timeout = 10000")
+        ensure_schema(conn, str(path))
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    except sqlite3.DatabaseError as exc:
+        raise NotAStoreError(str(path), str(exc)) from None
+    if mode != "wal":  # pragma: no cover - e.g. a file system without shared memory
+        raise StoreError(f"{path}: SQLite refused WAL mode (got {mode!r})")
+    # NORMAL in WAL mode: a commit survives a process crash; only a power loss can
+    # lose the newest transactions. The cache keeps the index pages in memory.
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute("PRAGMA cache_size = -65536")
+    conn.execute("PRAGMA wal_autocheckpoint = 4000")
+    return conn

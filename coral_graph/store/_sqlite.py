@@ -1,39 +1,57 @@
-"""SQLiteStore: every event of every run in one SQLite file, written by one thread.
+"""SQLiteStore: every event of every run in one SQLite file, written by one process.
 
 The runtime calls :meth:`SQLiteStore.on_event` synchronously for every event, on
-its hot path. That call only appends the event to a queue. One writer thread
+its hot path. That call only appends the event to a queue. A feeding thread
 drains the queue in batches — by size (``batch_size`` events wake it early) and
-by time (every ``flush_interval`` seconds) — serialises them (msgpack) and
-writes each batch in one transaction. The file is in WAL mode, so readers in
-other connections or processes never block the run, and a crash (even SIGKILL)
-leaves every committed batch readable.
+by time (every ``flush_interval`` seconds) — turns each event into a tuple (one
+C call) and writes the batch to a pipe. At the other end a writer *process*
+(:mod:`coral_graph.store._proc`, started with the store, niced) builds the rows
+and writes everything it has in one transaction. Row building, parameter
+binding and SQLite thus run on another core and never hold the runtime's GIL;
+measured on 2 cores this is what makes durability affordable (see
+``_bench.py``).
 
-The queue is bounded by ``max_queue``: when it is full, ``on_event`` waits for
-the writer to drain it (backpressure on the event loop) rather than drop
-anything. If the writer fails (disk full, file removed), ``on_event`` raises
+The file is in WAL mode, so readers in other connections or processes never
+block the run. A crash of the runtime's process (even SIGKILL) closes the pipe:
+the writer commits every complete batch it received, marks the process's runs
+``interrupted`` and exits, so the file holds every event up to the last flush.
+
+The queue is bounded by ``max_queue``: when it is full (the pipe is full because
+the writer is behind), ``on_event`` waits for the feeding thread to drain it
+(backpressure on the event loop) rather than drop anything. If the writer fails
+(disk full, file removed, a value it cannot store), ``on_event`` raises
 :class:`StoreError`, which detaches the store from the runtime
 (``Runtime.sink_errors``) and ``close()`` raises it again.
+
+A process that forks without exec (``multiprocessing`` with ``fork``) while a
+store is open hands the pipe to its children too: the writer then only sees
+the end of input once they are gone as well.
 """
 
 from __future__ import annotations
 
 import atexit
+import dataclasses
+import itertools
+import operator
 import os
-import sqlite3
+import pickle
+import subprocess
+import sys
 import threading
 import weakref
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import anyio
+import msgpack
 
-from coral_graph._events import Event
-from coral_graph.store._errors import NotAStoreError, StoreError
-from coral_graph.store._rows import Rows, new_packer, write_rows
-from coral_graph.store._schema import ensure_schema
+from coral_graph._events import EVENT_TYPES, Event, MessageSent
+from coral_graph.store._errors import StoreError
+from coral_graph.store._schema import connect_writer as _connect_writer
 
 __all__ = ["DEFAULT_DB", "ENV_DB", "SQLiteStore", "open_store", "proc_start_time", "resolve_db"]
 
@@ -76,31 +94,52 @@ class _Resume:
 class _Flush:
     """A command in the event queue: tell the waiter once everything before it is written."""
 
-    __slots__ = ("done",)
+    __slots__ = ("done", "token")
+    _tokens = itertools.count(1)
 
     def __init__(self) -> None:
         self.done = threading.Event()
+        self.token = next(self._tokens)
 
 
-def _connect_writer(path: Path) -> sqlite3.Connection:
-    path.parent.mkdir(parents=True, exist_ok=True)
+def _encoders() -> dict[type[Any], Callable[[Any], Any]]:
+    """type -> a function giving the item that goes down the pipe (see ``_proc``):
+    ``(kind, run_id, seq, ts, ...the other fields)``, built by one C call; a
+    message as the plain tuple of its fields."""
+    enc: dict[type[Any], Callable[[Any], Any]] = {}
+    for cls in EVENT_TYPES.values():
+        names = ("kind", *(f.name for f in dataclasses.fields(cls)))
+        enc[cls] = operator.attrgetter(*names)
+    enc[MessageSent] = lambda e: ("message_sent", e.run_id, e.seq, e.ts, tuple(e.message))
+    enc[_Flush] = lambda f: ("!flush", f.token)
+    enc[_Resume] = lambda r: ("!resume", r.run_id)
+    return enc
+
+
+def _plain(obj: Any) -> Any:
+    """``obj`` with every mapping a dict and every set a list (for values pickle
+    refuses, e.g. a ``MappingProxyType`` in a message's metadata)."""
+    if isinstance(obj, Mapping):
+        return {k: _plain(v) for k, v in obj.items()}
+    if type(obj) in (list, tuple):
+        return type(obj)(_plain(v) for v in obj)
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def _frame(items: list[Any]) -> bytes:
+    """One batch for the pipe: its length (8 bytes, little-endian), then its pickle."""
     try:
-        conn = sqlite3.connect(
-            str(path), isolation_level=None, check_same_thread=False, cached_statements=256
-        )
-        conn.execute("PRAGMA busy_timeout = 10000")
-        ensure_schema(conn, str(path))
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-    except sqlite3.DatabaseError as exc:
-        raise NotAStoreError(str(path), str(exc)) from None
-    if mode != "wal":  # pragma: no cover - e.g. a file system without shared memory
-        raise StoreError(f"{path}: SQLite refused WAL mode (got {mode!r})")
-    # NORMAL in WAL mode: a commit survives a process crash; only a power loss can
-    # lose the newest transactions. The cache keeps the index pages in memory.
-    conn.execute("PRAGMA synchronous = NORMAL")
-    conn.execute("PRAGMA cache_size = -65536")
-    conn.execute("PRAGMA wal_autocheckpoint = 4000")
-    return conn
+        data = pickle.dumps(items, 5)
+    except (TypeError, AttributeError, pickle.PicklingError):
+        data = pickle.dumps(_plain(items), 5)
+    return len(data).to_bytes(8, "little") + data
+
+
+_CHUNK = 20_000
+"""Items per batch on the pipe."""
+_PIPE_SIZE = 1 << 20
 
 
 class SQLiteStore:
@@ -142,7 +181,8 @@ class SQLiteStore:
     ) -> None:
         self.path = resolve_db(path)
         self.graph_path = str(graph_path) if graph_path is not None else None
-        self._conn = _connect_writer(self.path)
+        # Checked (and created or migrated) here, so a bad file fails at once.
+        _connect_writer(self.path).close()
         self._batch = max(1, batch_size)
         self._interval = flush_interval
         self._max = max(self._batch, max_queue)
@@ -155,9 +195,26 @@ class SQLiteStore:
         self._error: BaseException | None = None
         self._pid = os.getpid()
         self._proc_start = proc_start_time(self._pid)
-        self._runs: set[str] = set()
+        self._flushes: dict[int, _Flush] = {}
         self.batches = 0
-        """Transactions written so far."""
+        """Batches handed to the writer process so far."""
+        self.transactions = 0
+        """Transactions the writer process reported committed (updated on flush and close)."""
+        self._proc = _spawn_writer()
+        assert self._proc.stdin is not None
+        assert self._proc.stdout is not None
+        self._out = self._proc.stdin.fileno()
+        self._in = self._proc.stdout.fileno()
+        _grow_pipe(self._out)
+        init = {
+            "path": str(self.path),
+            "pid": self._pid,
+            "proc_start": self._proc_start,
+            "graph_path": self.graph_path,
+        }
+        self._send(_frame([init]))
+        self._reader = threading.Thread(target=self._acks, name="coral-store-acks", daemon=True)
+        self._reader.start()
         self._thread = threading.Thread(target=self._writer, name="coral-store-writer", daemon=True)
         self._thread.start()
         # A store nobody closed still flushes at interpreter exit.
@@ -199,11 +256,13 @@ class SQLiteStore:
         if self._closed:
             return
         cmd = _Flush()
+        self._flushes[cmd.token] = cmd
         self._q.append(cmd)
         self._wake.set()
         while not cmd.done.wait(0.05):
-            if self._error is not None or not self._thread.is_alive():
+            if self._error is not None or not self._reader.is_alive():
                 break
+        self._flushes.pop(cmd.token, None)
         self._raise()
 
     async def aflush(self) -> None:
@@ -225,16 +284,11 @@ class SQLiteStore:
         self._wake.set()
         self._thread.join()
         self._closed = True
-        try:
-            if self._error is None and self._runs:
-                marks = [(r, self._pid) for r in self._runs]
-                self._conn.executemany(
-                    "UPDATE runs SET status = 'interrupted', stop_reason = coalesce(stop_reason,"
-                    " 'interrupted') WHERE run_id = ? AND status = 'running' AND pid = ?",
-                    marks,
-                )
-        finally:
-            self._conn.close()
+        self._reader.join()
+        self._proc.wait()
+        for stream in (self._proc.stdin, self._proc.stdout):
+            if stream is not None:
+                stream.close()
         self._raise()
 
     async def aclose(self) -> None:
@@ -256,75 +310,127 @@ class SQLiteStore:
     def __repr__(self) -> str:
         return f"SQLiteStore({str(self.path)!r})"
 
-    # -- the writer thread ---------------------------------------------------------
+    # -- the feeding thread and the acknowledgements -------------------------------
+
+    def _send(self, data: bytes) -> None:
+        fd = self._out
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
 
     def _writer(self) -> None:
+        """Drain the queue: encode each batch and write it to the writer process."""
         q = self._q
-        pack = new_packer()
+        enc = _encoders()
         while True:
             self._wake.wait(self._interval)
             self._wake.clear()
             self._kicked = False
             closing = self._closing
             n = len(q)
+            if self._error is not None:
+                q.clear()
+                with self._space:
+                    self._space.notify_all()
+                n = 0
             if n:
                 popleft = q.popleft
-                batch = [popleft() for _ in range(n)]
                 try:
-                    self._write(batch, pack)
+                    while n:
+                        k = min(n, _CHUNK)
+                        n -= k
+                        batch = [popleft() for _ in range(k)]
+                        self._send(_frame([enc[type(x)](x) for x in batch]))
+                        self.batches += 1
                 except Exception as exc:
-                    self._error = exc
-                    for item in batch:
-                        if isinstance(item, _Flush):
-                            item.done.set()
+                    if self._error is None:
+                        self._error = exc
                     with self._space:
                         self._space.notify_all()
+                    self._end()
                     return
                 with self._space:
                     self._space.notify_all()
             elif closing:
+                if self._error is None:
+                    try:
+                        self._send(_frame([("!close",)]))
+                    except OSError as exc:
+                        self._error = exc
+                self._end()
                 return
 
-    def _run_extra(self, run_id: str) -> tuple[Any, ...]:
-        self._runs.add(run_id)
-        return (self._pid, self._proc_start, self.graph_path)
+    def _end(self) -> None:
+        stdin = self._proc.stdin
+        if stdin is not None:
+            try:
+                stdin.close()
+            except OSError:
+                pass
 
-    def _write(self, batch: list[Any], pack: Any) -> None:
-        conn = self._conn
-        rows = Rows()
-        flushes: list[_Flush] = []
-        events: list[Event] = []
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for item in batch:
-                if isinstance(item, (_Resume, _Flush)):
-                    if events:
-                        rows.add(events, pack, self._run_extra)
-                        events = []
-                    if isinstance(item, _Flush):
-                        flushes.append(item)
-                        continue
-                    write_rows(conn, rows)
-                    rows = Rows()
-                    self._runs.add(item.run_id)
-                    conn.execute(
-                        "UPDATE runs SET status = 'running', stop_reason = NULL, ended_at = NULL,"
-                        " pid = ?, proc_start = ? WHERE run_id = ?",
-                        (self._pid, self._proc_start, item.run_id),
-                    )
-                else:
-                    events.append(item)
-            if events:
-                rows.add(events, pack, self._run_extra)
-            write_rows(conn, rows)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        self.batches += 1
-        for f in flushes:
+    def _acks(self) -> None:
+        """Read the writer process's acknowledgements until it exits."""
+        unpacker = msgpack.Unpacker(raw=False)
+        closed = False
+        while True:
+            try:
+                data = os.read(self._in, 65536)
+            except OSError:
+                data = b""
+            if not data:
+                break
+            unpacker.feed(data)
+            for msg in unpacker:
+                what = msg[0]
+                if what == "flushed":
+                    self.transactions = msg[2]
+                    f = self._flushes.pop(msg[1], None)
+                    if f is not None:
+                        f.done.set()
+                elif what == "closed":
+                    self.transactions = msg[1]
+                    closed = True
+                elif what == "error" and self._error is None:
+                    self._error = StoreError(msg[1])
+        if not closed and self._error is None:
+            self._error = StoreError("the writer process ended unexpectedly")
+        for f in list(self._flushes.values()):
             f.done.set()
+        with self._space:
+            self._space.notify_all()
+
+
+_CHILD = """
+import sys, types
+from pathlib import Path
+# Only the modules the writer needs: not coral_graph's __init__ (networkx, anyio...).
+root = Path(sys.argv[1])
+for name, where in (("coral_graph", root), ("coral_graph.store", root / "store")):
+    mod = types.ModuleType(name)
+    mod.__path__ = [str(where)]
+    sys.modules[name] = mod
+from coral_graph.store._proc import main
+main()
+"""
+
+
+def _spawn_writer() -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-c", _CHILD, str(Path(__file__).resolve().parent.parent)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        close_fds=True,
+        start_new_session=True,
+    )
+
+
+def _grow_pipe(fd: int) -> None:
+    try:
+        import fcntl
+
+        fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), _PIPE_SIZE)
+    except (OSError, ImportError, ValueError):  # pragma: no cover - not Linux, or capped
+        pass
 
 
 def _close_at_exit(ref: weakref.ReferenceType[SQLiteStore]) -> None:
