@@ -19,6 +19,7 @@ bash scripts/setup.sh --dev
 
 echo "test: ruff" >&2
 .venv/bin/ruff check coral_graph tests
+.venv/bin/ruff format --check coral_graph tests
 echo "test: mypy (strict)" >&2
 .venv/bin/mypy
 echo "test: pytest" >&2

@@ -41,8 +41,9 @@ class Step:
     completion_tokens: int | None = None
 
 
-def reply(content: str, *, prompt_tokens: int | None = None,
-          completion_tokens: int | None = None) -> Step:
+def reply(
+    content: str, *, prompt_tokens: int | None = None, completion_tokens: int | None = None
+) -> Step:
     return Step(content=content, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
 
 
@@ -101,8 +102,11 @@ def _completion(body: dict[str, Any], step: Step) -> dict[str, Any]:
     finish = "stop"
     if step.calls:
         message["tool_calls"] = [
-            {"id": f"call_{i}_{int(time.time() * 1e6)}", "type": "function",
-             "function": {"name": name, "arguments": args}}
+            {
+                "id": f"call_{i}_{int(time.time() * 1e6)}",
+                "type": "function",
+                "function": {"name": name, "arguments": args},
+            }
             for i, (name, args) in enumerate(step.calls)
         ]
         finish = "tool_calls"
@@ -170,8 +174,9 @@ def _handler(stub: OpenAIStub) -> type[BaseHTTPRequestHandler]:
                 time.sleep(step.sleep_s)
             if step.status != 200:
                 kind = "rate_limit_exceeded" if step.status == 429 else "server_error"
-                self._send(step.status, {"error": {"message": step.message, "type": kind,
-                                                   "code": kind}})
+                self._send(
+                    step.status, {"error": {"message": step.message, "type": kind, "code": kind}}
+                )
                 return
             self._send(200, _completion(body, step))
 

@@ -92,23 +92,27 @@ async def test_tools_mode_answers() -> None:
     assert "- user:" in req.messages[0]["content"]
     assert "2 + 2?" in req.messages[-1]["content"]
     assert req.tools is not None
-    assert {t["function"]["name"] for t in req.tools} == set(
-        cg.llm.TOOL_NAMES
-    )
+    assert {t["function"]["name"] for t in req.tools} == set(cg.llm.TOOL_NAMES)
 
 
 async def test_delegation_through_a_thread() -> None:
-    model = ScriptedModel({
-        "planner": [
-            call("create_thread", name="maths", participants=["solver"]),
-            call("send_message", thread_id="t-2", content="@solver what is 6*7?",
-                 mentions=["solver"]),
-            "waiting for solver",
-            call("close_thread", thread_id="t-2", summary="solver says 42"),
-            call("send_message", thread_id="t-1", content="42", mentions=["user"]),
-        ],
-        "solver": [call("send_message", content="42", mentions=["planner"]), "done"],
-    })
+    model = ScriptedModel(
+        {
+            "planner": [
+                call("create_thread", name="maths", participants=["solver"]),
+                call(
+                    "send_message",
+                    thread_id="t-2",
+                    content="@solver what is 6*7?",
+                    mentions=["solver"],
+                ),
+                "waiting for solver",
+                call("close_thread", thread_id="t-2", summary="solver says 42"),
+                call("send_message", thread_id="t-1", content="42", mentions=["user"]),
+            ],
+            "solver": [call("send_message", content="42", mentions=["planner"]), "done"],
+        }
+    )
     graph = cg.AgentGraph(entry=["planner"])
     graph.add_agent("planner", LLMAgent(client=model, description="plans"))
     graph.add_agent("solver", LLMAgent(client=model, description="does maths"))
@@ -119,7 +123,9 @@ async def test_delegation_through_a_thread() -> None:
     assert t2.closed
     assert t2.summary == "solver says 42"
     assert [(m.sender, m.mentions) for m in t2.messages] == [
-        ("planner", ("solver",)), ("solver", ("planner",))]
+        ("planner", ("solver",)),
+        ("solver", ("planner",)),
+    ]
     # the solver's context is its own thread: the task thread is not in it
     solver_req = next(r for r in model.requests if r.agent == "solver")
     text = json.dumps(solver_req.messages)
@@ -131,23 +137,25 @@ async def test_delegation_through_a_thread() -> None:
 
 
 async def test_errors_come_back_as_tool_results() -> None:
-    model = ScriptedModel({
-        "a": [
-            [
-                raw_call("send_message", '{"content": "hi", "mentions": ['),  # bad JSON
-                call("send_message", content="hi", mentions=["c"]),  # no edge a -> c
-                call("create_thread", name="x", participants=["nobody"]),  # unknown agent
-                call("close_thread", thread_id="t-9", summary="s"),  # unknown thread
-                call("send_message", mentions=[]),  # missing content
-                call("fly", to="moon"),  # no such tool
-                call("send_message", content="hi", mentions=["b"], extra=1),  # unknown arg
+    model = ScriptedModel(
+        {
+            "a": [
+                [
+                    raw_call("send_message", '{"content": "hi", "mentions": ['),  # bad JSON
+                    call("send_message", content="hi", mentions=["c"]),  # no edge a -> c
+                    call("create_thread", name="x", participants=["nobody"]),  # unknown agent
+                    call("close_thread", thread_id="t-9", summary="s"),  # unknown thread
+                    call("send_message", mentions=[]),  # missing content
+                    call("fly", to="moon"),  # no such tool
+                    call("send_message", content="hi", mentions=["b"], extra=1),  # unknown arg
+                ],
+                [call("create_thread", name="side", participants=["b"])],
+                [call("close_thread", thread_id="t-2", summary="done")],
+                [call("send_message", thread_id="t-2", content="late", mentions=["b"])],  # closed
+                call("send_message", content="recovered", mentions=["user"]),
             ],
-            [call("create_thread", name="side", participants=["b"])],
-            [call("close_thread", thread_id="t-2", summary="done")],
-            [call("send_message", thread_id="t-2", content="late", mentions=["b"])],  # closed
-            call("send_message", content="recovered", mentions=["user"]),
-        ],
-    })
+        }
+    )
     graph = cg.AgentGraph(entry=["a"])
     for name in "abc":
         graph.add_agent(name, LLMAgent(client=model, max_steps=6))
@@ -157,8 +165,14 @@ async def test_errors_come_back_as_tool_results() -> None:
     first = tool_results(model.requests[1])
     assert [r["ok"] for r in first] == [False] * 7
     assert [r["error"] for r in first] == [
-        "ToolArgumentError", "NotAParticipantError", "UnknownAgentError",
-        "UnknownThreadError", "ToolArgumentError", "ToolArgumentError", "ToolArgumentError"]
+        "ToolArgumentError",
+        "NotAParticipantError",
+        "UnknownAgentError",
+        "UnknownThreadError",
+        "ToolArgumentError",
+        "ToolArgumentError",
+        "ToolArgumentError",
+    ]
     assert "not valid JSON" in first[0]["message"]
     assert "missing required argument(s) content" in first[4]["message"]
     assert "there is no tool 'fly'" in first[5]["message"]
@@ -169,10 +183,14 @@ async def test_errors_come_back_as_tool_results() -> None:
 
 
 async def test_edge_not_allowed_is_a_tool_result() -> None:
-    model = ScriptedModel({"a": [
-        [call("create_thread", name="x", participants=["c"])],
-        "gave up",
-    ]})
+    model = ScriptedModel(
+        {
+            "a": [
+                [call("create_thread", name="x", participants=["c"])],
+                "gave up",
+            ]
+        }
+    )
     graph = cg.AgentGraph(entry=["a"])
     graph.add_agent("a", LLMAgent(client=model))
     graph.add_agent("c", LLMAgent(client=model))
@@ -200,8 +218,9 @@ async def test_identical_repeated_calls_are_stopped() -> None:
 async def test_max_steps_bounds_a_turn() -> None:
     counter = iter(range(100))
     model = ScriptedModel(default="never used")
-    model.add(*[lambda _req: call("send_message", content=f"note {next(counter)}",
-                                  mentions=[])] * 10)
+    model.add(
+        *[lambda _req: call("send_message", content=f"note {next(counter)}", mentions=[])] * 10
+    )
     graph = cg.AgentGraph()
     graph.add_agent("busy", LLMAgent(client=model, max_steps=3))
     result = await run_graph(graph, "go", entry=["busy"])
@@ -211,11 +230,16 @@ async def test_max_steps_bounds_a_turn() -> None:
 
 
 async def test_text_mode_conventions() -> None:
-    model = ScriptedModel({
-        "lead": ["Let me ask. @helper what is the capital of France?",
-                 "FINAL: Paris is the capital."],
-        "helper": ["helper: Paris."],  # echoes its own name: stripped
-    }, tools=False)
+    model = ScriptedModel(
+        {
+            "lead": [
+                "Let me ask. @helper what is the capital of France?",
+                "FINAL: Paris is the capital.",
+            ],
+            "helper": ["helper: Paris."],  # echoes its own name: stripped
+        },
+        tools=False,
+    )
     graph = cg.AgentGraph(entry=["lead"])
     graph.add_agent("lead", LLMAgent(client=model))
     graph.add_agent("helper", LLMAgent(client=model))
@@ -224,8 +248,11 @@ async def test_text_mode_conventions() -> None:
     assert (result.stop_reason, result.answer) == ("answer", "Paris is the capital.")
     msgs = result.threads[cg.ThreadId("t-1")].messages
     assert [(m.sender, m.mentions) for m in msgs] == [
-        ("user", ("lead",)), ("lead", ("helper",)), ("helper", ("lead",)),
-        ("lead", ("user",))]
+        ("user", ("lead",)),
+        ("lead", ("helper",)),
+        ("helper", ("lead",)),
+        ("lead", ("user",)),
+    ]
     assert msgs[2].content == "Paris."
     assert model.requests[0].tools is None
     assert "FINAL:" in model.requests[0].messages[0]["content"]
@@ -257,14 +284,22 @@ async def test_model_failure_is_an_agent_error_not_a_crash() -> None:
 
 
 async def test_retries_with_backoff_then_success() -> None:
-    model = ScriptedModel([LLMRateLimitError("slow down"), LLMRateLimitError("slow down"),
-                           call("send_message", content="ok", mentions=["user"])])
+    model = ScriptedModel(
+        [
+            LLMRateLimitError("slow down"),
+            LLMRateLimitError("slow down"),
+            call("send_message", content="ok", mentions=["user"]),
+        ]
+    )
     graph = cg.AgentGraph()
     graph.add_agent("a", LLMAgent(client=model, retries=2, retry_backoff_s=0.001))
     result = await run_graph(graph, "go", entry=["a"])
     assert result.answer == "ok"
     assert [e.outcome for e in events(result, cg.LLMCalled)] == [
-        "LLMRateLimitError", "LLMRateLimitError", "ok"]
+        "LLMRateLimitError",
+        "LLMRateLimitError",
+        "ok",
+    ]
     assert result.usage["a"].llm_calls == 3
 
 
@@ -276,12 +311,17 @@ async def test_fallbacks_after_retries() -> None:
 
     model = ScriptedModel([by_model] * 10)
     graph = cg.AgentGraph()
-    graph.add_agent("a", LLMAgent("primary", client=model, retries=1, retry_backoff_s=0.001,
-                                  fallbacks=["backup"]))
+    graph.add_agent(
+        "a",
+        LLMAgent("primary", client=model, retries=1, retry_backoff_s=0.001, fallbacks=["backup"]),
+    )
     result = await run_graph(graph, "go", entry=["a"])
     assert result.answer == "from backup"
     assert [(e.model, e.outcome) for e in events(result, cg.LLMCalled)] == [
-        ("primary", "LLMRateLimitError"), ("primary", "LLMRateLimitError"), ("backup", "ok")]
+        ("primary", "LLMRateLimitError"),
+        ("primary", "LLMRateLimitError"),
+        ("backup", "ok"),
+    ]
 
 
 class SlowClient:
@@ -307,8 +347,9 @@ class SlowClient:
 
 async def test_timeout_per_call() -> None:
     graph = cg.AgentGraph()
-    graph.add_agent("a", LLMAgent(client=SlowClient(5), timeout_s=0.05, retries=1,
-                                  retry_backoff_s=0.001))
+    graph.add_agent(
+        "a", LLMAgent(client=SlowClient(5), timeout_s=0.05, retries=1, retry_backoff_s=0.001)
+    )
     result = await run_graph(graph, "go", entry=["a"])
     assert [e.outcome for e in events(result, cg.LLMCalled)] == ["LLMTimeoutError"] * 2
     [err] = events(result, cg.AgentErrored)
@@ -389,10 +430,17 @@ async def test_context_threads_and_trimming() -> None:
         for i in range(30):
             await ctx.send_message(message.thread_id, f"filler message {i} " + "x " * 40, [])
         for budget in (100_000, 600):
-            seen.append(build_context(
-                ctx, message, system_prompt="SYSTEM RULES", description="probe",
-                mode="text", budget_tokens=budget,
-                count=lambda ms: sum(len(str(m["content"])) // 4 + 4 for m in ms)))
+            seen.append(
+                build_context(
+                    ctx,
+                    message,
+                    system_prompt="SYSTEM RULES",
+                    description="probe",
+                    mode="text",
+                    budget_tokens=budget,
+                    count=lambda ms: sum(len(str(m["content"])) // 4 + 4 for m in ms),
+                )
+            )
 
     graph = cg.AgentGraph()
     graph.add_agent("probe", probe)
@@ -416,19 +464,22 @@ async def test_context_threads_and_trimming() -> None:
     assert trimmed[1] == full[1]  # the note on other threads goes only after history
     kept = [m["content"] for m in trimmed[2:-1]]
     assert 0 < len(kept) < 30
-    assert kept == [m["content"] for m in full[-1 - len(kept):-1]]
+    assert kept == [m["content"] for m in full[-1 - len(kept) : -1]]
     assert sum(len(str(m["content"])) // 4 + 4 for m in trimmed) <= 600
 
 
 def test_token_efficiency_scenario() -> None:
     report = measure_token_efficiency(
-        count=lambda ms, tools: sum(len(str(m.get("content") or "")) // 4 + 4 for m in ms))
+        count=lambda ms, tools: sum(len(str(m.get("content") or "")) // 4 + 4 for m in ms)
+    )
     assert report.stop_reason == "answer"
     assert report.calls > 10
     assert report.messages > 10
     assert report.baseline_prompt_tokens > report.prompt_tokens
-    assert report.ratio == pytest.approx(report.baseline_prompt_tokens / report.prompt_tokens,
-                                         rel=1e-3)
+    assert report.ratio == pytest.approx(
+        report.baseline_prompt_tokens / report.prompt_tokens, rel=1e-3
+    )
     again = measure_token_efficiency(
-        count=lambda ms, tools: sum(len(str(m.get("content") or "")) // 4 + 4 for m in ms))
+        count=lambda ms, tools: sum(len(str(m.get("content") or "")) // 4 + 4 for m in ms)
+    )
     assert again == report  # scripted: the same every time

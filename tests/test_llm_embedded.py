@@ -33,8 +33,9 @@ QUESTIONS = {
 
 
 def expert(name: str) -> LLMAgent:
-    return LLMAgent(system_prompt=f"You are a {name}. Answer briefly.", temperature=0,
-                    seed=0, max_tokens=48)
+    return LLMAgent(
+        system_prompt=f"You are a {name}. Answer briefly.", temperature=0, seed=0, max_tokens=48
+    )
 
 
 async def test_a_small_graph_on_the_embedded_model() -> None:
@@ -49,8 +50,8 @@ async def test_a_small_graph_on_the_embedded_model() -> None:
         replies = {m.sender: m for t in ctx.threads() for m in t.messages if m.sender in QUESTIONS}
         if len(replies) == len(QUESTIONS):
             await ctx.send_message(
-                "t-1", "\n".join(f"{k}: {m.content}" for k, m in sorted(replies.items())),
-                ["user"])
+                "t-1", "\n".join(f"{k}: {m.content}" for k, m in sorted(replies.items())), ["user"]
+            )
 
     graph = cg.AgentGraph(entry=["host"])
     graph.add_agent("host", host)
@@ -71,16 +72,22 @@ async def test_a_small_graph_on_the_embedded_model() -> None:
         assert reply.metadata["model"] == DEFAULT_MODEL
     calls = [e for e in result.events if isinstance(e, cg.LLMCalled)]
     assert {e.agent for e in calls} == set(QUESTIONS)
-    assert all(e.outcome == "ok" and e.cost_usd == 0 and e.prompt_tokens > 0
-               and 0 < e.completion_tokens <= 48 for e in calls)
+    assert all(
+        e.outcome == "ok"
+        and e.cost_usd == 0
+        and e.prompt_tokens > 0
+        and 0 < e.completion_tokens <= 48
+        for e in calls
+    )
     assert result.cost_usd == 0
     assert result.tokens > 0
 
 
 async def test_an_embedded_answerer_answers_the_user() -> None:
     graph = cg.AgentGraph(entry=["oracle"])
-    graph.add_agent("oracle", LLMAgent(system_prompt="Answer briefly.", temperature=0,
-                                       max_tokens=48))
+    graph.add_agent(
+        "oracle", LLMAgent(system_prompt="Answer briefly.", temperature=0, max_tokens=48)
+    )
     with anyio.fail_after(60):
         async with cg.open_runtime(graph) as rt:
             result = await rt.run("What is the capital of France? Answer in one sentence.")

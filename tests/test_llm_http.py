@@ -41,14 +41,26 @@ async def test_text_reply_and_settings_over_http(
 ) -> None:
     monkeypatch.setenv("STUB_KEY", "sk-test-123")
     openai_stub.script("stub-a", [reply("FINAL: Paris", prompt_tokens=50, completion_tokens=3)])
-    graph = one_agent(openai_stub, temperature=0.0, top_p=0.9, seed=7, max_tokens=64,
-                      stop=["\n\n"], api_key_env="STUB_KEY", extra={"presence_penalty": 0.5})
+    graph = one_agent(
+        openai_stub,
+        temperature=0.0,
+        top_p=0.9,
+        seed=7,
+        max_tokens=64,
+        stop=["\n\n"],
+        api_key_env="STUB_KEY",
+        extra={"presence_penalty": 0.5},
+    )
     result = await run_graph(graph, "Capital of France?")
     assert (result.stop_reason, result.answer) == ("answer", "Paris")
     [body] = openai_stub.requests
     assert body["model"] == "stub-a"
     assert (body["temperature"], body["top_p"], body["seed"], body["max_tokens"]) == (
-        0.0, 0.9, 7, 64)
+        0.0,
+        0.9,
+        7,
+        64,
+    )
     assert body["stop"] == ["\n\n"]
     assert body["presence_penalty"] == 0.5
     assert body["_authorization"] == "Bearer sk-test-123"
@@ -57,15 +69,25 @@ async def test_text_reply_and_settings_over_http(
     assert "Capital of France?" in body["messages"][-1]["content"]
     [llm] = events(result, cg.LLMCalled)
     assert (llm.model, llm.prompt_tokens, llm.completion_tokens, llm.cost_usd, llm.outcome) == (
-        "openai/stub-a", 50, 3, 0.0, "ok")
+        "openai/stub-a",
+        50,
+        3,
+        0.0,
+        "ok",
+    )
     assert result.usage["a"].prompt_tokens == 50
 
 
 async def test_tool_calls_over_http_with_a_malformed_one(openai_stub: OpenAIStub) -> None:
-    openai_stub.script("stub-t", [
-        tool_calls(("send_message", '{"content": "4", "mentions": ["user"'),),  # malformed
-        tool_calls(("send_message", {"content": "4", "mentions": ["user"]})),
-    ])
+    openai_stub.script(
+        "stub-t",
+        [
+            tool_calls(
+                ("send_message", '{"content": "4", "mentions": ["user"'),
+            ),  # malformed
+            tool_calls(("send_message", {"content": "4", "mentions": ["user"]})),
+        ],
+    )
     graph = one_agent(openai_stub, "openai/stub-t", mode="tools")
     result = await run_graph(graph, "2 + 2?")
     assert (result.stop_reason, result.answer) == ("answer", "4")
@@ -84,15 +106,23 @@ async def test_rate_limit_retried_then_ok(openai_stub: OpenAIStub) -> None:
     result = await run_graph(graph, "go")
     assert result.answer == "done"
     assert [e.outcome for e in events(result, cg.LLMCalled)] == [
-        "LLMRateLimitError", "LLMUnavailableError", "ok"]
+        "LLMRateLimitError",
+        "LLMUnavailableError",
+        "ok",
+    ]
     assert len(openai_stub.requests) == 3  # litellm's own retries are off
 
 
 async def test_fallback_when_a_model_keeps_failing(openai_stub: OpenAIStub) -> None:
     openai_stub.script("stub-down", [error(500)] * 2)
     openai_stub.script("stub-up", [reply("FINAL: from the fallback")])
-    graph = one_agent(openai_stub, "openai/stub-down", retries=1, retry_backoff_s=0.01,
-                      fallbacks=["openai/stub-up"])
+    graph = one_agent(
+        openai_stub,
+        "openai/stub-down",
+        retries=1,
+        retry_backoff_s=0.01,
+        fallbacks=["openai/stub-up"],
+    )
     result = await run_graph(graph, "go")
     assert result.answer == "from the fallback"
     assert [(e.model, e.outcome) for e in events(result, cg.LLMCalled)] == [
@@ -129,15 +159,22 @@ async def test_cost_accounting_and_budget_stop_before_the_call(openai_stub: Open
 
     price = LiteLLMClient().cost_usd("openai/gpt-4o-mini", 1000, 100)
     assert price > 0  # litellm's table knows this model
-    openai_stub.script("gpt-4o-mini", [
-        tool_calls(("send_message", {"content": "answer", "mentions": ["user"]}),
-                   ), reply("unused")])
+    openai_stub.script(
+        "gpt-4o-mini",
+        [
+            tool_calls(
+                ("send_message", {"content": "answer", "mentions": ["user"]}),
+            ),
+            reply("unused"),
+        ],
+    )
     graph = one_agent(openai_stub, "openai/gpt-4o-mini", max_tokens=100)
     result = await run_graph(graph, "go")
     assert result.answer == "answer"
     [llm] = events(result, cg.LLMCalled)
-    expected = LiteLLMClient().cost_usd("openai/gpt-4o-mini", llm.prompt_tokens,
-                                        llm.completion_tokens)
+    expected = LiteLLMClient().cost_usd(
+        "openai/gpt-4o-mini", llm.prompt_tokens, llm.completion_tokens
+    )
     assert llm.cost_usd == pytest.approx(expected)
     assert llm.cost_usd > 0
     assert result.cost_usd == pytest.approx(expected)
@@ -151,14 +188,15 @@ async def test_cost_accounting_and_budget_stop_before_the_call(openai_stub: Open
 
 
 async def test_two_agents_mixing_models_over_http(openai_stub: OpenAIStub) -> None:
-    openai_stub.script("lead-model", [reply("@helper please compute 6*7"),
-                                      reply("FINAL: 42")])
+    openai_stub.script("lead-model", [reply("@helper please compute 6*7"), reply("FINAL: 42")])
     openai_stub.script("helper-model", [reply("42")])
     graph = cg.AgentGraph(entry=["lead"])
-    graph.add_agent("lead", LLMAgent("openai/lead-model", api_base=openai_stub.base_url,
-                                     temperature=0.7))
-    graph.add_agent("helper", LLMAgent("openai/helper-model", api_base=openai_stub.base_url,
-                                       temperature=0.0))
+    graph.add_agent(
+        "lead", LLMAgent("openai/lead-model", api_base=openai_stub.base_url, temperature=0.7)
+    )
+    graph.add_agent(
+        "helper", LLMAgent("openai/helper-model", api_base=openai_stub.base_url, temperature=0.0)
+    )
     graph.connect("lead", "helper", mutual=True)
     result = await run_graph(graph, "6*7?")
     assert (result.stop_reason, result.answer) == ("answer", "42")

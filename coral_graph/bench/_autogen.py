@@ -96,7 +96,7 @@ async def ring(n: int, tokens: int, hops: int) -> dict[str, Any]:
     state = _State(hops, hops - tokens)
     for i in range(n):
         nxt = f"n{(i + 1) % n}"
-        await _RingNode.register(rt, f"n{i}", lambda nxt=nxt: _RingNode(nxt, state))  # type: ignore[misc]
+        await _RingNode.register(rt, f"n{i}", lambda nxt=nxt: _RingNode(nxt, state))
         await rt.add_subscription(TypeSubscription(f"n{i}", f"n{i}"))
     rt.start()
     t0 = time.perf_counter()

@@ -262,36 +262,51 @@ class LLMAgent:
                 if text and not posted:
                     await post_reply(ctx, wake, text, metadata=meta)
                 return
-            messages.append({
-                "role": "assistant",
-                "content": resp.content or None,
-                "tool_calls": [tc.to_openai() for tc in resp.tool_calls],
-            })
+            messages.append(
+                {
+                    "role": "assistant",
+                    "content": resp.content or None,
+                    "tool_calls": [tc.to_openai() for tc in resp.tool_calls],
+                }
+            )
             for tc in resp.tool_calls:
                 key = tc.name + "\x00" + _canonical(tc.arguments)
                 if key in seen:
                     repeats += 1
-                    result = json.dumps({
-                        "ok": False,
-                        "error": "RepeatedCallError",
-                        "message": "you already made this exact call in this turn; it was "
-                        "not run again. Its result was: " + seen[key]
-                        + ". Do something else, or stop calling tools.",
-                    })
+                    result = json.dumps(
+                        {
+                            "ok": False,
+                            "error": "RepeatedCallError",
+                            "message": "you already made this exact call in this turn; it was "
+                            "not run again. Its result was: "
+                            + seen[key]
+                            + ". Do something else, or stop calling tools.",
+                        }
+                    )
                     ctx.record_tool_call(
-                        tool=tc.name, arguments={"raw": tc.arguments}, result=result,
-                        ok=False, duration_s=0.0,
+                        tool=tc.name,
+                        arguments={"raw": tc.arguments},
+                        result=result,
+                        ok=False,
+                        duration_s=0.0,
                     )
                 else:
-                    outcome = await run_tool(ctx, tc.name, tc.arguments, wake=wake,
-                                             metadata=meta, max_wait_s=self.timeout_s)
+                    outcome = await run_tool(
+                        ctx,
+                        tc.name,
+                        tc.arguments,
+                        wake=wake,
+                        metadata=meta,
+                        max_wait_s=self.timeout_s,
+                    )
                     result = outcome.result
                     seen[key] = result
                     if outcome.message is not None:
                         posted = True
                         answered = answered or USER in outcome.message.mentions
-                messages.append({"role": "tool", "tool_call_id": tc.id, "name": tc.name,
-                                 "content": result})
+                messages.append(
+                    {"role": "tool", "tool_call_id": tc.id, "name": tc.name, "content": result}
+                )
             if answered or repeats >= 2:
                 return  # the task is answered, or a loop: the same calls again and again
 
@@ -360,24 +375,37 @@ class LLMAgent:
                 else:
                     latency = time.perf_counter() - t0
                     p = resp.prompt_tokens or prompt_tokens
-                    c = resp.completion_tokens or approx_tokens(
-                        [{"content": resp.content or ""}]
-                    )
+                    c = resp.completion_tokens or approx_tokens([{"content": resp.content or ""}])
                     cost = resp.cost_usd if resp.cost_usd is not None else self.price(model, p, c)
-                    ctx.record_llm_call(model=model, prompt_tokens=p, completion_tokens=c,
-                                        cost_usd=cost, latency_s=latency, outcome="ok")
-                    meta = {"model": model, "prompt_tokens": p, "completion_tokens": c,
-                            "cost_usd": cost, "latency_s": round(latency, 6)}
+                    ctx.record_llm_call(
+                        model=model,
+                        prompt_tokens=p,
+                        completion_tokens=c,
+                        cost_usd=cost,
+                        latency_s=latency,
+                        outcome="ok",
+                    )
+                    meta = {
+                        "model": model,
+                        "prompt_tokens": p,
+                        "completion_tokens": c,
+                        "cost_usd": cost,
+                        "latency_s": round(latency, 6),
+                    }
                     return resp, meta
                 ctx.record_llm_call(
-                    model=model, prompt_tokens=0, completion_tokens=0, cost_usd=0.0,
-                    latency_s=time.perf_counter() - t0, outcome=type(err).__name__,
+                    model=model,
+                    prompt_tokens=0,
+                    completion_tokens=0,
+                    cost_usd=0.0,
+                    latency_s=time.perf_counter() - t0,
+                    outcome=type(err).__name__,
                     error=str(err),
                 )
                 last = err
                 if not err.retryable or attempt == self.retries:
                     break
-                delay = self.retry_backoff_s * (2 ** attempt)
+                delay = self.retry_backoff_s * (2**attempt)
                 await anyio.sleep(delay * (0.75 + random.random() / 2))
         assert last is not None
         raise last

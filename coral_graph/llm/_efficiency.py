@@ -130,28 +130,48 @@ class _Scenario:
                     tool("create_thread", name=f"{s} work", participants=[s])
                 # thread ids are deterministic: t-2, t-3 ... in creation order
                 for i, s in enumerate(self.specialists):
-                    tool("send_message", thread_id=f"t-{i + 2}", mentions=[s],
-                         content=f"@{s}: please study the task from the angle of "
-                         f"{_TOPICS.get(s, 'your role')} and report back here.")
+                    tool(
+                        "send_message",
+                        thread_id=f"t-{i + 2}",
+                        mentions=[s],
+                        content=f"@{s}: please study the task from the angle of "
+                        f"{_TOPICS.get(s, 'your role')} and report back here.",
+                    )
             elif self.round_of.get(sender, 0) < self.rounds:
-                tool("send_message", thread_id=thread, mentions=[sender],
-                     content=f"Thanks {sender}. Go one level deeper on the weakest point "
-                     "you found and tell me what would change the recommendation.")
+                tool(
+                    "send_message",
+                    thread_id=thread,
+                    mentions=[sender],
+                    content=f"Thanks {sender}. Go one level deeper on the weakest point "
+                    "you found and tell me what would change the recommendation.",
+                )
             else:
                 self.closed += 1
-                tool("close_thread", thread_id=thread,
-                     summary=f"{sender}: design two wins on cost and latency; data gaps noted.")
+                tool(
+                    "close_thread",
+                    thread_id=thread,
+                    summary=f"{sender}: design two wins on cost and latency; data gaps noted.",
+                )
                 if self.closed == len(self.specialists):
-                    tool("send_message", thread_id="t-1", mentions=["user"],
-                         content="Recommendation: design two. It wins on cost and latency; "
-                         "design one is simpler; design three needs more data.")
+                    tool(
+                        "send_message",
+                        thread_id="t-1",
+                        mentions=["user"],
+                        content="Recommendation: design two. It wins on cost and latency; "
+                        "design one is simpler; design three needs more data.",
+                    )
         else:
             self.round_of[request.agent] = self.round_of.get(request.agent, 0) + 1
             r = self.round_of[request.agent]
-            tool("send_message", thread_id=thread, mentions=["coordinator"],
-                 content=_words(request.agent, r, self.report_words))
-        return ModelResponse(content=None, tool_calls=tuple(calls),
-                             prompt_tokens=1, completion_tokens=1)
+            tool(
+                "send_message",
+                thread_id=thread,
+                mentions=["coordinator"],
+                content=_words(request.agent, r, self.report_words),
+            )
+        return ModelResponse(
+            content=None, tool_calls=tuple(calls), prompt_tokens=1, completion_tokens=1
+        )
 
 
 class _Measure:
@@ -175,7 +195,7 @@ class _Measure:
         self.calls += 1
         tools = request.tools
         msgs = list(request.messages)
-        tail = msgs[request.n_context:]
+        tail = msgs[request.n_context :]
         full: list[ChatMessage] = [msgs[0]]
         for m in self.history:
             if m.sender == request.agent:
@@ -210,15 +230,30 @@ async def measure_token_efficiency_async(
     scenario = _Scenario(specialists, rounds, report_words)
     measure = _Measure(scenario, counter)
     graph = AgentGraph("efficiency", entry=["coordinator"])
-    common: Mapping[str, Any] = {"model": model, "mode": "tools", "client": measure,
-                                 "max_steps": 3, "context_tokens": 1 << 20}
-    graph.add_agent("coordinator", LLMAgent(
-        system_prompt="You coordinate specialists and answer the user.",
-        description="splits the task and merges the results", **common))
+    common: Mapping[str, Any] = {
+        "model": model,
+        "mode": "tools",
+        "client": measure,
+        "max_steps": 3,
+        "context_tokens": 1 << 20,
+    }
+    graph.add_agent(
+        "coordinator",
+        LLMAgent(
+            system_prompt="You coordinate specialists and answer the user.",
+            description="splits the task and merges the results",
+            **common,
+        ),
+    )
     for s in specialists:
-        graph.add_agent(s, LLMAgent(
-            system_prompt=f"You are the {s}.", description=f"reports on {_TOPICS.get(s, s)}",
-            **common))
+        graph.add_agent(
+            s,
+            LLMAgent(
+                system_prompt=f"You are the {s}.",
+                description=f"reports on {_TOPICS.get(s, s)}",
+                **common,
+            ),
+        )
         graph.connect("coordinator", s, mutual=True)
     async with open_runtime(graph, budgets=Budgets(max_messages=1000)) as rt:
         rt.subscribe(measure.on_event)

@@ -122,8 +122,10 @@ class EmbeddedEngine:
         Returns llama.cpp's OpenAI-style response dict.
         """
         chat = [
-            {"role": m.get("role", "user") if m.get("role") != "tool" else "user",
-             "content": str(m.get("content") or "")}
+            {
+                "role": m.get("role", "user") if m.get("role") != "tool" else "user",
+                "content": str(m.get("content") or ""),
+            }
             for m in messages
         ]
         with self._lock:
@@ -205,7 +207,8 @@ def make_provider(litellm: Any) -> Any:
                 }
             ],
             usage=litellm.Usage(
-                prompt_tokens=prompt, completion_tokens=completion,
+                prompt_tokens=prompt,
+                completion_tokens=completion,
                 total_tokens=prompt + completion,
             ),
         )

@@ -83,21 +83,26 @@ def wrap_error(exc: Exception, model: str) -> LLMError:
     text = f"{model}: {type(exc).__name__}: {exc}"
     err: LLMError
     if isinstance(exc, x.RateLimitError) or status == 429:
-        err = LLMRateLimitError(f"{text} (rate limited; retried with backoff)", model=model,
-                                status_code=status)
+        err = LLMRateLimitError(
+            f"{text} (rate limited; retried with backoff)", model=model, status_code=status
+        )
     elif isinstance(exc, x.Timeout | TimeoutError):
         err = LLMTimeoutError(text, model=model, status_code=status)
     elif isinstance(exc, x.ContextWindowExceededError):
-        err = LLMContextWindowError(f"{text} (lower context_tokens)", model=model,
-                                    status_code=status)
+        err = LLMContextWindowError(
+            f"{text} (lower context_tokens)", model=model, status_code=status
+        )
     elif isinstance(exc, x.AuthenticationError | x.PermissionDeniedError):
         err = LLMAuthenticationError(
             f"{text} (set the API key in the variable named by api_key_env)",
-            model=model, status_code=status,
+            model=model,
+            status_code=status,
         )
     elif isinstance(
         exc,
-        x.APIConnectionError | x.ServiceUnavailableError | x.InternalServerError
+        x.APIConnectionError
+        | x.ServiceUnavailableError
+        | x.InternalServerError
         | x.BadGatewayError,
     ) or (status is not None and status >= 500):
         err = LLMUnavailableError(text, model=model, status_code=status)
@@ -118,11 +123,13 @@ def _tool_calls(message: Any) -> tuple[ToolCall, ...]:
         fn = getattr(tc, "function", None)
         name = getattr(fn, "name", None) or ""
         args = getattr(fn, "arguments", None)
-        out.append(ToolCall(
-            id=str(getattr(tc, "id", None) or f"call_{i}"),
-            name=str(name),
-            arguments=args if isinstance(args, str) else ("" if args is None else str(args)),
-        ))
+        out.append(
+            ToolCall(
+                id=str(getattr(tc, "id", None) or f"call_{i}"),
+                name=str(name),
+                arguments=args if isinstance(args, str) else ("" if args is None else str(args)),
+            )
+        )
     return tuple(out)
 
 
@@ -176,9 +183,11 @@ class LiteLLMClient:
         knows it, else tiktoken's cl100k)."""
         litellm = load_litellm()
         try:
-            return int(litellm.token_counter(
-                model=model, messages=list(messages), tools=list(tools) if tools else None
-            ))
+            return int(
+                litellm.token_counter(
+                    model=model, messages=list(messages), tools=list(tools) if tools else None
+                )
+            )
         except Exception:
             from coral_graph.llm._types import approx_tokens
 

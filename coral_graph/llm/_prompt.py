@@ -74,11 +74,9 @@ def _rules(ctx: AgentContext, mode: Literal["tools", "text"], wake: Message) -> 
         if answer is not None:
             lines.append(
                 f"When you have the final answer, send_message to thread {answer.id} "
-                "with mentions [\"user\"]."
+                'with mentions ["user"].'
             )
-        lines.append(
-            "When you are done for now, stop calling tools and reply with a short note."
-        )
+        lines.append("When you are done for now, stop calling tools and reply with a short note.")
         return "\n".join(lines)
     if answer is not None:
         return (
@@ -206,8 +204,10 @@ def build_context(
         if over_chars < len(text) - 200:
             keep = len(text) - over_chars
             head = keep * 2 // 3
-            final = {"role": "user",
-                     "content": text[:head] + "\n[... trimmed ...]\n" + text[-(keep - head):]}
+            final = {
+                "role": "user",
+                "content": text[:head] + "\n[... trimmed ...]\n" + text[-(keep - head) :],
+            }
     out = [system]
     if note is not None:
         out.append(note)
@@ -228,7 +228,9 @@ def _compact_context(
     others = [a.name for a in ctx.list_agents_nowait() if a.name not in (wake.sender, USER)]
     if others:
         parts.append(
-            "To ask for help, write @name with one of: " + ", ".join(others) + ". "
+            "To ask for help, write @name with one of: "
+            + ", ".join(others)
+            + ". "
             + _rules(ctx, "text", wake).split(". ", 1)[-1]
         )
     system: ChatMessage = {"role": "system", "content": "\n\n".join(parts)}

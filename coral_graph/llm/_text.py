@@ -49,7 +49,7 @@ def clean_reply(text: str, me: str) -> str:
     text = _PREFIX.sub("", text.strip())
     own = re.match(rf"^\s*{re.escape(me)}\s*(?:->[^:\n]*)?:\s*", text)
     if own:
-        text = text[own.end():]
+        text = text[own.end() :]
     # Small models repeat a paragraph until max_tokens: keep each one once.
     paragraphs = [p.strip() for p in re.split(r"\n\s*\n", text) if p.strip()]
     return "\n\n".join(dict.fromkeys(paragraphs))
@@ -66,7 +66,7 @@ def split_final(text: str) -> tuple[bool, str]:
     m = _FINAL.search(text)
     if m is None:
         return False, text
-    after = text[m.end():].strip()
+    after = text[m.end() :].strip()
     return True, after or (text[: m.start()].strip() or text)
 
 
@@ -116,8 +116,12 @@ async def post_reply(
     if th is None:
         body = text if not final else body
         mentions = others
-        if not mentions and wake.sender != ctx.name and wake.sender != USER \
-                and ctx.can_address(wake.sender):
+        if (
+            not mentions
+            and wake.sender != ctx.name
+            and wake.sender != USER
+            and ctx.can_address(wake.sender)
+        ):
             mentions = [wake.sender]
         th = _target_thread(ctx, wake, mentions)
         if th is None and mentions:

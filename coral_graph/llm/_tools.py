@@ -33,9 +33,9 @@ _THREAD = {
 }
 
 
-def _fn(name: str, description: str, properties: dict[str, Any], required: list[str]) -> (
-    dict[str, Any]
-):
+def _fn(
+    name: str, description: str, properties: dict[str, Any], required: list[str]
+) -> dict[str, Any]:
     return {
         "type": "function",
         "function": {
@@ -64,10 +64,18 @@ TOOL_SCHEMAS: tuple[dict[str, Any], ...] = (
         "Open a new thread with some agents you can reach; you join it as its creator. "
         "Returns the thread id. Nobody is woken until you send_message mentioning them.",
         {
-            "name": {"type": "string", "minLength": 1, "maxLength": 200,
-                     "description": "a short topic, e.g. 'research'"},
-            "participants": {"type": "array", "items": _NAME, "uniqueItems": True,
-                             "description": "agents to add (you are added automatically)"},
+            "name": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 200,
+                "description": "a short topic, e.g. 'research'",
+            },
+            "participants": {
+                "type": "array",
+                "items": _NAME,
+                "uniqueItems": True,
+                "description": "agents to add (you are added automatically)",
+            },
         },
         ["name", "participants"],
     ),
@@ -87,8 +95,10 @@ TOOL_SCHEMAS: tuple[dict[str, Any], ...] = (
         "close_thread",
         "Close a thread you are in when its work is done. Its messages stay readable; "
         "the summary is what participants see of it later.",
-        {"thread_id": _THREAD,
-         "summary": {"type": "string", "description": "the outcome in one or two sentences"}},
+        {
+            "thread_id": _THREAD,
+            "summary": {"type": "string", "description": "the outcome in one or two sentences"},
+        },
         ["thread_id", "summary"],
     ),
     _fn(
@@ -97,11 +107,17 @@ TOOL_SCHEMAS: tuple[dict[str, Any], ...] = (
         "must be a participant you can reach. Mention 'user' (when you may) to give the "
         "final answer to the task: that ends the run.",
         {
-            "thread_id": {**_THREAD, "description": "the thread to post in; default: the "
-                          "thread that woke you"},
+            "thread_id": {
+                **_THREAD,
+                "description": "the thread to post in; default: the thread that woke you",
+            },
             "content": {"type": "string", "minLength": 1, "description": "the message text"},
-            "mentions": {"type": "array", "items": _NAME, "uniqueItems": True,
-                         "description": "agents to wake; [] wakes nobody"},
+            "mentions": {
+                "type": "array",
+                "items": _NAME,
+                "uniqueItems": True,
+                "description": "agents to wake; [] wakes nobody",
+            },
         },
         ["content", "mentions"],
     ),
@@ -109,8 +125,14 @@ TOOL_SCHEMAS: tuple[dict[str, Any], ...] = (
         "wait_for_mentions",
         "Wait for new messages that mention you (all your threads), up to timeout_s "
         "seconds. Usually you do not need this: you are woken for each mention.",
-        {"timeout_s": {"type": "number", "minimum": 0, "maximum": 60,
-                       "description": "seconds to wait; 0 returns at once"}},
+        {
+            "timeout_s": {
+                "type": "number",
+                "minimum": 0,
+                "maximum": 60,
+                "description": "seconds to wait; 0 returns at once",
+            }
+        },
         [],
     ),
 )
@@ -171,8 +193,7 @@ def parse_arguments(tool: str, raw: str) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise ToolArgumentError(
             f"{tool}: the arguments are not valid JSON ({exc.msg} at character {exc.pos}); "
-            "send a JSON object such as "
-            + json.dumps({k: "..." for k in spec["required"]})
+            "send a JSON object such as " + json.dumps({k: "..." for k in spec["required"]})
         ) from None
     if not isinstance(args, dict):
         raise ToolArgumentError(f"{tool}: the arguments must be a JSON object")
@@ -198,8 +219,13 @@ def _error(kind: str, message: str) -> str:
 
 
 def _message_view(m: Message) -> dict[str, Any]:
-    return {"thread_id": m.thread_id, "seq": m.seq, "sender": m.sender,
-            "mentions": list(m.mentions), "content": m.content}
+    return {
+        "thread_id": m.thread_id,
+        "seq": m.seq,
+        "sender": m.sender,
+        "mentions": list(m.mentions),
+        "content": m.content,
+    }
 
 
 async def run_tool(
@@ -225,8 +251,11 @@ async def run_tool(
     except RuntimeClosedError:
         raise
     except (ProtocolError, ToolArgumentError, ValueError, TypeError) as exc:
-        outcome = ToolOutcome(_error(type(exc).__name__, str(exc)), False,
-                              args.get("thread_id") if isinstance(args, dict) else None)
+        outcome = ToolOutcome(
+            _error(type(exc).__name__, str(exc)),
+            False,
+            args.get("thread_id") if isinstance(args, dict) else None,
+        )
     msg = outcome.message
     recorded = args if args else {"raw": raw_arguments}
     ctx.record_tool_call(
@@ -250,8 +279,7 @@ async def _execute(
     max_wait_s: float,
 ) -> ToolOutcome:
     if name == "list_agents":
-        agents = [{"name": a.name, "description": a.description}
-                  for a in await ctx.list_agents()]
+        agents = [{"name": a.name, "description": a.description} for a in await ctx.list_agents()]
         return ToolOutcome(_ok(agents=agents), True)
     if name == "create_thread":
         th = await ctx.create_thread(args["name"], args["participants"])
