@@ -18,7 +18,9 @@ order)`` (a message as the plain tuple of :class:`~coral_graph.Message`'s
 fields), or a command: ``("!resume", run_id)``, ``("!flush", token)``,
 ``("!close",)``.
 
-Everything readable at once is written in one transaction. Acknowledgements go
+A thread reads the pipe while the writer is in SQLite (up to ``_BUFFER`` bytes
+ahead), so the runtime's process is not held up by each commit; everything
+read by the time a transaction starts is written in it. Acknowledgements go
 back on stdout as msgpack arrays: ``["flushed", token, transactions]`` once
 everything before the flush is committed, ``["error", text]`` when writing
 failed (the process then exits), ``["closed", transactions]`` at the end.
@@ -34,8 +36,8 @@ from __future__ import annotations
 import io
 import os
 import pickle
-import select
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -60,6 +62,8 @@ def _loads(data: bytes) -> list[Any]:
 
 _READ = 4 << 20
 _NICE = int(os.environ.get("CORAL_STORE_NICE", "10"))
+_BUFFER = 64 << 20
+"""Bytes of input read ahead while a transaction is being written."""
 _MAX_TXN = 100_000
 """Events at which a transaction is written even though more input is ready."""
 
@@ -114,6 +118,7 @@ class _Writer:
         dels = rows.deliveries.extend
         pack = self.pack
         counts = rows.run_counts
+        add_message = rows.add_message
         conn.execute("BEGIN IMMEDIATE")
         try:
             for item in items:
@@ -132,7 +137,7 @@ class _Writer:
                 if kind == "message_sent":
                     # Rows straight from the wire item (rows of different tables
                     # need no common order; each table keeps the events' order).
-                    rows.add_message(item[1], item[2], item[3], item[4], pack)
+                    add_message(item[1], item[2], item[3], item[4], pack)
                     continue
                 if kind[0] != "!":
                     events.append(decode(item))
@@ -176,6 +181,54 @@ class _Writer:
             self.conn.close()
 
 
+class _Input:
+    """Reads ``fd`` on its own thread while the writer is busy in SQLite (which
+    releases the GIL), so the runtime's process can keep feeding the pipe instead
+    of waiting for the end of each transaction. At most about ``_BUFFER`` bytes
+    are held: then the pipe fills and pushes back as before."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.eof = False
+        self.cond = threading.Condition()
+        threading.Thread(target=self._run, name="coral-store-input", daemon=True).start()
+
+    def _run(self) -> None:
+        cond = self.cond
+        while True:
+            try:
+                data = os.read(self.fd, _READ)
+            except OSError:
+                data = b""
+            with cond:
+                if not data:
+                    self.eof = True
+                    cond.notify_all()
+                    return
+                self.chunks.append(data)
+                self.size += len(data)
+                cond.notify_all()
+                while self.size >= _BUFFER:
+                    cond.wait()
+
+    def ready(self) -> bool:
+        """More input is waiting."""
+        return bool(self.chunks)
+
+    def get(self) -> bytes:
+        """Everything read so far (waiting for some); empty at the end of input."""
+        with self.cond:
+            while not self.chunks and not self.eof:
+                self.cond.wait()
+            data = b"".join(self.chunks)
+            self.chunks.clear()
+            self.size = 0
+            self.cond.notify_all()
+        return data
+
+
 def serve(fd_in: int, fd_out: int) -> int:
     """Read batches from ``fd_in`` until ``!close`` or end of input; acknowledge on
     ``fd_out``. Returns the process's exit status."""
@@ -192,9 +245,10 @@ def serve(fd_in: int, fd_out: int) -> int:
     writer: _Writer | None = None
     closed = False
     buf = bytearray()
+    inp = _Input(fd_in)
     try:
         while not closed:
-            data = os.read(fd_in, _READ)
+            data = inp.get()
             if not data:
                 break  # end of input: the runtime's process died or dropped us
             buf += data
@@ -219,7 +273,7 @@ def serve(fd_in: int, fd_out: int) -> int:
                 continue
             # Keep reading while more input is ready (a bigger transaction is a
             # cheaper one), then write what we have.
-            if writer.events < _MAX_TXN and select.select([fd_in], [], [], 0)[0]:
+            if writer.events < _MAX_TXN and inp.ready():
                 continue
             writer.write()
         if writer is not None:

@@ -21,8 +21,8 @@ from typing import Any
 import msgpack
 
 from coral_graph._events import Event, event_from_dict
-from coral_graph.store._errors import NotAStoreError, UnknownRunError
-from coral_graph.store._rows import DELIVERY_KEYS, new_packer
+from coral_graph.store._errors import NotAStoreError, StoreError, UnknownRunError
+from coral_graph.store._rows import DELIVERY_KEYS, message_event_dict, new_packer
 from coral_graph.store._schema import check_meta
 from coral_graph.store._sqlite import proc_start_time, resolve_db
 
@@ -338,9 +338,19 @@ class StoreReader:
     # -- raw events -------------------------------------------------------------------
 
     def _event_rows(self, run_id: str, after_seq: int) -> Iterator[tuple[Any, ...]]:
-        """(data, kind, run_id, seq, ts, agent, message_id, via, ok, duration_s) in
-        order; ``data`` is None for a version 2 ``delivery_handled`` row."""
-        if self.schema_version >= 2:
+        """(data, kind, run_id, seq, ts, agent, message_id, via, ok, duration_s, and the
+        ``messages`` row of a version 3 ``message_sent`` kept without ``data``:
+        message_id, thread_id, seq, sender, content, ts, reply_to, mentions) in order;
+        ``data`` is None for the events kept in columns."""
+        if self.schema_version >= 3:
+            sql = (
+                "SELECT e.data, e.kind, e.run_id, e.seq, e.ts, e.agent, e.message_id, e.via, "
+                "e.ok, e.duration_s, m.message_id, m.thread_id, m.seq, m.sender, m.content, "
+                "m.ts, m.reply_to, m.mentions FROM events AS e LEFT JOIN messages AS m "
+                "ON e.data IS NULL AND e.kind = 'message_sent' AND m.run_id = e.run_id "
+                "AND m.gseq = e.seq WHERE e.run_id = ? AND e.seq > ? ORDER BY e.seq"
+            )
+        elif self.schema_version >= 2:
             sql = (
                 "SELECT data, kind, run_id, seq, ts, agent, message_id, via, ok, duration_s "
                 "FROM events WHERE run_id = ? AND seq > ? ORDER BY seq"
@@ -351,32 +361,48 @@ class StoreReader:
         cur.row_factory = None
         return iter(cur)
 
+    def _column_dicts(self, run_id: str, after_seq: int) -> Iterator[tuple[Any, ...]]:
+        """(data, plain data or None): the plain data when ``data`` is None (rebuilt
+        from the columns or the ``messages`` row), else None."""
+        keys = DELIVERY_KEYS
+        loads = json.loads
+        cache: dict[str, list[Any]] = {}
+        for row in self._event_rows(run_id, after_seq):
+            data = row[0]
+            if data is not None:
+                yield data, None
+            elif row[1] == "message_sent":
+                if row[10] is None:
+                    raise StoreError(
+                        f"{self.path}: event {row[3]} of run {run_id} has lost its message"
+                    )
+                js = row[17]
+                ms = cache.get(js)
+                if ms is None:
+                    if len(cache) > 50_000:
+                        cache.clear()
+                    ms = cache[js] = loads(js)
+                yield None, message_event_dict(row[2], row[3], row[4], row[10:17], list(ms))
+            else:
+                d = dict(zip(keys, row[1:10], strict=True))
+                d["ok"] = bool(d["ok"])
+                yield None, d
+
     def event_dicts(self, run_id: str, after_seq: int = 0) -> Iterator[dict[str, Any]]:
         """Every stored event of the run after ``after_seq``, as plain data, in order."""
         unpackb = msgpack.unpackb
-        keys = DELIVERY_KEYS
-        for row in self._event_rows(run_id, after_seq):
-            data = row[0]
-            if data is None:
-                d = dict(zip(keys, row[1:], strict=True))
-                d["ok"] = bool(d["ok"])
-                yield d
-            else:
+        for data, d in self._column_dicts(run_id, after_seq):
+            if d is None:
                 yield unpackb(data, raw=False, strict_map_key=False)
+            else:
+                yield d
 
     def event_blobs(self, run_id: str) -> Iterator[bytes]:
         """The msgpack bytes of every event, in order (as stored, or rebuilt exactly
         for the events kept in columns)."""
         pack = new_packer()
-        keys = DELIVERY_KEYS
-        for row in self._event_rows(run_id, 0):
-            data = row[0]
-            if data is None:
-                d = dict(zip(keys, row[1:], strict=True))
-                d["ok"] = bool(d["ok"])
-                yield pack(d)
-            else:
-                yield bytes(data)
+        for data, d in self._column_dicts(run_id, 0):
+            yield bytes(data) if d is None else pack(d)
 
     def events(self, run_id: str, after_seq: int = 0) -> list[Event]:
         """Every stored event of the run after ``after_seq``, in order."""

@@ -36,7 +36,7 @@ from coral_graph._events import (
     ToolCalled,
 )
 
-__all__ = ["Rows", "event_dict", "insert_many", "write_rows"]
+__all__ = ["Rows", "event_dict", "insert_many", "message_event_dict", "write_rows"]
 
 _MSG_KEYS = (
     "id",
@@ -79,6 +79,9 @@ def event_dict(event: Event) -> dict[str, Any]:
 
 
 _META_EMPTY = "{}"
+_MENTIONS_JSON: dict[tuple[str, ...], str] = {}
+"""mentions -> their JSON, shared by every :class:`Rows` of the process (a run has
+few distinct mention lists, and the writer makes one ``Rows`` per transaction)."""
 
 
 class Rows:
@@ -119,7 +122,7 @@ class Rows:
         self.ops: list[tuple[str, tuple[Any, ...]]] = []
         # run_id -> [last_seq, messages, tokens, cost]
         self.run_counts: dict[str, list[Any]] = {}
-        self._mj: dict[tuple[str, ...], str] = {}
+        self._mj = _MENTIONS_JSON
 
     def clear(self) -> None:
         """Empty every list (after the rows were written), keeping the objects."""
@@ -133,17 +136,33 @@ class Rows:
         """Rows of a ``message_sent`` event; ``m`` is the message or the plain tuple of
         its fields."""
         mid, tid, mseq, sender, content, ms, mts, reply, meta = m
-        md = dict(meta) if meta else {}
-        # The same keys, in the same order, as event_to_dict (a literal is much
-        # cheaper than building it generically).
-        data = pack({
-            "kind": "message_sent", "run_id": rid, "seq": seq, "ts": ts,
-            "message": {
-                "id": mid, "thread_id": tid, "seq": mseq, "sender": sender,
-                "content": content, "mentions": ms, "timestamp": mts,
-                "reply_to": reply, "metadata": md,
-            },
-        })  # fmt: skip
+        if (
+            not meta
+            and type(ms) is tuple
+            and type(ts) is float
+            and type(mts) is float
+            and type(mseq) is int
+            and type(content) is str
+            and type(sender) is str
+            and type(mid) is str
+            and type(tid) is str
+            and (reply is None or type(reply) is str)
+        ):
+            # Version 3: the messages row rebuilds these exact bytes (no blob).
+            data = None
+            md: dict[str, Any] = {}
+        else:
+            md = dict(meta) if meta else {}
+            # The same keys, in the same order, as event_to_dict (a literal is much
+            # cheaper than building it generically).
+            data = pack({
+                "kind": "message_sent", "run_id": rid, "seq": seq, "ts": ts,
+                "message": {
+                    "id": mid, "thread_id": tid, "seq": mseq, "sender": sender,
+                    "content": content, "mentions": ms, "timestamp": mts,
+                    "reply_to": reply, "metadata": md,
+                },
+            })  # fmt: skip
         self.events.extend((rid, seq, "message_sent", ts, data))
         mj = self._mj
         js = mj.get(ms)
@@ -316,24 +335,39 @@ _MAX_VARS = 32_000
 _CHUNK_ROWS = 100_000
 
 
+_TAIL_ROWS = (1024, 256, 64, 16, 4, 1)
+"""Statement sizes (rows) for what is left after the full chunks: a statement of a
+size seen before comes from SQLite's statement cache, while preparing a new one of
+thousands of rows costs about 10 ms (once per table and transaction otherwise)."""
+_SQL: dict[tuple[str, int, int], str] = {}
+
+
+def _values_sql(sql_head: str, ncols: int, rows: int) -> str:
+    key = (sql_head, ncols, rows)
+    sql = _SQL.get(key)
+    if sql is None:
+        row = "(" + ",".join("?" * ncols) + ")"
+        sql = _SQL[key] = sql_head + " VALUES " + ",".join([row] * rows)
+    return sql
+
+
 def insert_many(conn: sqlite3.Connection, sql_head: str, ncols: int, flat: list[Any]) -> None:
     """``INSERT`` the rows in ``flat`` (``ncols`` values per row, flattened) with as few
-    statements as possible: fixed-size chunks (their statements stay in SQLite's
-    statement cache) and one tail."""
+    statements as possible, all of a few fixed sizes (so they stay in SQLite's
+    statement cache): full chunks, then the rest in decreasing sizes."""
     if not flat:
         return
     per = min(_CHUNK_ROWS, _MAX_VARS // ncols)
-    row = "(" + ",".join("?" * ncols) + ")"
-    step = per * ncols
     n = len(flat)
-    full = n - n % step
-    if full:
-        sql = sql_head + " VALUES " + ",".join([row] * per)
-        for i in range(0, full, step):
+    i = 0
+    for size in (per, *_TAIL_ROWS):
+        step = size * ncols
+        if n - i < step:
+            continue
+        sql = _values_sql(sql_head, ncols, size)
+        while n - i >= step:
             conn.execute(sql, flat[i : i + step])
-    if full < n:
-        rows = (n - full) // ncols
-        conn.execute(sql_head + " VALUES " + ",".join([row] * rows), flat[full:])
+            i += step
 
 
 _DELIVERY_HEAD = (
@@ -359,7 +393,10 @@ def write_rows(conn: sqlite3.Connection, rows: Rows) -> None:
     insert_many(conn, "INSERT INTO participants", 6, rows.participants)
     insert_many(conn, "INSERT OR IGNORE INTO events (run_id, seq, kind, ts, data)", 5, rows.events)
     insert_many(conn, _DELIVERY_HEAD, 9, rows.deliveries)
+    before = conn.total_changes
     insert_many(conn, "INSERT OR IGNORE INTO messages", 11, rows.messages)
+    if conn.total_changes - before != len(rows.messages) // 11:
+        _keep_ignored_messages(conn, rows)
     insert_many(conn, "INSERT INTO llm_calls", 10, rows.llm_calls)
     insert_many(conn, "INSERT INTO tool_calls", 10, rows.tool_calls)
     insert_many(conn, "INSERT INTO errors", 8, rows.errors)
@@ -378,6 +415,55 @@ def write_rows(conn: sqlite3.Connection, rows: Rows) -> None:
             "error = ?, ended_at = ?, usage = ?, pid = NULL WHERE run_id = ?",
             f,
         )
+
+
+def message_event_dict(
+    rid: str, seq: int, ts: float, msg: tuple[Any, ...], mentions: Any
+) -> dict[str, Any]:
+    """The plain data of a ``message_sent`` event stored without ``data``, from its
+    ``messages`` row (``msg``: message_id, thread_id, seq, sender, content, ts,
+    reply_to; ``mentions`` decoded): the same keys, order and values, so the same
+    msgpack bytes, as :func:`event_dict`."""
+    mid, tid, mseq, sender, content, mts, reply = msg
+    return {
+        "kind": "message_sent", "run_id": rid, "seq": seq, "ts": ts,
+        "message": {
+            "id": mid, "thread_id": tid, "seq": mseq, "sender": sender,
+            "content": content, "mentions": mentions, "timestamp": mts,
+            "reply_to": reply, "metadata": {},
+        },
+    }  # fmt: skip
+
+
+def _keep_ignored_messages(conn: sqlite3.Connection, rows: Rows) -> None:
+    """Some ``messages`` rows were ignored (their message id was already stored for
+    the run): the events of those messages cannot be rebuilt from ``messages``, so
+    they get their ``data`` blob after all. Rare (a message id reused in a run)."""
+    ts_of = {(r[0], r[1]): r[3] for r in _chunks(rows.events, 5) if r[4] is None}
+    pack = new_packer()
+    for r in _chunks(rows.messages, 11):
+        rid, mid, tid, mseq, seq, sender, content, js, mts, reply, _meta = r
+        ts = ts_of.get((rid, seq))
+        if ts is None:
+            continue
+        got = conn.execute(
+            "SELECT 1 FROM messages WHERE run_id = ? AND gseq = ? AND message_id = ?",
+            (rid, seq, mid),
+        ).fetchone()
+        if got is None:
+            d = message_event_dict(
+                rid, seq, ts, (mid, tid, mseq, sender, content, mts, reply), json.loads(js)
+            )
+            conn.execute(
+                "UPDATE events SET data = ? WHERE run_id = ? AND seq = ? AND data IS NULL "
+                "AND kind = 'message_sent'",
+                (pack(d), rid, seq),
+            )
+
+
+def _chunks(flat: list[Any], n: int) -> Iterable[tuple[Any, ...]]:
+    it = iter(flat)
+    return zip(*([it] * n), strict=True)
 
 
 def new_packer() -> Callable[[Any], bytes]:

@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 APP = "coral-graph"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _VIEWS = """
 CREATE VIEW IF NOT EXISTS mentions AS
@@ -132,7 +132,12 @@ Version 2 writes as little as possible per delivery, the bulk of every run: a
 ``delivery_handled`` event is one ``events`` row with its fields in columns
 (``data`` NULL; readers rebuild the same msgpack bytes), and ``deliveries`` and
 ``mentions`` are views (over ``events``, and over ``messages.mentions`` with
-``json_each``) with the columns the version 1 tables had."""
+``json_each``) with the columns the version 1 tables had.
+
+Version 3 (same tables) drops the blob of a ``message_sent`` event whose message
+has no metadata and plain field types: its ``events`` row has ``data`` NULL and
+readers rebuild the same msgpack bytes from its ``messages`` row (``gseq`` =
+the event's ``seq``)."""
 
 
 def _v1_to_v2(conn: sqlite3.Connection) -> None:
@@ -164,7 +169,13 @@ def _v1_to_v2(conn: sqlite3.Connection) -> None:
             conn.execute(stmt)
 
 
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1_to_v2}
+def _v2_to_v3(conn: sqlite3.Connection) -> None:
+    """Nothing to change: version 3 only adds a way to store rows (a
+    ``message_sent`` event with ``data`` NULL, rebuilt from ``messages``) that
+    readers of version 2 would not understand."""
+
+
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3}
 """``{from_version: upgrade}``: each function brings a store from ``from_version``
 to ``from_version + 1`` inside the writer's transaction; add an entry (and bump
 :data:`SCHEMA_VERSION`) with every change."""
