@@ -168,7 +168,7 @@ class NotAParticipantError(ProtocolError):
         else:
             msg = (
                 f'"{agent}" is not a participant of thread {thread_id}: add it with '
-                "add_participant() before mentioning it"
+                "add_participant() before mentioning or removing it"
             )
         super().__init__(msg)
 

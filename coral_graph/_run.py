@@ -244,7 +244,8 @@ class _Run:
         assert self.tg is not None
         slot.worker = True
         self.tg.start_soon(self._work, slot, name=f"coral-agent-{slot.name}")
-        if self._watch_limit(slot) is not None:
+        if self._watch_limit(slot) is not None and slot not in self._watched:
+            # Respawned after a turn timeout: already watched.
             self._watched.append(slot)
 
     def set_active(self, slot: _Slot, active: bool) -> None:

@@ -159,6 +159,8 @@ class EventStream:
             return
         self._closed = True
         self._rt._remove_sink(self.on_event)
+        if self in self._rt._streams:
+            self._rt._streams.remove(self)
         self._buf.clear()
         self._release()
         w = self._waiter
