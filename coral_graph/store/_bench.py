@@ -1,8 +1,7 @@
 """The cost of durability: ring and fanout with the SQLite store off and on.
 
-The workloads are BENCH.md's, built with the public API: handler agents that
-forward a token to their successor in a thread the two share (ring), and one
-sender that mentions every participant of one thread (fanout). With the store on,
+The workloads are BENCH.md's ring and fanout, the very graphs of the routing
+benchmark (``coral_graph.bench._coral``), run here with the store off and on. With the store on,
 the timed span includes closing the store (the final flush), so the figure is
 end-to-end durable throughput.
 
@@ -17,63 +16,12 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import coral_graph as cg
+from coral_graph.bench._coral import fanout_graph, ring_graph
 from coral_graph.store._sqlite import SQLiteStore
 
-__all__ = ["durability_bench", "fanout_graph", "ring_graph"]
-
-
-def ring_graph(
-    n: int = 1000, tokens: int = 100, hops: int = 2000
-) -> tuple[cg.AgentGraph, list[str]]:
-    """N agents in a ring; ``tokens`` tokens start at evenly spaced agents and each is
-    handled ``hops`` times (so ``tokens * hops`` deliveries in all)."""
-    g = cg.AgentGraph("ring")
-    names = [f"a{i}" for i in range(n)]
-    threads: dict[str, str] = {}
-
-    def make(name: str, succ: str) -> Any:
-        async def handle(ctx: cg.AgentContext, message: cg.Message) -> None:
-            hop = 0 if message.sender == "user" else int(message.content)
-            if hop + 1 >= hops:
-                return
-            tid = threads.get(name)
-            if tid is None:
-                tid = threads[name] = ctx.create_thread_nowait("ring-" + name, [succ]).id
-            ctx.send_message_nowait(tid, str(hop + 1), (succ,))
-
-        return cg.agent(handle)
-
-    for i, name in enumerate(names):
-        g.add_agent(name, make(name, names[(i + 1) % n]))
-    for i in range(n):
-        g.connect(names[i], names[(i + 1) % n])
-    step = max(1, n // tokens)
-    return g, [names[i * step] for i in range(tokens)]
-
-
-def fanout_graph(participants: int = 50, messages: int = 2000) -> tuple[cg.AgentGraph, list[str]]:
-    """One sender posts ``messages`` messages into one thread, each mentioning all
-    ``participants``; every participant counts what it handles."""
-    g = cg.AgentGraph("fanout")
-    names = [f"p{i}" for i in range(participants)]
-
-    async def send(ctx: cg.AgentContext, message: cg.Message) -> None:
-        th = ctx.create_thread_nowait("fanout", names)
-        ms = tuple(names)
-        for i in range(messages):
-            ctx.send_message_nowait(th.id, f"message {i}", ms)
-
-    async def count(ctx: cg.AgentContext, message: cg.Message) -> None:
-        return None
-
-    g.add_agent("sender", cg.agent(send))
-    for n in names:
-        g.add_agent(n, cg.agent(count))
-        g.connect("sender", n)
-    return g, ["sender"]
+__all__ = ["durability_bench"]
 
 
 def _measure(
@@ -118,9 +66,11 @@ def durability_bench(
         ``ratio_durable`` (on_durable/off).
     """
     scale = 10 if quick else 1
+    tokens = 100 // scale
+    # The graphs of the routing benchmark (BENCH.md's workloads), built fresh per run.
     work: dict[str, Callable[[], tuple[cg.AgentGraph, list[str]]]] = {
-        "ring": lambda: ring_graph(1000, 100 // scale, 2000),
-        "fanout": lambda: fanout_graph(50, 2000 // scale),
+        "ring": lambda: ring_graph(1000, tokens, tokens * 2000)[:2],
+        "fanout": lambda: (fanout_graph(50, 2000 // scale)[0], ["sender"]),
     }
     out: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
