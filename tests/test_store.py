@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import shutil
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -130,12 +132,29 @@ def test_records_every_table(tmp_path: Path) -> None:
             conn.execute("SELECT count(*) FROM mentions WHERE run_id=?", (r2.run_id,)).fetchone()[0]
             == 4
         )
+        dels = rd.deliveries(r2.run_id)
+        assert [(d["agent"], d["via"], d["ok"]) for d in dels] == [
+            ("planner", "handle", True),
+            ("solver", "handle", True),
+            ("planner", "handle", True),
+        ]
+        assert not any(d["ok"] for d in rd.deliveries(r1.run_id) if d["agent"] == "solver")
+        assert [d["seq"] for d in dels] == sorted(d["seq"] for d in dels)
+        # Block rows for this run's three deliveries; no events row for them, nor for
+        # its plain messages (the message with metadata keeps its blob).
         assert (
-            conn.execute("SELECT count(*) FROM deliveries WHERE run_id=?", (r2.run_id,)).fetchone()[
-                0
-            ]
+            conn.execute(
+                "SELECT sum(n) FROM delivery_blocks WHERE run_id=?", (r2.run_id,)
+            ).fetchone()[0]
             == 3
         )
+        kinds = dict(
+            conn.execute(
+                "SELECT kind, count(*) FROM events WHERE run_id=? GROUP BY kind", (r2.run_id,)
+            ).fetchall()
+        )
+        assert "delivery_handled" not in kinds
+        assert kinds["message_sent"] == 1
         assert (
             conn.execute("SELECT count(*) FROM edges WHERE run_id=?", (r2.run_id,)).fetchone()[0]
             == 3
@@ -305,6 +324,64 @@ def test_reader_never_modifies(tmp_path: Path) -> None:
         with pytest.raises(UnknownRunError, match="no run 'nope'"):
             rd.run("nope")
     assert _digest(db) == before
+
+
+DATA = Path(__file__).parent / "data"
+
+
+def test_version_3_store_migrates_without_changing_a_byte_of_its_events(tmp_path: Path) -> None:
+    """``store_v3.db`` was written by coral-graph's schema version 3 (deliveries in
+    ``events`` columns, message events rebuilt from ``messages``; an interrupted
+    run with one message whose event time differs from its timestamp). A reader
+    reads it as it is; a writer migrates it; both give the exact same events."""
+    expected = json.loads((DATA / "store_v3.expected.json").read_text())
+    db = tmp_path / "v3.db"
+    shutil.copy(DATA / "store_v3.db", db)
+
+    def snapshot() -> dict[str, Any]:
+        with open_reader(db) as rd:
+            out = {}
+            for run in rd.list_runs(None):
+                rid = run["run_id"]
+                blobs = list(rd.event_blobs(rid))
+                out[rid] = {
+                    "events": len(blobs),
+                    "sha256": hashlib.sha256(b"".join(blobs)).hexdigest(),
+                    "status": run["status"],
+                    "usage": rd.usage(rid),
+                }
+                assert rd.last_seq(rid) == len(blobs)
+            return out
+
+    before = _digest(db)
+    with open_reader(db) as rd:
+        assert rd.schema_version == 3
+        old_deliveries = {r["run_id"]: rd.deliveries(r["run_id"]) for r in rd.list_runs(None)}
+    assert snapshot() == expected
+    assert _digest(db) == before  # reading never migrates
+
+    SQLiteStore(db).close()
+    with open_reader(db) as rd:
+        assert rd.schema_version == _schema.SCHEMA_VERSION
+        conn = rd._conn
+        assert (
+            conn.execute(
+                "SELECT count(*) FROM events WHERE kind IN ('delivery_handled', 'message_sent') "
+                "AND data IS NULL"
+            ).fetchone()[0]
+            == 0
+        )
+        assert {r["run_id"]: rd.deliveries(r["run_id"]) for r in rd.list_runs(None)} == (
+            old_deliveries
+        )
+        fanout = max(old_deliveries, key=lambda r: len(old_deliveries[r]))
+        assert len(old_deliveries[fanout]) == 5 * 20 + 1  # and the sender's task
+    assert snapshot() == expected
+    # The migrated store takes new runs and reads them back.
+    with SQLiteStore(db) as store:
+        result = cg.run(busy_graph(), "plan", store=store)
+    with open_reader(db) as rd:
+        assert len(rd.events(result.run_id)) == len(result.events)
 
 
 def test_migration_hook(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

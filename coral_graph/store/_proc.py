@@ -115,24 +115,25 @@ class _Writer:
         rows = Rows()
         flushes: list[Any] = []
         events: list[Event] = []
-        dels = rows.deliveries.extend
+        dels = rows.deliveries
         pack = self.pack
-        counts = rows.run_counts
         add_message = rows.add_message
+        add_delivery = rows.add_delivery
+        cur_rid: Any = None
+        cur: list[Any] = []
         conn.execute("BEGIN IMMEDIATE")
         try:
             for item in items:
                 kind = item[0]
                 if kind == "delivery_handled":
-                    # The bulk of every run: the wire item is already the events
-                    # row (kind, run_id, … in the columns' order but for run_id).
-                    _, rid, seq, ts, agent, mid, via, ok, dur = item
-                    dels((rid, seq, kind, ts, agent, mid, via, ok, dur))
-                    c = counts.get(rid)
-                    if c is None:
-                        c = counts[rid] = [0, 0, 0, 0.0]
-                    if seq > c[0]:
-                        c[0] = seq
+                    # The bulk of every run: kept as the wire item, written as a
+                    # block of columns (see _rows.encode_block).
+                    if item[1] == cur_rid:
+                        cur.append(item)
+                    else:
+                        add_delivery(item)
+                        cur_rid = item[1]
+                        cur = dels[cur_rid]
                     continue
                 if kind == "message_sent":
                     # Rows straight from the wire item (rows of different tables
@@ -150,6 +151,7 @@ class _Writer:
                 elif kind == "!resume":
                     write_rows(conn, rows)
                     rows.clear()
+                    cur_rid = None
                     self.runs.add(item[1])
                     conn.execute(
                         "UPDATE runs SET status = 'running', stop_reason = NULL, ended_at = NULL,"

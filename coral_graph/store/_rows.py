@@ -36,7 +36,17 @@ from coral_graph._events import (
     ToolCalled,
 )
 
-__all__ = ["Rows", "event_dict", "insert_many", "message_event_dict", "write_rows"]
+__all__ = [
+    "BLOCK_FORMAT",
+    "BLOCK_ROWS",
+    "Rows",
+    "decode_block",
+    "encode_block",
+    "event_dict",
+    "insert_many",
+    "message_event_dict",
+    "write_rows",
+]
 
 _MSG_KEYS = (
     "id",
@@ -108,8 +118,9 @@ class Rows:
     def __init__(self) -> None:
         self.events: list[Any] = []
         self.messages: list[Any] = []
-        # delivery_handled events: the events row's 9 columns (no data blob)
-        self.deliveries: list[Any] = []
+        # delivery_handled events by run, each as its wire item ("delivery_handled",
+        # run_id, seq, ts, agent, message_id, via, ok, duration_s); written as blocks
+        self.deliveries: dict[str, list[tuple[Any, ...]]] = {}
         self.llm_calls: list[Any] = []
         self.tool_calls: list[Any] = []
         self.errors: list[Any] = []
@@ -130,6 +141,15 @@ class Rows:
             if name != "_mj":
                 getattr(self, name).clear()
 
+    def add_delivery(self, item: tuple[Any, ...]) -> None:
+        """A ``delivery_handled`` event as its wire item (see :attr:`deliveries`); the
+        run's ``last_seq`` follows when its block is written."""
+        rid = item[1]
+        got = self.deliveries.get(rid)
+        if got is None:
+            got = self.deliveries[rid] = []
+        got.append(item)
+
     def add_message(
         self, rid: str, seq: int, ts: float, m: tuple[Any, ...], pack: Callable[[Any], bytes]
     ) -> None:
@@ -138,6 +158,7 @@ class Rows:
         mid, tid, mseq, sender, content, ms, mts, reply, meta = m
         if (
             not meta
+            and ts == mts
             and type(ms) is tuple
             and type(ts) is float
             and type(mts) is float
@@ -148,8 +169,8 @@ class Rows:
             and type(tid) is str
             and (reply is None or type(reply) is str)
         ):
-            # Version 3: the messages row rebuilds these exact bytes (no blob).
-            data = None
+            # Version 4: the messages row alone rebuilds these exact bytes (no
+            # events row at all).
             md: dict[str, Any] = {}
         else:
             md = dict(meta) if meta else {}
@@ -163,7 +184,7 @@ class Rows:
                     "reply_to": reply, "metadata": md,
                 },
             })  # fmt: skip
-        self.events.extend((rid, seq, "message_sent", ts, data))
+            self.events.extend((rid, seq, "message_sent", ts, data))
         mj = self._mj
         js = mj.get(ms)
         if js is None:
@@ -191,7 +212,7 @@ class Rows:
         """Turn ``events`` into rows. ``run_extra(run_id)`` gives (pid, proc_start,
         graph_path) for a new run row."""
         ev = self.events.extend
-        dels = self.deliveries.extend
+        add_delivery = self.add_delivery
         add_message = self.add_message
         counts = self.run_counts
         cur_run: str | None = None
@@ -212,9 +233,9 @@ class Rows:
                 add_message(rid, seq, e.ts, e.message, pack)  # type: ignore[union-attr]
                 continue
             if t is DeliveryHandled:
-                # The commonest event: one row, its fields in columns, no blob.
-                dels((rid, seq, "delivery_handled", e.ts, e.agent, e.message_id, e.via,  # type: ignore[union-attr]
-                      e.ok, e.duration_s))  # type: ignore[union-attr]  # fmt: skip
+                # The commonest event: a few bytes of a block, no row of its own.
+                add_delivery(("delivery_handled", rid, seq, e.ts, e.agent, e.message_id,  # type: ignore[union-attr]
+                              e.via, e.ok, e.duration_s))  # type: ignore[union-attr]  # fmt: skip
                 continue
             ev((rid, seq, e.kind, e.ts, pack(event_dict(e))))
             if t is LLMCalled:
@@ -370,12 +391,54 @@ def insert_many(conn: sqlite3.Connection, sql_head: str, ncols: int, flat: list[
             i += step
 
 
-_DELIVERY_HEAD = (
-    "INSERT OR IGNORE INTO events (run_id, seq, kind, ts, agent, message_id, via, ok, duration_s)"
-)
 DELIVERY_KEYS = ("kind", "run_id", "seq", "ts", "agent", "message_id", "via", "ok", "duration_s")
 """The plain-data keys of a ``delivery_handled`` event, in :func:`event_to_dict`'s order
-(the ``events`` columns after ``data`` hold the last five)."""
+(a block's columns hold the last seven)."""
+
+BLOCK_FORMAT = 1
+"""The layout of a ``delivery_blocks.data`` value (its first element)."""
+BLOCK_ROWS = 16_384
+"""Deliveries per block at most (a reader decodes a whole block to reach one)."""
+
+
+def encode_block(items: list[tuple[Any, ...]], pack: Callable[[Any], bytes]) -> tuple[Any, ...]:
+    """The ``delivery_blocks`` row of one run's deliveries (wire items, in seq order):
+    ``(run_id, first_seq, last_seq, n, data)``. ``data`` is msgpack of
+    ``[BLOCK_FORMAT, seqs, ts, agents, message_ids, vias, oks, durations]``: one
+    array per field, all ``n`` long (columns pack and unpack far faster than rows)."""
+    cols = list(zip(*items, strict=True))
+    seqs = cols[2]
+    return (items[0][1], seqs[0], max(seqs), len(items), pack([BLOCK_FORMAT, *cols[2:]]))
+
+
+def decode_block(data: bytes) -> list[Any]:
+    """A block's columns: ``[seqs, ts, agents, message_ids, vias, oks, durations]``.
+
+    Raises:
+        ValueError: a block of an unknown layout.
+    """
+    cols = msgpack.unpackb(data, raw=False, use_list=False)
+    if type(cols) is not tuple or not cols or cols[0] != BLOCK_FORMAT or len(cols) != 8:
+        raise ValueError(f"a delivery block of an unknown layout ({str(cols)[:40]})")
+    return list(cols[1:])
+
+
+def _write_blocks(conn: sqlite3.Connection, rows: Rows) -> None:
+    pack = new_packer()
+    flat: list[Any] = []
+    counts = rows.run_counts
+    for rid, items in rows.deliveries.items():
+        if not items:
+            continue
+        c = counts.get(rid)
+        if c is None:
+            c = counts[rid] = [0, 0, 0, 0.0]
+        for i in range(0, len(items), BLOCK_ROWS):
+            block = encode_block(items[i : i + BLOCK_ROWS], pack)
+            flat.extend(block)
+            if block[2] > c[0]:
+                c[0] = block[2]
+    insert_many(conn, "INSERT OR IGNORE INTO delivery_blocks", 5, flat)
 
 
 def write_rows(conn: sqlite3.Connection, rows: Rows) -> None:
@@ -392,7 +455,7 @@ def write_rows(conn: sqlite3.Connection, rows: Rows) -> None:
     insert_many(conn, "INSERT OR IGNORE INTO threads", 8, rows.threads)
     insert_many(conn, "INSERT INTO participants", 6, rows.participants)
     insert_many(conn, "INSERT OR IGNORE INTO events (run_id, seq, kind, ts, data)", 5, rows.events)
-    insert_many(conn, _DELIVERY_HEAD, 9, rows.deliveries)
+    _write_blocks(conn, rows)
     before = conn.total_changes
     insert_many(conn, "INSERT OR IGNORE INTO messages", 11, rows.messages)
     if conn.total_changes - before != len(rows.messages) // 11:
@@ -438,26 +501,24 @@ def message_event_dict(
 def _keep_ignored_messages(conn: sqlite3.Connection, rows: Rows) -> None:
     """Some ``messages`` rows were ignored (their message id was already stored for
     the run): the events of those messages cannot be rebuilt from ``messages``, so
-    they get their ``data`` blob after all. Rare (a message id reused in a run)."""
-    ts_of = {(r[0], r[1]): r[3] for r in _chunks(rows.events, 5) if r[4] is None}
+    they get an ``events`` row with their blob after all. Rare (a message id reused
+    in a run)."""
     pack = new_packer()
     for r in _chunks(rows.messages, 11):
         rid, mid, tid, mseq, seq, sender, content, js, mts, reply, _meta = r
-        ts = ts_of.get((rid, seq))
-        if ts is None:
-            continue
         got = conn.execute(
             "SELECT 1 FROM messages WHERE run_id = ? AND gseq = ? AND message_id = ?",
             (rid, seq, mid),
         ).fetchone()
         if got is None:
+            # A message stored without an events row has its event's time as timestamp.
             d = message_event_dict(
-                rid, seq, ts, (mid, tid, mseq, sender, content, mts, reply), json.loads(js)
+                rid, seq, mts, (mid, tid, mseq, sender, content, mts, reply), json.loads(js)
             )
             conn.execute(
-                "UPDATE events SET data = ? WHERE run_id = ? AND seq = ? AND data IS NULL "
-                "AND kind = 'message_sent'",
-                (pack(d), rid, seq),
+                "INSERT OR IGNORE INTO events (run_id, seq, kind, ts, data) "
+                "VALUES (?, ?, 'message_sent', ?, ?)",
+                (rid, seq, mts, pack(d)),
             )
 
 

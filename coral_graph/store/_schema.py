@@ -14,6 +14,7 @@ with a newer version is refused with :class:`StoreVersionError`.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -31,7 +32,7 @@ __all__ = [
 ]
 
 APP = "coral-graph"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _VIEWS = """
 CREATE VIEW IF NOT EXISTS mentions AS
@@ -72,9 +73,12 @@ CREATE TABLE IF NOT EXISTS runs (
 CREATE INDEX IF NOT EXISTS runs_started ON runs (started_at);
 CREATE TABLE IF NOT EXISTS events (
     run_id TEXT, seq INTEGER, kind TEXT, ts REAL, data BLOB,
-    -- delivery_handled (version 2): its fields in columns and data NULL
-    agent TEXT, message_id TEXT, via TEXT, ok INTEGER, duration_s REAL,
     PRIMARY KEY (run_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS delivery_blocks (
+    run_id TEXT, first_seq INTEGER, last_seq INTEGER, n INTEGER,
+    data BLOB,             -- msgpack: [1, seqs, ts, agents, message_ids, vias, oks, durations]
+    PRIMARY KEY (run_id, first_seq)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS agents (
     run_id TEXT, name TEXT, description TEXT, kind TEXT, PRIMARY KEY (run_id, name)
@@ -100,9 +104,6 @@ CREATE VIEW IF NOT EXISTS mentions AS
     SELECT m.run_id AS run_id, m.message_id AS message_id, m.thread_id AS thread_id,
         m.gseq AS gseq, j.value AS agent
     FROM messages AS m, json_each(m.mentions) AS j;
-CREATE VIEW IF NOT EXISTS deliveries AS
-    SELECT run_id, seq, agent, message_id, via, ok, duration_s FROM events
-    WHERE kind = 'delivery_handled';
 CREATE TABLE IF NOT EXISTS llm_calls (
     run_id TEXT, seq INTEGER, agent TEXT, model TEXT, prompt_tokens INTEGER,
     completion_tokens INTEGER, cost_usd REAL, latency_s REAL, outcome TEXT, error TEXT
@@ -137,7 +138,21 @@ Version 2 writes as little as possible per delivery, the bulk of every run: a
 Version 3 (same tables) drops the blob of a ``message_sent`` event whose message
 has no metadata and plain field types: its ``events`` row has ``data`` NULL and
 readers rebuild the same msgpack bytes from its ``messages`` row (``gseq`` =
-the event's ``seq``)."""
+the event's ``seq``).
+
+Version 4 (the current one) writes nothing per event for the two kinds that make
+up almost every run. A ``delivery_handled`` event is a few bytes of a
+``delivery_blocks`` row: each row holds up to 16,384 deliveries of one run as
+msgpack columns ``[1, seqs, ts, agents, message_ids, vias, oks, durations]``
+(``first_seq``/``last_seq`` bound its seqs; read with
+``StoreReader.deliveries``). A ``message_sent`` event whose message is plain
+(no metadata, the event's time is the message's timestamp) has no ``events``
+row at all: its ``messages`` row is the event (``gseq`` = seq, ``ts`` = the
+event's time). ``events`` keeps every other event, verbatim; a run's events are
+``events``, ``messages`` and ``delivery_blocks`` merged by seq, an event in
+``events`` taking the place of a ``messages`` row of the same seq. The
+``deliveries`` view of versions 2 and 3 is gone: SQLite cannot read msgpack, and
+one SQLite row per delivery cost more than the rest of the run's writing."""
 
 
 def _v1_to_v2(conn: sqlite3.Connection) -> None:
@@ -175,7 +190,50 @@ def _v2_to_v3(conn: sqlite3.Connection) -> None:
     readers of version 2 would not understand."""
 
 
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3}
+def _v3_to_v4(conn: sqlite3.Connection) -> None:
+    """Deliveries kept in ``events`` columns become blocks; plain ``message_sent``
+    rows (``data`` NULL) whose time is their message's timestamp are dropped (the
+    ``messages`` row is the event), the others get their blob; the delivery
+    columns and the ``deliveries`` view go."""
+    # Imported here: _rows imports the event classes, which the schema does not need.
+    from coral_graph.store._rows import Rows, message_event_dict, new_packer, write_rows
+
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS delivery_blocks (run_id TEXT, first_seq INTEGER, "
+        "last_seq INTEGER, n INTEGER, data BLOB, PRIMARY KEY (run_id, first_seq)) WITHOUT ROWID"
+    )
+    cols = {r[1] for r in conn.execute("PRAGMA table_info(events)")}
+    pack = new_packer()
+    if "agent" in cols:
+        rows = Rows()
+        for r in conn.execute(
+            "SELECT kind, run_id, seq, ts, agent, message_id, via, ok, duration_s FROM events "
+            "WHERE kind = 'delivery_handled' AND data IS NULL ORDER BY run_id, seq"
+        ):
+            rows.add_delivery((*r[:7], bool(r[7]), r[8]))
+        write_rows(conn, rows)
+        conn.execute("DELETE FROM events WHERE kind = 'delivery_handled' AND data IS NULL")
+    blobs = []
+    for r in conn.execute(
+        "SELECT e.run_id, e.seq, e.ts, m.message_id, m.thread_id, m.seq, m.sender, m.content, "
+        "m.ts, m.reply_to, m.mentions FROM events AS e JOIN messages AS m ON m.run_id = e.run_id "
+        "AND m.gseq = e.seq WHERE e.kind = 'message_sent' AND e.data IS NULL AND e.ts != m.ts"
+    ):
+        d = message_event_dict(r[0], r[1], r[2], r[3:10], json.loads(r[10]))
+        blobs.append((pack(d), r[0], r[1]))
+    conn.executemany("UPDATE events SET data = ? WHERE run_id = ? AND seq = ?", blobs)
+    conn.execute("DELETE FROM events WHERE kind = 'message_sent' AND data IS NULL")
+    conn.execute("DROP VIEW IF EXISTS deliveries")
+    for col in ("agent", "message_id", "via", "ok", "duration_s"):
+        if col in cols:
+            conn.execute(f"ALTER TABLE events DROP COLUMN {col}")
+
+
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
+    1: _v1_to_v2,
+    2: _v2_to_v3,
+    3: _v3_to_v4,
+}
 """``{from_version: upgrade}``: each function brings a store from ``from_version``
 to ``from_version + 1`` inside the writer's transaction; add an entry (and bump
 :data:`SCHEMA_VERSION`) with every change."""

@@ -625,11 +625,11 @@ class RunReader:
             x["cost_usd"] += a["cost_usd"] or 0.0
             lat.setdefault(a["agent"], []).append(a["latency_s"] or 0.0)
         turns: dict[str, list[float]] = {}
-        for name, d in db.execute(
-            "SELECT agent, duration_s FROM deliveries WHERE run_id = ? AND via = 'handle'",
-            (run_id,),
-        ):
-            turns.setdefault(name, []).append(d or 0.0)
+        with open_reader(self.path) as rd:
+            for cols in rd.delivery_columns(run_id):
+                for name, via, d in zip(cols[2], cols[4], cols[6], strict=True):
+                    if via == "handle":
+                        turns.setdefault(name, []).append(d or 0.0)
         for name, xs in lat.items():
             xs.sort()
             row(name)["latency_p50"] = percentile(xs, 50)
