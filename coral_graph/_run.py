@@ -87,6 +87,17 @@ class _Slot:
         self.exited = False
         self.ctx: AgentContext = None  # type: ignore[assignment]
 
+    def release(self) -> None:
+        """Drop what a finished run no longer needs (see :meth:`_Run.take_result`)."""
+        self.inbox = None
+        self.current = None
+        self.waiter = None
+        self.scope = None
+
+
+def _emit_nothing(event: Event) -> None:
+    """A released run's ``emit``: nothing listens any more."""
+
 
 class _Run:
     def __init__(
@@ -282,89 +293,97 @@ class _Run:
         rt = self.rt
         n = 0
         t_last = now()
-        with anyio.CancelScope() as scope:
-            slot.scope = scope
-            while True:
-                if rt._pressure:
-                    # An event stream is full: pause between turns until it drains.
-                    await rt._wait_relief()
-                if not inbox:
-                    # The agent stays busy across consecutive turns and goes idle only
-                    # here, with its inbox empty: the only point where quiescence can
-                    # begin because of it.
-                    if slot.active:
-                        slot.active = False
-                        self.busy -= 1
-                        if self.busy == 0 and self.pending == 0:
-                            self.finish("idle")
-                    fut: asyncio.Future[None] = create_future()
-                    slot.waiter = fut
-                    await fut
-                    t_last = now()
-                    continue
-                if not slot.active:
-                    slot.active = True
-                    self.busy += 1
-                if self.finished:
-                    # The run ended (answer, error, budget) during an earlier turn of
-                    # the burst: handle nothing more.
-                    return
-                if usage.turns >= max_turns:
-                    self.stop_budget("turns", max_turns)
-                    return
-                msg = inbox.popleft()
-                self.pending -= 1
-                usage.turns += 1
-                usage.deliveries += 1
-                slot.current = msg
-                # One clock read per turn: a turn starts when the previous one ended
-                # (or when the worker woke up or resumed after yielding).
-                t0 = slot.turn_started = t_last
-                try:
-                    await handle(ctx, msg)
-                    ok = True
-                except Exception as exc:
-                    ok = False
+        try:
+            with anyio.CancelScope() as scope:
+                slot.scope = scope
+                while True:
+                    if rt._pressure:
+                        # An event stream is full: pause between turns until it drains.
+                        await rt._wait_relief()
+                    if not inbox:
+                        # The agent stays busy across consecutive turns and goes idle only
+                        # here, with its inbox empty: the only point where quiescence can
+                        # begin because of it.
+                        if slot.active:
+                            slot.active = False
+                            self.busy -= 1
+                            if self.busy == 0 and self.pending == 0:
+                                self.finish("idle")
+                        fut: asyncio.Future[None] = create_future()
+                        slot.waiter = fut
+                        await fut
+                        t_last = now()
+                        continue
+                    if not slot.active:
+                        slot.active = True
+                        self.busy += 1
                     if self.finished:
+                        # The run ended (answer, error, budget) during an earlier turn of
+                        # the burst: handle nothing more.
                         return
-                    await self._agent_failed(slot, msg, exc)
+                    if usage.turns >= max_turns:
+                        self.stop_budget("turns", max_turns)
+                        return
+                    msg = inbox.popleft()
+                    self.pending -= 1
+                    usage.turns += 1
+                    usage.deliveries += 1
+                    slot.current = msg
+                    # One clock read per turn: a turn starts when the previous one ended
+                    # (or when the worker woke up or resumed after yielding).
+                    t0 = slot.turn_started = t_last
+                    try:
+                        await handle(ctx, msg)
+                        ok = True
+                    except Exception as exc:
+                        ok = False
+                        if self.finished:
+                            return
+                        await self._agent_failed(slot, msg, exc)
+                    slot.current = None
+                    t_last = t1 = now()
+                    ev = DeliveryHandled(
+                        run_id, next_seq(), t1, name, msg.id, "handle", ok, t1 - t0
+                    )
+                    if sinks:
+                        emit(ev)
+                    else:
+                        append(ev)
+                    n += 1
+                    if n & 63 == 0:
+                        # Fairness: a handler that never suspends must not starve others.
+                        await sleep0(0)
+                        t_last = now()
+            # Only the watchdog cancels this scope: the turn ran past its timeout.
+            if slot.timed_out and not self.finished:
+                slot.timed_out = False
+                slot.worker = False
+                msg = slot.current  # type: ignore[assignment]
                 slot.current = None
-                t_last = t1 = now()
-                ev = DeliveryHandled(run_id, next_seq(), t1, name, msg.id, "handle", ok, t1 - t0)
-                if sinks:
-                    emit(ev)
-                else:
-                    append(ev)
-                n += 1
-                if n & 63 == 0:
-                    # Fairness: a handler that never suspends must not starve others.
-                    await sleep0(0)
-                    t_last = now()
-        # Only the watchdog cancels this scope: the turn ran past its timeout.
-        if slot.timed_out and not self.finished:
-            slot.timed_out = False
-            slot.worker = False
-            msg = slot.current  # type: ignore[assignment]
-            slot.current = None
-            limit = self._watch_limit(slot) or 0.0
-            err = TurnTimeoutError(slot.name, limit)
-            t1 = now()
-            emit(
-                DeliveryHandled(
-                    run_id,
-                    next_seq(),
-                    t1,
-                    name,
-                    msg.id if msg else "",
-                    "handle",
-                    False,
-                    t1 - slot.turn_started,
+                limit = self._watch_limit(slot) or 0.0
+                err = TurnTimeoutError(slot.name, limit)
+                t1 = now()
+                emit(
+                    DeliveryHandled(
+                        run_id,
+                        next_seq(),
+                        t1,
+                        name,
+                        msg.id if msg else "",
+                        "handle",
+                        False,
+                        t1 - slot.turn_started,
+                    )
                 )
-            )
-            await self._agent_failed(slot, msg, err)
-            self.set_active(slot, False)
-            if not self.finished and inbox:
-                self._spawn(slot)
+                await self._agent_failed(slot, msg, err)
+                self.set_active(slot, False)
+                if not self.finished and inbox:
+                    self._spawn(slot)
+        finally:
+            # A worker cancelled at the end of a run outlives it: its frame stays in
+            # the traceback of its CancelledError, a reference cycle only the cyclic
+            # GC frees. Let go of the run's event list and inbox now.
+            del append, emit, inbox
 
     async def _agent_failed(self, slot: _Slot, msg: Message | None, exc: BaseException) -> None:
         spec = slot.spec
@@ -566,6 +585,22 @@ class _Run:
                 usage,
             )
         )
+
+    def take_result(self) -> RunResult:
+        """The run's result; then let go of its bulk (events, threads, inboxes), which
+        the result now holds. The run's own objects sit in reference cycles
+        (contexts, slots, the frames of cancelled tasks) that only the cyclic GC
+        frees: without this, every event and message of a finished run would wait for
+        a full collection even after the caller dropped the result."""
+        result = self.result()
+        self.events = []
+        self.threads = {}
+        self.emit = _emit_nothing
+        for slot in self.slots.values():
+            slot.release()
+        self.slots = {}
+        self._watched = []
+        return result
 
     def result(self) -> RunResult:
         from coral_graph._runtime import RunResult

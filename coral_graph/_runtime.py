@@ -418,7 +418,9 @@ class Runtime:
             self._runs.pop(rid, None)
             _gc_run_ended()
         run.record_finish()
-        return run.result()
+        # No local for the result: this frame outlives the call (the tracebacks of the
+        # cancelled tasks reach it), and would keep the result alive with it.
+        return run.take_result()
 
     def start(
         self,
@@ -538,8 +540,9 @@ def run(
         async with open_runtime(graph, budgets=budgets, store=store, **runtime_options) as rt:
             return await rt.run(task, entry=entry, answer_by=answer_by)
 
-    result: RunResult = run_async(main)
-    return result
+    # No local for the result: this frame can outlive the call (the tracebacks of the
+    # run's cancelled tasks chain back to it) and would keep the result alive.
+    return run_async(main)  # type: ignore[no-any-return]
 
 
 def run_async(fn: Callable[[], Any]) -> Any:

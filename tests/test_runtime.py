@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -1021,3 +1022,34 @@ async def test_a_stream_of_one_run_ends_after_its_run_finished_event() -> None:
     assert kinds[-1] == "run_finished"
     assert kinds.count("run_finished") == 1
     assert result.stop_reason == "answer"
+
+
+def test_finished_runs_are_freed_without_the_cyclic_gc() -> None:
+    """Once the caller drops a run's result, its events go by reference counting, not
+    at the next full collection: a long-lived runtime does not grow run after run."""
+    from coral_graph._events import DeliveryHandled
+    from coral_graph.bench._coral import fanout_graph
+
+    graph = fanout_graph(5, 200)[0]
+
+    def alive() -> int:
+        return sum(1 for o in gc.get_objects() if type(o) is DeliveryHandled)
+
+    async def main() -> tuple[int, int]:
+        async with cg.open_runtime(graph, budgets=cg.Budgets(max_messages=None)) as rt:
+            before = alive()
+            for _ in range(5):
+                result = await rt.run("go", entry=["sender"])
+                assert result.stop_reason == "idle"
+                del result
+            return before, alive()
+
+    gc.collect()
+    gc.disable()
+    try:
+        before, after = cg.run_async(main)
+    finally:
+        gc.enable()
+    # One run handles 5 x 200 messages and the task; five runs kept alive would be
+    # over 5,000 events. At most the latest run's may linger.
+    assert after - before < 1_100

@@ -323,7 +323,8 @@ class SQLiteStore:
         q = self._q
         enc = _encoders()
         while True:
-            self._wake.wait(self._interval)
+            if not self._closing:
+                self._wake.wait(self._interval)
             self._wake.clear()
             self._kicked = False
             closing = self._closing
