@@ -59,6 +59,7 @@ from coral_graph._events import (
 from coral_graph._graph import AgentGraph, AgentSpec
 from coral_graph._model import AgentInfo, AgentUsage, Message, Thread
 from coral_graph._runtime import (
+    BatchRecorder,
     EventSink,
     EventStream,
     RunHandle,
@@ -109,6 +110,7 @@ __all__ = [
     "AgentNameError",
     "AgentSpec",
     "AgentUsage",
+    "BatchRecorder",
     "BudgetExceededError",
     "Budgets",
     "ConcurrentWaitError",

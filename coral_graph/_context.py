@@ -345,7 +345,7 @@ class AgentContext:
         if slot is not None:
             slot.usage.messages_sent += 1
         ev = MessageSent(run.run_id, run.next_seq(), ts, msg)
-        if run._sinks:
+        if run._sinks or run.rec_q is not None:
             run.emit(ev)
         else:
             run.events.append(ev)

@@ -153,8 +153,23 @@ class _Run:
         self._sinks = sinks
         self._on_sink_error = on_sink_error
         events_append = self.events.append
+        # The store, when it takes batches (see Runtime._recorder): events are
+        # appended to its queue here, sparing a call per event.
+        rec = runtime._recorder
+        self.rec_q: deque[Any] | None = rec.batch_queue if rec is not None else None
+        self.rec_lim = rec.batch_size if rec is not None else 0
+        run = self
 
         def emit(event: Event) -> None:
+            publish(event)
+            rq = run.rec_q
+            if rq is not None:
+                rq.append(event)
+                if len(rq) >= run.rec_lim:
+                    run.rec_drain()
+
+        def publish(event: Event) -> None:
+            """Into the run's events and to the subscribers (not the recorder)."""
             events_append(event)
             if sinks:
                 broken: list[tuple[Callable[[Event], None], Exception]] | None = None
@@ -172,6 +187,7 @@ class _Run:
                         on_sink_error(bad, err)
 
         self.emit = emit
+        self.publish = publish
         entry_adj: dict[str, Any] = {e: {} for e in entry}
         self.user_ctx = AgentContext(self, None, USER, entry_adj, False)
 
@@ -281,8 +297,10 @@ class _Run:
         ctx = slot.ctx
         usage = slot.usage
         emit = self.emit
+        publish = self.publish
         append = self.events.append
         sinks = self._sinks
+        rec_lim = self.rec_lim
         next_seq = self.next_seq
         run_id = self.run_id
         name = slot.name
@@ -342,13 +360,23 @@ class _Run:
                         await self._agent_failed(slot, msg, exc)
                     slot.current = None
                     t_last = t1 = now()
-                    ev = DeliveryHandled(
-                        run_id, next_seq(), t1, name, msg.id, "handle", ok, t1 - t0
-                    )
+                    seq = next_seq()
+                    mid = msg.id
+                    dur = t1 - t0
+                    ev = DeliveryHandled(run_id, seq, t1, name, mid, "handle", ok, dur)
                     if sinks:
-                        emit(ev)
+                        publish(ev)
                     else:
                         append(ev)
+                    rq = self.rec_q
+                    if rq is not None:
+                        # The commonest event goes to the store as its plain tuple
+                        # (kind, *fields), made here from locals: far cheaper than
+                        # reading the fields back out of the event later.
+                        rq.append(("delivery_handled", run_id, seq, t1, name, mid, "handle",
+                                   ok, dur))  # fmt: skip
+                        if len(rq) >= rec_lim:
+                            self.rec_drain()
                     n += 1
                     if n & 63 == 0:
                         # Fairness: a handler that never suspends must not starve others.
@@ -383,7 +411,7 @@ class _Run:
             # A worker cancelled at the end of a run outlives it: its frame stays in
             # the traceback of its CancelledError, a reference cycle only the cyclic
             # GC frees. Let go of the run's event list and inbox now.
-            del append, emit, inbox
+            del append, emit, publish, inbox
 
     async def _agent_failed(self, slot: _Slot, msg: Message | None, exc: BaseException) -> None:
         spec = slot.spec
@@ -586,6 +614,18 @@ class _Run:
             )
         )
 
+    def rec_drain(self) -> None:
+        """Hand the recorder's full batch over; a recorder that fails is detached
+        (``Runtime.sink_errors``), as a failing subscriber is."""
+        rec = self.rt._recorder
+        if rec is None:
+            self.rec_q = None
+            return
+        try:
+            rec.drain()
+        except Exception as exc:
+            self.rt._recorder_failed(rec, exc)
+
     def take_result(self) -> RunResult:
         """The run's result; then let go of its bulk (events, threads, inboxes), which
         the result now holds. The run's own objects sit in reference cycles
@@ -595,7 +635,8 @@ class _Run:
         result = self.result()
         self.events = []
         self.threads = {}
-        self.emit = _emit_nothing
+        self.emit = self.publish = _emit_nothing
+        self.rec_q = None
         for slot in self.slots.values():
             slot.release()
         self.slots = {}

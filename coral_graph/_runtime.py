@@ -40,6 +40,22 @@ class EventSink(Protocol):
         """Take one event. Must be fast and must not block: batch the slow work."""
 
 
+class BatchRecorder(EventSink, Protocol):
+    """An event sink that takes events in batches, such as the SQLite store. Given as
+    ``open_runtime(store=...)``, it is not called per event: the runtime appends
+    each event to ``batch_queue`` — or, for ``delivery_handled``, the commonest
+    kind, its plain tuple ``(kind, *fields in dataclass order)`` — and calls
+    ``drain()`` whenever ``batch_size`` are queued. ``drain`` may raise: the
+    recorder is then detached and the error kept in ``Runtime.sink_errors``.
+    ``on_event`` is still what other paths (``Runtime.subscribe``) call."""
+
+    batch_queue: deque[Any]
+    batch_size: int
+
+    def drain(self) -> None:
+        """Take everything queued so far."""
+
+
 @dataclass(slots=True)
 class RunResult:
     """What a run produced.
@@ -289,6 +305,7 @@ class Runtime:
         self.max_inbox = max_inbox
         self.max_content_chars = max_content_chars
         self._sinks: list[Callable[[Event], None]] = []
+        self._recorder: BatchRecorder | None = None
         self.sink_errors: list[tuple[Callable[[Event], None], BaseException]] = []
         self._tg: TaskGroup | None = None
         self._runs: dict[RunId, _Run] = {}
@@ -308,6 +325,21 @@ class Runtime:
     def _remove_sink(self, fn: Callable[[Event], None]) -> None:
         if fn in self._sinks:
             self._sinks.remove(fn)
+
+    def _attach(self, store: EventSink) -> None:
+        """The ``store`` of :func:`open_runtime`: a :class:`BatchRecorder` gets events
+        through its queue, anything else is subscribed."""
+        if all(hasattr(store, a) for a in ("batch_queue", "batch_size", "drain")):
+            self._recorder = store  # type: ignore[assignment]
+        else:
+            self.subscribe(store.on_event)
+
+    def _recorder_failed(self, rec: BatchRecorder, exc: BaseException) -> None:
+        if self._recorder is rec:
+            self._recorder = None
+            self.sink_errors.append((rec.on_event, exc))
+        for run in self._runs.values():
+            run.rec_q = None
 
     def _on_sink_error(self, fn: Callable[[Event], None], exc: BaseException) -> None:
         # A broken subscriber must not break the run: it is detached and kept here.
@@ -500,7 +532,7 @@ async def open_runtime(
         max_content_chars=max_content_chars,
     )
     if store is not None:
-        rt.subscribe(store.on_event)
+        rt._attach(store)
     async with anyio.create_task_group() as tg:
         rt._tg = tg
         rt._open = True

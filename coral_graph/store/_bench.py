@@ -10,6 +10,7 @@ Run it: ``python -m coral_graph.store._bench [--quick]``.
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
 import tempfile
@@ -29,6 +30,9 @@ def _measure(
 ) -> tuple[float, float]:
     """(deliveries/s until the run returned, deliveries/s including the final flush)."""
     graph, entry = build()
+    # Start every measurement from the same heap: a full collection left over from
+    # an earlier run would land in this one (on or off) at random.
+    gc.collect()
 
     async def main() -> tuple[int, float, float]:
         store = SQLiteStore(db) if db is not None else None

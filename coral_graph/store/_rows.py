@@ -401,14 +401,18 @@ BLOCK_ROWS = 16_384
 """Deliveries per block at most (a reader decodes a whole block to reach one)."""
 
 
+_BLOCK_FIELDS = [operator.itemgetter(i) for i in range(2, 9)]
+"""seq, ts, agent, message_id, via, ok, duration_s out of a wire item."""
+
+
 def encode_block(items: list[tuple[Any, ...]], pack: Callable[[Any], bytes]) -> tuple[Any, ...]:
     """The ``delivery_blocks`` row of one run's deliveries (wire items, in seq order):
     ``(run_id, first_seq, last_seq, n, data)``. ``data`` is msgpack of
     ``[BLOCK_FORMAT, seqs, ts, agents, message_ids, vias, oks, durations]``: one
     array per field, all ``n`` long (columns pack and unpack far faster than rows)."""
-    cols = list(zip(*items, strict=True))
-    seqs = cols[2]
-    return (items[0][1], seqs[0], max(seqs), len(items), pack([BLOCK_FORMAT, *cols[2:]]))
+    cols = [list(map(g, items)) for g in _BLOCK_FIELDS]
+    seqs = cols[0]
+    return (items[0][1], seqs[0], max(seqs), len(items), pack([BLOCK_FORMAT, *cols]))
 
 
 def decode_block(data: bytes) -> list[Any]:

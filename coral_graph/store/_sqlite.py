@@ -1,25 +1,30 @@
 """SQLiteStore: every event of every run in one SQLite file, written by one process.
 
 The runtime calls :meth:`SQLiteStore.on_event` synchronously for every event, on
-its hot path. That call only appends the event to a queue. A feeding thread
-drains the queue in batches — by size (``batch_size`` events wake it early) and
-by time (every ``flush_interval`` seconds) — turns each event into a tuple (one
-C call) and writes the batch to a pipe. At the other end a writer *process*
-(:mod:`coral_graph.store._proc`, started with the store, niced) builds the rows
-and writes everything it has in one transaction. Row building, parameter
-binding and SQLite thus run on another core and never hold the runtime's GIL;
-measured on 2 cores this is what makes durability affordable (see
-``_bench.py``).
+its hot path. That call appends the event to a queue; every ``batch_size``
+events the calling thread turns the batch into tuples (one C call per event),
+pickles the list and writes it to a pipe, and a timer thread does the same for
+what trickles in (every ``flush_interval`` seconds) and on close. At the other
+end a writer *process* (:mod:`coral_graph.store._proc`, started with the store,
+niced) builds the rows and writes everything it has in one transaction. Row
+building, parameter binding and SQLite thus run on another core and never hold
+the runtime's GIL; measured on 2 cores this is what makes durability affordable
+(see ``_bench.py``).
+
+Encoding a full batch where it fills up, rather than on a thread of its own,
+costs the runtime the same CPU but never lets the queue run ahead of the writer:
+a thread competing for the GIL with a busy event loop falls behind by tens of
+thousands of events, which then all wait to be written when the run ends.
 
 The file is in WAL mode, so readers in other connections or processes never
 block the run. A crash of the runtime's process (even SIGKILL) closes the pipe:
 the writer commits every complete batch it received, marks the process's runs
 ``interrupted`` and exits, so the file holds every event up to the last flush.
 
-The queue is bounded by ``max_queue``: when it is full (the pipe is full because
-the writer is behind), ``on_event`` waits for the feeding thread to drain it
-(backpressure on the event loop) rather than drop anything. If the writer fails
-(disk full, file removed, a value it cannot store), ``on_event`` raises
+The queue holds at most ``batch_size`` events. When the writer falls behind, the
+pipe (and the writer's read-ahead) fills and writing a batch waits for it
+(backpressure on the event loop) rather than dropping anything. If the writer
+fails (disk full, file removed, a value it cannot store), ``on_event`` raises
 :class:`StoreError`, which detaches the store from the runtime
 (``Runtime.sink_errors``) and ``close()`` raises it again.
 
@@ -183,13 +188,12 @@ class SQLiteStore:
         self.graph_path = str(graph_path) if graph_path is not None else None
         # Checked (and created or migrated) here, so a bad file fails at once.
         _connect_writer(self.path).close()
-        self._batch = max(1, batch_size)
+        self._batch = max(1, min(batch_size, max_queue))
         self._interval = flush_interval
-        self._max = max(self._batch, max_queue)
         self._q: deque[Any] = deque()
+        self._enc = _encoders()
+        self._send_lock = threading.Lock()
         self._wake = threading.Event()
-        self._space = threading.Condition()
-        self._kicked = False
         self._closing = False
         self._closed = False
         self._error: BaseException | None = None
@@ -215,35 +219,66 @@ class SQLiteStore:
         self._send(_frame([init]))
         self._reader = threading.Thread(target=self._acks, name="coral-store-acks", daemon=True)
         self._reader.start()
-        self._thread = threading.Thread(target=self._writer, name="coral-store-writer", daemon=True)
+        self._thread = threading.Thread(target=self._timer, name="coral-store-timer", daemon=True)
         self._thread.start()
         # A store nobody closed still flushes at interpreter exit.
         atexit.register(_close_at_exit, weakref.ref(self))
 
     # -- the hot path -----------------------------------------------------------
 
+    @property
+    def batch_queue(self) -> deque[Any]:
+        """Where the runtime queues events (or their plain tuples) for the writer; see
+        :class:`coral_graph.BatchRecorder`."""
+        return self._q
+
+    @property
+    def batch_size(self) -> int:
+        """Queued events at which the runtime calls :meth:`drain`."""
+        return self._batch
+
     def on_event(self, event: Event) -> None:
-        """Queue ``event`` for the writer (the runtime calls this for every event)."""
+        """Queue ``event`` for the writer (for an event source other than
+        ``open_runtime(store=...)``, which queues through :attr:`batch_queue`);
+        every ``batch_size`` events, hand the batch to the writer process."""
         q = self._q
         q.append(event)
         if len(q) >= self._batch:
-            self._kick()
+            self.drain()
 
-    def _kick(self) -> None:
+    def drain(self) -> None:
+        """Hand everything queued to the writer process now.
+
+        Raises:
+            StoreError: the writer has failed (nothing more is taken).
+        """
+        self._drain()
         if self._error is not None:
-            raise StoreError(f"the store {self.path} stopped writing: {self._error!r}")
-        if not self._kicked:
-            self._kicked = True
-            self._wake.set()
-        if len(self._q) >= self._max:
-            # Backpressure: the writer is behind by max_queue events. Wait (the
-            # GIL is released) until it has drained half of them; drop nothing.
-            with self._space:
-                while len(self._q) >= self._max // 2 and self._error is None:
-                    if not self._thread.is_alive():
-                        break
-                    self._wake.set()
-                    self._space.wait(0.1)
+            self._raise()
+
+    def _drain(self) -> None:
+        """Encode everything queued and write it to the writer process, in order
+        (whichever thread calls; one at a time)."""
+        with self._send_lock:
+            q = self._q
+            n = len(q)
+            if not n or self._error is not None:
+                return
+            popleft = q.popleft
+            enc = self._enc
+            try:
+                while n:
+                    k = min(n, _CHUNK)
+                    n -= k
+                    batch = [popleft() for _ in range(k)]
+                    # A plain tuple (kind, *fields) is already what goes down the pipe.
+                    self._send(_frame([x if type(x) is tuple else enc[type(x)](x) for x in batch]))
+                    self.batches += 1
+            except Exception as exc:
+                if self._error is None:
+                    self._error = exc
+                q.clear()
+                self._end()
 
     # -- commands -----------------------------------------------------------------
 
@@ -318,47 +353,22 @@ class SQLiteStore:
         while view:
             view = view[os.write(fd, view) :]
 
-    def _writer(self) -> None:
-        """Drain the queue: encode each batch and write it to the writer process."""
-        q = self._q
-        enc = _encoders()
+    def _timer(self) -> None:
+        """Every ``flush_interval`` (or when woken by a flush or close), write what
+        is queued; on close, write the rest and the end of input."""
         while True:
             if not self._closing:
                 self._wake.wait(self._interval)
             self._wake.clear()
-            self._kicked = False
-            closing = self._closing
-            n = len(q)
-            if self._error is not None:
-                q.clear()
-                with self._space:
-                    self._space.notify_all()
-                n = 0
-            if n:
-                popleft = q.popleft
-                try:
-                    while n:
-                        k = min(n, _CHUNK)
-                        n -= k
-                        batch = [popleft() for _ in range(k)]
-                        self._send(_frame([enc[type(x)](x) for x in batch]))
-                        self.batches += 1
-                except Exception as exc:
+            self._drain()
+            if self._closing:
+                with self._send_lock:
                     if self._error is None:
-                        self._error = exc
-                    with self._space:
-                        self._space.notify_all()
+                        try:
+                            self._send(_frame([("!close",)]))
+                        except OSError as exc:
+                            self._error = exc
                     self._end()
-                    return
-                with self._space:
-                    self._space.notify_all()
-            elif closing:
-                if self._error is None:
-                    try:
-                        self._send(_frame([("!close",)]))
-                    except OSError as exc:
-                        self._error = exc
-                self._end()
                 return
 
     def _end(self) -> None:
@@ -397,8 +407,6 @@ class SQLiteStore:
             self._error = StoreError("the writer process ended unexpectedly")
         for f in list(self._flushes.values()):
             f.done.set()
-        with self._space:
-            self._space.notify_all()
 
 
 _CHILD = """
