@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import gc
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
+from dataclasses import fields
 from typing import Any
 
 import anyio
@@ -1053,3 +1055,70 @@ def test_finished_runs_are_freed_without_the_cyclic_gc() -> None:
     # One run handles 5 x 200 messages and the task; five runs kept alive would be
     # over 5,000 events. At most the latest run's may linger.
     assert after - before < 1_100
+
+
+class _Recorder:
+    """A BatchRecorder that keeps what it is handed; ``fail_at`` makes a drain raise."""
+
+    def __init__(self, size: int, fail_at: int | None = None) -> None:
+        self.batch_queue: deque[Any] = deque()
+        self.batch_size = size
+        self.got: list[Any] = []
+        self.drains = 0
+        self.fail_at = fail_at
+
+    def drain(self) -> None:
+        self.drains += 1
+        if self.drains == self.fail_at:
+            raise RuntimeError("disk on fire")
+        self.got.extend(self.batch_queue)
+        self.batch_queue.clear()
+
+    def on_event(self, event: cg.Event) -> None:
+        raise AssertionError("a batch recorder is not called per event")
+
+
+def test_a_batch_recorder_gets_every_event_in_order_through_its_queue() -> None:
+    from coral_graph.bench._coral import fanout_graph
+
+    rec = _Recorder(7)
+    result = cg.run(
+        fanout_graph(3, 20)[0],
+        "go",
+        entry=["sender"],
+        store=rec,
+        budgets=Budgets(max_messages=None),
+    )
+    rec.drain()  # what was left below a full batch
+    assert rec.drains >= len(result.events) // 7
+    assert len(rec.got) == len(result.events)
+    for item, event in zip(rec.got, result.events, strict=True):
+        if type(item) is tuple:
+            # delivery_handled as its plain tuple: (kind, *fields in dataclass order)
+            assert item == (event.kind, *(getattr(event, f.name) for f in fields(event)))
+        else:
+            assert item is event
+    kinds = Counter(type(i).__name__ for i in rec.got)
+    assert kinds["tuple"] == 3 * 20 + 1
+
+
+def test_a_failing_batch_recorder_is_detached_and_the_run_goes_on() -> None:
+    from coral_graph.bench._coral import fanout_graph
+
+    rec = _Recorder(5, fail_at=2)
+
+    async def main() -> tuple[cg.RunResult, list[Any]]:
+        async with cg.open_runtime(
+            fanout_graph(3, 20)[0], store=rec, budgets=Budgets(max_messages=None)
+        ) as rt:
+            result = await rt.run("go", entry=["sender"])
+            return result, list(rt.sink_errors)
+
+    result, errors = cg.run_async(main)
+    assert result.stop_reason == "idle"
+    assert len(result.events) > 60
+    assert len(errors) == 1
+    assert errors[0][0] == rec.on_event
+    assert isinstance(errors[0][1], RuntimeError)
+    assert rec.drains == 2
+    assert len(rec.batch_queue) == 5  # nothing more was queued after the failure

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import signal
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -236,6 +238,30 @@ def test_backpressure_drops_nothing(tmp_path: Path) -> None:
     with open_reader(db) as rd:
         assert rd.events(result.run_id) == result.events
         assert rd.run(result.run_id)["messages"] == 501
+
+
+def test_a_writer_that_dies_detaches_the_store_and_the_run_goes_on(tmp_path: Path) -> None:
+    from coral_graph.bench._coral import fanout_graph
+
+    store = SQLiteStore(tmp_path / "w.db", batch_size=50)
+    os.kill(store._proc.pid, signal.SIGKILL)
+    store._proc.wait()
+
+    async def main() -> tuple[cg.RunResult, list[Any]]:
+        async with cg.open_runtime(
+            fanout_graph(5, 100)[0], store=store, budgets=cg.Budgets(max_messages=None)
+        ) as rt:
+            result = await rt.run("go", entry=["sender"])
+            return result, list(rt.sink_errors)
+
+    result, errors = cg.run_async(main)
+    assert result.stop_reason == "idle"
+    assert sum(u.deliveries for u in result.usage.values()) == 5 * 100 + 1
+    assert len(errors) == 1
+    assert isinstance(errors[0][1], StoreError)
+    assert "stopped writing" in str(errors[0][1])
+    with pytest.raises(StoreError, match="stopped writing"):
+        store.close()
 
 
 def test_flush_by_time_without_close(tmp_path: Path) -> None:
