@@ -136,8 +136,9 @@ def _run_extra(name: str, cfg: BenchConfig, log: Callable[[str], None]) -> list[
     if name == "store":
         from coral_graph.store._bench import durability_bench
 
-        log("  store: ring and fanout with the SQLite store off and on ...")
-        figures = durability_bench(repeats=cfg.repeat, quick=cfg.small)
+        pairs = max(cfg.repeat, 5)
+        log(f"  store: ring and fanout with the SQLite store off and on ({pairs} pairs) ...")
+        figures = durability_bench(repeats=pairs, quick=cfg.small)
         return [
             {"workload": f"{workload}+store", "impl": "coral-graph", **_rounded(fig)}
             for workload, fig in figures.items()
