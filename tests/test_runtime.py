@@ -273,6 +273,25 @@ async def test_runtime_budgets_apply_and_a_run_may_override_them() -> None:
     assert third.messages <= 4
 
 
+def test_a_run_override_wins_field_by_field_even_at_a_default_value() -> None:
+    runtime = Budgets(max_messages=4, timeout_s=30)
+    # 100,000 is max_messages' default: given explicitly, it still lifts the limit of 4.
+    merged = runtime.merged(Budgets(max_messages=100_000, turn_timeout_s=None))
+    assert merged.max_messages == 100_000
+    assert merged.turn_timeout_s is None
+    assert merged.timeout_s == 30  # not given by the override: the runtime's
+    assert runtime.merged(Budgets()) == runtime  # nothing given, nothing changes
+    assert Budgets(max_messages=5).given == {"max_messages"}
+    assert Budgets(max_messages=5) == Budgets(max_messages=5, turn_timeout_s=600.0)
+    assert Budgets().to_dict()["max_messages"] == 100_000
+
+
+@pytest.mark.parametrize("value", ["10", True, [1]])
+def test_budgets_reject_values_that_are_not_numbers(value: object) -> None:
+    with pytest.raises(ValueError, match="must be a number"):
+        Budgets(max_turns=value)  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("field", ["max_messages", "max_turns", "timeout_s", "max_cost_usd"])
 def test_budgets_reject_negative_values(field: str) -> None:
     with pytest.raises(ValueError, match=field):
