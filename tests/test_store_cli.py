@@ -240,3 +240,56 @@ def test_sigkill_mid_run_then_resume(
         assert max(Counter(numbers).values()) <= 2
         seqs = [e.seq for e in rd.events(rid)]
         assert seqs == list(range(1, len(seqs) + 1))
+
+
+def test_show_follow_tails_a_run_written_by_another_process(tmp_path: Path, relay: Path) -> None:
+    db = tmp_path / "live.db"
+    script = tmp_path / "writer.py"
+    script.write_text(WRITER)
+    env = {**os.environ, "RELAY_LIMIT": "30", "RELAY_SLEEP": "0.05"}
+    writer = subprocess.Popen([sys.executable, str(script), str(db), str(relay)], env=env)
+    follower: subprocess.Popen[str] | None = None
+    try:
+        deadline = time.monotonic() + 30
+        while True:  # wait for the run to be in the store
+            assert writer.poll() is None, "the writer process ended before it was followed"
+            assert time.monotonic() < deadline, "the run never showed up in the store"
+            time.sleep(0.02)
+            try:
+                with open_reader(db) as rd:
+                    if rd.list_runs():
+                        break
+            except Exception:
+                continue
+        follower = subprocess.Popen(
+            [sys.executable, "-c", "from coral_graph.cli import main; main()", "show", "last",
+             "--follow", "--db", str(db), "--interval", "0.05"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert follower.stdout is not None
+        lines: list[tuple[str, bool]] = []  # (line, was the writer still running)
+        for line in follower.stdout:
+            lines.append((line.rstrip("\n"), writer.poll() is None))
+        assert follower.wait(30) == 0, follower.stderr.read() if follower.stderr else ""
+        assert writer.wait(30) == 0
+    finally:
+        for p in (writer, follower):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait(10)
+        if follower is not None:
+            for stream in (follower.stdout, follower.stderr):
+                if stream is not None:
+                    stream.close()
+    text = [line for line, _ in lines]
+    assert "\x1b[" not in "".join(text)  # not a TTY: plain output
+    hops = [line for line in text if "→ @" in line]
+    # Messages were printed while the other process was still writing them...
+    live = [line for line, running in lines if running and "→ @" in line]
+    assert live, "nothing was printed while the run was going"
+    # ...and every one of them exactly once, in order, through the answer.
+    assert len(hops) == 1 + 30 + 1  # the task, the relay, the answer
+    numbers = [int(line) for line in text if line.strip().isdigit()]
+    assert numbers == list(range(1, 31))
+    assert any("done 30" in line for line in text)
+    assert any("answer" in line for line in text[-12:])  # the totals at the end
