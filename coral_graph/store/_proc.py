@@ -127,7 +127,7 @@ class _Writer:
                 kind = item[0]
                 if kind == "delivery_handled":
                     # The bulk of every run: kept as the wire item, written as a
-                    # block of columns (see _rows.encode_block).
+                    # block of columns (see _blocks.encode_block).
                     if item[1] == cur_rid:
                         cur.append(item)
                     else:

@@ -11,20 +11,14 @@ killed with SIGKILL shows up.
 
 from __future__ import annotations
 
-import heapq
 import json
 import os
 import sqlite3
-from collections.abc import Iterator
-from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
-import msgpack
-
-from coral_graph._events import Event, event_from_dict
-from coral_graph.store._errors import NotAStoreError, StoreError, UnknownRunError
-from coral_graph.store._rows import DELIVERY_KEYS, decode_block, message_event_dict, new_packer
+from coral_graph.store._errors import NotAStoreError, UnknownRunError
+from coral_graph.store._read_events import EventReads
 from coral_graph.store._schema import check_meta
 from coral_graph.store._sqlite import proc_start_time, resolve_db
 
@@ -56,7 +50,6 @@ _RUN_COLS = (
     "graph_path, proc_start, usage"
 )
 _JSON_COLS = ("entry", "answer_by", "graph", "budgets", "usage")
-_DELIVERY_COLS = ("seq", "ts", "agent", "message_id", "via", "ok", "duration_s")
 _MSG_KEYS = (
     "message_id",
     "thread_id",
@@ -71,7 +64,7 @@ _MSG_KEYS = (
 )
 
 
-class StoreReader:
+class StoreReader(EventReads):
     """Read-only queries over a store. Get one from :func:`open_reader`.
 
     Rows come back as plain dicts (JSON-ready); JSON columns are decoded.
@@ -335,187 +328,6 @@ class StoreReader:
             )
             s["tokens"] = s["prompt_tokens"] + s["completion_tokens"]
         return out
-
-    # -- raw events -------------------------------------------------------------------
-
-    def _event_rows(self, run_id: str, after_seq: int) -> Iterator[tuple[Any, ...]]:
-        """Versions 1 to 3: (data, kind, run_id, seq, ts, agent, message_id, via, ok,
-        duration_s, and the ``messages`` row of a version 3 ``message_sent`` kept
-        without ``data``: message_id, thread_id, seq, sender, content, ts, reply_to,
-        mentions) in order; ``data`` is None for the events kept in columns."""
-        if self.schema_version >= 3:
-            sql = (
-                "SELECT e.data, e.kind, e.run_id, e.seq, e.ts, e.agent, e.message_id, e.via, "
-                "e.ok, e.duration_s, m.message_id, m.thread_id, m.seq, m.sender, m.content, "
-                "m.ts, m.reply_to, m.mentions FROM events AS e LEFT JOIN messages AS m "
-                "ON e.data IS NULL AND e.kind = 'message_sent' AND m.run_id = e.run_id "
-                "AND m.gseq = e.seq WHERE e.run_id = ? AND e.seq > ? ORDER BY e.seq"
-            )
-        elif self.schema_version >= 2:
-            sql = (
-                "SELECT data, kind, run_id, seq, ts, agent, message_id, via, ok, duration_s "
-                "FROM events WHERE run_id = ? AND seq > ? ORDER BY seq"
-            )
-        else:
-            sql = "SELECT data FROM events WHERE run_id = ? AND seq > ? ORDER BY seq"
-        cur = self._conn.execute(sql, (run_id, after_seq))
-        cur.row_factory = None
-        return iter(cur)
-
-    def _column_dicts(self, run_id: str, after_seq: int) -> Iterator[tuple[Any, ...]]:
-        """(data, plain data or None): the plain data when ``data`` is None (rebuilt
-        from the columns, a block or the ``messages`` row), else None."""
-        if self.schema_version >= 4:
-            yield from self._merged(run_id, after_seq)
-            return
-        keys = DELIVERY_KEYS
-        loads = json.loads
-        cache: dict[str, list[Any]] = {}
-        for row in self._event_rows(run_id, after_seq):
-            data = row[0]
-            if data is not None:
-                yield data, None
-            elif row[1] == "message_sent":
-                if row[10] is None:
-                    raise StoreError(
-                        f"{self.path}: event {row[3]} of run {run_id} has lost its message"
-                    )
-                js = row[17]
-                ms = cache.get(js)
-                if ms is None:
-                    if len(cache) > 50_000:
-                        cache.clear()
-                    ms = cache[js] = loads(js)
-                yield None, message_event_dict(row[2], row[3], row[4], row[10:17], list(ms))
-            else:
-                d = dict(zip(keys, row[1:10], strict=True))
-                d["ok"] = bool(d["ok"])
-                yield None, d
-
-    def _merged(self, run_id: str, after_seq: int) -> Iterator[tuple[Any, ...]]:
-        """Version 4: ``events``, ``messages`` and ``delivery_blocks`` merged by seq."""
-        conn = self._conn
-        cur = conn.execute(
-            "SELECT seq, 0, data FROM events WHERE run_id = ? AND seq > ? ORDER BY seq",
-            (run_id, after_seq),
-        )
-        cur.row_factory = None
-        mcur = conn.execute(
-            "SELECT gseq, 1, message_id, thread_id, seq, sender, content, ts, reply_to, "
-            "mentions FROM messages WHERE run_id = ? AND gseq > ? ORDER BY gseq",
-            (run_id, after_seq),
-        )
-        mcur.row_factory = None
-        loads = json.loads
-        cache: dict[str, list[Any]] = {}
-        last = after_seq
-        # heapq.merge keeps the order of the streams for equal seqs: a stored event
-        # comes first and takes the place of the messages row of the same seq.
-        merged = heapq.merge(cur, mcur, self._delivery_rows(run_id, after_seq), key=itemgetter(0))
-        for row in merged:
-            seq = row[0]
-            if seq == last:
-                continue
-            last = seq
-            tag = row[1]
-            if tag == 0:
-                yield row[2], None
-            elif tag == 1:
-                js = row[9]
-                ms = cache.get(js)
-                if ms is None:
-                    if len(cache) > 50_000:
-                        cache.clear()
-                    ms = cache[js] = loads(js)
-                yield None, message_event_dict(run_id, seq, row[7], row[2:9], list(ms))
-            else:
-                yield None, row[2]
-
-    def _delivery_rows(self, run_id: str, after_seq: int) -> Iterator[tuple[Any, ...]]:
-        """``(seq, 2, plain data)`` of every delivery after ``after_seq``, in order."""
-        for cols in self._blocks(run_id, after_seq):
-            for seq, ts, agent, mid, via, ok, dur in zip(*cols, strict=True):
-                if seq > after_seq:
-                    yield seq, 2, {
-                        "kind": "delivery_handled", "run_id": run_id, "seq": seq, "ts": ts,
-                        "agent": agent, "message_id": mid, "via": via, "ok": ok,
-                        "duration_s": dur,
-                    }  # fmt: skip
-
-    def _blocks(self, run_id: str, after_seq: int = 0) -> Iterator[list[Any]]:
-        """The decoded columns of the run's delivery blocks that reach past ``after_seq``."""
-        cur = self._conn.execute(
-            "SELECT data FROM delivery_blocks WHERE run_id = ? AND last_seq > ? ORDER BY first_seq",
-            (run_id, after_seq),
-        )
-        cur.row_factory = None
-        for (data,) in cur:
-            try:
-                yield decode_block(data)
-            except (ValueError, msgpack.UnpackException) as exc:
-                raise StoreError(f"{self.path}: a delivery block of run {run_id}: {exc}") from None
-
-    def deliveries(self, run_id: str) -> list[dict[str, Any]]:
-        """Every handled delivery of the run in order: ``seq``, ``ts``, ``agent``,
-        ``message_id``, ``via`` (``handle`` or ``wait``), ``ok``, ``duration_s``."""
-        return [
-            dict(zip(_DELIVERY_COLS, r, strict=True))
-            for cols in self.delivery_columns(run_id)
-            for r in zip(*cols, strict=True)
-        ]
-
-    def delivery_columns(self, run_id: str) -> Iterator[list[Any]]:
-        """The run's deliveries in column chunks, in order: each a list of seven
-        equally long sequences ``[seqs, ts, agents, message_ids, vias, oks,
-        durations]`` (cheaper than :meth:`deliveries` for aggregates)."""
-        if self.schema_version >= 4:
-            yield from self._blocks(run_id)
-            return
-        cur = self._conn.execute(
-            "SELECT seq, ts, agent, message_id, via, ok, duration_s FROM events "
-            "WHERE run_id = ? AND kind = 'delivery_handled' ORDER BY seq"
-            if self.schema_version >= 2
-            else "SELECT d.seq, e.ts, d.agent, d.message_id, d.via, d.ok, d.duration_s "
-            "FROM deliveries AS d JOIN events AS e ON e.run_id = d.run_id AND e.seq = d.seq "
-            "WHERE d.run_id = ? ORDER BY d.seq",
-            (run_id,),
-        )
-        cur.row_factory = None
-        rows = [(*r[:5], bool(r[5]), r[6]) for r in cur]
-        if rows:
-            yield [list(c) for c in zip(*rows, strict=True)]
-
-    def event_dicts(self, run_id: str, after_seq: int = 0) -> Iterator[dict[str, Any]]:
-        """Every stored event of the run after ``after_seq``, as plain data, in order."""
-        unpackb = msgpack.unpackb
-        for data, d in self._column_dicts(run_id, after_seq):
-            if d is None:
-                yield unpackb(data, raw=False, strict_map_key=False)
-            else:
-                yield d
-
-    def event_blobs(self, run_id: str) -> Iterator[bytes]:
-        """The msgpack bytes of every event, in order (as stored, or rebuilt exactly
-        for the events kept in columns)."""
-        pack = new_packer()
-        for data, d in self._column_dicts(run_id, 0):
-            yield bytes(data) if d is None else pack(d)
-
-    def events(self, run_id: str, after_seq: int = 0) -> list[Event]:
-        """Every stored event of the run after ``after_seq``, in order."""
-        return [event_from_dict(d) for d in self.event_dicts(run_id, after_seq)]
-
-    def last_seq(self, run_id: str) -> int:
-        """The newest stored event's seq (0 when none)."""
-        sql = "SELECT max(seq) FROM events WHERE run_id = ?"
-        if self.schema_version >= 4:
-            sql = (
-                "SELECT max(coalesce((SELECT max(seq) FROM events WHERE run_id = ?1), 0), "
-                "coalesce((SELECT max(gseq) FROM messages WHERE run_id = ?1), 0), "
-                "coalesce((SELECT max(last_seq) FROM delivery_blocks WHERE run_id = ?1), 0))"
-            )
-        row = self._conn.execute(sql, (run_id,)).fetchone()
-        return int(row[0] or 0)
 
 
 def open_reader(path: str | os.PathLike[str] | None = None) -> StoreReader:

@@ -17,8 +17,6 @@ import sqlite3
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import msgpack
-
 from coral_graph._events import (
     EVENT_TYPES,
     AgentAdded,
@@ -35,16 +33,16 @@ from coral_graph._events import (
     ThreadCreated,
     ToolCalled,
 )
+from coral_graph.store._blocks import write_blocks
+from coral_graph.store._sql import insert_many, new_packer
 
 __all__ = [
-    "BLOCK_FORMAT",
-    "BLOCK_ROWS",
+    "DELIVERY_KEYS",
     "Rows",
-    "decode_block",
-    "encode_block",
     "event_dict",
     "insert_many",
     "message_event_dict",
+    "new_packer",
     "write_rows",
 ]
 
@@ -352,97 +350,9 @@ class Rows:
                 )
 
 
-_MAX_VARS = 32_000
-_CHUNK_ROWS = 100_000
-
-
-_TAIL_ROWS = (1024, 256, 64, 16, 4, 1)
-"""Statement sizes (rows) for what is left after the full chunks: a statement of a
-size seen before comes from SQLite's statement cache, while preparing a new one of
-thousands of rows costs about 10 ms (once per table and transaction otherwise)."""
-_SQL: dict[tuple[str, int, int], str] = {}
-
-
-def _values_sql(sql_head: str, ncols: int, rows: int) -> str:
-    key = (sql_head, ncols, rows)
-    sql = _SQL.get(key)
-    if sql is None:
-        row = "(" + ",".join("?" * ncols) + ")"
-        sql = _SQL[key] = sql_head + " VALUES " + ",".join([row] * rows)
-    return sql
-
-
-def insert_many(conn: sqlite3.Connection, sql_head: str, ncols: int, flat: list[Any]) -> None:
-    """``INSERT`` the rows in ``flat`` (``ncols`` values per row, flattened) with as few
-    statements as possible, all of a few fixed sizes (so they stay in SQLite's
-    statement cache): full chunks, then the rest in decreasing sizes."""
-    if not flat:
-        return
-    per = min(_CHUNK_ROWS, _MAX_VARS // ncols)
-    n = len(flat)
-    i = 0
-    for size in (per, *_TAIL_ROWS):
-        step = size * ncols
-        if n - i < step:
-            continue
-        sql = _values_sql(sql_head, ncols, size)
-        while n - i >= step:
-            conn.execute(sql, flat[i : i + step])
-            i += step
-
-
 DELIVERY_KEYS = ("kind", "run_id", "seq", "ts", "agent", "message_id", "via", "ok", "duration_s")
 """The plain-data keys of a ``delivery_handled`` event, in :func:`event_to_dict`'s order
 (a block's columns hold the last seven)."""
-
-BLOCK_FORMAT = 1
-"""The layout of a ``delivery_blocks.data`` value (its first element)."""
-BLOCK_ROWS = 16_384
-"""Deliveries per block at most (a reader decodes a whole block to reach one)."""
-
-
-_BLOCK_FIELDS = [operator.itemgetter(i) for i in range(2, 9)]
-"""seq, ts, agent, message_id, via, ok, duration_s out of a wire item."""
-
-
-def encode_block(items: list[tuple[Any, ...]], pack: Callable[[Any], bytes]) -> tuple[Any, ...]:
-    """The ``delivery_blocks`` row of one run's deliveries (wire items, in seq order):
-    ``(run_id, first_seq, last_seq, n, data)``. ``data`` is msgpack of
-    ``[BLOCK_FORMAT, seqs, ts, agents, message_ids, vias, oks, durations]``: one
-    array per field, all ``n`` long (columns pack and unpack far faster than rows)."""
-    cols = [list(map(g, items)) for g in _BLOCK_FIELDS]
-    seqs = cols[0]
-    return (items[0][1], seqs[0], max(seqs), len(items), pack([BLOCK_FORMAT, *cols]))
-
-
-def decode_block(data: bytes) -> list[Any]:
-    """A block's columns: ``[seqs, ts, agents, message_ids, vias, oks, durations]``.
-
-    Raises:
-        ValueError: a block of an unknown layout.
-    """
-    cols = msgpack.unpackb(data, raw=False, use_list=False)
-    if type(cols) is not tuple or not cols or cols[0] != BLOCK_FORMAT or len(cols) != 8:
-        raise ValueError(f"a delivery block of an unknown layout ({str(cols)[:40]})")
-    return list(cols[1:])
-
-
-def _write_blocks(conn: sqlite3.Connection, rows: Rows) -> None:
-    pack = new_packer()
-    flat: list[Any] = []
-    counts = rows.run_counts
-    for rid, items in rows.deliveries.items():
-        if not items:
-            continue
-        c = counts.get(rid)
-        if c is None:
-            c = counts[rid] = [0, 0, 0, 0.0]
-        for i in range(0, len(items), BLOCK_ROWS):
-            block = encode_block(items[i : i + BLOCK_ROWS], pack)
-            flat.extend(block)
-            if block[2] > c[0]:
-                c[0] = block[2]
-    insert_many(conn, "INSERT OR IGNORE INTO delivery_blocks", 5, flat)
 
 
 def write_rows(conn: sqlite3.Connection, rows: Rows) -> None:
@@ -459,7 +369,7 @@ def write_rows(conn: sqlite3.Connection, rows: Rows) -> None:
     insert_many(conn, "INSERT OR IGNORE INTO threads", 8, rows.threads)
     insert_many(conn, "INSERT INTO participants", 6, rows.participants)
     insert_many(conn, "INSERT OR IGNORE INTO events (run_id, seq, kind, ts, data)", 5, rows.events)
-    _write_blocks(conn, rows)
+    write_blocks(conn, rows.deliveries, rows.run_counts)
     before = conn.total_changes
     insert_many(conn, "INSERT OR IGNORE INTO messages", 11, rows.messages)
     if conn.total_changes - before != len(rows.messages) // 11:
@@ -529,10 +439,3 @@ def _keep_ignored_messages(conn: sqlite3.Connection, rows: Rows) -> None:
 def _chunks(flat: list[Any], n: int) -> Iterable[tuple[Any, ...]]:
     it = iter(flat)
     return zip(*([it] * n), strict=True)
-
-
-def new_packer() -> Callable[[Any], bytes]:
-    """msgpack's encoder as used for stored events and exports (see
-    ``docs/msgpack-format.md``): str as UTF-8 ``str``, bytes as ``bin``, floats as
-    float64."""
-    return msgpack.Packer(use_bin_type=True, autoreset=True).pack  # type: ignore[no-any-return]
