@@ -47,7 +47,8 @@ from coral_graph._types import USER, AgentName, RunId, ThreadId
 
 if TYPE_CHECKING:
     from coral_graph._graph import AgentGraph, AgentSpec
-    from coral_graph._runtime import RunResult, Runtime
+    from coral_graph._results import RunResult
+    from coral_graph._runtime import Runtime
 
 
 class _Slot:
@@ -644,7 +645,7 @@ class _Run:
         return result
 
     def result(self) -> RunResult:
-        from coral_graph._runtime import RunResult
+        from coral_graph._results import RunResult
 
         ans = self.answer_msg
         return RunResult(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import os
 import secrets
@@ -10,7 +9,6 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
@@ -19,15 +17,25 @@ from anyio.abc import TaskGroup
 from coral_graph._budgets import Budgets
 from coral_graph._errors import RuntimeClosedError
 from coral_graph._events import Event
-from coral_graph._model import AgentUsage, Message, Thread
+from coral_graph._results import RunHandle, RunResult
 from coral_graph._run import _Run
-from coral_graph._types import RunId, ThreadId
+from coral_graph._streams import EventStream
+from coral_graph._types import RunId
 
 if TYPE_CHECKING:
-    from coral_graph._context import AgentContext
     from coral_graph._graph import AgentGraph
 
-__all__ = ["EventSink", "EventStream", "RunHandle", "RunResult", "Runtime", "open_runtime", "run"]
+__all__ = [
+    "BatchRecorder",
+    "EventSink",
+    "EventStream",
+    "RunHandle",
+    "RunResult",
+    "Runtime",
+    "open_runtime",
+    "run",
+    "run_async",
+]
 
 STOP_REASONS = ("answer", "idle", "error", "cancelled")
 """The stop reasons besides ``budget:<name>``."""
@@ -54,204 +62,6 @@ class BatchRecorder(EventSink, Protocol):
 
     def drain(self) -> None:
         """Take everything queued so far."""
-
-
-@dataclass(slots=True)
-class RunResult:
-    """What a run produced.
-
-    Attributes:
-        run_id: the id under which its events (and transcript) are stored.
-        stop_reason: ``answer``, ``idle``, ``budget:<name>``, ``error`` or ``cancelled``.
-        answer: the content of the message that mentioned ``user``, if any.
-        answer_message: that message.
-        error: what went wrong, for ``error``.
-        usage: per-agent turns, messages, deliveries, errors, LLM calls, tokens, cost.
-        messages: messages posted in the run (the task excluded).
-        duration_s: wall-clock seconds.
-        threads: every thread of the run by id.
-        events: every event of the run, in order.
-    """
-
-    run_id: RunId
-    stop_reason: str
-    answer: str | None
-    answer_message: Message | None
-    error: str | None
-    usage: dict[str, AgentUsage]
-    messages: int
-    duration_s: float
-    threads: dict[ThreadId, Thread] = field(repr=False)
-    events: list[Event] = field(repr=False)
-
-    @property
-    def total(self) -> AgentUsage:
-        """The sum of every agent's usage."""
-        out = AgentUsage()
-        for u in self.usage.values():
-            out.turns += u.turns
-            out.messages_sent += u.messages_sent
-            out.deliveries += u.deliveries
-            out.errors += u.errors
-            out.llm_calls += u.llm_calls
-            out.prompt_tokens += u.prompt_tokens
-            out.completion_tokens += u.completion_tokens
-            out.cost_usd += u.cost_usd
-            out.llm_latency_s += u.llm_latency_s
-        return out
-
-    @property
-    def cost_usd(self) -> float:
-        """Total spend of the run in US dollars."""
-        return sum(u.cost_usd for u in self.usage.values())
-
-    @property
-    def tokens(self) -> int:
-        """Total tokens of the run."""
-        return sum(u.tokens for u in self.usage.values())
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready summary (without threads and events)."""
-        return {
-            "run_id": self.run_id,
-            "stop_reason": self.stop_reason,
-            "answer": self.answer,
-            "error": self.error,
-            "messages": self.messages,
-            "duration_s": self.duration_s,
-            "tokens": self.tokens,
-            "cost_usd": self.cost_usd,
-            "usage": {k: v.to_dict() for k, v in self.usage.items()},
-        }
-
-
-class EventStream:
-    """An async iterator over the runtime's events, with a bounded buffer.
-
-    When the buffer holds ``max_buffer`` events the runtime applies backpressure:
-    agents pause between turns until the consumer catches up. Nothing is dropped.
-    So read it concurrently with the run (in another task), and use it as an async
-    context manager so it is closed (and the pressure lifted) when you stop reading.
-    A stream of one run (``rt.events(run_id)``) ends after that run's
-    ``run_finished`` event; a stream of all runs ends when the runtime closes.
-    """
-
-    def __init__(self, rt: Runtime, run_id: str | None, max_buffer: int) -> None:
-        self._rt = rt
-        self._run_id = run_id
-        self._buf: deque[Event] = deque()
-        self._max = max(1, max_buffer)
-        self._waiter: asyncio.Future[None] | None = None
-        self._pressing = False
-        self._closed = False
-
-    def on_event(self, event: Event) -> None:
-        if self._closed or (self._run_id is not None and event.run_id != self._run_id):
-            return
-        self._buf.append(event)
-        w = self._waiter
-        if w is not None:
-            self._waiter = None
-            if not w.done():
-                w.set_result(None)
-        if self._run_id is not None and event.kind == "run_finished":
-            # A stream of one run ends after that run's last event. (The sink stays
-            # registered but ignores everything: removing it here would shift the
-            # list the runtime is iterating.)
-            self._end()
-            return
-        if not self._pressing and len(self._buf) >= self._max:
-            self._pressing = True
-            self._rt._pressure += 1
-
-    def _release(self) -> None:
-        if self._pressing:
-            self._pressing = False
-            self._rt._relieve()
-
-    def close(self) -> None:
-        """Stop receiving; buffered events are discarded and pressure is lifted."""
-        if self._closed:
-            return
-        self._closed = True
-        self._rt._remove_sink(self.on_event)
-        if self in self._rt._streams:
-            self._rt._streams.remove(self)
-        self._buf.clear()
-        self._release()
-        w = self._waiter
-        if w is not None and not w.done():
-            w.set_result(None)
-
-    def _end(self) -> None:
-        self._closed = True
-        w = self._waiter
-        if w is not None and not w.done():
-            w.set_result(None)
-
-    def __aiter__(self) -> EventStream:
-        return self
-
-    async def __anext__(self) -> Event:
-        while not self._buf:
-            if self._closed:
-                raise StopAsyncIteration
-            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._waiter = fut
-            await fut
-        ev = self._buf.popleft()
-        if self._pressing and len(self._buf) <= self._max // 2:
-            self._release()
-        return ev
-
-    async def __aenter__(self) -> EventStream:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.close()
-
-
-class RunHandle:
-    """A run started in the background with :meth:`Runtime.start`."""
-
-    def __init__(self, run_id: RunId) -> None:
-        self.run_id = run_id
-        self._run: _Run | None = None
-        self._result: RunResult | None = None
-        self._exc: BaseException | None = None
-        self._done = anyio.Event()
-        self._started = anyio.Event()
-        self._cancel_requested = False
-
-    @property
-    def user(self) -> AgentContext:
-        """The caller's own context in the run (posts as ``user``)."""
-        if self._run is None:
-            raise RuntimeClosedError("the run has not started yet; await handle.started()")
-        return self._run.user_ctx
-
-    async def started(self) -> None:
-        """Wait until the task has been posted."""
-        await self._started.wait()
-
-    def cancel(self) -> None:
-        """Stop the run; it ends with ``cancelled`` (also when it has not started yet)."""
-        self._cancel_requested = True
-        if self._run is not None:
-            self._run.finish("cancelled")
-
-    @property
-    def result(self) -> RunResult | None:
-        """The result once the run is over, else None."""
-        return self._result
-
-    async def wait(self) -> RunResult:
-        """Wait for the end of the run and return its result."""
-        await self._done.wait()
-        if self._exc is not None:
-            raise self._exc
-        assert self._result is not None
-        return self._result
 
 
 # A run keeps every message and event it makes (they are its transcript), so the

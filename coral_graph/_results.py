@@ -1,0 +1,131 @@
+"""What a run gives back: its result, and the handle of a run started in the background."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from coral_graph._errors import RuntimeClosedError
+from coral_graph._events import Event
+from coral_graph._model import AgentUsage, Message, Thread
+from coral_graph._types import RunId, ThreadId
+
+if TYPE_CHECKING:
+    from coral_graph._context import AgentContext
+    from coral_graph._run import _Run
+
+__all__ = ["RunHandle", "RunResult"]
+
+
+@dataclass(slots=True)
+class RunResult:
+    """What a run produced.
+
+    Attributes:
+        run_id: the id under which its events (and transcript) are stored.
+        stop_reason: ``answer``, ``idle``, ``budget:<name>``, ``error`` or ``cancelled``.
+        answer: the content of the message that mentioned ``user``, if any.
+        answer_message: that message.
+        error: what went wrong, for ``error``.
+        usage: per-agent turns, messages, deliveries, errors, LLM calls, tokens, cost.
+        messages: messages posted in the run (the task excluded).
+        duration_s: wall-clock seconds.
+        threads: every thread of the run by id.
+        events: every event of the run, in order.
+    """
+
+    run_id: RunId
+    stop_reason: str
+    answer: str | None
+    answer_message: Message | None
+    error: str | None
+    usage: dict[str, AgentUsage]
+    messages: int
+    duration_s: float
+    threads: dict[ThreadId, Thread] = field(repr=False)
+    events: list[Event] = field(repr=False)
+
+    @property
+    def total(self) -> AgentUsage:
+        """The sum of every agent's usage."""
+        out = AgentUsage()
+        for u in self.usage.values():
+            out.turns += u.turns
+            out.messages_sent += u.messages_sent
+            out.deliveries += u.deliveries
+            out.errors += u.errors
+            out.llm_calls += u.llm_calls
+            out.prompt_tokens += u.prompt_tokens
+            out.completion_tokens += u.completion_tokens
+            out.cost_usd += u.cost_usd
+            out.llm_latency_s += u.llm_latency_s
+        return out
+
+    @property
+    def cost_usd(self) -> float:
+        """Total spend of the run in US dollars."""
+        return sum(u.cost_usd for u in self.usage.values())
+
+    @property
+    def tokens(self) -> int:
+        """Total tokens of the run."""
+        return sum(u.tokens for u in self.usage.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready summary (without threads and events)."""
+        return {
+            "run_id": self.run_id,
+            "stop_reason": self.stop_reason,
+            "answer": self.answer,
+            "error": self.error,
+            "messages": self.messages,
+            "duration_s": self.duration_s,
+            "tokens": self.tokens,
+            "cost_usd": self.cost_usd,
+            "usage": {k: v.to_dict() for k, v in self.usage.items()},
+        }
+
+
+class RunHandle:
+    """A run started in the background with :meth:`Runtime.start`."""
+
+    def __init__(self, run_id: RunId) -> None:
+        self.run_id = run_id
+        self._run: _Run | None = None
+        self._result: RunResult | None = None
+        self._exc: BaseException | None = None
+        self._done = anyio.Event()
+        self._started = anyio.Event()
+        self._cancel_requested = False
+
+    @property
+    def user(self) -> AgentContext:
+        """The caller's own context in the run (posts as ``user``)."""
+        if self._run is None:
+            raise RuntimeClosedError("the run has not started yet; await handle.started()")
+        return self._run.user_ctx
+
+    async def started(self) -> None:
+        """Wait until the task has been posted."""
+        await self._started.wait()
+
+    def cancel(self) -> None:
+        """Stop the run; it ends with ``cancelled`` (also when it has not started yet)."""
+        self._cancel_requested = True
+        if self._run is not None:
+            self._run.finish("cancelled")
+
+    @property
+    def result(self) -> RunResult | None:
+        """The result once the run is over, else None."""
+        return self._result
+
+    async def wait(self) -> RunResult:
+        """Wait for the end of the run and return its result."""
+        await self._done.wait()
+        if self._exc is not None:
+            raise self._exc
+        assert self._result is not None
+        return self._result
