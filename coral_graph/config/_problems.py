@@ -1,7 +1,8 @@
 """pydantic validation errors -> problems a person can act on.
 
 Each problem names the file, line, column and field path, says what is wrong, and
-how to fix it; a misspelt key or name gets a "did you mean" hint.
+how to fix it; a misspelt key or name gets a "did you mean" hint. All the problems
+found are raised together as one ConfigError.
 """
 
 from __future__ import annotations
@@ -10,11 +11,11 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from coral_graph._errors import suggest
+from coral_graph._errors import ConfigError, suggest
 from coral_graph.config._source import Loc, Problem, Source, format_path
 from coral_graph.config._spec import AgentDef, BudgetsSpec, EdgeMap, GraphSpec, ModelSettings
 
-__all__ = ["describe", "did_you_mean", "problems_from_validation"]
+__all__ = ["describe", "did_you_mean", "problems_from_validation", "raise_problems"]
 
 _EDGE_FORMS = (
     'expected an edge: "a -> b", "a <-> b", a pair [a, b], or a mapping with from: and to:'
@@ -173,3 +174,39 @@ def problems_from_validation(
         where = src.origin(loc, key=key)
         out.append(Problem(where, format_path(loc), _message(err, loc, src, agent_file)))
     return out
+
+
+def raise_problems(problems: list[Problem], main_file: str | None) -> None:
+    """Raise one ConfigError listing ``problems`` (those of ``main_file`` first), if any."""
+    if not problems:
+        return
+
+    def key(p: Problem) -> tuple[int, str, int, int]:
+        o = p.origin
+        if o is None:
+            return (0, "", 0, 0)
+        return (0 if o.file == main_file else 1, o.file, o.line or 0, o.column or 0)
+
+    problems = sorted(problems, key=key)
+    # The same message at the same place is reported once.
+    unique = list(dict.fromkeys(str(p) for p in problems))
+    first = problems[0]
+    errs = [
+        ConfigError(
+            str(p),
+            path=p.origin.file if p.origin else main_file,
+            line=p.origin.line if p.origin else None,
+            column=p.origin.column if p.origin else None,
+            field=p.field or None,
+        )
+        for p in problems
+    ]
+    o = first.origin
+    raise ConfigError(
+        "\n".join(unique),
+        path=o.file if o else main_file,
+        line=o.line if o else None,
+        column=o.column if o else None,
+        field=first.field or None,
+        problems=errs,
+    )

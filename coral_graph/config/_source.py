@@ -4,7 +4,7 @@ PyYAML's ``SafeLoader`` composes the node tree (which carries line and column
 marks); we construct the plain values ourselves so that each value keeps its
 position, duplicate keys are errors, and ``${ENV_VAR}`` references are resolved
 while the original reference is remembered (dumps and error messages show the
-reference, never the value).
+reference, never the value). ``read_source`` does the same for a file.
 """
 
 from __future__ import annotations
@@ -12,11 +12,12 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import yaml
 
-__all__ = ["Loc", "Origin", "Problem", "Source", "format_path", "parse_yaml"]
+__all__ = ["Loc", "Origin", "Problem", "Source", "format_path", "parse_yaml", "read_source"]
 
 Loc = tuple[str | int, ...]
 """A path into the data: ``("agents", "planner", "model")`` or ``("edges", 3)``."""
@@ -217,3 +218,15 @@ def parse_yaml(text: str, file: str, env: Mapping[str, str]) -> tuple[Source, li
         return builder.src, builder.problems
     finally:
         loader.dispose()
+
+
+def read_source(path: Path, env: Mapping[str, str]) -> tuple[Source, list[Problem]]:
+    """Read and parse the YAML file at ``path``; a missing or unreadable file is a problem."""
+    file = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return Source(file, None), [Problem(None, "", f"{file}: no such file")]
+    except (OSError, UnicodeDecodeError) as exc:
+        return Source(file, None), [Problem(None, "", f"{file}: cannot read it: {exc}")]
+    return parse_yaml(text, file, env)

@@ -1,0 +1,208 @@
+"""Spec -> resolved agents: ``use:`` chains through the registry, ``defaults`` and
+overrides merged, and the fields each kind of agent allows checked."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from coral_graph._types import NAME_PATTERN, USER
+from coral_graph.config._problems import describe, did_you_mean, problems_from_validation
+from coral_graph.config._registry import RegistryEntry, find_agent, search_path
+from coral_graph.config._source import Loc, Problem, Source, format_path, read_source
+from coral_graph.config._spec import MODEL_FIELDS, AgentDef, GraphSpec
+from coral_graph.config._validate import check_refs
+
+__all__ = ["ResolvedAgent", "resolve_all"]
+
+_LLM_ONLY = (*MODEL_FIELDS, "system_prompt")
+_KIND_ONLY = {"python": ("python", "args"), "human": ("prompt",)}
+
+
+@dataclass(slots=True)
+class ResolvedAgent:
+    """An agent after ``use:``, ``defaults`` and overrides were applied.
+
+    Attributes:
+        name: the agent's name in the graph.
+        kind: ``llm``, ``python`` or ``human``.
+        definition: the effective fields (``use`` resolved away).
+        use: the registry entry it started from, if any.
+        base_dir: the folder Python references are resolved against.
+    """
+
+    name: str
+    kind: str
+    definition: AgentDef
+    use: RegistryEntry | None = None
+    base_dir: Path = field(default_factory=Path.cwd)
+
+
+def _display(path: Path) -> Path:
+    """``path`` relative to the working directory when it is below it (shorter
+    messages), else as it is."""
+    try:
+        return path.relative_to(Path.cwd())
+    except ValueError:
+        return path
+
+
+class _Resolver:
+    def __init__(
+        self, src: Source, graph_dir: Path, env: Mapping[str, str], model: str | None
+    ) -> None:
+        self.src = src
+        self.graph_dir = graph_dir
+        self.env = env
+        self.model = model
+        self.problems: list[Problem] = []
+        self._defs: dict[Path, tuple[AgentDef, Source] | None] = {}
+
+    def _registry_def(self, entry: RegistryEntry) -> tuple[AgentDef, Source] | None:
+        key = entry.file.resolve()
+        if key in self._defs:
+            return self._defs[key]
+        self._defs[key] = None  # a cycle resolves to "broken" instead of recursing
+        src, problems = read_source(_display(entry.file), self.env)
+        result: tuple[AgentDef, Source] | None = None
+        if not problems:
+            if not isinstance(src.data, dict):
+                problems = [
+                    Problem(
+                        src.origin(()),
+                        "",
+                        f"an agent definition is a mapping (kind:, description:, …), "
+                        f"got {describe(src.data)}",
+                    )
+                ]
+            else:
+                try:
+                    result = (AgentDef.model_validate(src.data), src)
+                except ValidationError as exc:
+                    problems = problems_from_validation(exc, src, agent_file=True)
+        self.problems.extend(problems)
+        self._defs[key] = result
+        return result
+
+    def resolve(
+        self, name: str, own: AgentDef, src: Source, loc: Loc, base_dir: Path, depth: int = 0
+    ) -> tuple[dict[str, Any], Path, RegistryEntry | None] | None:
+        """The effective fields of ``own`` (merged over its ``use:`` chain), the folder
+        for Python references of each field, and the registry entry."""
+        fields = own.model_dump(exclude_unset=True)
+        use = fields.pop("use", None)
+        if use is None:
+            return fields, base_dir, None
+        if depth > 8:
+            self.problems.append(
+                Problem(
+                    src.origin((*loc, "use")),
+                    format_path((*loc, "use")),
+                    "use: chains more than 8 definitions deep; is there a cycle?",
+                )
+            )
+            return None
+        entry = find_agent(use, graph_dir=self.graph_dir, base_dir=base_dir)
+        if entry is None:
+            names = sorted(
+                {p.name for _, d in search_path(self.graph_dir) for p in d.iterdir() if p.is_dir()}
+            )
+            hint = did_you_mean(use, names)
+            fix = hint or (f"; known: {', '.join(names)}" if names else "")
+            self.problems.append(
+                Problem(
+                    src.origin((*loc, "use")),
+                    format_path((*loc, "use")),
+                    f'unknown registry agent "{use}"{fix}'
+                    + ("" if hint else " (coral-graph agents lists them)"),
+                )
+            )
+            return None
+        found = self._registry_def(entry)
+        if found is None:
+            return None
+        base_def, base_src = found
+        inner = self.resolve(name, base_def, base_src, (), entry.folder, depth + 1)
+        if inner is None:
+            return None
+        merged, inner_dir, _ = inner
+        # A `python:` set here is relative to this file; one inherited, to its own.
+        py_dir = base_dir if "python" in fields else inner_dir
+        merged.update(fields)
+        return merged, py_dir, entry
+
+
+def resolve_all(
+    src: Source,
+    spec: GraphSpec,
+    *,
+    graph_dir: Path,
+    env: Mapping[str, str],
+    model: str | None,
+) -> tuple[dict[str, ResolvedAgent], list[tuple[str, str, bool]], list[Problem]]:
+    res = _Resolver(src, graph_dir, env, model)
+    problems = res.problems
+    list(spec.agents)
+    agents: dict[str, ResolvedAgent] = {}
+    defaults = spec.defaults.model_dump(exclude_none=True)
+    for name, own in spec.agents.items():
+        loc: Loc = ("agents", name)
+        if name == USER or NAME_PATTERN.match(name) is None:
+            why = (
+                '"user" is reserved for the caller of the run'
+                if name == USER
+                else "use 1-64 characters: a lowercase letter first, then lowercase letters, "
+                "digits, '_' or '-'"
+            )
+            problems.append(
+                Problem(
+                    src.origin(loc, key=True),
+                    format_path(loc),
+                    f'invalid agent name "{name}": {why}',
+                )
+            )
+            continue
+        got = res.resolve(name, own, src, loc, graph_dir)
+        if got is None:
+            continue
+        fields, py_dir, entry = got
+        kind = fields.get("kind") or ("python" if fields.get("python") else "llm")
+        fields["kind"] = kind
+        where = src.origin(loc, key=True)
+        for f in sorted(fields):
+            if fields[f] is None:
+                continue
+            bad = (kind != "llm" and f in _LLM_ONLY) or any(
+                f in only and kind != k for k, only in _KIND_ONLY.items()
+            )
+            if bad:
+                owner = next((k for k, only in _KIND_ONLY.items() if f in only), "llm")
+                in_graph = f in own.model_fields_set
+                problems.append(
+                    Problem(
+                        src.origin((*loc, f), key=True) if in_graph else where,
+                        format_path((*loc, f)),
+                        f'"{f}" applies to {owner} agents, and this one is kind {kind}; '
+                        f"remove it or set kind: {owner}",
+                    )
+                )
+        if kind == "python" and not fields.get("python"):
+            problems.append(
+                Problem(
+                    where,
+                    format_path((*loc, "python")),
+                    'a python agent needs python: "file.py:ClassName"',
+                )
+            )
+        if kind == "llm":
+            fields = {**defaults, **fields}
+            if model is not None:
+                fields["model"] = model
+        agents[name] = ResolvedAgent(name, kind, AgentDef.model_validate(fields), entry, py_dir)
+    edges, ref_problems = check_refs(src)
+    problems.extend(ref_problems)
+    return agents, edges, problems
