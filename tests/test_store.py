@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -262,6 +263,35 @@ def test_a_writer_that_dies_detaches_the_store_and_the_run_goes_on(tmp_path: Pat
     assert "stopped writing" in str(errors[0][1])
     with pytest.raises(StoreError, match="stopped writing"):
         store.close()
+
+
+def test_close_right_after_a_run_loses_nothing(tmp_path: Path) -> None:
+    """close() while the timer thread is writing a batch: whatever the run queued
+    meanwhile (its last events, run_finished) is written before the end."""
+    from coral_graph.bench._coral import fanout_graph
+
+    for i in range(6):
+        db = tmp_path / f"c{i}.db"
+        # A timer that drains all the time through a slow pipe: it is mid-batch when
+        # the run ends and when close() comes.
+        store = SQLiteStore(db, flush_interval=0.0005, batch_size=100_000)
+        send = store._send
+
+        def slow_send(data: bytes, send: Any = send) -> None:
+            time.sleep(0.01)
+            send(data)
+
+        store._send = slow_send  # type: ignore[method-assign]
+        result = cg.run(
+            fanout_graph(10, 100)[0], "go", entry=["sender"], store=store,
+            budgets=cg.Budgets(max_messages=None),
+        )  # fmt: skip
+        store.close()
+        with open_reader(db) as rd:
+            row = rd.run(result.run_id)
+            assert (row["status"], row["stop_reason"]) == ("finished", "idle"), i
+            assert rd.last_seq(result.run_id) == len(result.events)
+            assert len(list(rd.event_blobs(result.run_id))) == len(result.events)
 
 
 def test_flush_by_time_without_close(tmp_path: Path) -> None:

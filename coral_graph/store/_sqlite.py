@@ -260,25 +260,28 @@ class SQLiteStore:
         """Encode everything queued and write it to the writer process, in order
         (whichever thread calls; one at a time)."""
         with self._send_lock:
-            q = self._q
-            n = len(q)
-            if not n or self._error is not None:
-                return
-            popleft = q.popleft
-            enc = self._enc
-            try:
-                while n:
-                    k = min(n, _CHUNK)
-                    n -= k
-                    batch = [popleft() for _ in range(k)]
-                    # A plain tuple (kind, *fields) is already what goes down the pipe.
-                    self._send(_frame([x if type(x) is tuple else enc[type(x)](x) for x in batch]))
-                    self.batches += 1
-            except Exception as exc:
-                if self._error is None:
-                    self._error = exc
-                q.clear()
-                self._end()
+            self._drain_locked()
+
+    def _drain_locked(self) -> None:
+        q = self._q
+        n = len(q)
+        if not n or self._error is not None:
+            return
+        popleft = q.popleft
+        enc = self._enc
+        try:
+            while n:
+                k = min(n, _CHUNK)
+                n -= k
+                batch = [popleft() for _ in range(k)]
+                # A plain tuple (kind, *fields) is already what goes down the pipe.
+                self._send(_frame([x if type(x) is tuple else enc[type(x)](x) for x in batch]))
+                self.batches += 1
+        except Exception as exc:
+            if self._error is None:
+                self._error = exc
+            q.clear()
+            self._end()
 
     # -- commands -----------------------------------------------------------------
 
@@ -363,6 +366,9 @@ class SQLiteStore:
             self._drain()
             if self._closing:
                 with self._send_lock:
+                    # What was queued while the drain above was writing (the run's
+                    # last events, when close() came in the middle of a batch).
+                    self._drain_locked()
                     if self._error is None:
                         try:
                             self._send(_frame([("!close",)]))
