@@ -184,8 +184,9 @@ def make_big_run(db: Path, n: int = 100_000) -> str:
 class LiveRun:
     """A run written by another thread while a page watches it.
 
-    ``ticker`` posts one message, waits for :meth:`go`, then posts ``n`` more,
-    ``pause`` seconds apart, and answers.
+    ``ticker`` posts one message, then posts ``n`` more, ``pause`` seconds apart, as
+    the test lets them through (:meth:`allow` a few, :meth:`go` for all the rest), and
+    answers.
     """
 
     def __init__(self, db: Path, n: int = 12, pause: float = 0.15) -> None:
@@ -193,14 +194,19 @@ class LiveRun:
         self.n = n
         self.pause = pause
         self.started = threading.Event()
-        self._go = threading.Event()
+        self._ticks = threading.Semaphore(0)  # one permit per tick let through
         self.run_id: str | None = None
         self.result: cg.RunResult | None = None
         self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._main, daemon=True)
 
+    def allow(self, k: int) -> None:
+        """Let ``k`` more ticks through."""
+        self._ticks.release(k)
+
     def go(self) -> None:
-        self._go.set()
+        """Let every remaining tick through (extra permits are harmless)."""
+        self._ticks.release(self.n)
 
     def start(self) -> None:
         self._thread.start()
@@ -221,8 +227,8 @@ class LiveRun:
             live.run_id = ctx.run_id
             await anyio.sleep(0.3)  # let the store flush the run and its first messages
             live.started.set()
-            await anyio.to_thread.run_sync(live._go.wait)
             for i in range(1, live.n + 1):
+                await anyio.to_thread.run_sync(live._ticks.acquire)
                 await ctx.send_message(message.thread_id, f"tick {i} — live ⏱", [])
                 await anyio.sleep(live.pause)
             await ctx.send_message(message.thread_id, "done", ["user"])

@@ -399,6 +399,90 @@ def _watch_live(viewer: Viewer, db: Path, page: Page, live: LiveRun) -> None:
     assert page.off_host() == []
 
 
+AT_BOTTOM = (
+    "(s => s.scrollHeight - s.scrollTop - s.clientHeight <= 1)(document.querySelector('#scroller'))"
+)
+# Every state the "new messages" pill is shown in, in order, recorded by the page.
+WATCH_PILL = """() => {
+    window.__pillShown = [];
+    const p = document.querySelector('#new-pill');
+    new MutationObserver(() => { if (!p.hidden) window.__pillShown.push(p.textContent); })
+        .observe(p, { attributes: true, childList: true, characterData: true, subtree: true });
+}"""
+
+
+def test_new_messages_pill_when_scrolled_up(viewer: Viewer, db: Path, browser: Any) -> None:
+    live = LiveRun(db, n=12, pause=0.05)
+    live.start()
+    page = Page(browser, height=560)  # short, so that a few messages overflow the list
+    try:
+        _watch_pill(viewer, db, page, live)
+    finally:
+        live.go()  # never leave the writer thread waiting
+        page.close()
+
+
+def _watch_pill(viewer: Viewer, db: Path, page: Page, live: LiveRun) -> None:
+    from playwright.sync_api import expect
+
+    assert live.run_id is not None
+    page.page.goto(run_url(viewer.base, live.run_id))
+    wait_rows(page)
+    page.page.evaluate(WATCH_PILL)
+    pill = page.page.locator("#new-pill")
+    last = page.page.locator("#list article.msg").last
+    # At the bottom: new messages scroll into view, and no pill.
+    live.allow(8)
+    expect(last.locator(".md")).to_have_text("tick 8 — live ⏱", timeout=20_000)
+    expect(last).to_be_in_viewport(timeout=10_000)
+    wait_js(page, AT_BOTTOM)
+    assert page.page.evaluate("document.querySelector('#scroller').scrollTop") > 0, "no overflow"
+    expect(pill).to_be_hidden()
+    assert page.page.evaluate("window.__pillShown") == []
+    # Scrolled up: new messages are added below, the place is kept, the pill counts them.
+    page.page.locator("#scroller").hover()
+    page.page.mouse.wheel(0, -10_000)
+    wait_js(page, "document.querySelector('#scroller').scrollTop === 0")
+    live.allow(3)
+    expect(pill).to_have_text("3 new messages ↓", timeout=20_000)
+    expect(pill).to_be_visible()
+    expect(last.locator(".md")).to_have_text("tick 11 — live ⏱")
+    expect(last).not_to_be_in_viewport()
+    assert page.page.evaluate("document.querySelector('#scroller').scrollTop") == 0
+    assert page.page.evaluate("window.__pillShown") == [
+        "1 new message ↓",
+        "2 new messages ↓",
+        "3 new messages ↓",
+    ]
+    page.shot("10-new-messages-pill")
+    # Clicking the pill jumps to the newest message and hides the pill.
+    pill.click()
+    expect(pill).to_be_hidden(timeout=10_000)
+    expect(last).to_have_class(re.compile(r"\bselected\b"), timeout=10_000)
+    expect(last.locator(".md")).to_have_text("tick 11 — live ⏱")
+    expect(last).to_be_in_viewport()
+    wait_js(page, AT_BOTTOM)
+    with open_reader(db) as r:
+        stored = [m["message_id"] for m in r.messages(live.run_id)]
+    assert [x["id"] for x in rows(page)] == stored
+    wait_js(page, f"location.hash.includes({quote(stored[-1], safe='')!r})")
+    # Back at the bottom, it follows again: the rest scrolls into view without a pill.
+    shown = len(page.page.evaluate("window.__pillShown"))
+    live.go()
+    expect(last.locator(".md")).to_have_text("done", timeout=20_000)
+    live.join()
+    expect(last).to_be_in_viewport(timeout=10_000)
+    wait_js(page, AT_BOTTOM)
+    expect(pill).to_be_hidden()
+    assert len(page.page.evaluate("window.__pillShown")) == shown
+    ids = [x["id"] for x in rows(page)]
+    assert len(ids) == len(set(ids)), "a live message was shown twice"
+    with open_reader(db) as r:
+        assert ids == [m["message_id"] for m in r.messages(live.run_id)]
+    page.shot("11-new-messages-followed")
+    assert page.off_host() == []
+
+
 def test_static_export_passes_first_checks(
     small: SmallRun, db: Path, tmp_path: Path, page: Page
 ) -> None:
