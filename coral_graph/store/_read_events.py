@@ -10,7 +10,7 @@ from __future__ import annotations
 import heapq
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from operator import itemgetter
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,22 @@ from coral_graph.store._rows import DELIVERY_KEYS, message_event_dict, new_packe
 __all__ = ["EventReads"]
 
 _DELIVERY_COLS = ("seq", "ts", "agent", "message_id", "via", "ok", "duration_s")
+
+
+def _mentions_decoder() -> Callable[[str], list[Any]]:
+    """Decodes ``messages.mentions`` (JSON), caching the lists: a run has few."""
+    cache: dict[str, list[Any]] = {}
+    loads = json.loads
+
+    def mentions(js: str) -> list[Any]:
+        ms = cache.get(js)
+        if ms is None:
+            if len(cache) > 50_000:
+                cache.clear()
+            ms = cache[js] = loads(js)
+        return list(ms)
+
+    return mentions
 
 
 class EventReads:
@@ -65,8 +81,7 @@ class EventReads:
             yield from self._merged(run_id, after_seq)
             return
         keys = DELIVERY_KEYS
-        loads = json.loads
-        cache: dict[str, list[Any]] = {}
+        mentions = _mentions_decoder()
         for row in self._event_rows(run_id, after_seq):
             data = row[0]
             if data is not None:
@@ -76,13 +91,10 @@ class EventReads:
                     raise StoreError(
                         f"{self.path}: event {row[3]} of run {run_id} has lost its message"
                     )
-                js = row[17]
-                ms = cache.get(js)
-                if ms is None:
-                    if len(cache) > 50_000:
-                        cache.clear()
-                    ms = cache[js] = loads(js)
-                yield None, message_event_dict(row[2], row[3], row[4], row[10:17], list(ms))
+                yield (
+                    None,
+                    message_event_dict(row[2], row[3], row[4], row[10:17], mentions(row[17])),
+                )
             else:
                 d = dict(zip(keys, row[1:10], strict=True))
                 d["ok"] = bool(d["ok"])
@@ -102,8 +114,7 @@ class EventReads:
             (run_id, after_seq),
         )
         mcur.row_factory = None
-        loads = json.loads
-        cache: dict[str, list[Any]] = {}
+        mentions = _mentions_decoder()
         last = after_seq
         # heapq.merge keeps the order of the streams for equal seqs: a stored event
         # comes first and takes the place of the messages row of the same seq.
@@ -117,13 +128,7 @@ class EventReads:
             if tag == 0:
                 yield row[2], None
             elif tag == 1:
-                js = row[9]
-                ms = cache.get(js)
-                if ms is None:
-                    if len(cache) > 50_000:
-                        cache.clear()
-                    ms = cache[js] = loads(js)
-                yield None, message_event_dict(run_id, seq, row[7], row[2:9], list(ms))
+                yield None, message_event_dict(run_id, seq, row[7], row[2:9], mentions(row[9]))
             else:
                 yield None, row[2]
 
