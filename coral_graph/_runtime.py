@@ -9,7 +9,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeGuard
 
 import anyio
 from anyio.abc import TaskGroup
@@ -94,6 +94,10 @@ def _gc_run_ended() -> None:
         _gc_saved = None
 
 
+def _is_recorder(obj: object) -> TypeGuard[BatchRecorder]:
+    return all(hasattr(obj, a) for a in ("batch_queue", "batch_size", "drain", "on_event"))
+
+
 def new_run_id() -> RunId:
     """A new, time-sortable run id such as ``run-18c9f2a3b41-5e2f1a``."""
     return RunId(f"run-{int(time.time() * 1000):x}-{secrets.token_hex(3)}")
@@ -128,7 +132,19 @@ class Runtime:
 
     def subscribe(self, fn: Callable[[Event], None]) -> Callable[[], None]:
         """Call ``fn(event)`` for every event from now on; returns an unsubscribe
-        function. ``fn`` runs on the hot path: keep it fast, batch slow work."""
+        function. ``fn`` runs on the hot path: keep it fast, batch slow work.
+
+        The ``on_event`` of a :class:`BatchRecorder` (such as the SQLite store) is
+        attached as the runtime's recorder instead, as ``open_runtime(store=...)``
+        does: it then gets the same events without a call per event."""
+        rec = getattr(fn, "__self__", None)
+        if (
+            self._recorder is None
+            and getattr(fn, "__name__", None) == "on_event"
+            and _is_recorder(rec)
+        ):
+            self._set_recorder(rec)
+            return lambda: self._drop_recorder(rec)
         self._sinks.append(fn)
         return lambda: self._remove_sink(fn)
 
@@ -139,17 +155,27 @@ class Runtime:
     def _attach(self, store: EventSink) -> None:
         """The ``store`` of :func:`open_runtime`: a :class:`BatchRecorder` gets events
         through its queue, anything else is subscribed."""
-        if all(hasattr(store, a) for a in ("batch_queue", "batch_size", "drain")):
-            self._recorder = store  # type: ignore[assignment]
+        if self._recorder is None and _is_recorder(store):
+            self._set_recorder(store)
         else:
             self.subscribe(store.on_event)
 
-    def _recorder_failed(self, rec: BatchRecorder, exc: BaseException) -> None:
+    def _set_recorder(self, rec: BatchRecorder) -> None:
+        self._recorder = rec
+        for run in self._runs.values():  # runs already going record from now on
+            run.rec_q = rec.batch_queue
+            run.rec_lim = rec.batch_size
+
+    def _drop_recorder(self, rec: BatchRecorder) -> None:
         if self._recorder is rec:
             self._recorder = None
+            for run in self._runs.values():
+                run.rec_q = None
+
+    def _recorder_failed(self, rec: BatchRecorder, exc: BaseException) -> None:
+        if self._recorder is rec:
             self.sink_errors.append((rec.on_event, exc))
-        for run in self._runs.values():
-            run.rec_q = None
+        self._drop_recorder(rec)
 
     def _on_sink_error(self, fn: Callable[[Event], None], exc: BaseException) -> None:
         # A broken subscriber must not break the run: it is detached and kept here.

@@ -1141,3 +1141,26 @@ def test_a_failing_batch_recorder_is_detached_and_the_run_goes_on() -> None:
     assert isinstance(errors[0][1], RuntimeError)
     assert rec.drains == 2
     assert len(rec.batch_queue) == 5  # nothing more was queued after the failure
+
+
+def test_subscribing_a_recorders_on_event_attaches_it_as_the_recorder() -> None:
+    from coral_graph.bench._coral import fanout_graph
+
+    rec = _Recorder(4)
+    other: list[cg.Event] = []
+
+    async def main() -> tuple[cg.RunResult, int]:
+        async with cg.open_runtime(
+            fanout_graph(2, 10)[0], budgets=Budgets(max_messages=None)
+        ) as rt:
+            stop = rt.subscribe(rec.on_event)  # not called per event (it would raise)
+            rt.subscribe(other.append)
+            first = await rt.run("go", entry=["sender"])
+            stop()
+            second = await rt.run("go", entry=["sender"])
+            return first, len(second.events)
+
+    first, n_second = cg.run_async(main)
+    rec.drain()
+    assert len(rec.got) == len(first.events)  # the second run came after unsubscribing
+    assert len(other) == len(first.events) + n_second
