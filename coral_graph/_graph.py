@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Iterable, Iterator
-from typing import Any
-
-import networkx as nx
+from typing import TYPE_CHECKING, Any
 
 from coral_graph._agent import Agent, FunctionAgent, LoopAgent
 from coral_graph._errors import (
@@ -16,6 +14,9 @@ from coral_graph._errors import (
     UnknownAgentError,
 )
 from coral_graph._types import ERROR_POLICIES, NAME_PATTERN, USER, AgentName
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 __all__ = ["AgentGraph", "AgentSpec", "validate_name"]
 
@@ -124,9 +125,12 @@ class AgentGraph:
         entry: Iterable[str] = (),
         answer_by: Iterable[str] | None = None,
     ) -> None:
+        # Imported on first use: networkx is most of `import coral_graph`'s time.
+        import networkx
+
         self.name = name
         self.description = description
-        self.nx: nx.DiGraph[str] = nx.DiGraph()
+        self.nx: nx.DiGraph[str] = networkx.DiGraph()
         self.entry: list[AgentName] = [AgentName(e) for e in entry]
         self.answer_by: list[AgentName] | None = (
             None if answer_by is None else [AgentName(a) for a in answer_by]

@@ -131,7 +131,8 @@ def test_import_is_light() -> None:
         """
         import sys
         import coral_graph
-        heavy = [m for m in ("litellm", "starlette", "nats", "uvicorn", "llama_cpp")
+        # networkx too: it loads with the first AgentGraph (it was half the import).
+        heavy = [m for m in ("litellm", "starlette", "nats", "uvicorn", "llama_cpp", "networkx")
                  if m in sys.modules]
         print(",".join(heavy))
         """
