@@ -327,6 +327,26 @@ def test_concurrent_runs_are_stored_event_for_event(tmp_path: Path, batch_size: 
             )
 
 
+def test_a_writer_that_cannot_start_fails_the_store_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import subprocess
+    import sys
+
+    from coral_graph.store import _sqlite
+
+    def broken() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-c", "import sys; sys.exit(3)"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+
+    monkeypatch.setattr(_sqlite, "_spawn_writer", broken)
+    with pytest.raises(StoreError, match="could not start its writer"):
+        SQLiteStore(tmp_path / "never.db")
+
+
 def test_flush_by_time_without_close(tmp_path: Path) -> None:
     db = tmp_path / "t.db"
     store = SQLiteStore(db, batch_size=10_000, flush_interval=0.01)

@@ -21,9 +21,10 @@ fields), or a command: ``("!resume", run_id)``, ``("!flush", token)``,
 A thread reads the pipe while the writer is in SQLite (up to ``_BUFFER`` bytes
 ahead), so the runtime's process is not held up by each commit; everything
 read by the time a transaction starts is written in it. Acknowledgements go
-back on stdout as msgpack arrays: ``["flushed", token, transactions]`` once
-everything before the flush is committed, ``["error", text]`` when writing
-failed (the process then exits), ``["closed", transactions]`` at the end.
+back on stdout as msgpack arrays: ``["ready"]`` once the store file is open,
+``["flushed", token, transactions]`` once everything before the flush is
+committed, ``["error", text]`` when writing failed (the process then exits),
+``["closed", transactions]`` at the end.
 
 End of input without ``!close`` means the runtime's process died (even
 SIGKILL): everything received is committed, and the runs it was writing are
@@ -269,6 +270,7 @@ def serve(fd_in: int, fd_out: int) -> int:
                 pos += 8 + n
                 if writer is None:
                     writer = _Writer(batch[0], out)
+                    out(["ready"])
                     continue
                 if batch and batch[-1][0] == "!close":
                     writer.add(batch[:-1])

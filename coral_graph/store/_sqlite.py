@@ -44,6 +44,7 @@ import pickle
 import subprocess
 import sys
 import threading
+import time
 import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -142,6 +143,8 @@ def _frame(items: list[Any]) -> bytes:
     return len(data).to_bytes(8, "little") + data
 
 
+_START_TIMEOUT = 60.0
+"""Seconds the writer process may take to open the store file."""
 _CHUNK = 20_000
 """Items per batch on the pipe."""
 _PIPE_SIZE = 1 << 20
@@ -217,8 +220,20 @@ class SQLiteStore:
             "graph_path": self.graph_path,
         }
         self._send(_frame([init]))
+        self._ready = threading.Event()
         self._reader = threading.Thread(target=self._acks, name="coral-store-acks", daemon=True)
         self._reader.start()
+        # Wait until the writer has the file open: a run that starts at once then
+        # never waits on a writer still starting up (tens of milliseconds of
+        # interpreter start), and a writer that cannot start fails here, not mid-run.
+        deadline = time.monotonic() + _START_TIMEOUT
+        while not self._ready.wait(0.05):
+            if not self._reader.is_alive() or time.monotonic() > deadline:
+                self._proc.kill()
+                self._proc.wait()
+                self._close_pipes()
+                why = self._error or f"no answer in {_START_TIMEOUT:.0f} s"
+                raise StoreError(f"the store {self.path} could not start its writer: {why}")
         self._thread = threading.Thread(target=self._timer, name="coral-store-timer", daemon=True)
         self._thread.start()
         # A store nobody closed still flushes at interpreter exit.
@@ -324,10 +339,16 @@ class SQLiteStore:
         self._closed = True
         self._reader.join()
         self._proc.wait()
+        self._close_pipes()
+        self._raise()
+
+    def _close_pipes(self) -> None:
         for stream in (self._proc.stdin, self._proc.stdout):
             if stream is not None:
-                stream.close()
-        self._raise()
+                try:
+                    stream.close()
+                except OSError:
+                    pass
 
     async def aclose(self) -> None:
         """:meth:`close` without blocking the event loop."""
@@ -399,7 +420,9 @@ class SQLiteStore:
             unpacker.feed(data)
             for msg in unpacker:
                 what = msg[0]
-                if what == "flushed":
+                if what == "ready":
+                    self._ready.set()
+                elif what == "flushed":
                     self.transactions = msg[2]
                     f = self._flushes.pop(msg[1], None)
                     if f is not None:
