@@ -241,7 +241,10 @@ def _print_totals(console: Console, run: dict[str, Any], usage: dict[str, dict[s
     )
 
 
-@app.command()
+@app.command(
+    short_help="A run's transcript: each message as `sender → @mentions` with time, content, "
+    "folded tool calls and usage; per-agent totals at the end."
+)
 def show(
     run: Annotated[str, typer.Argument(help="The run id (a unique prefix, or 'last').")],
     db: DbOption = None,
@@ -378,7 +381,10 @@ def import_(
 # -- resume ------------------------------------------------------------------------------
 
 
-@app.command()
+@app.command(
+    short_help="Continue an interrupted run: pending deliveries are delivered again, budgets "
+    "continue from what was spent."
+)
 def resume(
     run: Annotated[str, typer.Argument(help="The interrupted run (a unique prefix, or 'last').")],
     graph: Annotated[
