@@ -157,9 +157,12 @@ class SQLiteStore:
         path: the SQLite file (default: ``$CORAL_DB`` or ``.coral/coral.db``); its
             folder is created.
         graph_path: the graph file the runs come from (kept for ``coral-graph resume``).
-        batch_size: queued events that wake the writer before its timer.
+        batch_size: queued events that are handed to the writer at once, without
+            waiting for the timer (the queue never holds more).
         flush_interval: seconds between flushes when events trickle in.
-        max_queue: queued events at which ``on_event`` waits for the writer.
+        max_queue: an upper bound on ``batch_size`` (from when the queue could run
+            ahead of the writer; beyond the batch, the pipe to the writer and its
+            read-ahead bound what is in flight, and a full pipe makes the run wait).
 
     Use it as a context manager (sync or async) or call :meth:`close`: closing
     flushes every queued event.
