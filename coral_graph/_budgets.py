@@ -5,16 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-_FIELDS = (
-    "max_messages",
-    "max_turns",
-    "timeout_s",
-    "turn_timeout_s",
-    "max_llm_calls",
-    "max_tokens",
-    "max_cost_usd",
-)
-
 
 class _Unset:
     """The default of a :class:`Budgets` argument that was not given."""
@@ -35,6 +25,7 @@ _DEFAULTS: dict[str, int | float | None] = {
     "max_tokens": None,
     "max_cost_usd": None,
 }
+_FIELDS = tuple(_DEFAULTS)
 
 
 @dataclass(frozen=True, slots=True, init=False)

@@ -55,7 +55,8 @@ class BatchRecorder(EventSink, Protocol):
     kind, its plain tuple ``(kind, *fields in dataclass order)`` — and calls
     ``drain()`` whenever ``batch_size`` are queued. ``drain`` may raise: the
     recorder is then detached and the error kept in ``Runtime.sink_errors``.
-    ``on_event`` is still what other paths (``Runtime.subscribe``) call."""
+    ``Runtime.subscribe(recorder.on_event)`` attaches it the same way; ``on_event``
+    itself is for event sources other than a runtime."""
 
     batch_queue: deque[Any]
     batch_size: int

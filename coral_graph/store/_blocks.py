@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import operator
 import sqlite3
+from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
@@ -54,7 +55,7 @@ def decode_block(data: bytes) -> list[Any]:
 def write_blocks(
     conn: sqlite3.Connection,
     deliveries: dict[str, list[tuple[Any, ...]]],
-    counts: dict[str, list[Any]],
+    counts: defaultdict[str, list[Any]],
 ) -> None:
     """Write each run's deliveries (wire items) as blocks; raise each run's
     ``last_seq`` in ``counts`` (run_id -> [last_seq, ...]) to its newest."""
@@ -63,9 +64,7 @@ def write_blocks(
     for rid, items in deliveries.items():
         if not items:
             continue
-        c = counts.get(rid)
-        if c is None:
-            c = counts[rid] = [0, 0, 0, 0.0]
+        c = counts[rid]
         for i in range(0, len(items), BLOCK_ROWS):
             block = encode_block(items[i : i + BLOCK_ROWS], pack)
             flat.extend(block)

@@ -14,6 +14,7 @@ import dataclasses
 import json
 import operator
 import sqlite3
+from collections import defaultdict
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -92,6 +93,11 @@ _MENTIONS_JSON: dict[tuple[str, ...], str] = {}
 few distinct mention lists, and the writer makes one ``Rows`` per transaction)."""
 
 
+def _new_counts() -> list[Any]:
+    """A run's counters in a :class:`Rows`: [last_seq, messages, tokens, cost]."""
+    return [0, 0, 0, 0.0]
+
+
 class Rows:
     """Rows for every table from a stream of events, plus ordered updates."""
 
@@ -130,7 +136,7 @@ class Rows:
         self.finished: list[tuple[Any, ...]] = []
         self.ops: list[tuple[str, tuple[Any, ...]]] = []
         # run_id -> [last_seq, messages, tokens, cost]
-        self.run_counts: dict[str, list[Any]] = {}
+        self.run_counts: defaultdict[str, list[Any]] = defaultdict(_new_counts)
         self._mj = _MENTIONS_JSON
 
     def clear(self) -> None:
@@ -193,9 +199,7 @@ class Rows:
             rid, mid, tid, mseq, seq, sender, content, js, mts, reply,
             json.dumps(md, default=str) if meta else _META_EMPTY,
         ))  # fmt: skip
-        c = self.run_counts.get(rid)
-        if c is None:
-            c = self.run_counts[rid] = [0, 0, 0, 0.0]
+        c = self.run_counts[rid]
         if seq > c[0]:
             c[0] = seq
         if not (mseq == 1 and tid == "t-1"):
@@ -221,10 +225,7 @@ class Rows:
             seq = e.seq
             if rid != cur_run:
                 cur_run = rid
-                c = counts.get(rid)
-                if c is None:
-                    c = counts[rid] = [0, 0, 0, 0.0]
-                cur = c
+                cur = counts[rid]
             if seq > cur[0]:
                 cur[0] = seq
             if t is MessageSent:
