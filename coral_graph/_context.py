@@ -470,10 +470,17 @@ class AgentContext:
         latency_s: float,
         outcome: str = "ok",
         error: str | None = None,
+        attempt: int = 1,
+        request: dict[str, Any] | None = None,
+        response: dict[str, Any] | None = None,
     ) -> None:
-        """Record one model call: an ``llm_called`` event and the usage totals."""
+        """Record one model call: an ``llm_called`` event and the usage totals.
+
+        ``attempt``, ``request`` (the prompt as sent) and ``response`` are kept on
+        the event for inspection (see :class:`~coral_graph.LLMCalled`)."""
         run = self._run
         slot = self._slot
+        current = slot.current if slot is not None else None
         if slot is not None:
             u = slot.usage
             u.llm_calls += 1
@@ -498,6 +505,10 @@ class AgentContext:
                 latency_s,
                 outcome,
                 error,
+                current.id if current is not None else None,
+                attempt,
+                request,
+                response,
             )
         )
 

@@ -162,7 +162,14 @@ class AgentErrored(_Base):
 @dataclass(slots=True)
 class LLMCalled(_Base):
     """One model call of an agent: tokens, cost in USD, latency and outcome
-    (``ok`` or the error's type)."""
+    (``ok`` or the error's type).
+
+    For inspection (the viewer shows them): ``message_id`` is the message whose
+    delivery the agent was handling, ``attempt`` counts retries of one request
+    (1 is the first try), ``request`` is the prompt as sent (``{"messages": [...],
+    "tools": [names], "temperature": …, "max_tokens": …}``, never the API key) and
+    ``response`` what came back (``{"content", "tool_calls", "finish_reason"}``);
+    None where the caller did not give them."""
 
     agent: str
     model: str
@@ -172,6 +179,10 @@ class LLMCalled(_Base):
     latency_s: float
     outcome: str
     error: str | None = None
+    message_id: str | None = None
+    attempt: int = 1
+    request: dict[str, Any] | None = None
+    response: dict[str, Any] | None = None
     kind: ClassVar[str] = "llm_called"
 
 

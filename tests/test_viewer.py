@@ -284,3 +284,51 @@ def test_cli_serves_on_loopback_only(small: SmallRun) -> None:
     finally:
         stop_viewer(v)
     assert CLI[0] == sys.executable
+
+
+def test_empty_token_is_never_a_token(reader: RunReader) -> None:
+    from coral_graph.cli._view import serve_token
+    from coral_graph.viewer.web._security import token_ok
+
+    # `--token ""` and an empty CORAL_VIEW_TOKEN mean the same: no token given, so off
+    # loopback a random one is made (never the empty one).
+    for given in ("", "   ", None):
+        made = serve_token(False, given)
+        assert made is not None
+        assert len(made) >= 24
+        assert made.strip() == made
+        assert serve_token(True, given) is None
+    assert serve_token(False, "s3cret") == "s3cret"
+    assert serve_token(False, "") != serve_token(False, "")
+    # The library refuses it too, and an empty expected token matches nothing.
+    with pytest.raises(ValueError, match="empty token"):
+        create_app(reader, token="", check_host=False)
+    empty_cookie = {b"cookie": b"coral_view_token=", b"authorization": b"Bearer "}
+    assert token_ok("", b"token=", empty_cookie) == (False, False)
+
+
+def test_cli_empty_token_env_and_flag_agree(small: SmallRun) -> None:
+    """The real command, twice on loopback: `--token ""` and CORAL_VIEW_TOKEN="" both
+    serve without a token (as if none was given) and say nothing else differs."""
+    import os
+
+    import httpx
+    from browser_fixtures import start_viewer, stop_viewer
+
+    for extra, env in ((("--token", ""), {}), ((), {"CORAL_VIEW_TOKEN": ""})):
+        old = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        try:
+            v = start_viewer(small.db, *extra)
+        finally:
+            for k, val in old.items():
+                if val is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = val
+        try:
+            assert "token=" not in v.url
+            r = httpx.get(v.base + "api/runs", timeout=10)
+            assert r.status_code == 200
+        finally:
+            stop_viewer(v)

@@ -27,6 +27,25 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def serve_token(loopback: bool, token: str | None) -> str | None:
+    """The token the viewer requires: the one given, or a random one off loopback.
+
+    An empty (or blank) token is treated as no token at all, whether it came from
+    ``--token ""`` or from an empty ``CORAL_VIEW_TOKEN`` (which the option parser
+    already reads as unset): it would let anyone in with an empty cookie.
+
+    >>> serve_token(True, None), serve_token(True, ""), serve_token(True, "s3cret")
+    (None, None, 's3cret')
+    >>> len(serve_token(False, "") or "") >= 24
+    True
+    """
+    if token is not None and not token.strip():
+        token = None
+    if not loopback and token is None:
+        token = secrets.token_urlsafe(18)
+    return token
+
+
 def _fail(text: str) -> typer.Exit:
     typer.echo(f"error: {text}", err=True)
     return typer.Exit(EXIT_BAD_INPUT)
@@ -53,7 +72,9 @@ def view(
     token: Annotated[
         str | None,
         typer.Option(
-            "--token", help="Require this token on every request.", envvar="CORAL_VIEW_TOKEN"
+            "--token",
+            help="Require this token on every request (empty: as if not given).",
+            envvar="CORAL_VIEW_TOKEN",
         ),
     ] = None,
     export: Annotated[
@@ -101,8 +122,9 @@ def view(
         raise _fail(f"the web viewer needs {exc.name}: pip install 'coral-graph[viewer]'") from None
 
     loopback = _is_loopback(host)
-    if not loopback and token is None:
-        token = secrets.token_urlsafe(18)
+    if token is not None and not token.strip():
+        typer.echo("note: an empty --token is never used as a token", err=True)
+    token = serve_token(loopback, token)
     family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -350,6 +350,7 @@ class LLMAgent:
                 n_context=n_context,
                 extra=self.extra,
             )
+            sent = _request_record(request)
             for attempt in range(self.retries + 1):
                 ctx.check_llm_budget(
                     tokens=prompt_tokens + max_out,
@@ -384,6 +385,9 @@ class LLMAgent:
                         cost_usd=cost,
                         latency_s=latency,
                         outcome="ok",
+                        attempt=attempt + 1,
+                        request=sent,
+                        response=_response_record(resp),
                     )
                     meta = {
                         "model": model,
@@ -401,6 +405,8 @@ class LLMAgent:
                     latency_s=time.perf_counter() - t0,
                     outcome=type(err).__name__,
                     error=str(err),
+                    attempt=attempt + 1,
+                    request=sent,
                 )
                 last = err
                 if not err.retryable or attempt == self.retries:
@@ -409,6 +415,42 @@ class LLMAgent:
                 await anyio.sleep(delay * (0.75 + random.random() / 2))
         assert last is not None
         raise last
+
+
+_KEEP_CHARS = 20_000
+"""Per prompt message, the characters kept on the ``llm_called`` event (the rest is
+counted, not stored), so a long run's transcript stays bounded."""
+
+
+def _clip(text: Any) -> Any:
+    if isinstance(text, str) and len(text) > _KEEP_CHARS:
+        return text[:_KEEP_CHARS] + f"… [{len(text) - _KEEP_CHARS} more characters not kept]"
+    return text
+
+
+def _request_record(request: ModelRequest) -> dict[str, Any]:
+    """The prompt as sent, for the ``llm_called`` event: messages, tool names and
+    sampling settings (never the API key or the base URL's credentials)."""
+    return {
+        "messages": [{k: _clip(v) for k, v in m.items()} for m in request.messages],
+        "tools": [t.get("function", {}).get("name", "") for t in request.tools or ()],
+        "temperature": request.temperature,
+        "top_p": request.top_p,
+        "seed": request.seed,
+        "max_tokens": request.max_tokens,
+        "stop": list(request.stop) if request.stop else None,
+    }
+
+
+def _response_record(resp: ModelResponse) -> dict[str, Any]:
+    """What the model answered, for the ``llm_called`` event."""
+    return {
+        "content": _clip(resp.content),
+        "tool_calls": [
+            {"name": tc.name, "arguments": _clip(tc.arguments)} for tc in resp.tool_calls
+        ],
+        "finish_reason": resp.finish_reason,
+    }
 
 
 def _describe(system_prompt: str, model: str) -> str:

@@ -131,6 +131,9 @@ def create_app(
             and resumes from ``Last-Event-ID`` (so no stream lives forever).
     """
 
+    if token is not None and not token.strip():
+        raise ValueError("an empty token lets anyone in: pass a real token, or None for none")
+
     async def call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return await anyio.to_thread.run_sync(lambda: fn(*args, **kwargs))
 

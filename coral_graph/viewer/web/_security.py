@@ -71,6 +71,8 @@ def token_ok(expected: str, query: bytes, headers: dict[bytes, bytes]) -> tuple[
     ``from_query`` tells the caller to set the cookie so later requests (the page's
     own fetches and its event stream) carry the token without it in every URL.
     """
+    if not expected:
+        return False, False  # never a token that anyone's empty cookie would match
     given = parse_qs(query.decode("latin-1")).get("token", [""])[0]
     if given and hmac.compare_digest(given, expected):
         return True, True

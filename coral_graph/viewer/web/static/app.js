@@ -6,7 +6,7 @@
  * The message list is a window over the run: at most MAX_ROWS rows are in the DOM;
  * pages are fetched by cursor (gseq) as you scroll, and jumps (deep links, search
  * hits, g/G, e) re-anchor the window. Untrusted text only ever reaches the DOM as
- * textContent, or through CoralMD.render which escapes it first.
+ * textContent, or through CoralMD.render, which builds DOM nodes (never HTML).
  */
 "use strict";
 (function () {
@@ -462,7 +462,7 @@
     head.append(rawBtn, copyBtn);
 
     const body = el("div.md");
-    body.innerHTML = window.CoralMD.render(m.content); // escaped by CoralMD
+    body.append(window.CoralMD.render(m.content)); // DOM nodes, never HTML
     highlight(body, S.q);
     const row = el("article.msg", { id: "m-" + m.id, dataset: { id: m.id, gseq: m.gseq, sender: m.sender } }, head, body);
     if (m.reply_to) body.before(el("div.reply", {}, "↪ in reply to ", el("a", { href: hashOf({ ...S, m: m.reply_to }) }, m.reply_to)));
