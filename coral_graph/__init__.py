@@ -69,6 +69,7 @@ from coral_graph._runtime import (
     run,
     run_async,
 )
+from coral_graph._seeds import run_seed, seed_base
 from coral_graph._types import USER, AgentName, MessageId, RunId, ThreadId
 
 if TYPE_CHECKING:
@@ -163,4 +164,6 @@ __all__ = [
     "open_runtime",
     "run",
     "run_async",
+    "run_seed",
+    "seed_base",
 ]

@@ -21,7 +21,7 @@ SCRIPTS: dict[str, tuple[dict[str, list[str]], str]] = {
     ),
     "voting.yaml": (
         {"voter-a": ["Paris"], "voter-b": ["Paris."], "voter-c": ["Lyon"]},
-        "paris (2 of 3 votes",
+        "Paris",
     ),
     "specialists.yaml": (
         {

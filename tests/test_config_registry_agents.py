@@ -94,4 +94,6 @@ def test_tally_counts_votes() -> None:
         g.add_agent(n, voter(n))
         g.connect("tally", n, mutual=True)
     result = lg.run("capital of France?")
-    assert result.answer == "paris (2 of 3 votes; paris: 2, lyon: 1)"
+    assert result.answer == "Paris"  # the winner only; the table is in metadata
+    assert result.answer_message is not None
+    assert result.answer_message.metadata["vote"]["votes"] == 2

@@ -55,7 +55,8 @@ class ModelSettings(_Strict):
     top_p: Annotated[float, Field(gt=0, le=1)] | None = None
     """Nucleus sampling, above 0 and at most 1."""
     seed: int | None = None
-    """Sampling seed, where the provider supports one."""
+    """A fixed sampling seed (the same in every run). Without it each run gets its own
+    seed, so samples differ from run to run."""
     max_tokens: PosInt | None = None
     """Most tokens one reply may have."""
     stop: Names | None = None
@@ -78,6 +79,11 @@ class ModelSettings(_Strict):
     """Model calls of this agent in flight at once."""
     extra: dict[str, Any] | None = None
     """Provider-specific keyword arguments passed through to the model call."""
+    context: Literal["auto", "compact", "full"] | None = None
+    """The per-wake prompt in text mode: "compact" (for small models: the agent's own
+    prompt, short history, the bare message), "full" (roster, thread ids, other
+    threads) or "auto" (compact for embedded models and names with at most 3B
+    parameters, such as "openai/smollm2-135m" or "ollama/llama3.2:1b"; full otherwise)."""
 
 
 MODEL_FIELDS: tuple[str, ...] = tuple(ModelSettings.model_fields)

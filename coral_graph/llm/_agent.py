@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
     from coral_graph._context import AgentContext
     from coral_graph._model import Message
 
-__all__ = ["DEFAULT_MAX_TOKENS", "DEFAULT_MODEL", "LLMAgent"]
+__all__ = ["DEFAULT_MAX_TOKENS", "DEFAULT_MODEL", "LLMAgent", "default_context"]
 
 DEFAULT_MODEL = "embedded/smollm2-135m"
 """The model every agent uses unless told otherwise: runs offline, costs nothing."""
@@ -54,6 +55,36 @@ the budget check before a call is a true upper bound)."""
 _EMBEDDED_MAX_TOKENS = 256
 
 Mode = Literal["auto", "tools", "text"]
+ContextShape = Literal["auto", "compact", "full"]
+
+# A parameter count in a model's name: "smollm2-135m", "qwen2.5-0.5b", "llama3.2:1b".
+_SIZE = re.compile(r"(?<![a-z0-9.])(\d+(?:\.\d+)?)\s*([mb])(?![a-z])", re.I)
+_SMALL_PARAMS = 3e9
+# Providers that take a ``seed``: a per-run one is sent to them unless one is fixed.
+_SEEDED = ("embedded/", "scripted/", "openai/", "ollama/", "ollama_chat/", "hosted_vllm/")
+
+
+def default_context(model: str) -> Literal["compact", "full"]:
+    """The context shape ``context: auto`` picks for ``model``.
+
+    ``compact`` for the embedded models and for any model whose name carries a
+    parameter count of at most 3B (``openai/smollm2-135m`` behind llama.cpp,
+    ``ollama/qwen2.5:0.5b``, ``ollama/llama3.2:1b``): small models echo the
+    bookkeeping of the full context instead of answering. ``full`` otherwise.
+
+    >>> default_context("embedded/smollm2-135m"), default_context("openai/smollm2-135m")
+    ('compact', 'compact')
+    >>> default_context("ollama/llama3.2:1b"), default_context("openai/gpt-4o-mini")
+    ('compact', 'full')
+    >>> default_context("ollama/llama3.1:70b")
+    'full'
+    """
+    if model.startswith("embedded/"):
+        return "compact"
+    for num, unit in _SIZE.findall(model.rsplit("/", 1)[-1]):
+        params = float(num) * (1e6 if unit.lower() == "m" else 1e9)
+        return "compact" if params <= _SMALL_PARAMS else "full"
+    return "full"
 
 
 def _default_client(model: str) -> ModelClient:
@@ -79,7 +110,13 @@ class LLMAgent:
         mode: ``tools`` (function calling), ``text`` (plain replies and ``@name``
             mentions) or ``auto`` (tools when the model supports them).
         temperature, top_p, seed, max_tokens, stop: sampling settings.
-            ``max_tokens`` defaults to 1024 (256 for embedded models).
+            ``max_tokens`` defaults to 1024 (256 for embedded models). Without a
+            ``seed``, each run gets its own (:func:`coral_graph.run_seed`), so
+            samples differ from run to run; a fixed ``seed`` is the same in every run.
+        context: the shape of the per-wake prompt in text mode: ``compact`` (the
+            agent's prompt, ``sender: text`` history, the bare wake message: for
+            small models), ``full`` (roster, thread ids, other threads), or ``auto``
+            (:func:`default_context` of the model). Tools mode always gets ``full``.
         api_base: the server's URL for OpenAI-compatible endpoints.
         api_key_env: the environment variable that holds the API key.
         max_steps: model calls per turn, at most.
@@ -124,6 +161,7 @@ class LLMAgent:
         max_concurrency: int | None = None,
         extra: Mapping[str, Any] | None = None,
         client: ModelClient | None = None,
+        context: ContextShape = "auto",
     ) -> None:
         if not isinstance(model, str) or not model.strip():
             raise ValueError("model must be a model string such as 'openai/gpt-4o-mini'")
@@ -131,6 +169,8 @@ class LLMAgent:
             raise ValueError(f"mode must be 'auto', 'tools' or 'text', not {mode!r}")
         if max_steps < 1:
             raise ValueError("max_steps must be at least 1")
+        if context not in ("auto", "compact", "full"):
+            raise ValueError(f"context must be 'auto', 'compact' or 'full', not {context!r}")
         if retries < 0:
             raise ValueError("retries must be >= 0")
         if max_concurrency is not None and max_concurrency < 1:
@@ -156,6 +196,7 @@ class LLMAgent:
         self.max_concurrency = max_concurrency
         self.extra = dict(extra or {})
         self._client = client
+        self.context: ContextShape = context
 
     def __repr__(self) -> str:
         return f"LLMAgent({self.model!r}, mode={self.mode!r})"
@@ -173,6 +214,19 @@ class LLMAgent:
         if self.max_tokens is not None:
             return self.max_tokens
         return _EMBEDDED_MAX_TOKENS if model.startswith("embedded/") else DEFAULT_MAX_TOKENS
+
+    def resolved_context(self) -> Literal["compact", "full"]:
+        """``compact`` or ``full``: what ``context`` means for this agent's model."""
+        return default_context(self.model) if self.context == "auto" else self.context
+
+    def _seed(self, ctx: AgentContext, model: str) -> int | None:
+        if self.seed is not None:
+            return self.seed
+        if model.startswith(_SEEDED) or self.api_base is not None:
+            from coral_graph._seeds import run_seed
+
+            return run_seed(ctx)
+        return None
 
     def resolved_mode(self) -> Literal["tools", "text"]:
         """``tools`` or ``text``: what ``auto`` means for this agent's model."""
@@ -225,7 +279,7 @@ class LLMAgent:
             mode=mode,
             budget_tokens=budget,
             count=lambda ms: self.count_tokens(self.model, ms),
-            compact=mode == "text" and self.model.startswith("embedded/"),
+            compact=mode == "text" and self.resolved_context() == "compact",
         )
         if mode == "tools":
             await self._tools_turn(ctx, message, messages)
@@ -340,7 +394,7 @@ class LLMAgent:
                 tools=list(tools) if tools else None,
                 temperature=self.temperature,
                 top_p=self.top_p,
-                seed=self.seed,
+                seed=self._seed(ctx, model),
                 max_tokens=max_out,
                 stop=self.stop,
                 api_base=self.api_base,
