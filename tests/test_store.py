@@ -23,6 +23,7 @@ from coral_graph.store import (
     SQLiteStore,
     StoreError,
     StoreVersionError,
+    StoreWriterDiedError,
     UnknownRunError,
     _schema,
     export_run,
@@ -259,10 +260,12 @@ def test_a_writer_that_dies_detaches_the_store_and_the_run_goes_on(tmp_path: Pat
     assert result.stop_reason == "idle"
     assert sum(u.deliveries for u in result.usage.values()) == 5 * 100 + 1
     assert len(errors) == 1
-    assert isinstance(errors[0][1], StoreError)
-    assert "stopped writing" in str(errors[0][1])
-    with pytest.raises(StoreError, match="stopped writing"):
+    assert isinstance(errors[0][1], StoreWriterDiedError)
+    assert "killed (signal 9)" in str(errors[0][1])
+    with pytest.raises(StoreWriterDiedError, match="lost its writer process") as got:
         store.close()
+    assert "\n" not in str(got.value)
+    assert got.value.hint in str(got.value)
 
 
 def test_close_right_after_a_run_loses_nothing(tmp_path: Path) -> None:

@@ -8,10 +8,22 @@
         ├── StoreVersionError   written by a newer coral-graph
         ├── UnknownRunError     no run with that id in the store
         ├── RunExistsError      importing a run that is already stored
-        └── ExportFormatError   a corrupt, truncated or foreign export file
+        ├── ExportFormatError   a corrupt, truncated or foreign export file
+        ├── StoreCorruptError   the database file is damaged (bad pages)
+        └── StoreWriteError     the store could not write (the run itself goes on)
+            ├── StoreFullError        the disk (or file system) is full
+            ├── StoreReadOnlyError    the file or its folder cannot be written
+            └── StoreWriterDiedError  the writer process ended (killed)
+
+Every error of a stored run's writing is a :class:`StoreWriteError`: one line
+(``str(err)``) that says what happened, what was kept and what to do
+(``err.hint``).
 """
 
 from __future__ import annotations
+
+import errno
+import sqlite3
 
 from coral_graph._errors import CoralError
 
@@ -19,9 +31,16 @@ __all__ = [
     "ExportFormatError",
     "NotAStoreError",
     "RunExistsError",
+    "StoreCorruptError",
     "StoreError",
+    "StoreFullError",
+    "StoreReadOnlyError",
     "StoreVersionError",
+    "StoreWriteError",
+    "StoreWriterDiedError",
     "UnknownRunError",
+    "fault_kind",
+    "write_error",
 ]
 
 
@@ -65,7 +84,10 @@ class RunExistsError(StoreError):
     """An import would overwrite a run that is already stored."""
 
     def __init__(self, run_id: str, path: str) -> None:
-        super().__init__(f"run {run_id!r} is already in {path}; import it into another store")
+        super().__init__(
+            f"run {run_id!r} is already in {path} (imported before); nothing was written "
+            "(import it into another store with --db)"
+        )
         self.run_id = run_id
         self.path = path
 
@@ -77,3 +99,96 @@ class ExportFormatError(StoreError):
         super().__init__(f"{path} is not a valid coral-graph export: {reason}")
         self.path = path
         self.reason = reason
+
+
+class StoreCorruptError(StoreError):
+    """The database file is damaged: SQLite reports a malformed page (a disk fault,
+    a bit flip, a copy taken mid-write)."""
+
+    def __init__(self, path: str, detail: str) -> None:
+        self.path = path
+        self.detail = detail
+        self.hint = (
+            f"recover what is readable with `sqlite3 {path} .recover | sqlite3 recovered.db`, "
+            "then pass --db recovered.db"
+        )
+        super().__init__(f"the store {path} is damaged ({detail}); {self.hint}")
+
+
+class StoreWriteError(StoreError):
+    """The store stopped writing. Everything committed before the fault stays
+    readable; the run itself went on without its transcript from then on.
+
+    Attributes:
+        path: the store file.
+        reason: what happened (SQLite's or the system's words).
+        hint: what to do about it.
+    """
+
+    default_hint = "check the file and its folder, then run again"
+    what = "stopped writing"
+
+    def __init__(self, path: str, reason: str, hint: str | None = None) -> None:
+        self.path = path
+        self.reason = reason
+        self.hint = hint or self.default_hint
+        super().__init__(
+            f"the store {path} {self.what}: {reason}; what was written before is kept "
+            f"(`coral-graph show` reads it); {self.hint}"
+        )
+
+
+class StoreFullError(StoreWriteError):
+    """The disk (or the file system holding the store) is full."""
+
+    default_hint = "free some disk space, or pass --db on another disk"
+    what = "ran out of disk space"
+
+
+class StoreReadOnlyError(StoreWriteError):
+    """The store file or its folder cannot be written (permissions, an immutable
+    file, a read-only file system)."""
+
+    default_hint = "make the file and its folder writable, or pass --db to use another file"
+    what = "cannot be written"
+
+
+class StoreWriterDiedError(StoreWriteError):
+    """The store's writer process ended before it was closed (killed, or it crashed)."""
+
+    default_hint = "the run's later events were not recorded; run it again to record them"
+    what = "lost its writer process"
+
+
+def fault_kind(exc: BaseException) -> str:
+    """``full``, ``readonly``, ``corrupt`` or ``other``: what a write failure means."""
+    if isinstance(exc, sqlite3.Error):
+        name = getattr(exc, "sqlite_errorname", "") or ""
+        text = str(exc).lower()
+        if name == "SQLITE_FULL" or "disk is full" in text:
+            return "full"
+        if name.startswith("SQLITE_READONLY") or "readonly" in text or "read-only" in text:
+            return "readonly"
+        if name in ("SQLITE_CORRUPT", "SQLITE_NOTADB") or "malformed" in text:
+            return "corrupt"
+        if name.startswith("SQLITE_IOERR") and "disk" in text:
+            return "full"
+        return "other"
+    if isinstance(exc, OSError):
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return "full"
+        if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            return "readonly"
+    return "other"
+
+
+def write_error(path: str, kind: str, reason: str) -> StoreError:
+    """The typed error of a write failure of ``kind`` (see :func:`fault_kind`)."""
+    if kind == "corrupt":
+        return StoreCorruptError(path, reason)
+    cls: type[StoreWriteError] = {
+        "full": StoreFullError,
+        "readonly": StoreReadOnlyError,
+        "died": StoreWriterDiedError,
+    }.get(kind, StoreWriteError)
+    return cls(path, reason)

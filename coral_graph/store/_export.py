@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import IO, Any
 import msgpack
 
 from coral_graph._events import Event, event_from_dict
-from coral_graph.store._errors import ExportFormatError, RunExistsError
+from coral_graph.store._errors import ExportFormatError, RunExistsError, fault_kind, write_error
 from coral_graph.store._reader import StoreReader
 from coral_graph.store._rows import Rows, new_packer, write_rows
 from coral_graph.store._schema import connect_writer as _connect_writer
@@ -66,17 +67,23 @@ def export_run(reader: StoreReader, run_id: str, out: IO[bytes], fmt: str = "msg
 
 
 def _check_header(path: str, header: Any, encoding: str) -> dict[str, Any]:
+    from coral_graph.store._export_model import Header, ValidationError, describe
+
     if not isinstance(header, dict) or header.get("format") != EXPORT_FORMAT:
         raise ExportFormatError(path, "it does not start with a coral-graph export header")
     version = header.get("version")
-    if not isinstance(version, int) or version > EXPORT_VERSION:
+    if type(version) is int and version > EXPORT_VERSION:
         raise ExportFormatError(
             path,
             f"export version {version!r} is newer than this coral-graph reads "
             f"({EXPORT_VERSION}); upgrade coral-graph",
         )
-    if not isinstance(header.get("run_id"), str) or not isinstance(header.get("events"), int):
-        raise ExportFormatError(path, "the header lacks run_id or events")
+    try:
+        Header.model_validate(header)
+    except ValidationError as exc:
+        raise ExportFormatError(path, f"the header is invalid: {describe(exc)}") from None
+    if header["events"] == 0:
+        raise ExportFormatError(path, "it holds no events: there is no run to import")
     return header
 
 
@@ -124,10 +131,14 @@ def _jsonl_items(path: str, data: bytes) -> tuple[dict[str, Any], list[dict[str,
     lines = data.split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()
-    try:
-        parsed = [json.loads(line) for line in lines]
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ExportFormatError(path, f"corrupt JSON line ({exc})") from None
+    parsed = []
+    for i, line in enumerate(lines, 1):
+        try:
+            parsed.append(json.loads(line))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ExportFormatError(path, f"line {i}: corrupt JSON ({exc})") from None
+        except RecursionError:
+            raise ExportFormatError(path, f"line {i}: JSON nested too deeply") from None
     if not parsed:
         raise ExportFormatError(path, "the file is empty")
     header = _check_header(path, parsed[0], "jsonl")
@@ -162,21 +173,36 @@ def read_export(path: str | os.PathLike[str]) -> tuple[dict[str, Any], list[Even
         header, items = _jsonl_items(p, data)
     else:
         header, items = _msgpack_items(p, data)
+    return header, _check_events(p, header["run_id"], items)
+
+
+def _check_events(path: str, rid: str, items: list[Any]) -> list[Event]:
+    """Every record validated against the format's models (see ``_export_model``),
+    then turned into events; the first error names the record and the field."""
+    from coral_graph.store._export_model import EVENT_ADAPTER, ValidationError, describe
+
     events: list[Event] = []
-    rid = header["run_id"]
     last = 0
-    for i, d in enumerate(items):
+    for i, d in enumerate(items, 1):
+        if type(d) is not dict:
+            raise ExportFormatError(path, f"event {i} is a {type(d).__name__}, not a map")
+        kind, seq = d.get("kind"), d.get("seq")
+        what = f"event {i} (seq {str(seq)[:24]}, {str(kind)[:40]})"
         try:
-            if not isinstance(d, dict):
-                raise ValueError("not a map")
-            ev = event_from_dict(d)
-        except Exception as exc:
-            raise ExportFormatError(p, f"event {i + 1} is invalid ({exc!r})") from None
-        if ev.run_id != rid or not isinstance(ev.seq, int) or ev.seq <= last:
-            raise ExportFormatError(p, f"event {i + 1} is out of order or of another run")
-        last = ev.seq
-        events.append(ev)
-    return header, events
+            rec = EVENT_ADAPTER.validate_python(d)
+        except ValidationError as exc:
+            raise ExportFormatError(path, f"{what}: {describe(exc)}") from None
+        except RecursionError:
+            raise ExportFormatError(path, f"{what}: nested too deeply") from None
+        if i == 1 and rec.kind != "run_started":
+            raise ExportFormatError(path, f"{what}: the first event must be run_started")
+        if rec.run_id != rid:
+            raise ExportFormatError(path, f"{what}: of run {rec.run_id!r}, not {rid!r}")
+        if rec.seq <= last:
+            raise ExportFormatError(path, f"{what}: out of order (after seq {last})")
+        last = rec.seq
+        events.append(event_from_dict(rec.model_dump()))
+    return events
 
 
 def import_run(path: str | os.PathLike[str], db: str | os.PathLike[str] | None = None) -> str:
@@ -188,21 +214,26 @@ def import_run(path: str | os.PathLike[str], db: str | os.PathLike[str] | None =
     """
     header, events = read_export(path)
     rid = header["run_id"]
+    rows = Rows()
+    graph_path = header.get("graph_path")
+    rows.add(events, new_packer(), lambda _rid: (None, None, graph_path))
     dbp = resolve_db(db)
     conn = _connect_writer(dbp)
     try:
-        if conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (rid,)).fetchone():
-            raise RunExistsError(rid, str(dbp))
-        rows = Rows()
-        graph_path = header.get("graph_path")
-        rows.add(events, new_packer(), lambda _rid: (None, None, graph_path))
+        # The check and the rows in one write transaction: of two processes
+        # importing the same file at once, the second waits and finds the run.
         conn.execute("BEGIN IMMEDIATE")
         try:
+            if conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (rid,)).fetchone():
+                raise RunExistsError(rid, str(dbp))
             write_rows(conn, rows)
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
+    except sqlite3.Error as exc:
+        raise write_error(str(dbp), fault_kind(exc), str(exc)) from None
     finally:
         conn.close()
     return str(rid)

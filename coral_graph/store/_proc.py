@@ -16,6 +16,8 @@ the identity of the process whose runs these are. Each later frame is a batch
 of items: an event as ``(kind, run_id, seq, ts, …its other fields in dataclass
 order)`` (a message as the plain tuple of :class:`~coral_graph.Message`'s
 fields), or a command: ``("!resume", run_id)``, ``("!flush", token)``,
+``("!note", run_id, seq, agent, message_id, text)`` (a value of the event
+before it was changed to be stored; see :mod:`coral_graph.store._plain`),
 ``("!close",)``.
 
 A thread reads the pipe while the writer is in SQLite (up to ``_BUFFER`` bytes
@@ -23,7 +25,8 @@ ahead), so the runtime's process is not held up by each commit; everything
 read by the time a transaction starts is written in it. Acknowledgements go
 back on stdout as msgpack arrays: ``["ready"]`` once the store file is open,
 ``["flushed", token, transactions]`` once everything before the flush is
-committed, ``["error", text]`` when writing failed (the process then exits),
+committed, ``["error", kind, text]`` when writing failed (``kind`` as
+:func:`~coral_graph.store._errors.fault_kind`; the process then exits),
 ``["closed", transactions]`` at the end.
 
 End of input without ``!close`` means the runtime's process died (even
@@ -37,6 +40,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import sqlite3
 import sys
 import threading
 from collections.abc import Callable
@@ -45,6 +49,8 @@ from typing import Any
 import msgpack
 
 from coral_graph._events import EVENT_TYPES, Event
+from coral_graph.store._errors import fault_kind
+from coral_graph.store._plain import UNSTORABLE, plain_item
 from coral_graph.store._rows import Rows, new_packer, write_rows
 
 __all__ = ["main"]
@@ -67,6 +73,22 @@ _BUFFER = 64 << 20
 """Bytes of input read ahead while a transaction is being written."""
 _MAX_TXN = 100_000
 """Events at which a transaction is written even though more input is ready."""
+_DATA_ERRORS = (
+    TypeError,
+    ValueError,
+    OverflowError,
+    KeyError,
+    IndexError,
+    AttributeError,
+    RecursionError,
+    sqlite3.InterfaceError,
+    sqlite3.ProgrammingError,
+    sqlite3.IntegrityError,
+    sqlite3.DataError,
+)
+"""What a bad value in an event raises while its rows are built and written (as
+opposed to a fault of the file: those are ``sqlite3.OperationalError``/
+``DatabaseError`` and stop the writer)."""
 
 
 def _decoder() -> Callable[[tuple[Any, ...]], Event]:
@@ -107,10 +129,21 @@ class _Writer:
         self.events += len(batch)
 
     def write(self) -> None:
-        """Write every item received so far in one transaction; then acknowledge."""
+        """Write every item received so far in one transaction; then acknowledge.
+        A value that cannot be written makes the transaction start over item by
+        item (:meth:`_write_each`): one bad event never costs the others."""
         items, self.items, self.events = self.items, [], 0
         if not items:
             return
+        try:
+            flushes = self._write_all(items)
+        except _DATA_ERRORS:
+            flushes = self._write_each(items)
+        self.txns += 1
+        for token in flushes:
+            self.out(["flushed", token, self.txns])
+
+    def _write_all(self, items: list[Any]) -> list[Any]:
         conn = self.conn
         decode = self.decode
         rows = Rows()
@@ -149,16 +182,13 @@ class _Writer:
                     events = []
                 if kind == "!flush":
                     flushes.append(item[1])
+                elif kind == "!note":
+                    self._note(rows, item)
                 elif kind == "!resume":
                     write_rows(conn, rows)
                     rows.clear()
                     cur_rid = None
-                    self.runs.add(item[1])
-                    conn.execute(
-                        "UPDATE runs SET status = 'running', stop_reason = NULL, ended_at = NULL,"
-                        " pid = ?, proc_start = ? WHERE run_id = ?",
-                        (self.pid, self.proc_start, item[1]),
-                    )
+                    self._resume(item[1])
             if events:
                 rows.add(events, self.pack, self.run_extra)
             write_rows(conn, rows)
@@ -167,9 +197,96 @@ class _Writer:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-        self.txns += 1
-        for token in flushes:
-            self.out(["flushed", token, self.txns])
+        return flushes
+
+    def _resume(self, run_id: str) -> None:
+        self.runs.add(run_id)
+        self.conn.execute(
+            "UPDATE runs SET status = 'running', stop_reason = NULL, ended_at = NULL,"
+            " pid = ?, proc_start = ? WHERE run_id = ?",
+            (self.pid, self.proc_start, run_id),
+        )
+
+    @staticmethod
+    def _note(rows: Rows, item: tuple[Any, ...]) -> None:
+        """A ``("!note", run_id, seq, agent, message_id, text)`` command: a row of the
+        run's ``errors`` table saying what the store changed or dropped."""
+        _, rid, seq, agent, mid, text = item
+        rows.errors.extend((rid, seq, agent, mid, UNSTORABLE, text, "", "continue"))
+
+    def _write_one(self, item: tuple[Any, ...]) -> None:
+        rows = Rows()
+        kind = item[0]
+        if kind == "delivery_handled":
+            rows.add_delivery(item)
+        elif kind == "message_sent":
+            rows.add_message(item[1], item[2], item[3], item[4], self.pack)
+        else:
+            rows.add([self.decode(item)], self.pack, self.run_extra)
+        write_rows(self.conn, rows)
+
+    def _write_each(self, items: list[Any]) -> list[Any]:
+        """The slow path: every item in a savepoint of its own. An item whose rows
+        fail is made storable (:func:`plain_item`: values as text, with a note in
+        ``errors``); if even that fails it is dropped, and the note says so."""
+        conn = self.conn
+        flushes: list[Any] = []
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for item in items:
+                kind = item[0]
+                if kind == "!flush":
+                    flushes.append(item[1])
+                    continue
+                if kind == "!resume":
+                    self._resume(item[1])
+                    continue
+                if kind == "!note":
+                    rows = Rows()
+                    self._note(rows, item)
+                    write_rows(conn, rows)
+                    continue
+                conn.execute("SAVEPOINT item")
+                try:
+                    self._write_one(item)
+                except _DATA_ERRORS as exc:
+                    conn.execute("ROLLBACK TO item")
+                    self._write_fixed(item, exc)
+                conn.execute("RELEASE item")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return flushes
+
+    def _write_fixed(self, item: tuple[Any, ...], exc: BaseException) -> None:
+        conn = self.conn
+        fixed, notes = plain_item(item)
+        try:
+            self._write_one(fixed)
+        except _DATA_ERRORS as again:
+            conn.execute("ROLLBACK TO item")
+            text = (
+                f"{item[0]} (seq {item[2]!r}) could not be stored and was dropped: "
+                f"{type(again).__name__}: {str(again)[:300]}"
+            )
+            notes = [("!note", str(item[1]), item[2], None, None, text)]
+        if not notes:
+            notes = [
+                (
+                    "!note", item[1], item[2], None, None,
+                    f"{item[0]} (seq {item[2]!r}): stored after an error "
+                    f"({type(exc).__name__}: {str(exc)[:300]})",
+                )
+            ]  # fmt: skip
+        rows = Rows()
+        for note in notes:
+            self._note(rows, note)
+        try:
+            write_rows(conn, rows)
+        except _DATA_ERRORS:  # pragma: no cover - a note is plain text
+            pass
 
     def checkpoint(self) -> None:
         """Copy committed pages from the WAL into the database file (PASSIVE: never
@@ -295,7 +412,8 @@ def serve(fd_in: int, fd_out: int) -> int:
             out(["closed", writer.txns])
         return 0
     except Exception as exc:
-        out(["error", f"{type(exc).__name__}: {exc}"])
+        reason = str(exc) if isinstance(exc, sqlite3.Error) else f"{type(exc).__name__}: {exc}"
+        out(["error", fault_kind(exc), reason])
         return 1
 
 

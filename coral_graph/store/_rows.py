@@ -87,6 +87,7 @@ def event_dict(event: Event) -> dict[str, Any]:
     return d
 
 
+_INT64 = 2**63
 _META_EMPTY = "{}"
 _MENTIONS_JSON: dict[tuple[str, ...], str] = {}
 """mentions -> their JSON, shared by every :class:`Rows` of the process (a run has
@@ -381,6 +382,8 @@ def write_rows(conn: sqlite3.Connection, rows: Rows) -> None:
     for sql, params in rows.ops:
         conn.execute(sql, params)
     for rid, (last, msgs, tokens, cost) in rows.run_counts.items():
+        if not -_INT64 <= tokens < _INT64:  # a provider's absurd count; SQLite holds 64 bits
+            tokens = _INT64 - 1 if tokens > 0 else -_INT64
         conn.execute(
             "UPDATE runs SET last_seq = max(coalesce(last_seq, 0), ?), "
             "messages = coalesce(messages, 0) + ?, tokens = coalesce(tokens, 0) + ?, "

@@ -19,7 +19,13 @@ import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
-from coral_graph.store._errors import NotAStoreError, StoreError, StoreVersionError
+from coral_graph.store._errors import (
+    NotAStoreError,
+    StoreError,
+    StoreVersionError,
+    fault_kind,
+    write_error,
+)
 
 __all__ = [
     "APP",
@@ -267,19 +273,26 @@ def check_meta(conn: sqlite3.Connection, path: str) -> int | None:
 
 
 def ensure_schema(conn: sqlite3.Connection, path: str) -> None:
-    """Create the schema in an empty file, or migrate an older one (writers only)."""
-    version = check_meta(conn, path)
+    """Create the schema in an empty file, or migrate an older one (writers only).
+
+    The check runs inside the write transaction: processes that create the same new
+    store at the same moment take turns, and the later ones find it made."""
     conn.execute("BEGIN IMMEDIATE")
     try:
+        version = check_meta(conn, path)
         if version is None:
             for stmt in SCHEMA.split(";"):
                 if stmt.strip():
                     conn.execute(stmt)
             conn.executemany(
-                "INSERT INTO meta (key, value) VALUES (?, ?)",
+                "INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)",
                 [("app", APP), ("schema_version", str(SCHEMA_VERSION))],
             )
         else:
+            # A write that changes nothing: SQLite opens a file it may not write
+            # (immutable, read-only) read-only without a word, and a writer must
+            # learn that here, not with the run's first batch.
+            conn.execute("UPDATE meta SET value = value WHERE key = 'app'")
             while version < SCHEMA_VERSION:
                 MIGRATIONS[version](conn)
                 version += 1
@@ -288,13 +301,25 @@ def ensure_schema(conn: sqlite3.Connection, path: str) -> None:
                 )
         conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
         raise
 
 
 def connect_writer(path: Path) -> sqlite3.Connection:
-    """A writer's connection to ``path``: created, schema ensured, WAL mode."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """A writer's connection to ``path``: created, schema ensured, WAL mode.
+
+    Raises:
+        NotAStoreError: the file is not a coral-graph store.
+        StoreVersionError: written by a newer coral-graph.
+        StoreReadOnlyError: the file or its folder cannot be written.
+        StoreFullError: no space left to create or extend it.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise write_error(str(path), fault_kind(exc), f"cannot create its folder: {exc}") from None
+    conn: sqlite3.Connection | None = None
     try:
         conn = sqlite3.connect(
             str(path), isolation_level=None, check_same_thread=False, cached_statements=256
@@ -302,7 +327,14 @@ def connect_writer(path: Path) -> sqlite3.Connection:
         conn.execute("PRAGMA busy_timeout = 10000")
         ensure_schema(conn, str(path))
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-    except sqlite3.DatabaseError as exc:
+    except sqlite3.Error as exc:
+        if conn is not None:
+            conn.close()
+        kind = fault_kind(exc)
+        if kind in ("full", "readonly"):
+            raise write_error(str(path), kind, str(exc)) from None
+        if isinstance(exc, sqlite3.OperationalError) and "unable to open" in str(exc):
+            raise write_error(str(path), "readonly", str(exc)) from None
         raise NotAStoreError(str(path), str(exc)) from None
     if mode != "wal":  # pragma: no cover - e.g. a file system without shared memory
         raise StoreError(f"{path}: SQLite refused WAL mode (got {mode!r})")

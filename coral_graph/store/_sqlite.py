@@ -24,9 +24,13 @@ the writer commits every complete batch it received, marks the process's runs
 The queue holds at most ``batch_size`` events. When the writer falls behind, the
 pipe (and the writer's read-ahead) fills and writing a batch waits for it
 (backpressure on the event loop) rather than dropping anything. If the writer
-fails (disk full, file removed, a value it cannot store), ``on_event`` raises
-:class:`StoreError`, which detaches the store from the runtime
-(``Runtime.sink_errors``) and ``close()`` raises it again.
+fails (disk full, file read-only, writer killed), ``on_event`` raises a
+:class:`StoreWriteError`, which detaches the store from the runtime
+(``Runtime.sink_errors``); :attr:`SQLiteStore.error` holds it and ``close()``
+raises it again (or returns it, with ``raise_error=False``). A value the store
+cannot hold (a ``datetime`` in metadata, an integer beyond 64 bits) never stops
+it: that value is stored as text and the run's ``errors`` table says so (see
+:mod:`coral_graph.store._plain`).
 
 A process that forks without exec (``multiprocessing`` with ``fork``) while a
 store is open hands the pipe to its children too: the writer then only sees
@@ -37,6 +41,7 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
+import io
 import itertools
 import operator
 import os
@@ -47,7 +52,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -56,7 +61,14 @@ import anyio
 import msgpack
 
 from coral_graph._events import EVENT_TYPES, Event, MessageSent
-from coral_graph.store._errors import StoreError
+from coral_graph.store._errors import (
+    StoreError,
+    StoreWriteError,
+    StoreWriterDiedError,
+    fault_kind,
+    write_error,
+)
+from coral_graph.store._plain import plain_item
 from coral_graph.store._schema import connect_writer as _connect_writer
 
 __all__ = ["DEFAULT_DB", "ENV_DB", "SQLiteStore", "open_store", "proc_start_time", "resolve_db"]
@@ -122,25 +134,46 @@ def _encoders() -> dict[type[Any], Callable[[Any], Any]]:
     return enc
 
 
-def _plain(obj: Any) -> Any:
-    """``obj`` with every mapping a dict and every set a list (for values pickle
-    refuses, e.g. a ``MappingProxyType`` in a message's metadata)."""
-    if isinstance(obj, Mapping):
-        return {k: _plain(v) for k, v in obj.items()}
-    if type(obj) in (list, tuple):
-        return type(obj)(_plain(v) for v in obj)
-    if isinstance(obj, (list, tuple, set, frozenset)):
-        return [_plain(v) for v in obj]
-    return obj
+class _NotPlain(Exception):
+    """A batch holds a value that is not plain data."""
+
+
+class _PlainPickler(pickle.Pickler):
+    """Pickles plain data only. ``reducer_override`` is never called for ``None``,
+    bools and exact ``int``/``float``/``str``/``bytes``/``dict``/``list``/``tuple``/
+    ``set`` values, so plain batches cost nothing extra; anything else (a
+    ``datetime``, a ``MappingProxyType``, an object) stops the pickle, and the
+    batch is made plain item by item (:func:`_plain_items`)."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        raise _NotPlain
+
+
+def _plain_items(items: list[Any]) -> list[Any]:
+    """``items`` with every value the store cannot hold converted, and a note item
+    after each event that was changed (see :mod:`coral_graph.store._plain`)."""
+    out: list[Any] = []
+    for item in items:
+        fixed, notes = plain_item(item)
+        out.append(fixed)
+        out.extend(notes)
+    return out
 
 
 def _frame(items: list[Any]) -> bytes:
     """One batch for the pipe: its length (8 bytes, little-endian), then its pickle."""
+    buf = io.BytesIO()
+    buf.write(bytes(8))
     try:
-        data = pickle.dumps(items, 5)
-    except (TypeError, AttributeError, pickle.PicklingError):
-        data = pickle.dumps(_plain(items), 5)
-    return len(data).to_bytes(8, "little") + data
+        _PlainPickler(buf, 5).dump(items)
+    except (_NotPlain, TypeError, AttributeError, ValueError, pickle.PicklingError, RecursionError):
+        buf = io.BytesIO()
+        buf.write(bytes(8))
+        pickle.dump(_plain_items(items), buf, 5)
+    data = buf.getbuffer()
+    data[:8] = (len(data) - 8).to_bytes(8, "little")
+    del data
+    return buf.getvalue()
 
 
 _START_TIMEOUT = 60.0
@@ -203,6 +236,9 @@ class SQLiteStore:
         self._closing = False
         self._closed = False
         self._error: BaseException | None = None
+        self._reported: tuple[str, str] | None = None
+        self._died = False
+        self._fault: StoreError | None = None
         self._pid = os.getpid()
         self._proc_start = proc_start_time(self._pid)
         self._flushes: dict[int, _Flush] = {}
@@ -235,6 +271,8 @@ class SQLiteStore:
                 self._proc.kill()
                 self._proc.wait()
                 self._close_pipes()
+                if self._reported is not None:
+                    raise write_error(str(self.path), *self._reported)
                 why = self._error or f"no answer in {_START_TIMEOUT:.0f} s"
                 raise StoreError(f"the store {self.path} could not start its writer: {why}")
         self._thread = threading.Thread(target=self._timer, name="coral-store-timer", daemon=True)
@@ -325,25 +363,86 @@ class SQLiteStore:
         """:meth:`flush` without blocking the event loop."""
         await anyio.to_thread.run_sync(self.flush)
 
-    def _raise(self) -> None:
-        if self._error is not None:
-            raise StoreError(f"the store {self.path} stopped writing: {self._error!r}") from (
-                self._error
-            )
+    @property
+    def error(self) -> StoreError | None:
+        """Why the store stopped writing (a :class:`StoreWriteError`, or a
+        :class:`StoreCorruptError`), or None while all is well. Final once
+        :meth:`close` has returned."""
+        if self._fault is not None:
+            return self._fault
+        if self._error is None and self._reported is None and not self._died:
+            return None
+        path = str(self.path)
+        err: StoreError
+        if self._reported is not None:
+            err = write_error(path, *self._reported)
+        else:
+            rc = self._proc.poll()
+            exc = self._error
+            if rc is not None and rc < 0:
+                err = StoreWriterDiedError(path, f"its writer process was killed (signal {-rc})")
+            elif self._died or isinstance(exc, (BrokenPipeError, ConnectionError)):
+                status = f" (exit status {rc})" if rc else ""
+                err = StoreWriterDiedError(path, f"its writer process ended unexpectedly{status}")
+            elif isinstance(exc, StoreError):
+                err = exc
+            else:
+                assert exc is not None
+                err = write_error(path, fault_kind(exc), f"{type(exc).__name__}: {exc}")
+        if not self._reader.is_alive():
+            self._fault = err  # the writer has said all it will say
+        return err
 
-    def close(self) -> None:
+    def _raise(self) -> None:
+        err = self.error
+        if err is not None:
+            raise err from (self._error if self._error is not err else None)
+
+    def close(self, *, raise_error: bool = True) -> StoreError | None:
         """Flush every queued event, stop the writer and close the file. Runs of this
-        process still marked ``running`` are marked ``interrupted``."""
-        if self._closed:
-            return
-        self._closing = True
-        self._wake.set()
-        self._thread.join()
-        self._closed = True
-        self._reader.join()
-        self._proc.wait()
-        self._close_pipes()
-        self._raise()
+        process still marked ``running`` are marked ``interrupted``.
+
+        Args:
+            raise_error: raise the store's :attr:`error`, if it stopped writing
+                (the default); with False, return it instead (None when all is well),
+                so a caller can report the run first and the store's problem after.
+
+        Raises:
+            StoreWriteError: the store stopped writing (disk full, file read-only,
+                writer killed); what was committed before is kept.
+        """
+        if not self._closed:
+            self._closing = True
+            self._wake.set()
+            self._thread.join()
+            self._closed = True
+            self._reader.join()
+            self._proc.wait()
+            self._close_pipes()
+            if isinstance(self.error, StoreWriterDiedError):
+                self._mark_interrupted()
+        if raise_error:
+            self._raise()
+        return self.error
+
+    def _mark_interrupted(self) -> None:
+        """The writer died: mark this process's unfinished runs ``interrupted`` from
+        here (best effort; the file itself is fine), so readers need not guess."""
+        import sqlite3
+
+        try:
+            conn = sqlite3.connect(str(self.path), timeout=2.0)
+            try:
+                with conn:
+                    conn.execute(
+                        "UPDATE runs SET status = 'interrupted', stop_reason = coalesce("
+                        "stop_reason, 'interrupted') WHERE status = 'running' AND pid = ?",
+                        (self._pid,),
+                    )
+            finally:
+                conn.close()
+        except sqlite3.Error:
+            pass
 
     def _close_pipes(self) -> None:
         for stream in (self._proc.stdin, self._proc.stdout):
@@ -433,10 +532,14 @@ class SQLiteStore:
                 elif what == "closed":
                     self.transactions = msg[1]
                     closed = True
-                elif what == "error" and self._error is None:
-                    self._error = StoreError(msg[1])
-        if not closed and self._error is None:
-            self._error = StoreError("the writer process ended unexpectedly")
+                elif what == "error" and self._reported is None:
+                    self._reported = (str(msg[1]), str(msg[2]))
+                    if self._error is None:
+                        self._error = StoreWriteError(str(self.path), str(msg[2]))
+        if not closed and self._reported is None:
+            self._died = True
+            if self._error is None:
+                self._error = StoreWriterDiedError(str(self.path), "its writer process ended")
         for f in list(self._flushes.values()):
             f.done.set()
 
