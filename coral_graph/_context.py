@@ -2,15 +2,16 @@
 
 The operations are ``list_agents``, ``create_thread``, ``add_participant``,
 ``remove_participant``, ``close_thread``, ``send_message`` and ``wait_for_mentions``.
-Each synchronous operation also has a ``*_nowait`` twin; the async forms exist so
-agent code reads the same whether the runtime is local or distributed.
+Each synchronous operation also has a ``*_nowait`` twin. The rules run on the
+thread's current state inside the transport's :meth:`ThreadStore.update
+<coral_graph.transport.ThreadStore.update>`; the ``*_nowait`` forms complete
+synchronously on the in-process transport (the hot path), the async forms work on
+every transport.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,7 @@ from coral_graph._errors import (
     ContentTooLargeError,
     EdgeNotAllowedError,
     InboxFullError,
+    InvalidArgumentError,
     InvalidMentionError,
     NotAParticipantError,
     RuntimeClosedError,
@@ -28,7 +30,6 @@ from coral_graph._errors import (
     UnknownThreadError,
 )
 from coral_graph._events import (
-    DeliveryHandled,
     LLMCalled,
     MessageSent,
     ParticipantAdded,
@@ -37,11 +38,14 @@ from coral_graph._events import (
     ThreadCreated,
     ToolCalled,
 )
-from coral_graph._model import AgentInfo, AgentUsage, Message, Thread
-from coral_graph._types import USER, AgentName, MessageId, RunId, ThreadId
+from coral_graph._model import AgentInfo, AgentUsage, Message, Thread, plain_metadata
+from coral_graph._types import MAX_THREAD_NAME, USER, AgentName, MessageId, RunId, ThreadId
 
 if TYPE_CHECKING:
-    from coral_graph._run import _Run, _Slot
+    import asyncio
+
+    from coral_graph._router import Slot
+    from coral_graph._run import _Run
 
 __all__ = ["AgentContext"]
 
@@ -55,6 +59,14 @@ def _timeout_cb(fut: asyncio.Future[None]) -> None:
         fut.set_result(None)
 
 
+def _tid(thread: ThreadRef) -> ThreadId:
+    if isinstance(thread, str):
+        return thread  # type: ignore[return-value]
+    if isinstance(thread, Thread):
+        return thread.id
+    raise InvalidArgumentError("thread_id", f"a thread id is a string, not {type(thread).__name__}")
+
+
 class AgentContext:
     """What an agent can do and see in one run.
 
@@ -63,23 +75,40 @@ class AgentContext:
         run_id: the run's id.
     """
 
-    __slots__ = ("_may_answer", "_run", "_slot", "_succ", "name", "run_id")
+    __slots__ = (
+        "_counts",
+        "_may_answer",
+        "_r",
+        "_run",
+        "_send",
+        "_slot",
+        "_succ",
+        "_threads",
+        "name",
+        "run_id",
+    )
 
     def __init__(
         self,
         run: _Run,
-        slot: _Slot | None,
+        slot: Slot | None,
         name: AgentName,
         succ: Mapping[str, Any],
         may_answer: bool,
+        *,
+        counts: bool = True,
     ) -> None:
         self._run = run
+        self._r = run.router
+        self._threads = run.threads
+        self._send = run.link.send_nowait
         self._slot = slot
         self.name = name
         self.run_id: RunId = run.run_id
-        # networkx's live adjacency dict of this node: edges added later are seen.
+        # The graph's live successor map of this node: edges added later are seen.
         self._succ = succ
         self._may_answer = may_answer
+        self._counts = counts
 
     def __repr__(self) -> str:
         return f"AgentContext({self.name!r}, run={self.run_id})"
@@ -110,7 +139,10 @@ class AgentContext:
 
     def thread(self, thread: ThreadRef) -> Thread:
         """The thread ``thread`` (read-only). Only participants may read it."""
-        th = self._thread(thread)
+        tid = _tid(thread)
+        th = self._threads.get_nowait(tid)
+        if th is None:
+            raise UnknownThreadError(tid)
         if self.name not in th._pset:
             raise NotAParticipantError(self.name, th.id)
         return th
@@ -120,27 +152,20 @@ class AgentContext:
         me = self.name
         return [
             t
-            for t in self._run.threads.values()
+            for t in self._threads.all_nowait().values()
             if me in t._pset and (include_closed or not t.closed)
         ]
 
-    def _thread(self, thread: ThreadRef) -> Thread:
-        tid = thread if isinstance(thread, str) else thread.id
-        th = self._run.threads.get(ThreadId(tid))
-        if th is None:
-            raise UnknownThreadError(tid)
-        return th
+    # -- the rules ------------------------------------------------------------
 
-    def _member(self, thread: ThreadRef) -> Thread:
-        """The thread, checked to exist, to be open, and to have this agent in it."""
-        th = self._thread(thread)
+    def _member(self, th: Thread) -> None:
+        """This agent may act in ``th``: a participant, and the thread open."""
         if self.name not in th._pset:
             raise NotAParticipantError(self.name, th.id)
         if th.closed:
             raise ThreadClosedError(th.id)
-        return th
 
-    def _check_addressable(self, name: str, action: str) -> AgentName:
+    def _check_addressable(self, name: object, action: str) -> AgentName:
         if not isinstance(name, str):
             raise InvalidMentionError(repr(name), "an agent name is a string")
         if name == self.name:
@@ -150,15 +175,119 @@ class AgentContext:
                 raise EdgeNotAllowedError(self.name, name, action)
         elif name not in self._succ:
             if not self._run.is_agent(name):
-                raise UnknownAgentError(name, self._run.agent_names())
+                raise UnknownAgentError(name, self._run.specs)
             raise EdgeNotAllowedError(self.name, name, action)
         return AgentName(name)
+
+    def _add(self, th: Thread, name: str) -> AgentName | None:
+        self._member(th)
+        agent = self._check_addressable(name, "add")
+        if agent in th._pset:
+            return None
+        th._participants.append(agent)
+        th._pset.add(agent)
+        return agent
+
+    def _remove(self, th: Thread, name: str) -> None:
+        self._member(th)
+        if name not in th._pset:
+            raise NotAParticipantError(name, th.id, acting=False)
+        th._participants.remove(AgentName(name))
+        th._pset.discard(name)
+
+    def _close(self, th: Thread, summary: str) -> None:
+        self._member(th)
+        th.closed = True
+        th.summary = summary
+
+    def _post(
+        self,
+        th: Thread,
+        content: str,
+        ms: tuple[AgentName, ...],
+        reply_to: MessageId | None,
+        metadata: Mapping[str, Any] | None,
+    ) -> tuple[Message, list[AgentName], bool]:
+        """Check a send against the thread and append it: the message, the agents that
+        get a delivery, and whether it answers the task."""
+        me = self.name
+        pset = th._pset
+        if me not in pset:
+            raise NotAParticipantError(me, th.id)
+        if th.closed:
+            raise ThreadClosedError(th.id)
+        targets: list[AgentName] = []
+        answered = False
+        if ms:
+            succ = self._succ
+            slots = self._r.slots
+            limit = self._run.max_inbox
+            for m in ms:
+                # Fast path: an edge to m (never to oneself: graphs have no self-loops,
+                # and "user" is not a node) and m in the thread.
+                if m in succ and m in pset:
+                    s = slots.get(m)
+                    if s is not None and len(s.inbox) >= limit:
+                        raise InboxFullError(m, limit)
+                    targets.append(m)
+                elif m == USER and m in pset and self._may_answer:
+                    answered = True
+                else:
+                    self._bad_mention(m, th)
+        msgs = th._messages
+        seq = len(msgs) + 1
+        # The id is a MessageId; NewType calls cost on this path.
+        mid: MessageId = f"{th.id}#{seq}"  # type: ignore[assignment]
+        msg = Message(mid, th.id, seq, me, content, ms, time.time(), reply_to, metadata)
+        msgs.append(msg)
+        return msg, targets, answered
+
+    def _bad_mention(self, m: object, th: Thread) -> None:
+        if not isinstance(m, str):
+            raise InvalidMentionError(repr(m), "a mention is an agent name (a string)")
+        if m == self.name:
+            raise InvalidMentionError(m, "an agent cannot mention itself")
+        if m != USER and not self._run.is_agent(m):
+            raise UnknownAgentError(m, self._run.specs)
+        if m not in th._pset:
+            raise NotAParticipantError(m, th.id, acting=False)
+        raise EdgeNotAllowedError(self.name, m, "mention")
+
+    def _mentions(self, mentions: Sequence[str] | str) -> tuple[AgentName, ...]:
+        if type(mentions) is str:
+            return (mentions,)  # type: ignore[return-value]
+        ms: tuple[AgentName, ...] = tuple(mentions)  # type: ignore[arg-type]
+        if ms:
+            try:
+                hash(ms)  # a list among the mentions (e.g. from a model's JSON) is a typed error
+            except TypeError:
+                raise InvalidMentionError(
+                    repr(mentions), "each mention is an agent name (a string)"
+                ) from None
+            if len(ms) > 1:
+                ms = tuple(dict.fromkeys(ms))
+        return ms
+
+    def _content(self, content: object) -> str:
+        if type(content) is not str and not isinstance(content, str):
+            raise TypeError(f"message content must be a string, not {type(content).__name__}")
+        limit = self._run.max_content_chars
+        if len(content) > limit:
+            raise ContentTooLargeError(len(content), limit)
+        return content
+
+    def _reserve_message(self) -> None:
+        limit = self._run.max_messages
+        if not self._run.counters.reserve_nowait("messages", 1, limit):
+            self._run.stop_budget("messages")
+            raise BudgetExceededError("messages", limit or 0)
 
     # -- the seven operations -----------------------------------------------
 
     def list_agents_nowait(self) -> list[AgentInfo]:
         """The agents this agent can reach, with their descriptions."""
-        out = [AgentInfo(AgentName(n), self._run.description(n)) for n in self._succ]
+        describe = self._run.description
+        out = [AgentInfo(AgentName(n), describe(n)) for n in self._succ]
         if self._may_answer:
             out.append(_USER_INFO)
         return out
@@ -167,17 +296,17 @@ class AgentContext:
         """The agents this agent can reach, with their descriptions."""
         return self.list_agents_nowait()
 
-    def create_thread_nowait(self, name: str, participants: Iterable[str] = ()) -> Thread:
-        """Open a thread with ``participants``; this agent is added as its creator.
-
-        Raises:
-            UnknownAgentError: a participant is not an agent of the graph.
-            EdgeNotAllowedError: this agent has no edge to a participant.
-        """
-        run = self._run
-        run.check_active()
+    def _thread_args(
+        self, name: object, participants: Iterable[str]
+    ) -> tuple[str, list[AgentName]]:
+        self._run.check_active()
         if not isinstance(name, str) or not name.strip():
-            raise ValueError("a thread needs a non-empty name, e.g. 'research'")
+            raise InvalidArgumentError("name", "a thread needs a non-empty name, e.g. 'research'")
+        name = name.strip()
+        if len(name) > MAX_THREAD_NAME:
+            raise InvalidArgumentError(
+                "name", f"a thread name has at most {MAX_THREAD_NAME} characters, not {len(name)}"
+            )
         if isinstance(participants, str):
             participants = [participants]
         members: list[AgentName] = [self.name]
@@ -185,71 +314,96 @@ class AgentContext:
             if p == self.name or p in members:
                 continue
             members.append(self._check_addressable(p, "add"))
-        th = run.new_thread(name.strip()[:200], self.name, members)
-        run.emit(
+        return name, members
+
+    def _created(self, th: Thread) -> Thread:
+        r = self._r
+        r.emit(
             ThreadCreated(
-                run.run_id, run.next_seq(), th.created_at, th.id, th.name, self.name, list(members)
+                self.run_id, r.next_seq(), th.created_at, th.id, th.name, th.creator,
+                list(th._participants),
             )
-        )
+        )  # fmt: skip
         return th
+
+    def create_thread_nowait(self, name: str, participants: Iterable[str] = ()) -> Thread:
+        """Open a thread with ``participants``; this agent is added as its creator.
+
+        Raises:
+            InvalidArgumentError: the name is empty or over 200 characters.
+            UnknownAgentError: a participant is not an agent of the graph.
+            EdgeNotAllowedError: this agent has no edge to a participant.
+        """
+        name, members = self._thread_args(name, participants)
+        return self._created(self._threads.create_nowait(name, self.name, members))
 
     async def create_thread(self, name: str, participants: Iterable[str] = ()) -> Thread:
         """Open a thread; see :meth:`create_thread_nowait`."""
-        return self.create_thread_nowait(name, participants)
+        name, members = self._thread_args(name, participants)
+        return self._created(await self._threads.create(name, self.name, members))
+
+    def _added(self, tid: ThreadId, agent: AgentName | None) -> None:
+        if agent is not None:
+            r = self._r
+            th = self._threads.get_nowait(tid)
+            cursor = th.last_seq if th is not None else 0
+            r.emit(
+                ParticipantAdded(
+                    self.run_id, r.next_seq(), time.time(), tid, agent, self.name, cursor
+                )
+            )
 
     def add_participant_nowait(self, thread: ThreadRef, name: str) -> None:
         """Add ``name`` to the thread. It can read the history; earlier mentions are
         not unread for it. Adding a participant twice does nothing."""
-        run = self._run
-        run.check_active()
-        th = self._member(thread)
-        agent = self._check_addressable(name, "add")
-        if agent in th._pset:
-            return
-        th._participants.append(agent)
-        th._pset.add(agent)
-        run.emit(
-            ParticipantAdded(
-                run.run_id, run.next_seq(), time.time(), th.id, agent, self.name, th.last_seq
-            )
-        )
+        self._run.check_active()
+        tid = _tid(thread)
+        self._added(tid, self._threads.update_nowait(tid, self._add, name))
 
     async def add_participant(self, thread: ThreadRef, name: str) -> None:
         """Add a participant; see :meth:`add_participant_nowait`."""
-        self.add_participant_nowait(thread, name)
+        self._run.check_active()
+        tid = _tid(thread)
+        self._added(tid, await self._threads.update(tid, self._add, name))
+
+    def _removed(self, tid: ThreadId, name: str) -> None:
+        r = self._r
+        r.emit(ParticipantRemoved(self.run_id, r.next_seq(), time.time(), tid, name, self.name))
 
     def remove_participant_nowait(self, thread: ThreadRef, name: str) -> None:
         """Remove ``name`` (possibly this agent itself) from the thread. Deliveries
         already queued for it are still delivered: nothing is dropped."""
-        run = self._run
-        run.check_active()
-        th = self._member(thread)
-        if name not in th._pset:
-            raise NotAParticipantError(name, th.id, acting=False)
-        th._participants.remove(AgentName(name))
-        th._pset.discard(name)
-        run.emit(
-            ParticipantRemoved(run.run_id, run.next_seq(), time.time(), th.id, name, self.name)
-        )
+        self._run.check_active()
+        tid = _tid(thread)
+        self._threads.update_nowait(tid, self._remove, name)
+        self._removed(tid, name)
 
     async def remove_participant(self, thread: ThreadRef, name: str) -> None:
         """Remove a participant; see :meth:`remove_participant_nowait`."""
-        self.remove_participant_nowait(thread, name)
+        self._run.check_active()
+        tid = _tid(thread)
+        await self._threads.update(tid, self._remove, name)
+        self._removed(tid, name)
+
+    def _closed(self, tid: ThreadId, summary: str) -> None:
+        r = self._r
+        r.emit(ThreadClosed(self.run_id, r.next_seq(), time.time(), tid, self.name, summary))
 
     def close_thread_nowait(self, thread: ThreadRef, summary: str = "") -> None:
         """Close the thread: its messages stay, ``summary`` is stored, sends fail."""
-        run = self._run
-        run.check_active()
-        th = self._member(thread)
-        th.closed = True
-        th.summary = str(summary)
-        run.emit(
-            ThreadClosed(run.run_id, run.next_seq(), time.time(), th.id, self.name, th.summary)
-        )
+        self._run.check_active()
+        tid = _tid(thread)
+        summary = str(summary)
+        self._threads.update_nowait(tid, self._close, summary)
+        self._closed(tid, summary)
 
     async def close_thread(self, thread: ThreadRef, summary: str = "") -> None:
         """Close a thread; see :meth:`close_thread_nowait`."""
-        self.close_thread_nowait(thread, summary)
+        self._run.check_active()
+        tid = _tid(thread)
+        summary = str(summary)
+        await self._threads.update(tid, self._close, summary)
+        self._closed(tid, summary)
 
     def send_message_nowait(
         self,
@@ -265,105 +419,41 @@ class AgentContext:
         The sender must be a participant, the thread open, and every mention a
         participant this agent has an edge to, other than itself. Mentioning
         ``user`` (allowed for answerers) answers the task and ends the run.
+        ``metadata`` is plain data (see :func:`~coral_graph._model.plain_metadata`).
 
         Raises:
             UnknownThreadError, NotAParticipantError, ThreadClosedError,
-            ContentTooLargeError, InvalidMentionError, UnknownAgentError,
-            EdgeNotAllowedError, InboxFullError, BudgetExceededError.
+            ContentTooLargeError, InvalidMentionError, InvalidMetadataError,
+            UnknownAgentError, EdgeNotAllowedError, InboxFullError, BudgetExceededError.
         """
-        run = self._run
-        if run.finished:
-            run.check_active()
-        tid = thread if type(thread) is str else (thread if isinstance(thread, str) else thread.id)
-        th = run.threads.get(tid)  # type: ignore[call-overload]
-        if th is None:
-            raise UnknownThreadError(tid)
-        me = self.name
-        pset = th._pset
-        if me not in pset:
-            raise NotAParticipantError(me, tid)
-        if th.closed:
-            raise ThreadClosedError(tid)
-        if type(content) is not str:
-            if not isinstance(content, str):
-                raise TypeError(f"message content must be a string, not {type(content).__name__}")
-        if len(content) > run.max_content_chars:
-            raise ContentTooLargeError(len(content), run.max_content_chars)
-        if type(mentions) is str:
-            mentions = (mentions,)
-        ms: tuple[AgentName, ...] = tuple(mentions)  # type: ignore[arg-type]
-        targets: list[_Slot] = []
-        answered = False
-        if ms:
-            try:
-                hash(ms)  # a list among the mentions (e.g. from a model's JSON) is a typed error
-            except TypeError:
-                raise InvalidMentionError(
-                    repr(mentions), "each mention is an agent name (a string)"
-                ) from None
-            if len(ms) > 1:
-                ms = tuple(dict.fromkeys(ms))
-            succ = self._succ
-            slots = run.slots
-            limit = run.max_inbox
-            for m in ms:
-                # Fast path: an edge to m (never to oneself: graphs have no self-loops,
-                # and "user" is not a node) and m in the thread.
-                if m in succ and m in pset:
-                    s = slots.get(m)
-                    if s is None:
-                        s = run.slot(m)
-                    inbox = s.inbox
-                    if inbox is None:
-                        inbox = s.inbox = deque()
-                    elif len(inbox) >= limit:
-                        raise InboxFullError(m, limit)
-                    targets.append(s)
-                elif m == USER and m in pset and self._may_answer:
-                    answered = True
-                else:
-                    self._bad_mention(m, th)
-        if run.messages_sent >= run.max_messages:
-            run.stop_budget("messages", run.max_messages)
-            raise BudgetExceededError("messages", run.max_messages)
-        seq = len(th._messages) + 1
-        ts = time.time()
-        msg = Message(
-            f"{tid}#{seq}",  # type: ignore[arg-type]  # a MessageId; NewType calls cost on this path
-            th.id,
-            seq,
-            me,
-            content,
-            ms,
-            ts,
-            reply_to,  # type: ignore[arg-type]
-            metadata,
-        )
-        th._messages.append(msg)
-        run.messages_sent += 1
-        slot = self._slot
-        if slot is not None:
-            slot.usage.messages_sent += 1
-        ev = MessageSent(run.run_id, run.next_seq(), ts, msg)
-        if run._sinks or run.rec_q is not None:
-            run.emit(ev)
-        else:
-            run.events.append(ev)
+        r = self._r
+        if r.finished:
+            self._run.check_active()
+        tid: ThreadId = thread if type(thread) is str else _tid(thread)  # type: ignore[assignment]
+        content = self._content(content)
+        ms = self._mentions(mentions)
+        if metadata is not None:
+            metadata = plain_metadata(metadata)
+        if self._counts:
+            self._reserve_message()
+        try:
+            msg, targets, answered = self._threads.update_nowait(
+                tid,
+                self._post,
+                content,
+                ms,
+                reply_to,
+                metadata,
+            )
+        except BaseException:
+            if self._counts:
+                self._run.counters.release_nowait("messages", 1)
+            raise
+        self._sent(msg, targets, answered)
         if targets:
-            # One delivery per mention, appended in program order: FIFO per
-            # (sender, recipient). Sends never block.
-            run.pending += len(targets)
-            for s in targets:
-                s.inbox.append(msg)  # type: ignore[union-attr]
-                fut = s.waiter
-                if fut is not None:
-                    s.waiter = None
-                    if not fut.done():
-                        fut.set_result(None)
-                elif not s.worker:
-                    run.wake(s)
+            self._send(targets, msg)
         if answered:
-            run.answer(msg)
+            self._run.answer(msg)
         return msg
 
     async def send_message(
@@ -376,25 +466,52 @@ class AgentContext:
         metadata: Mapping[str, Any] | None = None,
     ) -> Message:
         """Post a message; see :meth:`send_message_nowait`."""
-        return self.send_message_nowait(
-            thread, content, mentions, reply_to=reply_to, metadata=metadata
-        )
+        run = self._run
+        if run.link.immediate:
+            # The in-process transport completes every step at once.
+            return self.send_message_nowait(
+                thread, content, mentions, reply_to=reply_to, metadata=metadata
+            )
+        run.check_active()
+        tid = _tid(thread)
+        content = self._content(content)
+        ms = self._mentions(mentions)
+        if metadata is not None:
+            metadata = plain_metadata(metadata)
+        if self._counts and not await run.counters.reserve("messages", 1, run.max_messages):
+            run.stop_budget("messages")
+            raise BudgetExceededError("messages", run.max_messages or 0)
+        try:
+            msg, targets, answered = await self._threads.update(
+                tid,
+                self._post,
+                content,
+                ms,
+                reply_to,
+                metadata,
+            )
+        except BaseException:
+            if self._counts:
+                run.counters.release_nowait("messages", 1)
+            raise
+        self._sent(msg, targets, answered)
+        if targets:
+            await run.link.send(targets, msg)
+        if answered:
+            run.answer(msg)
+        return msg
 
-    def _bad_mention(self, m: object, th: Thread) -> None:
-        if not isinstance(m, str):
-            raise InvalidMentionError(repr(m), "a mention is an agent name (a string)")
-        if m == self.name:
-            raise InvalidMentionError(m, "an agent cannot mention itself")
-        if m != USER and not self._run.is_agent(m):
-            raise UnknownAgentError(m, self._run.agent_names())
-        if m not in th._pset:
-            raise NotAParticipantError(m, th.id, acting=False)
-        raise EdgeNotAllowedError(self.name, m, "mention")
+    def _sent(self, msg: Message, targets: list[AgentName], answered: bool) -> None:
+        slot = self._slot
+        if slot is not None:
+            slot.usage.messages_sent += 1
+        r = self._r
+        r.emit(MessageSent(self.run_id, r.next_seq(), msg.timestamp, msg))
 
     def pending_mentions(self) -> int:
         """How many deliveries wait in this agent's inbox."""
         slot = self._slot
-        return len(slot.inbox) if slot is not None and slot.inbox is not None else 0
+        return len(slot.inbox) if slot is not None else 0
 
     async def wait_for_mentions(self, timeout: float | None = None) -> list[Message]:  # noqa: ASYNC109
         """All unread mentions of this agent across its threads, oldest first.
@@ -408,17 +525,15 @@ class AgentContext:
             raise RuntimeClosedError("the user's context has no inbox")
         run = self._run
         run.check_active()
-        inbox = run.ensure_inbox(slot)
-        if not inbox:
+        r = self._r
+        if not slot.inbox:
             if timeout is not None and timeout <= 0:
                 return []
             if slot.waiter is not None:
                 raise ConcurrentWaitError(self.name)
-            loop = run.loop
-            fut: asyncio.Future[None] = loop.create_future()
-            slot.waiter = fut
-            timer = loop.call_later(timeout, _timeout_cb, fut) if timeout is not None else None
-            run.set_active(slot, False)
+            fut = r.park(slot)
+            timer = r.loop.call_later(timeout, _timeout_cb, fut) if timeout is not None else None
+            r.set_active(slot, False)
             try:
                 await fut
             finally:
@@ -426,30 +541,28 @@ class AgentContext:
                     timer.cancel()
                 if slot.waiter is fut:
                     slot.waiter = None
-                run.set_active(slot, True)
+                r.set_active(slot, True)
         return self._drain(slot)
 
-    def _drain(self, slot: _Slot) -> list[Message]:
-        run = self._run
-        inbox = slot.inbox
-        if not inbox:
+    def _drain(self, slot: Slot) -> list[Message]:
+        if not slot.inbox:
             return []
+        run = self._run
         usage = slot.usage
         if slot.spec is not None and slot.spec.is_loop:
             # As for a handler's worker: the turn past the budget is not taken and its
-            # deliveries stay queued (checking after the drain lost them and counted
-            # max_turns + 1 turns).
+            # deliveries stay queued.
             run.check_turns(slot)
             usage.turns += 1
-        msgs = list(inbox)
-        inbox.clear()
-        run.pending -= len(msgs)
+        r = self._r
+        msgs = r.take_all(slot)
         usage.deliveries += len(msgs)
         now = time.time()
+        link = run.link
         for m in msgs:
-            run.emit(
-                DeliveryHandled(run.run_id, run.next_seq(), now, self.name, m.id, "wait", True, 0.0)
-            )
+            r.handled(self.name, m.id, "wait", True, 0.0, now)
+            if link.needs_ack:
+                link.ack(self.name, m)
         return msgs
 
     # -- accounting for model calls (used by LLMAgent; open to custom agents) --
@@ -478,24 +591,16 @@ class AgentContext:
 
         ``attempt``, ``request`` (the prompt as sent) and ``response`` are kept on
         the event for inspection (see :class:`~coral_graph.LLMCalled`)."""
-        run = self._run
         slot = self._slot
         current = slot.current if slot is not None else None
         if slot is not None:
-            u = slot.usage
-            u.llm_calls += 1
-            u.prompt_tokens += prompt_tokens
-            u.completion_tokens += completion_tokens
-            u.cost_usd += cost_usd
-            u.llm_latency_s += latency_s
-            u.latencies_s.append(latency_s)
-        run.llm_calls += 1
-        run.tokens += prompt_tokens + completion_tokens
-        run.cost_usd += cost_usd
-        run.emit(
+            slot.usage.add_llm_call(prompt_tokens, completion_tokens, cost_usd, latency_s)
+        self._run.record_llm_spend(prompt_tokens + completion_tokens, cost_usd)
+        r = self._r
+        r.emit(
             LLMCalled(
-                run.run_id,
-                run.next_seq(),
+                self.run_id,
+                r.next_seq(),
                 time.time(),
                 self.name,
                 model,
@@ -524,11 +629,11 @@ class AgentContext:
         message_id: str | None = None,
     ) -> None:
         """Record one tool call of a model as a ``tool_called`` event."""
-        run = self._run
-        run.emit(
+        r = self._r
+        r.emit(
             ToolCalled(
-                run.run_id,
-                run.next_seq(),
+                self.run_id,
+                r.next_seq(),
                 time.time(),
                 self.name,
                 thread_id,

@@ -14,6 +14,8 @@ Every error the library raises on purpose derives from :class:`CoralError`::
     │   ├── ThreadClosedError       the thread is closed (.thread_id)
     │   ├── InvalidMentionError     a mention of oneself or a malformed one (.agent)
     │   ├── ContentTooLargeError    the content is over the size limit (.size, .limit)
+    │   ├── InvalidArgumentError    an argument breaks an operation's rule (.field)
+    │   ├── InvalidMetadataError    message metadata the store cannot keep (.key)
     │   ├── InboxFullError          the recipient's inbox is at its bound (.recipient, .limit)
     │   └── ConcurrentWaitError     two wait_for_mentions() of one agent at the same time
     ├── BudgetExceededError         a limit of the run was reached (.budget, .limit)
@@ -40,6 +42,8 @@ __all__ = [
     "DuplicateAgentError",
     "EdgeNotAllowedError",
     "InboxFullError",
+    "InvalidArgumentError",
+    "InvalidMetadataError",
     "InvalidMentionError",
     "LLMError",
     "NotAParticipantError",
@@ -201,6 +205,37 @@ class ContentTooLargeError(ProtocolError, ValueError):
         super().__init__(
             f"message content is {size} characters, over the limit of {limit}; "
             "split it into several messages or raise max_content_chars"
+        )
+
+
+class InvalidArgumentError(ProtocolError, ValueError):
+    """An argument of an operation breaks its rule (an empty thread name, a name
+    over the length limit, a timeout over the cap …); nothing was done.
+
+    Attributes:
+        field: the argument, in the operations' vocabulary (``name``, ``timeout_s`` …).
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(f"{field}: {message}")
+
+
+class InvalidMetadataError(ProtocolError, ValueError):
+    """Message metadata holds a value the transcript cannot store (a datetime, a set,
+    bytes, NaN, a non-string key, an integer beyond 64 bits, nesting too deep);
+    the message was not posted.
+
+    Attributes:
+        key: the path of the bad value, e.g. ``scores[2]`` or ``a.b``.
+    """
+
+    def __init__(self, key: str, reason: str) -> None:
+        self.key = key
+        super().__init__(
+            f"metadata {key!r}: {reason}; metadata holds JSON-like data only (str, int, "
+            "finite float, bool, None, lists and str-keyed dicts): convert it, e.g. a "
+            "datetime to its isoformat() string"
         )
 
 

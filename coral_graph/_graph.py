@@ -131,6 +131,10 @@ class AgentGraph:
         self.name = name
         self.description = description
         self.nx: nx.DiGraph[str] = networkx.DiGraph()
+        # Our own maps, kept in step with `nx` by every method that changes the
+        # graph: runs read them on the hot path (and see edges added mid-run).
+        self._specs: dict[str, AgentSpec] = {}
+        self._succ: dict[str, dict[str, None]] = {}
         self.entry: list[AgentName] = [AgentName(e) for e in entry]
         self.answer_by: list[AgentName] | None = (
             None if answer_by is None else [AgentName(a) for a in answer_by]
@@ -192,11 +196,16 @@ class AgentGraph:
             metadata,
         )
         self.nx.add_node(valid, spec=spec)
+        self._specs[valid] = spec
+        self._succ[valid] = {}
 
     def remove_agent(self, name: str) -> None:
         """Remove an agent and its edges."""
         self._require(name)
         self.nx.remove_node(name)
+        del self._specs[name], self._succ[name]
+        for succ in self._succ.values():
+            succ.pop(name, None)
 
     def connect(self, a: str, b: str | Iterable[str], *, mutual: bool = False) -> None:
         """Add the edge ``a -> b`` (and ``b -> a`` when ``mutual``).
@@ -214,13 +223,16 @@ class AgentGraph:
                 )
         for t in targets:
             self.nx.add_edge(a, t)
+            self._succ[a][t] = None
             if mutual:
                 self.nx.add_edge(t, a)
+                self._succ[t][a] = None
 
     def disconnect(self, a: str, b: str) -> None:
         """Remove the edge ``a -> b`` if present."""
         if self.nx.has_edge(a, b):
             self.nx.remove_edge(a, b)
+            self._succ[a].pop(b, None)
 
     def _require(self, name: str) -> None:
         if name == USER:
@@ -229,8 +241,8 @@ class AgentGraph:
                 "and agent -> user is granted by answer_by",
                 field="edges",
             )
-        if name not in self.nx:
-            raise UnknownAgentError(name, self.nx.nodes)
+        if name not in self._specs:
+            raise UnknownAgentError(name, self._specs)
 
     # -- reading ------------------------------------------------------------
 
@@ -256,17 +268,17 @@ class AgentGraph:
     def spec(self, name: str) -> AgentSpec:
         """The :class:`AgentSpec` of ``name``."""
         self._require(name)
-        spec: AgentSpec = self.nx.nodes[name]["spec"]
-        return spec
+        return self._specs[name]
 
     def has_edge(self, a: str, b: str) -> bool:
         """Whether ``a`` may address ``b``."""
-        return bool(self.nx.has_edge(a, b))
+        succ = self._succ.get(a)
+        return succ is not None and b in succ
 
     def successors(self, name: str) -> list[AgentName]:
         """The agents ``name`` may address."""
         self._require(name)
-        return list(self.nx.successors(name))
+        return [AgentName(n) for n in self._succ[name]]
 
     def validate(
         self, entry: Iterable[str] | None = None, answer_by: Iterable[str] | None = None

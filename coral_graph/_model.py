@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal, NamedTuple
 
 from coral_graph._types import AgentName, MessageId, ThreadId
@@ -182,17 +182,98 @@ class AgentUsage:
         """Prompt plus completion tokens."""
         return self.prompt_tokens + self.completion_tokens
 
+    def add_llm_call(
+        self, prompt_tokens: int, completion_tokens: int, cost_usd: float, latency_s: float
+    ) -> None:
+        """Count one model call."""
+        self.llm_calls += 1
+        self.prompt_tokens += prompt_tokens
+        self.completion_tokens += completion_tokens
+        self.cost_usd += cost_usd
+        self.llm_latency_s += latency_s
+        self.latencies_s.append(latency_s)
+
+    def add(self, other: AgentUsage) -> None:
+        """Add ``other``'s counters to these (the latency samples excepted)."""
+        for name in USAGE_FIELDS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (without the latency samples)."""
-        return {
-            "turns": self.turns,
-            "messages_sent": self.messages_sent,
-            "deliveries": self.deliveries,
-            "errors": self.errors,
-            "llm_calls": self.llm_calls,
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "tokens": self.tokens,
-            "cost_usd": self.cost_usd,
-            "llm_latency_s": self.llm_latency_s,
-        }
+        """A JSON-ready dict (without the latency samples), ``tokens`` included."""
+        out: dict[str, Any] = {name: getattr(self, name) for name in USAGE_FIELDS}
+        out["tokens"] = self.tokens
+        return out
+
+
+USAGE_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(AgentUsage) if f.name != "latencies_s")
+"""The counters of :class:`AgentUsage`, in order (declared once, there)."""
+
+MAX_METADATA_DEPTH = 32
+"""How deep lists and dicts may nest inside message metadata."""
+
+_INT_MIN = -(1 << 63)
+_INT_MAX = (1 << 64) - 1
+
+
+def plain_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """``metadata`` as plain data every store and wire format keeps exactly: str keys;
+    values None, bool, int (64-bit), finite float, str, lists (tuples become lists)
+    and dicts of the same, nested at most :data:`MAX_METADATA_DEPTH` deep.
+
+    Raises:
+        InvalidMetadataError: naming the key of the first value that is not such data.
+    """
+    if not isinstance(metadata, Mapping):
+        from coral_graph._errors import InvalidMetadataError
+
+        raise InvalidMetadataError("", f"metadata is a mapping, not {type(metadata).__name__}")
+    return _plain_dict(metadata, "", 0)
+
+
+def _bad(key: str, reason: str) -> Exception:
+    from coral_graph._errors import InvalidMetadataError
+
+    return InvalidMetadataError(key, reason)
+
+
+def _check_str(s: str, key: str) -> str:
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _bad(key, "a string with a lone surrogate is not valid UTF-8") from None
+    return s
+
+
+def _plain_dict(d: Mapping[Any, Any], path: str, depth: int) -> dict[str, Any]:
+    if depth >= MAX_METADATA_DEPTH:
+        raise _bad(path, f"nested more than {MAX_METADATA_DEPTH} levels deep")
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if type(k) is not str:
+            raise _bad(f"{path}{k!r}", f"a key must be a string, not {type(k).__name__}")
+        key = f"{path}.{k}" if path else k
+        out[_check_str(k, key)] = _plain(v, key, depth + 1)
+    return out
+
+
+def _plain(v: Any, key: str, depth: int) -> Any:
+    t = type(v)
+    if v is None or t is bool:
+        return v
+    if t is str:
+        return _check_str(v, key)
+    if t is int:
+        if not _INT_MIN <= v <= _INT_MAX:
+            raise _bad(key, "an integer beyond 64 bits")
+        return v
+    if t is float:
+        if v != v or v in (float("inf"), float("-inf")):
+            raise _bad(key, f"{v} is not a finite number")
+        return v
+    if t is list or t is tuple:
+        if depth >= MAX_METADATA_DEPTH:
+            raise _bad(key, f"nested more than {MAX_METADATA_DEPTH} levels deep")
+        return [_plain(x, f"{key}[{i}]", depth + 1) for i, x in enumerate(v)]
+    if isinstance(v, Mapping):
+        return _plain_dict(v, key, depth)
+    raise _bad(key, f"a {t.__name__} value is not plain data")

@@ -10,7 +10,7 @@ import anyio
 from coral_graph._errors import RuntimeClosedError
 from coral_graph._events import Event
 from coral_graph._model import AgentUsage, Message, Thread
-from coral_graph._types import RunId, ThreadId
+from coral_graph._types import RunId, StopReason, ThreadId
 
 if TYPE_CHECKING:
     from coral_graph._context import AgentContext
@@ -37,7 +37,7 @@ class RunResult:
     """
 
     run_id: RunId
-    stop_reason: str
+    stop_reason: StopReason
     answer: str | None
     answer_message: Message | None
     error: str | None
@@ -52,15 +52,7 @@ class RunResult:
         """The sum of every agent's usage."""
         out = AgentUsage()
         for u in self.usage.values():
-            out.turns += u.turns
-            out.messages_sent += u.messages_sent
-            out.deliveries += u.deliveries
-            out.errors += u.errors
-            out.llm_calls += u.llm_calls
-            out.prompt_tokens += u.prompt_tokens
-            out.completion_tokens += u.completion_tokens
-            out.cost_usd += u.cost_usd
-            out.llm_latency_s += u.llm_latency_s
+            out.add(u)
         return out
 
     @property
@@ -100,6 +92,11 @@ class RunHandle:
         self._started = anyio.Event()
         self._cancel_requested = False
 
+    def _attach(self, run: _Run) -> None:
+        self._run = run
+        if self._cancel_requested:
+            run.router.stop("cancelled")  # cancel() came before the run's task started
+
     @property
     def user(self) -> AgentContext:
         """The caller's own context in the run (posts as ``user``)."""
@@ -115,7 +112,7 @@ class RunHandle:
         """Stop the run; it ends with ``cancelled`` (also when it has not started yet)."""
         self._cancel_requested = True
         if self._run is not None:
-            self._run.finish("cancelled")
+            self._run.router.stop("cancelled")
 
     @property
     def result(self) -> RunResult | None:

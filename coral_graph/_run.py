@@ -1,18 +1,22 @@
-"""One run: threads, inboxes, workers, budgets, quiescence and the stop reason.
+"""One run: its agents' turns, error policies, turn timeouts, budgets and lifecycle.
 
-Routing model (the hot path):
+:class:`_Run` owns
 
-* Every agent has a FIFO inbox (a deque, created on its first delivery) and at most
-  one worker task, spawned on that first delivery: an idle agent costs no task
-  and no inbox. The worker handles one delivery at a time; agents run
-  concurrently. Per (sender, recipient) order holds because a send appends to the
-  recipient's inbox synchronously, in program order.
-* Sends never block (so two agents flooding each other cannot deadlock); memory
-  is bounded by ``max_inbox`` per agent (the sender gets :class:`InboxFullError`,
-  nothing is dropped) and by the run's message budget.
-* Quiescence is exact: ``pending`` counts queued deliveries, ``busy`` counts agents
-  inside a turn (or a loop agent not waiting). Both reach zero only when nothing
-  can happen any more; it is checked where they change, never by sleeping.
+* the **workers**: a handler-style agent gets one worker task on its first
+  delivery (an idle agent costs no task); the worker handles one delivery at a
+  time, and stays busy across consecutive turns. Loop-style agents get one task
+  running their ``run(ctx)`` for the whole run;
+* **error policies** (``continue``, ``restart``, ``stop``) and **turn timeouts**:
+  one timer per worker, re-armed lazily (no per-turn cost, no polling task), that
+  cancels the worker's scope when a turn overruns;
+* **budgets** other than messages (turns; LLM calls, tokens and cost through
+  :meth:`check_llm_budget` / :meth:`record_llm_call`);
+* the **lifecycle**: start (or restore from a stored run), the final event, the result.
+
+Delivery, events and quiescence are the router's (``coral_graph._router``); the
+threads and the wire are the transport's (``coral_graph.transport``). Nothing
+outside the core reads a ``_Run``'s attributes: the store restores a run through
+:class:`RunSnapshot` and ``Runtime.resume``.
 """
 
 from __future__ import annotations
@@ -22,9 +26,9 @@ import inspect
 import itertools
 import time
 import traceback
-from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import anyio
 from anyio.abc import TaskGroup
@@ -32,75 +36,56 @@ from anyio.abc import TaskGroup
 from coral_graph._budgets import Budgets
 from coral_graph._context import AgentContext
 from coral_graph._errors import BudgetExceededError, RuntimeClosedError, TurnTimeoutError
-from coral_graph._events import (
-    AgentAdded,
-    AgentErrored,
-    DeliveryHandled,
-    Event,
-    MessageSent,
-    RunFinished,
-    RunStarted,
-    ThreadCreated,
-)
+from coral_graph._events import AgentAdded, AgentErrored, Event, RunFinished, RunStarted
 from coral_graph._model import AgentUsage, Message, Thread
-from coral_graph._types import USER, AgentName, RunId, ThreadId
+from coral_graph._router import Router, Slot
+from coral_graph._types import USER, AgentName, BudgetName, RunId, ThreadId, budget_stop
 
 if TYPE_CHECKING:
-    from coral_graph._graph import AgentGraph, AgentSpec
+    from coral_graph._graph import AgentGraph
     from coral_graph._results import RunResult
     from coral_graph._runtime import Runtime
+    from coral_graph.transport._base import Transport
+
+__all__ = ["RunSnapshot"]
+
+_NO_LIMIT = 1 << 62
 
 
-class _Slot:
-    """Per-agent state inside a run."""
+@dataclass
+class RunSnapshot:
+    """The state of an interrupted run, to continue it (``Runtime.resume``).
 
-    __slots__ = (
-        "active",
-        "ctx",
-        "current",
-        "exited",
-        "inbox",
-        "name",
-        "restarts",
-        "scope",
-        "spec",
-        "timed_out",
-        "turn_started",
-        "usage",
-        "waiter",
-        "worker",
-    )
+    Attributes:
+        events: the run's events so far (the new ones follow them).
+        threads: every thread with its messages, by id.
+        last_seq: the seq of the last event.
+        started_at: when the run started (seconds since the epoch).
+        usage: per-agent counters and spend.
+        counters: run-wide counters: ``messages``, ``llm_calls``, ``tokens``, ``cost_usd``.
+        pending: the deliveries not handled yet, ``(agent, message)`` in order.
+        answer: the answer, when the run answered before it was interrupted.
+    """
 
-    def __init__(self, name: AgentName, spec: AgentSpec | None) -> None:
-        self.name = name
-        self.spec = spec
-        self.inbox: deque[Message] | None = None
-        self.waiter: asyncio.Future[None] | None = None
-        self.worker = False
-        self.active = False
-        self.usage = AgentUsage()
-        self.current: Message | None = None
-        self.turn_started = 0.0
-        self.scope: anyio.CancelScope | None = None
-        self.timed_out = False
-        self.restarts = 0
-        # A loop agent whose run() has returned: nothing reads its inbox any more.
-        self.exited = False
-        self.ctx: AgentContext = None  # type: ignore[assignment]
-
-    def release(self) -> None:
-        """Drop what a finished run no longer needs (see :meth:`_Run.take_result`)."""
-        self.inbox = None
-        self.current = None
-        self.waiter = None
-        self.scope = None
+    events: list[Event]
+    threads: dict[ThreadId, Thread]
+    last_seq: int
+    started_at: float | None = None
+    usage: dict[str, AgentUsage] = field(default_factory=dict)
+    counters: dict[str, float] = field(default_factory=dict)
+    pending: list[tuple[str, Message]] = field(default_factory=list)
+    answer: Message | None = None
 
 
-def _emit_nothing(event: Event) -> None:
-    """A released run's ``emit``: nothing listens any more."""
+def _is_cancel(exc: BaseException) -> bool:
+    """Cancellation and Ctrl-C pass through an agent's turn; anything else it
+    raises (``SystemExit`` included) is the agent's error."""
+    return isinstance(exc, KeyboardInterrupt | anyio.get_cancelled_exc_class())
 
 
 class _Run:
+    """One run of a runtime (see the module docstring for what it owns)."""
+
     def __init__(
         self,
         *,
@@ -112,9 +97,8 @@ class _Run:
         budgets: Budgets,
         max_inbox: int,
         max_content_chars: int,
-        sinks: list[Callable[[Event], None]],
-        on_sink_error: Callable[[Callable[[Event], None], BaseException], None],
         runtime: Runtime,
+        transport: Transport,
     ) -> None:
         self.rt = runtime
         self.run_id = run_id
@@ -126,225 +110,139 @@ class _Run:
         self.budgets = budgets
         self.max_inbox = max_inbox
         self.max_content_chars = max_content_chars
-        self.max_messages = budgets.max_messages if budgets.max_messages is not None else 1 << 62
-        self.max_turns = budgets.max_turns if budgets.max_turns is not None else 1 << 62
-        self._adj = graph.nx._adj
-        self._nodes = graph.nx._node
-        self.threads: dict[ThreadId, Thread] = {}
-        self._thread_ids = itertools.count(1)
-        self.slots: dict[str, _Slot] = {}
-        self.events: list[Event] = []
-        self.next_seq = itertools.count(1).__next__
-        self.pending = 0
-        self.busy = 0
-        self.messages_sent = 0
-        self.llm_calls = 0
-        self.tokens = 0
-        self.cost_usd = 0.0
-        self.finished = False
-        self.stop_reason: str | None = None
+        self.max_messages = budgets.max_messages
+        self.max_turns = budgets.max_turns if budgets.max_turns is not None else _NO_LIMIT
+        self.specs = graph._specs
+        self.succ = graph._succ
         self.answer_msg: Message | None = None
-        self.error: str | None = None
         self.started_at = time.time()
-        self.ended_at: float | None = None
-        self.loop = asyncio.get_running_loop()
-        self.done: asyncio.Future[None] = self.loop.create_future()
         self.tg: TaskGroup | None = None
-        self._watched: list[_Slot] = []
-        self._sinks = sinks
-        self._on_sink_error = on_sink_error
-        events_append = self.events.append
-        # The store, when it takes batches (see Runtime._recorder): events are
-        # appended to its queue here, sparing a call per event.
-        rec = runtime._recorder
-        self.rec_q: deque[Any] | None = rec.batch_queue if rec is not None else None
-        self.rec_lim = rec.batch_size if rec is not None else 0
-        run = self
+        r = self.router = Router(
+            run_id,
+            sinks=runtime._sinks,
+            on_sink_error=runtime._on_sink_error,
+            recorder=runtime._recorder,
+            on_recorder_error=runtime._recorder_failed,
+        )
+        r.spawn = self._spawn
+        r.make_slot = self.slot
+        self.link = r.link = transport.open_run(r)
+        self.threads = self.link.threads
+        self.counters = self.link.counters
+        self.user_ctx = AgentContext(self, None, USER, dict.fromkeys(entry), False)
 
-        def emit(event: Event) -> None:
-            publish(event)
-            rq = run.rec_q
-            if rq is not None:
-                rq.append(event)
-                if len(rq) >= run.rec_lim:
-                    run.rec_drain()
+    # -- small views ----------------------------------------------------------------
 
-        def publish(event: Event) -> None:
-            """Into the run's events and to the subscribers (not the recorder)."""
-            events_append(event)
-            if sinks:
-                broken: list[tuple[Callable[[Event], None], Exception]] | None = None
-                for sink in sinks:
-                    try:
-                        sink(event)
-                    except Exception as exc:
-                        # Detached after the loop: removing it now would shift the
-                        # list and the next sink would miss this event.
-                        if broken is None:
-                            broken = []
-                        broken.append((sink, exc))
-                if broken is not None:
-                    for bad, err in broken:
-                        on_sink_error(bad, err)
-
-        self.emit = emit
-        self.publish = publish
-        entry_adj: dict[str, Any] = {e: {} for e in entry}
-        self.user_ctx = AgentContext(self, None, USER, entry_adj, False)
-
-    # -- graph lookups --------------------------------------------------------
+    @property
+    def finished(self) -> bool:
+        return self.router.finished
 
     def is_agent(self, name: str) -> bool:
-        return name in self._nodes
-
-    def agent_names(self) -> list[str]:
-        return list(self._nodes)
+        return name in self.specs
 
     def description(self, name: str) -> str:
-        node = self._nodes.get(name)
-        return node["spec"].description if node is not None else ""
+        spec = self.specs.get(name)
+        return spec.description if spec is not None else ""
 
     def check_active(self) -> None:
-        if self.finished:
+        r = self.router
+        if r.finished:
             raise RuntimeClosedError(
-                f"run {self.run_id} has ended ({self.stop_reason}); nothing more can happen in it"
+                f"run {self.run_id} has ended ({r.stop_reason}); nothing more can happen in it"
             )
 
-    # -- slots, threads, deliveries ---------------------------------------------
-
-    def slot(self, name: str) -> _Slot:
-        slot = self.slots.get(name)
+    def slot(self, name: str) -> Slot:
+        slot = self.router.slots.get(name)
         if slot is None:
-            node = self._nodes[name]
-            spec: AgentSpec = node["spec"]
-            slot = _Slot(AgentName(name), spec)
+            slot = Slot(AgentName(name), self.specs[name])
             slot.ctx = AgentContext(
-                self, slot, AgentName(name), self._adj[name], name in self._answerers
+                self, slot, AgentName(name), self.succ[name], name in self._answerers
             )
-            self.slots[name] = slot
+            self.router.slots[name] = slot
         return slot
 
-    def ensure_inbox(self, slot: _Slot) -> deque[Message]:
-        inbox = slot.inbox
-        if inbox is None:
-            inbox = slot.inbox = deque()
-        return inbox
+    def usage_by_agent(self) -> dict[str, AgentUsage]:
+        return {name: slot.usage for name, slot in self.router.slots.items()}
 
-    def new_thread(self, name: str, creator: AgentName, members: list[AgentName]) -> Thread:
-        tid = ThreadId(f"t-{next(self._thread_ids)}")
-        th = Thread(tid, name, creator, members, time.time())
-        self.threads[tid] = th
-        return th
+    # -- workers ------------------------------------------------------------------
 
-    def deliver(self, name: str, msg: Message) -> None:
-        """Queue one delivery of ``msg`` for ``name`` (used by the task post and resume;
-        ``send_message`` inlines the same steps)."""
-        slot = self.slots.get(name)
-        if slot is None:
-            slot = self.slot(name)
-        inbox = slot.inbox
-        if inbox is None:
-            inbox = slot.inbox = deque()
-        inbox.append(msg)
-        self.pending += 1
-        fut = slot.waiter
-        if fut is not None:
-            slot.waiter = None
-            if not fut.done():
-                fut.set_result(None)
-        elif not slot.worker:
-            self.wake(slot)
-
-    def wake(self, slot: _Slot) -> None:
-        """Start the worker of a handler-style agent that has none yet."""
-        if self.finished:
-            return
-        spec = slot.spec
-        if spec is not None and not spec.is_loop:
-            self._spawn(slot)
-        elif slot.exited:
-            # Nobody will take this delivery (the loop agent has returned): it stays
-            # in the inbox, bounded by max_inbox, but is no work that keeps the run
-            # from going idle.
-            self.pending -= 1
-
-    def _spawn(self, slot: _Slot) -> None:
+    def _spawn(self, slot: Slot) -> None:
         assert self.tg is not None
         slot.worker = True
         self.tg.start_soon(self._work, slot, name=f"coral-agent-{slot.name}")
-        if self._watch_limit(slot) is not None and slot not in self._watched:
-            # Respawned after a turn timeout: already watched.
-            self._watched.append(slot)
 
-    def set_active(self, slot: _Slot, active: bool) -> None:
-        if slot.active == active:
+    def _turn_limit(self, slot: Slot) -> float | None:
+        spec = slot.spec
+        if spec is not None and spec.turn_timeout_s is not None:
+            return spec.turn_timeout_s
+        return self.budgets.turn_timeout_s
+
+    def _arm(self, slot: Slot, delay: float) -> None:
+        slot.timer = self.router.loop.call_later(delay, self._turn_check, slot)
+
+    def _turn_check(self, slot: Slot) -> None:
+        """The worker's timer: cancel a turn past its limit, else look again when the
+        current turn (or one starting now) would reach it."""
+        slot.timer = None
+        limit = self._turn_limit(slot)
+        if self.router.finished or slot.scope is None or limit is None:
             return
-        slot.active = active
-        if active:
-            self.busy += 1
+        if slot.current is None:
+            self._arm(slot, limit)
+            return
+        left = slot.turn_started + limit - time.time()
+        if left <= 0:
+            slot.scope.cancel()
         else:
-            self.busy -= 1
-            if self.busy == 0 and self.pending == 0:
-                self.finish("idle")
+            self._arm(slot, left)
 
-    # -- the worker -------------------------------------------------------------
-
-    async def _work(self, slot: _Slot) -> None:
+    async def _work(self, slot: Slot) -> None:
         spec = slot.spec
         assert spec is not None
-        assert slot.inbox is not None
+        r = self.router
         inbox = slot.inbox
         handle = spec.agent.handle  # type: ignore[union-attr]
         ctx = slot.ctx
         usage = slot.usage
-        emit = self.emit
-        publish = self.publish
-        append = self.events.append
-        sinks = self._sinks
-        rec_lim = self.rec_lim
-        next_seq = self.next_seq
-        run_id = self.run_id
         name = slot.name
-        create_future = self.loop.create_future
+        take = r.take
+        park = r.park
+        set_active = r.set_active
+        handled = r.handled
+        link = self.link
+        ack = link.ack if link.needs_ack else None
         now = time.time
         max_turns = self.max_turns
         sleep0 = asyncio.sleep
         rt = self.rt
         n = 0
         t_last = now()
+        limit = self._turn_limit(slot)
+        msg: Message | None = None
         try:
             with anyio.CancelScope() as scope:
                 slot.scope = scope
+                if limit is not None:
+                    self._arm(slot, limit)
                 while True:
                     if rt._pressure:
                         # An event stream is full: pause between turns until it drains.
                         await rt._wait_relief()
                     if not inbox:
-                        # The agent stays busy across consecutive turns and goes idle only
-                        # here, with its inbox empty: the only point where quiescence can
-                        # begin because of it.
-                        if slot.active:
-                            slot.active = False
-                            self.busy -= 1
-                            if self.busy == 0 and self.pending == 0:
-                                self.finish("idle")
-                        fut: asyncio.Future[None] = create_future()
-                        slot.waiter = fut
-                        await fut
+                        # Busy across consecutive turns, idle only here with an empty
+                        # inbox: the only point where quiescence can begin because of it.
+                        set_active(slot, False)
+                        await park(slot)
                         t_last = now()
                         continue
-                    if not slot.active:
-                        slot.active = True
-                        self.busy += 1
-                    if self.finished:
-                        # The run ended (answer, error, budget) during an earlier turn of
-                        # the burst: handle nothing more.
+                    set_active(slot, True)
+                    if r.finished:
+                        # The run ended during an earlier turn of the burst.
                         return
                     if usage.turns >= max_turns:
-                        self.stop_budget("turns", max_turns)
+                        self.stop_budget("turns")
                         return
-                    msg = inbox.popleft()
-                    self.pending -= 1
+                    msg = take(slot)
                     usage.turns += 1
                     usage.deliveries += 1
                     slot.current = msg
@@ -354,67 +252,50 @@ class _Run:
                     try:
                         await handle(ctx, msg)
                         ok = True
-                    except Exception as exc:
+                    except BaseException as exc:
+                        if _is_cancel(exc):
+                            raise
                         ok = False
-                        if self.finished:
+                        if r.finished:
                             return
                         await self._agent_failed(slot, msg, exc)
                     slot.current = None
                     t_last = t1 = now()
-                    seq = next_seq()
-                    mid = msg.id
-                    dur = t1 - t0
-                    ev = DeliveryHandled(run_id, seq, t1, name, mid, "handle", ok, dur)
-                    if sinks:
-                        publish(ev)
-                    else:
-                        append(ev)
-                    rq = self.rec_q
-                    if rq is not None:
-                        # The commonest event goes to the store as its plain tuple
-                        # (kind, *fields), made here from locals: far cheaper than
-                        # reading the fields back out of the event later.
-                        rq.append(("delivery_handled", run_id, seq, t1, name, mid, "handle",
-                                   ok, dur))  # fmt: skip
-                        if len(rq) >= rec_lim:
-                            self.rec_drain()
+                    handled(name, msg.id, "handle", ok, t1 - t0, t1)
+                    if ack is not None:
+                        ack(name, msg)
                     n += 1
                     if n & 63 == 0:
                         # Fairness: a handler that never suspends must not starve others.
                         await sleep0(0)
                         t_last = now()
-            # Only the watchdog cancels this scope: the turn ran past its timeout.
-            if slot.timed_out and not self.finished:
-                slot.timed_out = False
-                slot.worker = False
-                msg = slot.current  # type: ignore[assignment]
-                slot.current = None
-                limit = self._watch_limit(slot) or 0.0
-                err = TurnTimeoutError(slot.name, limit)
-                t1 = now()
-                emit(
-                    DeliveryHandled(
-                        run_id,
-                        next_seq(),
-                        t1,
-                        name,
-                        msg.id if msg else "",
-                        "handle",
-                        False,
-                        t1 - slot.turn_started,
-                    )
-                )
-                await self._agent_failed(slot, msg, err)
-                self.set_active(slot, False)
-                if not self.finished and inbox:
-                    self._spawn(slot)
+            if scope.cancelled_caught and not r.finished:
+                # Only the turn timer cancels this scope: the turn overran.
+                await self._turn_timed_out(slot, limit or 0.0)
         finally:
-            # A worker cancelled at the end of a run outlives it: its frame stays in
-            # the traceback of its CancelledError, a reference cycle only the cyclic
-            # GC frees. Let go of the run's event list and inbox now.
-            del append, emit, publish, inbox
+            if slot.timer is not None:
+                slot.timer.cancel()
+                slot.timer = None
+            # A worker cancelled at the end of a run outlives it in the traceback of its
+            # CancelledError (a cycle only the cyclic GC frees): let go of what holds the
+            # run's events and inbox.
+            del inbox, msg, handled, ctx
 
-    async def _agent_failed(self, slot: _Slot, msg: Message | None, exc: BaseException) -> None:
+    async def _turn_timed_out(self, slot: Slot, limit: float) -> None:
+        slot.worker = False
+        msg = slot.current
+        slot.current = None
+        t1 = time.time()
+        mid = msg.id if msg is not None else ""
+        self.router.handled(slot.name, mid, "handle", False, t1 - slot.turn_started, t1)
+        if msg is not None and self.link.needs_ack:
+            self.link.ack(slot.name, msg)
+        await self._agent_failed(slot, msg, TurnTimeoutError(slot.name, limit))
+        self.router.set_active(slot, False)
+        if not self.router.finished and slot.inbox:
+            self._spawn(slot)
+
+    async def _agent_failed(self, slot: Slot, msg: Message | None, exc: BaseException) -> None:
         spec = slot.spec
         assert spec is not None
         slot.usage.errors += 1
@@ -424,10 +305,11 @@ class _Run:
             if slot.restarts > spec.max_restarts:
                 action = "stop"
         tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        self.emit(
+        r = self.router
+        r.emit(
             AgentErrored(
                 self.run_id,
-                self.next_seq(),
+                r.next_seq(),
                 time.time(),
                 slot.name,
                 msg.id if msg is not None else None,
@@ -438,8 +320,7 @@ class _Run:
             )
         )
         if action == "stop":
-            self.error = f"{slot.name}: {type(exc).__name__}: {exc}"
-            self.finish("error")
+            r.stop("error", f"{slot.name}: {type(exc).__name__}: {exc}")
         elif action == "restart":
             hook = getattr(spec.agent, "on_restart", None)
             if hook is not None:
@@ -448,215 +329,185 @@ class _Run:
                     if inspect.isawaitable(res):
                         await res
                 except Exception as hook_exc:
-                    self.error = f"{slot.name}: on_restart failed: {hook_exc!r}"
-                    self.finish("error")
+                    r.stop("error", f"{slot.name}: on_restart failed: {hook_exc!r}")
 
-    async def _loop_main(self, slot: _Slot) -> None:
+    async def _loop_main(self, slot: Slot) -> None:
         spec = slot.spec
         assert spec is not None
         runner = spec.agent.run  # type: ignore[union-attr]
-        self.set_active(slot, True)
+        r = self.router
+        r.set_active(slot, True)
         while True:
             try:
                 await runner(slot.ctx)
                 break
-            except Exception as exc:
-                if self.finished:
+            except BaseException as exc:
+                if _is_cancel(exc):
+                    raise
+                if r.finished:
                     return
                 await self._agent_failed(slot, None, exc)
-                if spec.on_error != "restart" or self.finished:
+                if spec.on_error != "restart" or r.finished:
                     break
         slot.exited = True
-        if slot.inbox:
-            self.pending -= len(slot.inbox)  # see wake(): unread, and no more work
-        self.set_active(slot, False)
+        r.drop_unread(slot)
+        r.set_active(slot, False)
 
-    def _watch_limit(self, slot: _Slot) -> float | None:
-        spec = slot.spec
-        if spec is not None and spec.turn_timeout_s is not None:
-            return spec.turn_timeout_s
-        return self.budgets.turn_timeout_s
+    def _start_loops(self) -> bool:
+        assert self.tg is not None
+        started = False
+        for name, spec in self.specs.items():
+            if spec.is_loop and self.link.hosts(AgentName(name)):
+                self.tg.start_soon(self._loop_main, self.slot(name), name=f"coral-loop-{name}")
+                started = True
+        return started
 
-    async def _watchdog(self) -> None:
-        default = self.budgets.turn_timeout_s
-        limits = {d["spec"].turn_timeout_s for d in self._nodes.values()}
-        limits.add(default)
-        smallest = min((x for x in limits if x is not None), default=None)
-        if smallest is None:
-            return
-        interval = max(0.005, min(smallest / 4, 1.0))
-        clock = time.time
-        while True:
-            await anyio.sleep(interval)
-            now = clock()
-            for slot in self._watched:
-                limit = self._watch_limit(slot)
-                if (
-                    slot.current is not None
-                    and limit is not None
-                    and now - slot.turn_started > limit
-                    and slot.scope is not None
-                    and not slot.timed_out
-                ):
-                    slot.timed_out = True
-                    slot.scope.cancel()
+    # -- budgets --------------------------------------------------------------------
 
-    # -- budgets and the end of the run ----------------------------------------------
-
-    def check_turns(self, slot: _Slot) -> None:
+    def check_turns(self, slot: Slot) -> None:
         """Before a loop agent's next turn: stop the run if it has had ``max_turns``."""
         if slot.usage.turns >= self.max_turns:
-            self.stop_budget("turns", self.max_turns)
+            self.stop_budget("turns")
             raise BudgetExceededError("turns", self.max_turns, f"agent {slot.name}")
 
     def check_llm_budget(self, *, tokens: int, cost_usd: float, calls: int) -> None:
         self.check_active()
         b = self.budgets
-        if b.max_llm_calls is not None and self.llm_calls + calls > b.max_llm_calls:
-            self.stop_budget("llm_calls", b.max_llm_calls)
+        c = self.counters
+        if b.max_llm_calls is not None and c.value("llm_calls") + calls > b.max_llm_calls:
+            self.stop_budget("llm_calls")
             raise BudgetExceededError("llm_calls", b.max_llm_calls)
-        if b.max_tokens is not None and self.tokens + tokens > b.max_tokens:
-            self.stop_budget("tokens", b.max_tokens)
+        used = int(c.value("tokens"))
+        if b.max_tokens is not None and used + tokens > b.max_tokens:
+            self.stop_budget("tokens")
             raise BudgetExceededError(
-                "tokens", b.max_tokens, f"{self.tokens} used, the next call may use {tokens}"
+                "tokens", b.max_tokens, f"{used} used, the next call may use {tokens}"
             )
-        if b.max_cost_usd is not None and self.cost_usd + cost_usd > b.max_cost_usd:
-            self.stop_budget("cost", b.max_cost_usd)
+        spent = c.value("cost_usd")
+        if b.max_cost_usd is not None and spent + cost_usd > b.max_cost_usd:
+            self.stop_budget("cost")
             raise BudgetExceededError(
                 "cost",
                 b.max_cost_usd,
-                f"${self.cost_usd:.6f} spent, the next call may cost ${cost_usd:.6f}",
+                f"${spent:.6f} spent, the next call may cost ${cost_usd:.6f}",
             )
 
-    def stop_budget(self, name: str, limit: float) -> None:
-        self.finish(f"budget:{name}")
+    def record_llm_spend(self, tokens: int, cost_usd: float) -> None:
+        c = self.counters
+        c.reserve_nowait("llm_calls", 1, None)
+        c.reserve_nowait("tokens", tokens, None)
+        c.reserve_nowait("cost_usd", cost_usd, None)
+
+    def stop_budget(self, name: BudgetName) -> None:
+        self.router.stop(budget_stop(name))
 
     def answer(self, msg: Message) -> None:
-        if not self.finished:
+        if not self.router.finished:
             self.answer_msg = msg
-            self.finish("answer")
+            self.router.stop("answer")
 
-    def finish(self, reason: str) -> None:
-        if self.finished:
-            return
-        self.finished = True
-        self.stop_reason = reason
-        self.ended_at = time.time()
-        if not self.done.done():
-            self.done.set_result(None)
+    # -- start and stop ---------------------------------------------------------------
 
-    def usage_by_agent(self) -> dict[str, AgentUsage]:
-        return {name: slot.usage for name, slot in self.slots.items()}
-
-    # -- start and stop ---------------------------------------------------------
-
-    def start(self, tg: TaskGroup, restore: Callable[[_Run], None] | None = None) -> None:
-        """Record the start, open the task thread, post the task, start loop agents.
-
-        ``restore`` (used by ``coral_graph.store`` to resume a stored run) replaces
-        all of that: it rebuilds threads, usage and counters on this run and
-        re-queues the pending deliveries; only the watchdog is started here."""
+    def start(self, tg: TaskGroup) -> None:
+        """Record the start, open the task thread, post the task, start loop agents."""
         self.tg = tg
-        if restore is not None:
-            restore(self)
-            tg.start_soon(self._watchdog, name="coral-watchdog")
-            return
-        graph = self.graph
+        r = self.router
+        emit = r.emit
+        next_seq = r.next_seq
+        run_id = self.run_id
         ts = self.started_at
-        emit = self.emit
         emit(
             RunStarted(
-                self.run_id,
-                self.next_seq(),
+                run_id,
+                next_seq(),
                 ts,
                 self.task,
                 list(self.entry),
                 list(self.answer_by),
-                graph.snapshot(),
+                self.graph.snapshot(),
                 self.budgets.to_dict(),
             )
         )
-        next_seq = self.next_seq
-        run_id = self.run_id
-        loops: list[str] = []
-        for name, data in self._nodes.items():
-            spec = data["spec"]
+        for name, spec in self.specs.items():
             emit(AgentAdded(run_id, next_seq(), ts, name, spec.description, spec.kind))
-            if spec.is_loop:
-                loops.append(name)
-        members = [USER, *self.entry]
-        th = self.new_thread("task", USER, members)
-        emit(ThreadCreated(run_id, next_seq(), ts, th.id, th.name, USER, list(members)))
-        seq = 1
-        msg = Message(f"{th.id}#{seq}", th.id, seq, USER, self.task, tuple(self.entry), time.time())  # type: ignore[arg-type]
-        th._messages.append(msg)
-        emit(MessageSent(run_id, next_seq(), msg.timestamp, msg))
-        for name in loops:
-            slot = self.slot(name)
-            self.ensure_inbox(slot)
-            tg.start_soon(self._loop_main, slot, name=f"coral-loop-{name}")
-        for e in self.entry:
-            self.deliver(e, msg)
-        tg.start_soon(self._watchdog, name="coral-watchdog")
+        # The task is posted by the user's context like any message, except that it
+        # is not counted against max_messages (a context of its own that does not count).
+        poster = AgentContext(self, None, USER, dict.fromkeys(self.entry), False, counts=False)
+        th = poster.create_thread_nowait("task", self.entry)
+        self._start_loops()
+        poster.send_message_nowait(th, self.task, self.entry)
+
+    def restore(self, tg: TaskGroup, snap: RunSnapshot) -> None:
+        """Continue a stored run: its events, threads, usage and counters come back,
+        loop agents restart and every pending delivery is delivered again."""
+        self.tg = tg
+        r = self.router
+        r.events.extend(snap.events)
+        r.next_seq = itertools.count(snap.last_seq + 1).__next__
+        restore_threads: Callable[[dict[ThreadId, Thread]], None] | None = getattr(
+            self.threads, "restore", None
+        )
+        if restore_threads is None:
+            raise RuntimeClosedError("this transport cannot restore a stored run")
+        restore_threads(snap.threads)
+        for key, value in snap.counters.items():
+            self.counters.reserve_nowait(key, value, None)
+        if snap.started_at is not None:
+            self.started_at = snap.started_at
+        for name, usage in snap.usage.items():
+            if self.is_agent(name):
+                self.slot(name).usage = usage
+        if snap.answer is not None:
+            # It answered before it was interrupted: only the end was not recorded.
+            self.answer(snap.answer)
+            return
+        loops = self._start_loops()
+        for agent, msg in snap.pending:
+            if self.is_agent(agent):
+                r.feed(AgentName(agent), msg)
+        if not loops and r.pending == 0:
+            r.stop("idle")
 
     def record_finish(self) -> None:
+        r = self.router
         usage = {name: u.to_dict() for name, u in self.usage_by_agent().items()}
         ans = self.answer_msg
-        self.emit(
+        r.emit(
             RunFinished(
                 self.run_id,
-                self.next_seq(),
-                self.ended_at or time.time(),
-                self.stop_reason or "error",
+                r.next_seq(),
+                r.ended_at or time.time(),
+                r.stop_reason or "error",
                 ans.id if ans is not None else None,
                 ans.content if ans is not None else None,
-                self.error,
+                r.error,
                 usage,
             )
         )
 
-    def rec_drain(self) -> None:
-        """Hand the recorder's full batch over; a recorder that fails is detached
-        (``Runtime.sink_errors``), as a failing subscriber is."""
-        rec = self.rt._recorder
-        if rec is None:
-            self.rec_q = None
-            return
-        try:
-            rec.drain()
-        except Exception as exc:
-            self.rt._recorder_failed(rec, exc)
-
     def take_result(self) -> RunResult:
         """The run's result; then let go of its bulk (events, threads, inboxes), which
-        the result now holds. The run's own objects sit in reference cycles
-        (contexts, slots, the frames of cancelled tasks) that only the cyclic GC
-        frees: without this, every event and message of a finished run would wait for
-        a full collection even after the caller dropped the result."""
+        the result now holds. The run's objects sit in reference cycles (contexts,
+        slots, the frames of cancelled tasks) that only the cyclic GC frees: without
+        this, a finished run's events would wait for a full collection."""
         result = self.result()
-        self.events = []
-        self.threads = {}
-        self.emit = self.publish = _emit_nothing
-        self.rec_q = None
-        for slot in self.slots.values():
-            slot.release()
-        self.slots = {}
-        self._watched = []
+        self.router.release()
         return result
 
     def result(self) -> RunResult:
         from coral_graph._results import RunResult
 
+        r = self.router
         ans = self.answer_msg
         return RunResult(
             run_id=self.run_id,
-            stop_reason=self.stop_reason or "error",
+            stop_reason=r.stop_reason or "error",
             answer=ans.content if ans is not None else None,
             answer_message=ans,
-            error=self.error,
+            error=r.error,
             usage=self.usage_by_agent(),
-            messages=self.messages_sent,
-            duration_s=(self.ended_at or time.time()) - self.started_at,
-            threads=dict(self.threads),
-            events=self.events,
+            messages=int(self.counters.value("messages")),
+            duration_s=(r.ended_at or time.time()) - self.started_at,
+            threads=dict(self.threads.all_nowait()),
+            events=r.events,
         )

@@ -18,12 +18,14 @@ from coral_graph._budgets import Budgets
 from coral_graph._errors import RuntimeClosedError
 from coral_graph._events import Event
 from coral_graph._results import RunHandle, RunResult
-from coral_graph._run import _Run
+from coral_graph._run import RunSnapshot, _Run
 from coral_graph._streams import EventStream
 from coral_graph._types import RunId
+from coral_graph.transport._local import LocalTransport
 
 if TYPE_CHECKING:
     from coral_graph._graph import AgentGraph
+    from coral_graph.transport._base import Transport
 
 __all__ = [
     "BatchRecorder",
@@ -36,9 +38,6 @@ __all__ = [
     "run",
     "run_async",
 ]
-
-STOP_REASONS = ("answer", "idle", "error", "cancelled")
-"""The stop reasons besides ``budget:<name>``."""
 
 
 class EventSink(Protocol):
@@ -55,8 +54,8 @@ class BatchRecorder(EventSink, Protocol):
     kind, its plain tuple ``(kind, *fields in dataclass order)`` — and calls
     ``drain()`` whenever ``batch_size`` are queued. ``drain`` may raise: the
     recorder is then detached and the error kept in ``Runtime.sink_errors``.
-    ``Runtime.subscribe(recorder.on_event)`` attaches it the same way; ``on_event``
-    itself is for event sources other than a runtime."""
+    ``Runtime.attach(recorder)`` attaches it the same way; ``on_event`` itself is
+    for event sources other than a runtime."""
 
     batch_queue: deque[Any]
     batch_size: int
@@ -114,8 +113,10 @@ class Runtime:
         budgets: Budgets,
         max_inbox: int,
         max_content_chars: int,
+        transport: Transport | None = None,
     ) -> None:
         self.graph = graph
+        self.transport: Transport = LocalTransport() if transport is None else transport
         self.budgets = budgets
         self.max_inbox = max_inbox
         self.max_content_chars = max_content_chars
@@ -133,19 +134,8 @@ class Runtime:
 
     def subscribe(self, fn: Callable[[Event], None]) -> Callable[[], None]:
         """Call ``fn(event)`` for every event from now on; returns an unsubscribe
-        function. ``fn`` runs on the hot path: keep it fast, batch slow work.
-
-        The ``on_event`` of a :class:`BatchRecorder` (such as the SQLite store) is
-        attached as the runtime's recorder instead, as ``open_runtime(store=...)``
-        does: it then gets the same events without a call per event."""
-        rec = getattr(fn, "__self__", None)
-        if (
-            self._recorder is None
-            and getattr(fn, "__name__", None) == "on_event"
-            and _is_recorder(rec)
-        ):
-            self._set_recorder(rec)
-            return lambda: self._drop_recorder(rec)
+        function. ``fn`` runs on the hot path: keep it fast, batch slow work (a
+        store attaches with :meth:`attach`)."""
         self._sinks.append(fn)
         return lambda: self._remove_sink(fn)
 
@@ -153,25 +143,29 @@ class Runtime:
         if fn in self._sinks:
             self._sinks.remove(fn)
 
-    def _attach(self, store: EventSink) -> None:
-        """The ``store`` of :func:`open_runtime`: a :class:`BatchRecorder` gets events
-        through its queue, anything else is subscribed."""
-        if self._recorder is None and _is_recorder(store):
+    def attach(self, store: EventSink) -> Callable[[], None]:
+        """Record every event from now on into ``store``; returns a detach function.
+
+        A :class:`BatchRecorder` (such as the SQLite store) becomes the runtime's
+        recorder and gets events through its queue, without a call per event (one
+        recorder at a time); any other :class:`EventSink` is subscribed."""
+        if _is_recorder(store):
+            if self._recorder is not None and self._recorder is not store:
+                raise RuntimeClosedError("the runtime already records into another store")
             self._set_recorder(store)
-        else:
-            self.subscribe(store.on_event)
+            return lambda: self._drop_recorder(store)
+        return self.subscribe(store.on_event)
 
     def _set_recorder(self, rec: BatchRecorder) -> None:
         self._recorder = rec
         for run in self._runs.values():  # runs already going record from now on
-            run.rec_q = rec.batch_queue
-            run.rec_lim = rec.batch_size
+            run.router.set_recorder(rec)
 
     def _drop_recorder(self, rec: BatchRecorder) -> None:
         if self._recorder is rec:
             self._recorder = None
             for run in self._runs.values():
-                run.rec_q = None
+                run.router.set_recorder(None)
 
     def _recorder_failed(self, rec: BatchRecorder, exc: BaseException) -> None:
         if self._recorder is rec:
@@ -209,6 +203,34 @@ class Runtime:
         """The ids of the runs still going."""
         return list(self._runs)
 
+    def _new_run(
+        self,
+        task: str,
+        entry: Sequence[str] | None,
+        answer_by: Iterable[str] | None,
+        budgets: Budgets | None,
+        run_id: str | None,
+    ) -> _Run:
+        if not self._open:
+            raise RuntimeClosedError(
+                "the runtime is closed; use it inside `async with open_runtime(...)`"
+            )
+        if not isinstance(task, str):
+            raise TypeError("task must be a string")
+        ent, ans = self.graph.validate(entry, answer_by)
+        return _Run(
+            run_id=RunId(run_id) if run_id is not None else new_run_id(),
+            graph=self.graph,
+            task=task,
+            entry=ent,
+            answer_by=ans,
+            budgets=self.budgets.merged(budgets),
+            max_inbox=self.max_inbox,
+            max_content_chars=self.max_content_chars,
+            runtime=self,
+            transport=self.transport,
+        )
+
     async def run(
         self,
         task: str,
@@ -217,8 +239,6 @@ class Runtime:
         answer_by: Iterable[str] | None = None,
         budgets: Budgets | None = None,
         run_id: str | None = None,
-        _handle: RunHandle | None = None,
-        _restore: Callable[[_Run], None] | None = None,
     ) -> RunResult:
         """Post ``task`` from ``user`` to the entry agents and run until it stops.
 
@@ -233,59 +253,67 @@ class Runtime:
             The :class:`RunResult`. If the caller is cancelled, the run is recorded
             as ``cancelled`` and the cancellation propagates.
         """
-        if not self._open:
-            raise RuntimeClosedError(
-                "the runtime is closed; use it inside `async with open_runtime(...)`"
-            )
-        if not isinstance(task, str):
-            raise TypeError("task must be a string")
-        ent, ans = self.graph.validate(entry, answer_by)
-        merged = self.budgets.merged(budgets)
-        rid = RunId(run_id) if run_id is not None else new_run_id()
-        run = _Run(
-            run_id=rid,
-            graph=self.graph,
-            task=task,
-            entry=ent,
-            answer_by=ans,
-            budgets=merged,
-            max_inbox=self.max_inbox,
-            max_content_chars=self.max_content_chars,
-            sinks=self._sinks,
-            on_sink_error=self._on_sink_error,
-            runtime=self,
-        )
+        return await self._execute(self._new_run(task, entry, answer_by, budgets, run_id))
+
+    async def resume(
+        self,
+        snapshot: RunSnapshot,
+        task: str,
+        *,
+        run_id: str,
+        entry: Sequence[str] | None = None,
+        answer_by: Iterable[str] | None = None,
+        budgets: Budgets | None = None,
+    ) -> RunResult:
+        """Continue the interrupted run ``run_id`` from ``snapshot`` (its events,
+        threads, usage, counters and pending deliveries), as ``coral-graph resume``
+        does: loop agents start again and every pending delivery is delivered again."""
+        run = self._new_run(task, entry, answer_by, budgets, run_id)
+        return await self._execute(run, snapshot=snapshot)
+
+    async def _execute(
+        self,
+        run: _Run,
+        *,
+        snapshot: RunSnapshot | None = None,
+        handle: RunHandle | None = None,
+    ) -> RunResult:
+        rid = run.run_id
+        r = run.router
         self._runs[rid] = run
         _gc_run_started()
-        if _handle is not None:
-            _handle._run = run
-            if _handle._cancel_requested:
-                run.finish("cancelled")  # cancel() came before the run's task started
+        if handle is not None:
+            handle._attach(run)
         try:
+            await run.link.start()
             async with anyio.create_task_group() as tg:
-                if merged.timeout_s is not None:
-                    tg.cancel_scope.deadline = anyio.current_time() + merged.timeout_s
-                run.start(tg, _restore)
-                if _handle is not None:
-                    _handle._started.set()
-                await run.done
+                if run.budgets.timeout_s is not None:
+                    tg.cancel_scope.deadline = anyio.current_time() + run.budgets.timeout_s
+                if snapshot is not None:
+                    run.restore(tg, snapshot)
+                elif not r.finished:
+                    run.start(tg)
+                if handle is not None:
+                    handle._started.set()
+                await r.done
                 tg.cancel_scope.cancel()
-            if not run.finished:
+            if not r.finished:
                 # The deadline cancels the group before `done` is set, and so does an
                 # agent that raises CancelledError of its own (not a real cancellation).
-                if merged.timeout_s is not None and tg.cancel_scope.cancel_called:
-                    run.finish("budget:time")
+                if run.budgets.timeout_s is not None and tg.cancel_scope.cancel_called:
+                    r.stop("budget:time")
                 else:
-                    run.error = "an agent raised CancelledError without being cancelled"
-                    run.finish("error")
+                    r.stop("error", "an agent raised CancelledError without being cancelled")
         except BaseException:
-            if not run.finished:
-                run.finish("cancelled")
+            if not r.finished:
+                r.stop("cancelled")
             run.record_finish()
             raise
         finally:
             self._runs.pop(rid, None)
             _gc_run_ended()
+            with anyio.CancelScope(shield=True):
+                await run.link.aclose()
         run.record_finish()
         # No local for the result: this frame outlives the call (the tracebacks of the
         # cancelled tasks reach it), and would keep the result alive with it.
@@ -309,14 +337,8 @@ class Runtime:
 
         async def _go() -> None:
             try:
-                handle._result = await self.run(
-                    task,
-                    entry=entry,
-                    answer_by=answer_by,
-                    budgets=budgets,
-                    run_id=handle.run_id,
-                    _handle=handle,
-                )
+                run = self._new_run(task, entry, answer_by, budgets, handle.run_id)
+                handle._result = await self._execute(run, handle=handle)
             except Exception as exc:
                 handle._exc = exc
             finally:
@@ -329,7 +351,7 @@ class Runtime:
     def cancel_all(self) -> None:
         """End every active run with ``cancelled``."""
         for run in list(self._runs.values()):
-            run.finish("cancelled")
+            run.router.stop("cancelled")
 
 
 @asynccontextmanager
@@ -340,6 +362,7 @@ async def open_runtime(
     store: EventSink | None = None,
     max_inbox: int = 10_000,
     max_content_chars: int = 100_000,
+    transport: Transport | None = None,
 ) -> AsyncIterator[Runtime]:
     """Open a runtime for ``graph``; it owns every task of its runs.
 
@@ -350,6 +373,8 @@ async def open_runtime(
         max_inbox: undelivered messages one agent may hold before senders get
             :class:`InboxFullError`.
         max_content_chars: the size limit of one message.
+        transport: how deliveries reach the agents (default: in this process,
+            :class:`~coral_graph.transport.LocalTransport`).
 
     >>> import coral_graph as cg
     >>> @cg.agent
@@ -367,9 +392,10 @@ async def open_runtime(
         budgets=budgets if budgets is not None else Budgets(),
         max_inbox=max_inbox,
         max_content_chars=max_content_chars,
+        transport=transport,
     )
     if store is not None:
-        rt._attach(store)
+        rt.attach(store)
     async with anyio.create_task_group() as tg:
         rt._tg = tg
         rt._open = True

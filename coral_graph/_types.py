@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Final, NewType
+from typing import Final, Literal, NewType, cast, get_args
 
 AgentName = NewType("AgentName", str)
 """An agent's name: ``^[a-z][a-z0-9_-]{0,63}$``."""
@@ -23,7 +23,38 @@ USER: Final = AgentName("user")
 NAME_PATTERN: Final = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 """Every agent name must match this pattern."""
 
-ErrorPolicy = str
-"""What happens after an agent raises: ``"continue"``, ``"restart"`` or ``"stop"``."""
+ErrorPolicy = Literal["continue", "restart", "stop"]
+"""What happens after an agent raises: record and go on, restart it, or stop the run."""
 
-ERROR_POLICIES: Final = ("continue", "restart", "stop")
+ERROR_POLICIES: Final[tuple[str, ...]] = get_args(ErrorPolicy)
+
+DeliveryVia = Literal["handle", "wait"]
+"""How an agent took a delivery: a turn of its handler, or ``wait_for_mentions``."""
+
+BudgetName = Literal["messages", "turns", "time", "llm_calls", "tokens", "cost"]
+"""The budgets a run can stop on (its stop reason is then ``budget:<name>``)."""
+
+StopReason = Literal[
+    "answer",
+    "idle",
+    "error",
+    "cancelled",
+    "budget:messages",
+    "budget:turns",
+    "budget:time",
+    "budget:llm_calls",
+    "budget:tokens",
+    "budget:cost",
+]
+"""Why a run ended."""
+
+STOP_REASONS: Final[tuple[StopReason, ...]] = get_args(StopReason)
+
+
+def budget_stop(name: BudgetName) -> StopReason:
+    """The stop reason of budget ``name``: ``budget:<name>``."""
+    return cast("StopReason", f"budget:{name}")
+
+
+MAX_THREAD_NAME: Final = 200
+"""The longest thread name, in characters."""

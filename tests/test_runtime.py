@@ -1143,7 +1143,7 @@ def test_a_failing_batch_recorder_is_detached_and_the_run_goes_on() -> None:
     assert len(rec.batch_queue) == 5  # nothing more was queued after the failure
 
 
-def test_subscribing_a_recorders_on_event_attaches_it_as_the_recorder() -> None:
+def test_attaching_a_recorder_feeds_its_queue_and_detaching_stops_it() -> None:
     from coral_graph.bench._coral import fanout_graph
 
     rec = _Recorder(4)
@@ -1153,7 +1153,7 @@ def test_subscribing_a_recorders_on_event_attaches_it_as_the_recorder() -> None:
         async with cg.open_runtime(
             fanout_graph(2, 10)[0], budgets=Budgets(max_messages=None)
         ) as rt:
-            stop = rt.subscribe(rec.on_event)  # not called per event (it would raise)
+            stop = rt.attach(rec)  # its on_event is not called per event (it would raise)
             rt.subscribe(other.append)
             first = await rt.run("go", entry=["sender"])
             stop()

@@ -1,7 +1,7 @@
 """Resume: continue an interrupted run from its stored events.
 
 The stored events are replayed (:func:`replay`) and the state is put back into a
-fresh run of the same id through the runtime's ``restore`` hook: threads with
+fresh run of the same id through ``Runtime.resume`` (a :class:`RunSnapshot`): threads with
 their messages, per-agent usage, the run's counters (so budgets continue from
 what was spent; ``timeout_s`` from the time already used) and the event
 sequence. Every pending delivery — queued, or in the middle of a turn when the
@@ -12,12 +12,11 @@ short may run twice. New events append to the same run in the store.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import os
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from coral_graph._budgets import Budgets
+from coral_graph._run import RunSnapshot
 from coral_graph._runtime import RunResult, open_runtime
 from coral_graph.store._errors import StoreError
 from coral_graph.store._reader import open_reader
@@ -26,48 +25,27 @@ from coral_graph.store._sqlite import SQLiteStore
 
 if TYPE_CHECKING:
     from coral_graph._graph import AgentGraph
-    from coral_graph._run import _Run
 
-__all__ = ["load_for_resume", "restorer", "resume_run"]
+__all__ = ["load_for_resume", "resume_run", "snapshot"]
 
 
-def restorer(state: RunState) -> Callable[[_Run], None]:
-    """The ``restore`` hook that puts ``state`` into a new :class:`_Run`."""
-
-    def apply(run: _Run) -> None:
-        run.events.extend(state.events)
-        run.threads.update(state.threads)
-        top = max(
-            (int(t.rsplit("-", 1)[-1]) for t in state.threads if t.startswith("t-")), default=0
-        )
-        run._thread_ids = itertools.count(top + 1)
-        run.next_seq = itertools.count(state.last_seq + 1).__next__
-        run.messages_sent = state.messages_sent
-        run.llm_calls = state.llm_calls
-        run.tokens = state.tokens
-        run.cost_usd = state.cost_usd
-        if state.started is not None:
-            run.started_at = state.started.ts
-        for name, usage in state.usage.items():
-            if run.is_agent(name):
-                run.slot(name).usage = usage
-        if state.answer is not None:
-            # It answered before it died: only the end was not recorded.
-            run.answer(state.answer)
-            return
-        loops = [n for n, d in run._nodes.items() if d["spec"].is_loop]
-        assert run.tg is not None
-        for name in loops:
-            slot = run.slot(name)
-            run.ensure_inbox(slot)
-            run.tg.start_soon(run._loop_main, slot, name=f"coral-loop-{name}")
-        for agent, msg in state.pending_list():
-            if run.is_agent(agent):
-                run.deliver(agent, msg)
-        if not loops and run.pending == 0:
-            run.finish("idle")
-
-    return apply
+def snapshot(state: RunState) -> RunSnapshot:
+    """The core's :class:`RunSnapshot` of a replayed run."""
+    return RunSnapshot(
+        events=list(state.events),
+        threads=dict(state.threads),
+        last_seq=state.last_seq,
+        started_at=state.started.ts if state.started is not None else None,
+        usage=dict(state.usage),
+        counters={
+            "messages": state.messages_sent,
+            "llm_calls": state.llm_calls,
+            "tokens": state.tokens,
+            "cost_usd": state.cost_usd,
+        },
+        pending=state.pending_list(),
+        answer=state.answer,
+    )
 
 
 def _budgets(row: dict[str, Any], state: RunState, override: Budgets | None) -> Budgets:
@@ -132,12 +110,12 @@ async def resume_run(
     st.mark_resumed(rid)
     try:
         async with open_runtime(graph, store=st, budgets=_budgets(row, state, budgets)) as rt:
-            return await rt.run(
+            return await rt.resume(
+                snapshot(state),
                 row["task"] or "",
                 entry=row.get("entry") or None,
                 answer_by=row.get("answer_by") or None,
                 run_id=rid,
-                _restore=restorer(state),
             )
     finally:
         if own:

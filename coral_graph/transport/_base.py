@@ -76,12 +76,12 @@ a fresh copy; it only mutates the :class:`Thread` it is given).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from coral_graph._events import Event
     from coral_graph._model import Message, Thread
-    from coral_graph._types import AgentName, RunId, ThreadId
+    from coral_graph._types import AgentName, RunId, StopReason, ThreadId
 
 __all__ = ["Counters", "RouterPort", "RunTransport", "ThreadStore", "Transport"]
 
@@ -119,7 +119,7 @@ class RouterPort(Protocol):
         bound is checked at the sender (``send_nowait`` callers), not here."""
         ...
 
-    def stop(self, reason: str, error: str | None = None) -> None:
+    def stop(self, reason: StopReason, error: str | None = None) -> None:
         """End the run with ``reason`` (``idle``, ``answer``, ``budget:<name>``,
         ``error``, ``cancelled``); later stops are ignored."""
         ...
@@ -148,8 +148,9 @@ class ThreadStore(Protocol):
         """As :meth:`create_nowait`."""
         ...
 
-    def update_nowait(self, thread_id: ThreadId, change: Callable[[Thread], R]) -> R:
-        """Run ``change`` on the thread's current state and commit what it changed.
+    def update_nowait(self, thread_id: ThreadId, change: Callable[..., R], *args: Any) -> R:
+        """Run ``change(thread, *args)`` on the thread's current state and commit what
+        it changed.
 
         ``change`` checks the rules (raising leaves the thread untouched) and
         mutates the thread (appends a message, adds or removes a participant,
@@ -157,7 +158,7 @@ class ThreadStore(Protocol):
         """
         ...
 
-    async def update(self, thread_id: ThreadId, change: Callable[[Thread], R]) -> R:
+    async def update(self, thread_id: ThreadId, change: Callable[..., R], *args: Any) -> R:
         """As :meth:`update_nowait`; a distributed store retries ``change`` on a fresh
         copy after a compare-and-set conflict."""
         ...
@@ -191,10 +192,21 @@ class Counters(Protocol):
 class RunTransport(Protocol):
     """One run on one transport: see the module docstring for the guarantees."""
 
-    threads: ThreadStore
-    counters: Counters
+    @property
+    def threads(self) -> ThreadStore:
+        """The run's threads."""
+        ...
+
+    @property
+    def counters(self) -> Counters:
+        """The run's shared counters."""
+        ...
+
     needs_ack: bool
     """Whether the core must call :meth:`ack` (False for the local transport)."""
+    immediate: bool
+    """Whether every method completes at once (the local transport): the core then
+    serves the async operations through the ``*_nowait`` forms, without awaiting."""
 
     async def start(self) -> None:
         """Prepare the run (connect, create streams and consumers) before the first send."""
@@ -223,7 +235,7 @@ class RunTransport(Protocol):
         """Nothing is queued and nobody is busy in this process (see guarantee 4)."""
         ...
 
-    def stopped(self, reason: str) -> None:
+    def stopped(self, reason: StopReason) -> None:
         """The run ended here with ``reason``: tell every other worker."""
         ...
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from coral_graph._errors import UnknownThreadError
 from coral_graph._model import Thread
-from coral_graph._types import AgentName, ThreadId
+from coral_graph._types import AgentName, StopReason, ThreadId
 
 if TYPE_CHECKING:
     from coral_graph._model import Message
@@ -44,14 +44,14 @@ class LocalThreads:
     async def create(self, name: str, creator: AgentName, participants: list[AgentName]) -> Thread:
         return self.create_nowait(name, creator, participants)
 
-    def update_nowait(self, thread_id: ThreadId, change: Callable[[Thread], R]) -> R:
+    def update_nowait(self, thread_id: ThreadId, change: Callable[..., R], *args: Any) -> R:
         th = self.threads.get(thread_id)
         if th is None:
             raise UnknownThreadError(thread_id)
-        return change(th)
+        return change(th, *args)
 
-    async def update(self, thread_id: ThreadId, change: Callable[[Thread], R]) -> R:
-        return self.update_nowait(thread_id, change)
+    async def update(self, thread_id: ThreadId, change: Callable[..., R], *args: Any) -> R:
+        return self.update_nowait(thread_id, change, *args)
 
     def all_nowait(self) -> dict[ThreadId, Thread]:
         return self.threads
@@ -94,6 +94,7 @@ class LocalRun:
     __slots__ = ("_feed", "_port", "counters", "threads")
 
     needs_ack = False
+    immediate = True
 
     def __init__(self, port: RouterPort) -> None:
         self._port = port
@@ -122,7 +123,7 @@ class LocalRun:
         # One process: nothing queued and nobody busy here is quiescence itself.
         self._port.stop("idle")
 
-    def stopped(self, reason: str) -> None:
+    def stopped(self, reason: StopReason) -> None:
         return None
 
     async def aclose(self) -> None:

@@ -1,0 +1,309 @@
+"""The router of one run: inboxes, delivery, the event stream and quiescence.
+
+:class:`Router` owns
+
+* the per-agent :class:`Slot` (inbox, waiter, busy flag, usage), created on an
+  agent's first delivery: an idle agent costs no slot, no inbox and no task;
+* **feeding** an inbox (:meth:`Router.feed`, the transport's way in) and taking
+  from it (:meth:`Router.take`, :meth:`Router.take_all`), with the ``pending``
+  count of deliveries fed and not yet taken;
+* **busy accounting** (:meth:`Router.set_active`): ``busy`` counts agents inside a
+  turn or loop agents not blocked in ``wait_for_mentions``. When ``pending`` and
+  ``busy`` are both zero nothing can happen any more in this process and the
+  transport is told (``quiet``); it is checked where they change, never by sleeping;
+* **emit**: every event goes into the run's event list, to the subscribers and to
+  the store's batch queue, in that one function;
+* the **stop** state (``finished``, ``stop_reason``, ``done``): the first stop wins.
+
+It is the core's side of the transport seam (it implements
+:class:`~coral_graph.transport.RouterPort`). It knows nothing of turns, error
+policies or budgets: those belong to the run (``coral_graph._run``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from coral_graph._events import DeliveryHandled, Event
+from coral_graph._model import AgentUsage, Message
+from coral_graph._types import AgentName, RunId, StopReason
+
+if TYPE_CHECKING:
+    import anyio
+
+    from coral_graph._context import AgentContext
+    from coral_graph._graph import AgentSpec
+    from coral_graph.transport._base import RunTransport
+
+__all__ = ["Router", "Slot"]
+
+Sink = Callable[[Event], None]
+
+
+class Slot:
+    """One agent's state inside a run."""
+
+    __slots__ = (
+        "active",
+        "ctx",
+        "current",
+        "exited",
+        "inbox",
+        "name",
+        "restarts",
+        "scope",
+        "spec",
+        "timer",
+        "turn_started",
+        "usage",
+        "waiter",
+        "worker",
+    )
+
+    def __init__(self, name: AgentName, spec: AgentSpec | None) -> None:
+        self.name = name
+        self.spec = spec
+        self.inbox: deque[Message] = deque()
+        self.waiter: asyncio.Future[None] | None = None
+        self.worker = False
+        self.active = False
+        self.usage = AgentUsage()
+        self.current: Message | None = None
+        self.turn_started = 0.0
+        self.scope: anyio.CancelScope | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.restarts = 0
+        # A loop agent whose run() has returned: nothing reads its inbox any more.
+        self.exited = False
+        self.ctx: AgentContext = None  # type: ignore[assignment]
+
+    def release(self) -> None:
+        """Drop what a finished run no longer needs."""
+        self.inbox = deque()
+        self.current = None
+        self.waiter = None
+        self.scope = None
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+
+def _emit_nothing(event: Event) -> None:
+    """A released router's ``emit``: nothing listens any more."""
+
+
+class Router:
+    """Delivery, events and quiescence of one run (see the module docstring)."""
+
+    def __init__(
+        self,
+        run_id: RunId,
+        *,
+        sinks: list[Sink],
+        on_sink_error: Callable[[Sink, BaseException], None],
+        recorder: Any,
+        on_recorder_error: Callable[[Any, BaseException], None],
+    ) -> None:
+        self.run_id = run_id
+        self.slots: dict[str, Slot] = {}
+        self.pending = 0
+        self.busy = 0
+        self.events: list[Event] = []
+        self.finished = False
+        self.stop_reason: StopReason | None = None
+        self.error: str | None = None
+        self.ended_at: float | None = None
+        self.loop = asyncio.get_running_loop()
+        self.done: asyncio.Future[None] = self.loop.create_future()
+        self.next_seq: Callable[[], int] = _counter(1)
+        self.link: RunTransport = None  # type: ignore[assignment]  # set by the run
+        # Set by the run: start the worker of a handler-style agent, make a slot.
+        self.spawn: Callable[[Slot], None] = _no_spawn
+        self.make_slot: Callable[[str], Slot] = _no_slot
+        self._sinks = sinks
+        self._recorder = recorder
+        self._on_recorder_error = on_recorder_error
+        self.rec_q: deque[Any] | None = None
+        self.rec_lim = 0
+        if recorder is not None:
+            self.set_recorder(recorder)
+        events_append = self.events.append
+        router = self
+
+        def fanout(event: Event) -> None:
+            broken: list[tuple[Sink, Exception]] | None = None
+            for sink in sinks:
+                try:
+                    sink(event)
+                except Exception as exc:
+                    # Detached after the loop: removing it now would shift the list
+                    # and the next sink would miss this event.
+                    if broken is None:
+                        broken = []
+                    broken.append((sink, exc))
+            if broken is not None:
+                for bad, err in broken:
+                    on_sink_error(bad, err)
+
+        def emit(event: Event) -> None:
+            """Into the run's events, to the subscribers and to the store's queue."""
+            events_append(event)
+            if sinks:
+                fanout(event)
+            rq = router.rec_q
+            if rq is not None:
+                rq.append(event)
+                if len(rq) >= router.rec_lim:
+                    router.rec_drain()
+
+        def handled(agent: str, mid: str, via: str, ok: bool, dur: float, ts: float) -> None:
+            """Emit ``delivery_handled``, the commonest event: the store gets it as its
+            plain tuple ``(kind, *fields)``, far cheaper than reading the fields back."""
+            seq = router.next_seq()
+            ev = DeliveryHandled(run_id, seq, ts, agent, mid, via, ok, dur)
+            events_append(ev)
+            if sinks:
+                fanout(ev)
+            rq = router.rec_q
+            if rq is not None:
+                rq.append(("delivery_handled", run_id, seq, ts, agent, mid, via, ok, dur))
+                if len(rq) >= router.rec_lim:
+                    router.rec_drain()
+
+        self.emit = emit
+        self.handled = handled
+
+    # -- the RouterPort ---------------------------------------------------------
+
+    def feed(self, agent: AgentName, msg: Message) -> None:
+        """Queue one delivery of ``msg`` for ``agent`` and wake it: the one place an
+        inbox is fed. Appends happen in call order, so FIFO per (sender, recipient)."""
+        slot = self.slots.get(agent)
+        if slot is None:
+            slot = self.make_slot(agent)
+        slot.inbox.append(msg)
+        self.pending += 1
+        fut = slot.waiter
+        if fut is not None:
+            slot.waiter = None
+            if not fut.done():
+                fut.set_result(None)
+        elif not slot.worker:
+            self._wake(slot)
+
+    def stop(self, reason: StopReason, error: str | None = None) -> None:
+        """End the run with ``reason``; the first stop wins."""
+        if self.finished:
+            return
+        self.finished = True
+        self.stop_reason = reason
+        if error is not None:
+            self.error = error
+        self.ended_at = time.time()
+        if not self.done.done():
+            self.done.set_result(None)
+        link = self.link
+        if link is not None:
+            link.stopped(reason)
+
+    def add_sink(self, fn: Sink) -> None:
+        """Call ``fn(event)`` for every event of every run of this runtime from now on."""
+        self._sinks.append(fn)
+
+    # -- inboxes ------------------------------------------------------------------
+
+    def _wake(self, slot: Slot) -> None:
+        if self.finished:
+            return
+        spec = slot.spec
+        if spec is not None and not spec.is_loop:
+            self.spawn(slot)
+        elif slot.exited:
+            # Nobody will take this delivery (the loop agent has returned): it stays
+            # in the inbox, bounded by max_inbox, but is no work that keeps the run
+            # from going idle.
+            self.pending -= 1
+
+    def take(self, slot: Slot) -> Message:
+        """The oldest delivery of a non-empty inbox."""
+        self.pending -= 1
+        return slot.inbox.popleft()
+
+    def take_all(self, slot: Slot) -> list[Message]:
+        """Every delivery of the inbox, oldest first."""
+        msgs = list(slot.inbox)
+        slot.inbox.clear()
+        self.pending -= len(msgs)
+        return msgs
+
+    def park(self, slot: Slot) -> asyncio.Future[None]:
+        """A future that the next delivery to ``slot`` completes."""
+        fut: asyncio.Future[None] = self.loop.create_future()
+        slot.waiter = fut
+        return fut
+
+    def set_active(self, slot: Slot, active: bool) -> None:
+        """Mark ``slot`` busy or not; nothing queued and nobody busy is quiescence."""
+        if slot.active == active:
+            return
+        slot.active = active
+        if active:
+            self.busy += 1
+        else:
+            self.busy -= 1
+            if self.busy == 0 and self.pending == 0 and not self.finished:
+                self.link.quiet()
+
+    def drop_unread(self, slot: Slot) -> None:
+        """A loop agent returned: what waits in its inbox is no work any more."""
+        self.pending -= len(slot.inbox)
+
+    # -- the store's batch queue ------------------------------------------------------
+
+    def set_recorder(self, rec: Any) -> None:
+        self._recorder = rec
+        self.rec_q = rec.batch_queue if rec is not None else None
+        self.rec_lim = rec.batch_size if rec is not None else 0
+
+    def rec_drain(self) -> None:
+        """Hand the recorder's full batch over; a recorder that fails is detached."""
+        rec = self._recorder
+        if rec is None:
+            self.rec_q = None
+            return
+        try:
+            rec.drain()
+        except Exception as exc:
+            self._on_recorder_error(rec, exc)
+
+    def release(self) -> None:
+        """Let go of the run's bulk (events, inboxes) once its result is taken."""
+        self.events = []
+        self.emit = _emit_nothing
+        self.handled = _handled_nothing
+        self.rec_q = None
+        for slot in self.slots.values():
+            slot.release()
+        self.slots = {}
+
+
+def _handled_nothing(agent: str, mid: str, via: str, ok: bool, dur: float, ts: float) -> None:
+    """A released router's ``handled``."""
+
+
+def _counter(start: int) -> Callable[[], int]:
+    import itertools
+
+    return itertools.count(start).__next__
+
+
+def _no_spawn(slot: Slot) -> None:  # pragma: no cover - replaced by the run
+    raise AssertionError("router not bound to a run")
+
+
+def _no_slot(name: str) -> Slot:  # pragma: no cover - replaced by the run
+    raise AssertionError("router not bound to a run")
