@@ -9,6 +9,7 @@ an imported run gives the same bytes again.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sqlite3
@@ -19,7 +20,7 @@ from typing import IO, Any
 
 import msgpack
 
-from coral_graph._events import Event, event_from_dict
+from coral_graph._events import EVENT_TYPES, Event, event_from_dict
 from coral_graph.store._errors import ExportFormatError, RunExistsError, fault_kind, write_error
 from coral_graph.store._reader import StoreReader
 from coral_graph.store._rows import Rows, new_packer, write_rows
@@ -179,7 +180,12 @@ def read_export(path: str | os.PathLike[str]) -> tuple[dict[str, Any], list[Even
 def _check_events(path: str, rid: str, items: list[Any]) -> list[Event]:
     """Every record validated against the format's models (see ``_export_model``),
     then turned into events; the first error names the record and the field."""
-    from coral_graph.store._export_model import EVENT_ADAPTER, ValidationError, describe
+    from coral_graph.store._export_model import (
+        EVENT_ADAPTER,
+        ValidationError,
+        describe,
+        plain_value,
+    )
 
     events: list[Event] = []
     last = 0
@@ -201,7 +207,16 @@ def _check_events(path: str, rid: str, items: list[Any]) -> list[Event]:
         if rec.seq <= last:
             raise ExportFormatError(path, f"{what}: out of order (after seq {last})")
         last = rec.seq
-        events.append(event_from_dict(rec.model_dump()))
+        data = rec.model_dump(exclude_unset=True)
+        # Fields of the event this model does not know yet (added by a newer
+        # coral-graph as optional): plain data, passed on as they are.
+        for f in dataclasses.fields(EVENT_TYPES[rec.kind]):
+            if f.name not in data and f.name in d:
+                try:
+                    data[f.name] = plain_value(d[f.name], (f.name,))
+                except ValueError as exc:
+                    raise ExportFormatError(path, f"{what}: {exc}") from None
+        events.append(event_from_dict(data))
     return events
 
 

@@ -222,7 +222,11 @@ class LLMCalledRec(_Event):
     cost_usd: Float
     latency_s: Float
     outcome: Str
-    error: Str | None
+    error: Str | None = None
+    message_id: Str | None = None
+    attempt: Int = 1
+    request: Plain = None
+    response: Plain = None
 
 
 class ToolCalledRec(_Event):
@@ -234,7 +238,7 @@ class ToolCalledRec(_Event):
     result: Str
     ok: bool
     duration_s: Float
-    message_id: Str | None
+    message_id: Str | None = None
 
 
 EventRec = Annotated[
