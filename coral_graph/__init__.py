@@ -42,6 +42,7 @@ from coral_graph._errors import (
 from coral_graph._events import (
     AgentAdded,
     AgentErrored,
+    AgentLogged,
     DeliveryHandled,
     Event,
     LLMCalled,
@@ -107,6 +108,7 @@ __all__ = [
     "AgentErrored",
     "AgentGraph",
     "AgentInfo",
+    "AgentLogged",
     "AgentName",
     "AgentNameError",
     "AgentSpec",

@@ -30,6 +30,7 @@ from coral_graph._errors import (
     UnknownThreadError,
 )
 from coral_graph._events import (
+    AgentLogged,
     LLMCalled,
     MessageSent,
     ParticipantAdded,
@@ -645,3 +646,10 @@ class AgentContext:
                 message_id,
             )
         )
+
+    def log(self, text: str, *, source: str = "agent", data: dict[str, Any] | None = None) -> None:
+        """Record a line about this agent that is not a message, as an ``agent_logged``
+        event: a process's output (``source="stdout"``/``"stderr"``), what happened
+        to its connection (``"mcp"``), or anything else worth keeping."""
+        r = self._r
+        r.emit(AgentLogged(self.run_id, r.next_seq(), time.time(), self.name, source, text, data))

@@ -21,6 +21,7 @@ __all__ = [
     "EVENT_TYPES",
     "AgentAdded",
     "AgentErrored",
+    "AgentLogged",
     "DeliveryHandled",
     "Event",
     "LLMCalled",
@@ -202,6 +203,20 @@ class ToolCalled(_Base):
     kind: ClassVar[str] = "tool_called"
 
 
+@dataclass(slots=True)
+class AgentLogged(_Base):
+    """A line about an agent that is not a message: what its process printed
+    (``source`` ``stdout`` / ``stderr``), or what happened to its MCP connection
+    (``source`` ``mcp``: endpoint URLs, connected, disconnected, process exited).
+    ``data`` holds the details as plain values."""
+
+    agent: str
+    source: str
+    text: str
+    data: dict[str, Any] | None = None
+    kind: ClassVar[str] = "agent_logged"
+
+
 Event: TypeAlias = (
     RunStarted
     | RunFinished
@@ -215,6 +230,7 @@ Event: TypeAlias = (
     | AgentErrored
     | LLMCalled
     | ToolCalled
+    | AgentLogged
 )
 
 EVENT_TYPES: dict[str, type[Event]] = {
@@ -232,6 +248,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         AgentErrored,
         LLMCalled,
         ToolCalled,
+        AgentLogged,
     )
 }
 

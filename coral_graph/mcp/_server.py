@@ -1,0 +1,566 @@
+"""The MCP endpoint of a graph's external and process agents (the ``[mcp]`` extra).
+
+One HTTP server (Uvicorn) per :class:`MCPHub`, bound to 127.0.0.1 unless told
+otherwise. Each agent of a run gets its own endpoint, reachable only with its
+secret in the URL, as Coral >= 1.2 does::
+
+    http://127.0.0.1:PORT/mcp/v1/<secret>/mcp     streamable HTTP
+    http://127.0.0.1:PORT/mcp/v1/<secret>/sse/    SSE (Coral v0's ?agentId=… query accepted)
+
+Every request is checked before the MCP SDK sees it: the Host header must name
+this server (DNS rebinding), a browser's Origin must be a loopback origin, the
+secret must belong to a live agent (401; 410 once its run ended), and a
+``?agentId=`` must match the agent. Each endpoint is a low-level SDK ``Server``
+whose handlers run the agent's :class:`~coral_graph.AgentContext` operations (see
+:mod:`coral_graph.mcp._tools`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import secrets
+import socket
+import sys
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
+
+import anyio
+from anyio.abc import TaskGroup
+
+from coral_graph.mcp._tools import ToolError, call_tool, state_view, tool_specs
+
+if TYPE_CHECKING:
+    from mcp.server.lowlevel import Server
+    from starlette.types import Receive, Scope, Send
+
+    from coral_graph._context import AgentContext
+
+__all__ = ["Endpoint", "MCPHub", "default_hub"]
+
+STATE_URI = "coral://state"
+_LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+_MAX_SESSIONS = 16
+"""Open MCP sessions per agent endpoint (a flood of connections is refused)."""
+_MAX_REQUESTS = 512
+"""Requests in flight across the hub before new ones get 503."""
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address) is this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class Endpoint:
+    """One agent's MCP endpoint in one run: its secret, URLs and connection state."""
+
+    def __init__(self, hub: MCPHub, ctx: AgentContext, secret: str) -> None:
+        self.hub = hub
+        self.ctx = ctx
+        self.name = ctx.name
+        self.secret = secret
+        self.run_id = ctx.run_id
+        self._scopes: set[anyio.CancelScope] = set()
+        self.connected = anyio.Event()
+        self.gone = anyio.Event()
+        self.back = anyio.Event()
+        self.closed = False
+        self.seen_at: float | None = None
+        self.connects = 0
+        self.sse_streams = 0
+        self._server: Server[Any] | None = None
+        self._http: Any = None
+        self._sse: Any = None
+        self._stop = anyio.Event()
+
+    def __repr__(self) -> str:
+        return f"Endpoint({self.name!r}, run={self.run_id})"
+
+    @property
+    def url(self) -> str:
+        """The streamable HTTP URL (``CORAL_CONNECTION_URL``)."""
+        return f"{self.hub.base_url}/mcp/v1/{self.secret}/mcp"
+
+    @property
+    def sse_url(self) -> str:
+        """The SSE URL (``CORAL_SSE_URL``)."""
+        return f"{self.hub.base_url}/mcp/v1/{self.secret}/sse/"
+
+    # -- connection state ------------------------------------------------------------
+
+    def seen(self) -> None:
+        """A request of the agent arrived: it is connected."""
+        self.seen_at = time.monotonic()
+        if not self.connected.is_set() or self.gone.is_set():
+            self.connects += 1
+            self.ctx.log(
+                "connected to its MCP endpoint" + (" again" if self.connects > 1 else ""),
+                source="mcp",
+                data={"event": "connected", "connects": self.connects},
+            )
+        self.connected.set()
+        if self.gone.is_set():
+            self.gone = anyio.Event()
+            self.back.set()
+
+    def lost(self, why: str) -> None:
+        """The agent went away (its stream closed, or it dropped a call in flight)."""
+        if self.closed or self.gone.is_set():
+            return
+        self.back = anyio.Event()
+        self.gone.set()
+        self.ctx.log(
+            f"disconnected from its MCP endpoint ({why}); its mentions wait in its inbox",
+            source="mcp",
+            data={"event": "disconnected", "why": why},
+        )
+
+    # -- the SDK server ----------------------------------------------------------------
+
+    def _build(self) -> None:
+        import mcp_types as types
+        from mcp.server.lowlevel import Server
+        from mcp.server.sse import SseServerTransport
+        from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+
+        tools = [types.Tool(name=n, description=d, input_schema=s) for n, d, s in tool_specs()]
+        endpoint = self
+
+        async def list_tools(ctx: Any, params: Any) -> types.ListToolsResult:
+            endpoint.seen()
+            return types.ListToolsResult(tools=tools)
+
+        async def call(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
+            data, is_error = await endpoint.call(params.name, params.arguments)
+            return types.CallToolResult(
+                content=[types.TextContent(type="text", text=json.dumps(data, ensure_ascii=False))],
+                structured_content=data,
+                is_error=is_error,
+            )
+
+        async def list_resources(ctx: Any, params: Any) -> types.ListResourcesResult:
+            endpoint.seen()
+            return types.ListResourcesResult(
+                resources=[
+                    types.Resource(
+                        uri=STATE_URI,
+                        name="state",
+                        description="This agent's view of the run: the agents it can reach, "
+                        "its threads and their messages",
+                        mime_type="application/json",
+                    )
+                ]
+            )
+
+        async def read_resource(
+            ctx: Any, params: types.ReadResourceRequestParams
+        ) -> types.ReadResourceResult:
+            endpoint.seen()
+            if str(params.uri) != STATE_URI:
+                from mcp.shared.exceptions import MCPError
+
+                raise MCPError(
+                    -32602, f"unknown resource {params.uri}; the resource is {STATE_URI}"
+                )
+            text = json.dumps(state_view(endpoint.ctx), ensure_ascii=False)
+            return types.ReadResourceResult(
+                contents=[
+                    types.TextResourceContents(
+                        uri=STATE_URI, mime_type="application/json", text=text
+                    )
+                ]
+            )
+
+        self._server = Server(
+            "coral-graph",
+            version="0.1.0",
+            instructions=f"You are agent {self.name} of a coral-graph run. Use the tools to "
+            "talk to the other agents; read coral://state for your threads.",
+            on_list_tools=list_tools,
+            on_call_tool=call,
+            on_list_resources=list_resources,
+            on_read_resource=read_resource,
+        )
+        self._http = StreamableHTTPSessionManager(
+            app=self._server, max_sessions=_MAX_SESSIONS, session_idle_timeout=600.0
+        )
+        self._sse = SseServerTransport("/sse/")
+
+    async def serve(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        """Run the endpoint's session manager until :meth:`close`."""
+        self._build()
+        async with self._http.run():
+            task_status.started()
+            await self._stop.wait()
+
+    async def call(
+        self, name: str, arguments: dict[str, Any] | None
+    ) -> tuple[dict[str, Any], bool]:
+        """Run one tool call; returns the result object and whether it is an error."""
+        self.seen()
+        t0 = time.perf_counter()
+        cs = anyio.CancelScope()
+        self._scopes.add(cs)
+        try:
+            with cs:
+                try:
+                    return await call_tool(self.ctx, name, arguments), False
+                except ToolError as exc:
+                    data = exc.to_dict()
+        except BaseException:
+            # Cancelled from outside: the client dropped the call (its connection
+            # closed). A wait cancelled before it returned drained nothing.
+            self.lost("a call was dropped")
+            raise
+        finally:
+            self._scopes.discard(cs)
+        if cs.cancelled_caught:
+            data = {
+                "ok": False,
+                "error": "RunEndedError",
+                "message": f"run {self.run_id} has ended; nothing more can happen in it",
+            }
+        # A failed call is never hidden: it is an event of the transcript.
+        self.ctx.record_tool_call(
+            tool=name,
+            arguments=dict(arguments or {}),
+            result=json.dumps(data, ensure_ascii=False),
+            ok=False,
+            duration_s=time.perf_counter() - t0,
+        )
+        return data, True
+
+    def close(self) -> None:
+        """End the endpoint: calls in flight return "run ended", new ones get 410."""
+        self.closed = True
+        for cs in list(self._scopes):
+            cs.cancel()
+        self._stop.set()
+
+    # -- HTTP ---------------------------------------------------------------------------
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, rest: str) -> None:
+        if rest == "mcp":
+            method = scope["method"]
+            if method == "DELETE":
+                self.lost("the client ended its session")
+            await self._http.handle_request(scope, receive, send)
+            return
+        # SSE: GET opens the stream, POST carries the client's messages.
+        if scope["method"] == "GET":
+            if self.sse_streams >= _MAX_SESSIONS:
+                await _plain(send, 503, f"agent {self.name} has too many open SSE streams")
+                return
+            assert self._server is not None
+            self.sse_streams += 1
+            try:
+                async with self._sse.connect_sse(scope, receive, send) as (r, w):
+                    self.seen()
+                    await self._server.run(r, w, self._server.create_initialization_options())
+            finally:
+                self.sse_streams -= 1
+                if not self.closed:
+                    self.lost("its SSE stream closed")
+            return
+        await self._sse.handle_post_message(scope, receive, send)
+
+
+async def _plain(send: Send, status: int, text: str) -> None:
+    body = (text + "\n").encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"text/plain; charset=utf-8"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class MCPHub:
+    """The MCP server of external and process agents.
+
+    Agents enter :meth:`serving` (reference-counted: the first starts the server,
+    the last stops it); a program that runs many graphs can hold it open itself::
+
+        hub = MCPHub(port=8765)
+        async with hub.serving():
+            ...  # runs whose external/process agents use this hub
+
+    Args:
+        host: the address to bind; loopback unless ``allow_remote``.
+        port: the port (0: any free port).
+        allow_remote: allow a non-loopback ``host`` (a warning is printed: anyone who
+            can reach the port and learns a secret joins the run as that agent).
+        public_host: the host name put in the URLs handed to agents (default:
+            ``host``, or 127.0.0.1 when bound to every interface).
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        allow_remote: bool = False,
+        public_host: str | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.allow_remote = allow_remote
+        self.public_host = public_host
+        self._users = 0
+        self._tg: TaskGroup | None = None
+        self._uvicorn: Any = None
+        self._bound_port: int | None = None
+        self._endpoints: dict[str, Endpoint] = {}
+        self._ended: dict[str, str] = {}
+        self._in_flight = 0
+        self._ready: anyio.Event | None = None
+        self._done: anyio.Event | None = None
+        self._served: anyio.Event | None = None
+
+    def __repr__(self) -> str:
+        return f"MCPHub({self.host!r}, {self.port})"
+
+    def _check_host(self) -> None:
+        from coral_graph._errors import ConfigError
+
+        if not is_loopback(self.host) and not self.allow_remote:
+            raise ConfigError(
+                f"the MCP endpoint would listen on {self.host}, reachable from other machines; "
+                "bind 127.0.0.1, or pass --mcp-allow-remote (allow_remote=True) if you mean it",
+                field="mcp.host",
+            )
+
+    @property
+    def base_url(self) -> str:
+        """``http://host:port`` of the running server."""
+        if self._bound_port is None:
+            raise RuntimeError("the MCP hub is not serving; use `async with hub.serving()`")
+        host = self.public_host or (
+            "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        )
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        return f"http://{host}:{self._bound_port}"
+
+    @contextlib.asynccontextmanager
+    async def serving(self) -> AsyncIterator[MCPHub]:
+        """Keep the server running while inside (reference-counted)."""
+        if self._users > 0:
+            self._users += 1
+            try:
+                assert self._ready is not None
+                await self._ready.wait()
+                yield self
+            finally:
+                self._users -= 1
+                if self._users == 0 and self._done is not None:
+                    self._done.set()
+            return
+        self._check_host()
+        self._users = 1
+        self._ready = anyio.Event()
+        self._done = anyio.Event()
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                sock = self._bind()
+                if not is_loopback(self.host):
+                    print(
+                        f"warning: the MCP endpoint listens on {self.host}:{self._bound_port}, "
+                        "reachable from other machines; anyone who learns an agent's URL can "
+                        "act as that agent",
+                        file=sys.stderr,
+                    )
+                tg.start_soon(self._serve, sock)
+                self._ready.set()
+                try:
+                    yield self
+                finally:
+                    self._users -= 1
+                    if self._users > 0:
+                        # Others still use the server: it stops when the last leaves.
+                        with anyio.CancelScope(shield=True):
+                            await self._done.wait()
+                    await self._shutdown()
+        finally:
+            self._tg = None
+            self._bound_port = None
+            self._users = 0
+            self._endpoints.clear()
+
+    def _bind(self) -> socket.socket:
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((self.host, self.port))
+        except OSError as exc:
+            sock.close()
+            from coral_graph._errors import ConfigError
+
+            raise ConfigError(
+                f"cannot listen on {self.host}:{self.port} for MCP agents: {exc.strerror}; "
+                "pick another --mcp-port (0 picks a free one)",
+                field="mcp.port",
+            ) from exc
+        sock.listen(128)
+        sock.setblocking(False)
+        self._bound_port = sock.getsockname()[1]
+        return sock
+
+    async def _serve(self, sock: socket.socket) -> None:
+        import uvicorn
+
+        class _Server(uvicorn.Server):
+            # The runtime's owner handles signals (Ctrl-C cancels the run).
+            @contextlib.contextmanager
+            def capture_signals(self) -> Any:
+                yield
+
+        config = uvicorn.Config(
+            self._app,
+            lifespan="off",
+            interface="asgi3",
+            proxy_headers=False,
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=1,
+            ws="none",
+        )
+        self._uvicorn = _Server(config)
+        self._served = anyio.Event()
+        try:
+            await self._uvicorn.serve(sockets=[sock])
+        finally:
+            sock.close()
+            self._served.set()
+
+    async def _shutdown(self) -> None:
+        for ep in list(self._endpoints.values()):
+            ep.close()
+        server = self._uvicorn
+        if server is not None and self._served is not None:
+            server.should_exit = True
+            # serve() returns once its connections have closed (graceful: 1 s).
+            with anyio.move_on_after(3, shield=True):
+                await self._served.wait()
+        if self._tg is not None:
+            self._tg.cancel_scope.cancel()
+
+    # -- endpoints -----------------------------------------------------------------------
+
+    async def open_endpoint(self, ctx: AgentContext) -> Endpoint:
+        """A new endpoint for the agent of ``ctx`` (call inside :meth:`serving`)."""
+        if self._tg is None:
+            raise RuntimeError("the MCP hub is not serving; use `async with hub.serving()`")
+        ep = Endpoint(self, ctx, secrets.token_urlsafe(24))
+        await self._tg.start(ep.serve)
+        self._endpoints[ep.secret] = ep
+        return ep
+
+    def close_endpoint(self, ep: Endpoint) -> None:
+        """Retire ``ep``: its secret answers 410 from now on."""
+        ep.close()
+        if self._endpoints.pop(ep.secret, None) is not None:
+            self._ended[ep.secret] = ep.run_id
+            if len(self._ended) > 10_000:
+                self._ended.pop(next(iter(self._ended)))
+
+    # -- the ASGI front --------------------------------------------------------------------
+
+    def _host_ok(self, host: str) -> bool:
+        port = self._bound_port
+        allowed = {f"{n}:{port}" for n in _LOOPBACK_NAMES}
+        if self.public_host:
+            allowed.add(f"{self.public_host}:{port}")
+        if not is_loopback(self.host):
+            if self.host in ("0.0.0.0", "::", ""):
+                return True  # every interface: any name of this machine
+            allowed.add(f"{self.host}:{port}")
+        return host in allowed
+
+    def _origin_ok(self, origin: str) -> bool:
+        return any(origin == f"http://{h}" for h in self._allowed_hosts())
+
+    def _allowed_hosts(self) -> list[str]:
+        port = self._bound_port
+        out = [f"{n}:{port}" for n in _LOOPBACK_NAMES]
+        if self.public_host:
+            out.append(f"{self.public_host}:{port}")
+        if not is_loopback(self.host):
+            out.append(f"{self.host}:{port}")
+        return out
+
+    async def _app(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        host = headers.get("host", "")
+        if not self._host_ok(host):
+            await _plain(send, 421, f"Host {host!r} is not this MCP server's; refused")
+            return
+        origin = headers.get("origin")
+        if origin is not None and not self._origin_ok(origin):
+            await _plain(send, 403, f"Origin {origin!r} is not allowed; refused")
+            return
+        parts = scope["path"].strip("/").split("/")
+        if len(parts) != 4 or parts[:2] != ["mcp", "v1"] or parts[3] not in ("mcp", "sse"):
+            await _plain(
+                send,
+                404,
+                "not an MCP endpoint; use the URL given to the agent: "
+                "/mcp/v1/<secret>/mcp (streamable HTTP) or /mcp/v1/<secret>/sse/ (SSE)",
+            )
+            return
+        secret = parts[2]
+        ep = self._endpoints.get(secret)
+        if ep is None:
+            run = self._ended.get(secret)
+            if run is not None:
+                await _plain(send, 410, f"run {run} has ended; this agent URL is no longer valid")
+            else:
+                await _plain(send, 401, "unknown agent secret; use the URL given to the agent")
+            return
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        claimed = query.get("agentId")
+        if claimed and claimed[0] != ep.name:
+            await _plain(
+                send, 403, f"agentId {claimed[0]!r} does not match this URL's agent {ep.name!r}"
+            )
+            return
+        if self._in_flight >= _MAX_REQUESTS:
+            await _plain(send, 503, "too many requests in flight; retry shortly")
+            return
+        self._in_flight += 1
+        try:
+            # The SSE transport tells the client where to POST relative to root_path.
+            inner = dict(scope)
+            inner["root_path"] = scope.get("root_path", "") + f"/mcp/v1/{secret}"
+            await ep.handle(inner, receive, send, parts[3])
+        finally:
+            self._in_flight -= 1
+
+
+_default: MCPHub | None = None
+
+
+def default_hub() -> MCPHub:
+    """The process's shared hub on 127.0.0.1 and a free port (agents that were given
+    no hub use it)."""
+    global _default
+    if _default is None:
+        _default = MCPHub()
+    return _default

@@ -1,0 +1,303 @@
+"""Coral's seven tools over an :class:`~coral_graph.AgentContext`: names, argument
+schemas, argument checks and results. No MCP import here: the server wraps these.
+
+Names and arguments are exactly Coral v0's (``list_agents(includeDetails)``,
+``create_thread(threadName, participantIds)`` …) and the ``coral_``-prefixed aliases
+of Coral v1.0, which take the same arguments. The rules behind them are
+coral-graph's (edges enforced, typed errors): a violation is a :class:`ToolError`
+carrying the same message the Python API gives.
+
+Results are JSON objects (the server sends them as JSON text and as
+``structuredContent``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from coral_graph._errors import CoralError, RuntimeClosedError
+
+if TYPE_CHECKING:
+    from coral_graph._context import AgentContext
+    from coral_graph._model import Message, Thread
+
+__all__ = [
+    "MAX_WAIT_MS",
+    "TOOL_NAMES",
+    "ToolError",
+    "call_tool",
+    "message_view",
+    "state_view",
+    "thread_view",
+    "tool_specs",
+]
+
+MAX_WAIT_MS = 60_000
+"""The longest ``wait_for_mentions(timeoutMs)`` (Coral's cap is the same)."""
+
+_STR = {"type": "string"}
+_NAMES = {"type": "array", "items": {"type": "string"}}
+
+# name -> (description, properties, required)
+_SPECS: dict[str, tuple[str, dict[str, Any], list[str]]] = {
+    "list_agents": (
+        "List the agents you can reach (address, add to threads, mention), with their "
+        "descriptions. 'user' is listed when you may give the final answer.",
+        {
+            "includeDetails": {
+                "type": "boolean",
+                "description": "Whether to include agent descriptions in the response",
+            }
+        },
+        ["includeDetails"],
+    ),
+    "create_thread": (
+        "Create a new thread with a list of participants (you are added as its creator). "
+        "Every participant must be an agent you can reach.",
+        {
+            "threadName": {**_STR, "description": "Name of the thread"},
+            "participantIds": {**_NAMES, "description": "Agent names to include as participants"},
+        },
+        ["threadName", "participantIds"],
+    ),
+    "add_participant": (
+        "Add a participant you can reach to a thread you are in; it can read the history.",
+        {
+            "threadId": {**_STR, "description": "ID of the thread"},
+            "participantId": {**_STR, "description": "Name of the agent to add"},
+        },
+        ["threadId", "participantId"],
+    ),
+    "remove_participant": (
+        "Remove a participant (or yourself) from a thread you are in.",
+        {
+            "threadId": {**_STR, "description": "ID of the thread"},
+            "participantId": {**_STR, "description": "Name of the agent to remove"},
+        },
+        ["threadId", "participantId"],
+    ),
+    "close_thread": (
+        "Close a thread you are in, with a summary; its messages stay, later sends fail.",
+        {
+            "threadId": {**_STR, "description": "ID of the thread to close"},
+            "summary": {**_STR, "description": "Summary of the thread"},
+        },
+        ["threadId", "summary"],
+    ),
+    "send_message": (
+        "Send a message to a thread you are in. You *must* mention an agent for it to be "
+        "made aware of the message; each mention must be a participant you can reach. "
+        "Mention 'user' (when you may) to give the final answer: that ends the run.",
+        {
+            "threadId": {**_STR, "description": "ID of the thread"},
+            "content": {**_STR, "description": "Content of the message"},
+            "mentions": {**_NAMES, "description": "Agent names to mention (and wake)"},
+        },
+        ["threadId", "content", "mentions"],
+    ),
+    "wait_for_mentions": (
+        "Wait until mentioned. Call this tool when you're done or want to wait for another "
+        "agent to respond. Blocks until a message arrives or the timeout ends; you see all "
+        "unread messages that mention you.",
+        {
+            "timeoutMs": {
+                "type": "number",
+                "description": f"Timeout in milliseconds, 0 to {MAX_WAIT_MS}",
+            }
+        },
+        ["timeoutMs"],
+    ),
+}
+
+# Required in Coral's schemas, but Coral's own input models default them: accepted
+# when left out, as Coral does.
+_DEFAULTED = frozenset({"includeDetails", "mentions"})
+
+_V0 = tuple(_SPECS)
+TOOL_NAMES: tuple[str, ...] = (*_V0, *(f"coral_{n}" for n in _V0))
+"""Coral v0's seven names, then the ``coral_`` aliases of v1.0."""
+
+
+class ToolError(Exception):
+    """A tool call that did not happen: bad arguments or a rule of the protocol.
+
+    Attributes:
+        error: the error's type name (e.g. ``EdgeNotAllowedError``).
+        message: what went wrong and what to do (the Python API's message).
+    """
+
+    def __init__(self, error: str, message: str) -> None:
+        super().__init__(message)
+        self.error = error
+        self.message = message
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": False, "error": self.error, "message": self.message}
+
+
+def tool_specs() -> list[tuple[str, str, dict[str, Any]]]:
+    """``(name, description, JSON input schema)`` for every tool, aliases included."""
+    out = []
+    for name in TOOL_NAMES:
+        desc, props, required = _SPECS[name.removeprefix("coral_")]
+        schema = {"type": "object", "properties": props, "required": required}
+        out.append((name, desc, schema))
+    return out
+
+
+def _bad(tool: str, text: str) -> ToolError:
+    return ToolError("InvalidArgumentsError", f"{tool}: {text}")
+
+
+def _check(tool: str, base: str, args: Mapping[str, Any]) -> dict[str, Any]:
+    _desc, props, required = _SPECS[base]
+    unknown = sorted(set(args) - set(props))
+    if unknown:
+        raise _bad(
+            tool,
+            f"unknown argument(s) {', '.join(unknown)}; the arguments are "
+            + (", ".join(props) or "none"),
+        )
+    out: dict[str, Any] = {}
+    for key, spec in props.items():
+        if key not in args:
+            if key in required and key not in _DEFAULTED:
+                raise _bad(tool, f"missing required argument {key!r}")
+            continue
+        value = args[key]
+        kind = spec["type"]
+        if kind == "string" and not isinstance(value, str):
+            raise _bad(tool, f"{key!r} must be a string, not {type(value).__name__}")
+        if kind == "boolean" and not isinstance(value, bool):
+            raise _bad(tool, f"{key!r} must be true or false, not {type(value).__name__}")
+        if kind == "number" and (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
+            raise _bad(tool, f"{key!r} must be a number of milliseconds")
+        if kind == "array" and (
+            not isinstance(value, list) or not all(isinstance(v, str) for v in value)
+        ):
+            raise _bad(tool, f"{key!r} must be a list of agent names (strings)")
+        out[key] = value
+    return out
+
+
+def message_view(m: Message) -> dict[str, Any]:
+    """A message as the tools return it."""
+    return {
+        "id": m.id,
+        "threadId": m.thread_id,
+        "seq": m.seq,
+        "senderId": m.sender,
+        "content": m.content,
+        "mentions": list(m.mentions),
+        "timestamp": m.timestamp,
+    }
+
+
+def thread_view(th: Thread, *, messages: bool = False) -> dict[str, Any]:
+    """A thread as the tools and the state resource return it."""
+    out: dict[str, Any] = {
+        "id": th.id,
+        "name": th.name,
+        "creatorId": th.creator,
+        "participants": list(th.participants),
+        "state": th.state,
+        "summary": th.summary or None,
+    }
+    if messages:
+        out["messages"] = [message_view(m) for m in th.messages]
+    return out
+
+
+def state_view(ctx: AgentContext) -> dict[str, Any]:
+    """What ``coral://state`` shows: this agent, whom it can reach, its threads and
+    their messages."""
+    return {
+        "agentId": ctx.name,
+        "sessionId": ctx.run_id,
+        "task": ctx.task,
+        "agents": [
+            {"agentId": a.name, "description": a.description} for a in ctx.list_agents_nowait()
+        ],
+        "threads": [thread_view(t, messages=True) for t in ctx.threads()],
+    }
+
+
+async def call_tool(
+    ctx: AgentContext, name: str, arguments: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """Run tool ``name`` for the agent of ``ctx``; returns the result object.
+
+    Raises:
+        ToolError: unknown tool, bad arguments, or a rule of the protocol broken
+            (the message is the Python API's).
+    """
+    base = name.removeprefix("coral_")
+    if name not in TOOL_NAMES:
+        raise ToolError(
+            "UnknownToolError", f"there is no tool {name!r}; the tools are: {', '.join(TOOL_NAMES)}"
+        )
+    if arguments is not None and not isinstance(arguments, Mapping):
+        raise _bad(name, "the arguments must be a JSON object")
+    args = _check(name, base, arguments or {})
+    try:
+        return await _run(ctx, base, args)
+    except (CoralError, ValueError, TypeError) as exc:
+        if isinstance(exc, RuntimeClosedError):
+            raise ToolError("RunEndedError", str(exc)) from exc
+        raise ToolError(type(exc).__name__, str(exc)) from exc
+
+
+async def _run(ctx: AgentContext, base: str, args: dict[str, Any]) -> dict[str, Any]:
+    if base == "list_agents":
+        agents = await ctx.list_agents()
+        details = args.get("includeDetails", True)
+        return {
+            "ok": True,
+            "agents": [
+                {"agentId": a.name, "description": a.description}
+                if details
+                else {"agentId": a.name}
+                for a in agents
+            ],
+        }
+    if base == "create_thread":
+        th = await ctx.create_thread(args["threadName"], args["participantIds"])
+        return {"ok": True, "thread": thread_view(th)}
+    if base == "add_participant":
+        await ctx.add_participant(args["threadId"], args["participantId"])
+        return {
+            "ok": True,
+            "message": f"added {args['participantId']} to thread {args['threadId']}",
+        }
+    if base == "remove_participant":
+        await ctx.remove_participant(args["threadId"], args["participantId"])
+        return {
+            "ok": True,
+            "message": f"removed {args['participantId']} from thread {args['threadId']}",
+        }
+    if base == "close_thread":
+        await ctx.close_thread(args["threadId"], args["summary"])
+        return {"ok": True, "message": f"closed thread {args['threadId']}"}
+    if base == "send_message":
+        msg = await ctx.send_message(args["threadId"], args["content"], args.get("mentions", []))
+        return {"ok": True, "status": "Message sent successfully", "message": message_view(msg)}
+    # wait_for_mentions
+    ms = args["timeoutMs"]
+    if ms < 0 or ms > MAX_WAIT_MS:
+        raise ToolError(
+            "InvalidArgumentsError",
+            f"wait_for_mentions: timeoutMs must be between 0 and {MAX_WAIT_MS}, not {ms:g}; "
+            "call it again to wait longer",
+        )
+    msgs = await ctx.wait_for_mentions(ms / 1000.0)
+    return {
+        "ok": True,
+        "status": "Messages received" if msgs else "No new messages within the timeout",
+        "messages": [message_view(m) for m in msgs],
+    }
