@@ -7,6 +7,7 @@ test after the run, so a failed assertion inside a turn fails the test.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -1142,3 +1143,60 @@ async def test_a_lone_handler_waiting_with_nothing_to_come_ends_the_run_as_idle(
         result = await run_graph(g, ["a"])
     assert result.stop_reason == "idle"
     assert cancelled
+
+
+# -- the operations' arguments: one source for schemas and validation ------------
+
+
+@pytest.mark.parametrize(
+    ("tool", "args", "field"),
+    [
+        ("send_message", {"content": "", "mentions": []}, "content"),
+        ("send_message", {"content": "x", "mentions": ["BAD NAME", "BAD NAME"]}, "mentions.0"),
+        ("send_message", {"content": "x", "mentions": ["b", "b"]}, "listed twice"),
+        ("create_thread", {"name": "x" * 201, "participants": []}, "at most 200"),
+        ("create_thread", {"name": "", "participants": []}, "'name'"),
+        ("wait_for_mentions", {"timeout_s": 9999}, "timeout_s"),
+        ("wait_for_mentions", {"timeout_s": -1}, "timeout_s"),
+        ("add_participant", {"thread_id": "t-1"}, "missing required argument(s) name"),
+        ("close_thread", {"thread_id": "t-1", "summary": "s", "x": 1}, "unknown argument(s) x"),
+    ],
+)
+def test_every_rule_the_tool_schema_states_is_enforced(
+    tool: str, args: dict[str, Any], field: str
+) -> None:
+    import json
+
+    from coral_graph._ops import ToolArgumentError, parse_call
+
+    with pytest.raises(ToolArgumentError, match=re.escape(field)):
+        parse_call(tool, json.dumps(args))
+
+
+def test_tool_schemas_are_generated_from_the_operation_models() -> None:
+    from coral_graph._ops import OPERATIONS
+    from coral_graph.llm import TOOL_SCHEMAS
+
+    assert [t["function"]["name"] for t in TOOL_SCHEMAS] == list(OPERATIONS)
+    for tool in TOOL_SCHEMAS:
+        params = tool["function"]["parameters"]
+        model = OPERATIONS[tool["function"]["name"]]
+        assert set(params["properties"]) == set(model.model_fields)
+        assert params["additionalProperties"] is False
+    send = TOOL_SCHEMAS[5]["function"]["parameters"]["properties"]
+    assert send["content"]["minLength"] == 1
+    assert send["mentions"]["uniqueItems"] is True
+    assert send["mentions"]["items"]["pattern"] == cg._types.NAME_PATTERN.pattern  # type: ignore[attr-defined]
+
+
+async def test_a_thread_name_over_the_limit_is_an_error_not_cut() -> None:
+    async def body(ctx: AgentContext) -> Any:
+        try:
+            await ctx.create_thread("x" * 201, ["b"])
+        except cg.InvalidArgumentError as exc:
+            return exc.field
+        return "created"
+
+    w = World(body, ["b"], ["a<>b"])
+    await w.run()
+    assert w.script.value == "name"

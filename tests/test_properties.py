@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -544,3 +545,127 @@ def test_every_operation_is_edge_checked(case: tuple[int, set[tuple[str, str]]])
 def edge_pairs(n: int) -> st.SearchStrategy[tuple[str, str]]:
     names = NAMES[:n]
     return st.sampled_from([(a, b) for a in names for b in names if a != b])
+
+
+# -- message metadata: accepted means kept exactly --------------------------------
+
+_plain_leaf = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(1 << 63), (1 << 64) - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text()
+)
+_any_leaf = (
+    _plain_leaf
+    | st.integers()
+    | st.floats()
+    | st.binary(max_size=4)
+    | st.datetimes()
+    | st.frozensets(st.integers(), max_size=2)
+    | st.text(alphabet=st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF), min_size=1)
+)
+_keys = st.text(max_size=8) | st.integers() | st.none()
+
+
+def _nested(leaf: st.SearchStrategy[Any], keys: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.recursive(
+        leaf,
+        lambda inner: (
+            st.lists(inner, max_size=3)
+            | st.tuples(inner, inner)
+            | st.dictionaries(keys, inner, max_size=3)
+        ),
+        max_leaves=12,
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(_keys, _nested(_any_leaf, _keys), max_size=4))
+def test_metadata_is_refused_at_send_or_round_trips_through_msgpack_and_json(
+    meta: dict[Any, Any],
+) -> None:
+    import json
+    import math
+
+    import msgpack
+
+    from coral_graph._model import plain_metadata
+
+    refused: cg.InvalidMetadataError | None = None
+    try:
+        plain = plain_metadata(meta)
+    except cg.InvalidMetadataError as exc:
+        refused = exc
+    if refused is not None:
+        assert isinstance(refused.key, str)
+        assert repr(refused.key) in str(refused)
+        return
+    packed = msgpack.unpackb(msgpack.packb(plain), strict_map_key=True)
+    assert packed == plain
+    text = json.dumps(plain, allow_nan=False, ensure_ascii=False)
+    assert json.loads(text) == plain
+    assert all(not isinstance(v, float) or math.isfinite(v) for v in _leaves(plain))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.text(max_size=8), _nested(_plain_leaf, st.text(max_size=8)), max_size=4))
+def test_plain_metadata_is_always_accepted(meta: dict[str, Any]) -> None:
+    import msgpack
+
+    from coral_graph._model import plain_metadata
+
+    plain = plain_metadata(meta)
+    # Tuples come back as lists; everything else is kept as it was.
+    assert msgpack.unpackb(msgpack.packb(meta), strict_map_key=True) == plain
+
+
+def _leaves(v: Any) -> list[Any]:
+    if isinstance(v, dict):
+        return [x for item in v.values() for x in _leaves(item)]
+    if isinstance(v, list):
+        return [x for item in v for x in _leaves(item)]
+    return [v]
+
+
+@pytest.mark.parametrize(
+    ("meta", "key"),
+    [
+        ({"when": __import__("datetime").datetime(2024, 1, 1)}, "when"),
+        ({"tags": {1, 2}}, "tags"),
+        ({"raw": b"x"}, "raw"),
+        ({"score": float("nan")}, "score"),
+        ({"a": {"b": [1, float("inf")]}}, "a.b[1]"),
+        ({1: "x"}, "1"),
+        ({"big": 1 << 70}, "big"),
+    ],
+)
+def test_bad_metadata_is_refused_at_send_naming_the_key(meta: dict[Any, Any], key: str) -> None:
+    sent: list[Any] = []
+
+    @cg.agent
+    async def a(ctx: AgentContext, message: Message) -> None:
+        try:
+            await ctx.send_message(message.thread_id, "x", ["user"], metadata=meta)
+        except cg.InvalidMetadataError as exc:
+            sent.append(exc.key)
+            await ctx.send_message(message.thread_id, "ok", ["user"], metadata={"fine": [1]})
+
+    g = cg.AgentGraph()
+    g.add_agent("a", a)
+    result = cg.run(g, "go", entry=["a"])
+    assert sent == [key]
+    assert result.answer == "ok"
+    assert result.messages == 1  # the refused message was not posted, nor counted
+    assert result.answer_message is not None
+    assert result.answer_message.metadata == {"fine": [1]}
+
+
+def test_deep_metadata_is_refused() -> None:
+    from coral_graph._model import MAX_METADATA_DEPTH, plain_metadata
+
+    deep: Any = "leaf"
+    for _ in range(MAX_METADATA_DEPTH + 1):
+        deep = {"d": deep}
+    with pytest.raises(cg.InvalidMetadataError, match="nested"):
+        plain_metadata({"x": deep})
