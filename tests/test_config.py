@@ -232,7 +232,7 @@ def test_set_overrides(tmp_path: Path) -> None:
     assert lg.agents["s"].definition.stop == ["END"]
     assert lg.graph.edges == [("s", "g")]
     assert lg.task == "do it"
-    assert lg.graph.spec("g").agent.greeting == "yo"  # type: ignore[attr-defined]
+    assert lg.agents["g"].definition.args == {"greeting": "yo"}
     with pytest.raises(ConfigError, match="no such place"):
         check_graph(f, overrides=["edges[5]=a -> b"])
 

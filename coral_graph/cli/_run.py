@@ -253,14 +253,12 @@ def run(
         _print_config_error(exc)
         raise typer.Exit(EXIT_BAD_INPUT) from None
     if task_file is not None:
-        try:
-            task = sys.stdin.read() if str(task_file) == "-" else task_file.read_text("utf-8")
-        except OSError as exc:
-            raise _fail(f"cannot read the task file: {exc}") from exc
+        task = _read_task_file(task_file)
     if task is None:
         task = lg.task
     if task is None or not task.strip():
         raise _fail(f"no task: pass --task TEXT or --task-file F, or set task: in {graph}")
+    _print_warnings(lg)
     store = None if no_store else _open_store(db, graph)
     tty = sys.stderr.isatty() and not as_json
     has_human = any(r.kind == "human" for r in lg.agents.values())
@@ -324,6 +322,27 @@ def _print_result(result: RunResult, db_path: str | None, explicit_db: bool, tty
 # -- validate, schema, graph, agents ---------------------------------------------------
 
 
+def _read_task_file(task_file: Path) -> str:
+    """The task from a file ('-': stdin), as UTF-8 text; a clear error otherwise."""
+    name = "stdin" if str(task_file) == "-" else str(task_file)
+    try:
+        if str(task_file) == "-":
+            return sys.stdin.buffer.read().decode("utf-8")
+        return task_file.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _fail(
+            f"the task file {name} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at "
+            f"offset {exc.start}); convert it, e.g. iconv -t UTF-8 {name}"
+        ) from None
+    except OSError as exc:
+        raise _fail(f"cannot read the task file {name}: {exc.strerror or exc}") from None
+
+
+def _print_warnings(lg: LoadedGraph) -> None:
+    for line in lg.warnings:
+        print(line, file=sys.stderr)
+
+
 @app.command()
 def validate(
     graphs: Annotated[list[Path], typer.Argument(help="Graph files to check.", show_default=False)],
@@ -332,7 +351,8 @@ def validate(
         typer.Option("--set", "-s", metavar="PATH=VALUE", help="Override a field."),
     ] = None,
 ) -> None:
-    """Check graph files and report every problem (exit 1 if any)."""
+    """Check graph files and report every problem (exit 1 if any). Runs no code:
+    python: references are read, not imported (that happens when a run starts)."""
     from coral_graph._errors import ConfigError
     from coral_graph.config import check_graph
 
@@ -344,6 +364,7 @@ def validate(
             failed += 1
             _print_config_error(exc)
             continue
+        _print_warnings(lg)
         g = lg.graph
         print(f"ok: {path}: {len(g)} agents, {len(g.edges)} edges, entry {', '.join(lg.entry)}")
     if failed:
@@ -383,6 +404,7 @@ def graph_cmd(
     except ConfigError as exc:
         _print_config_error(exc)
         raise typer.Exit(EXIT_BAD_INPUT) from None
+    _print_warnings(lg)
     if fmt == "mermaid":
         print(to_mermaid(lg))
     elif fmt == "dot":
@@ -421,13 +443,12 @@ def agents(
     table = Table(box=None, pad_edge=False)
     for col in ("name", "kind", "scope", "description"):
         table.add_column(col)
-    import yaml
+    from coral_graph.config._source import read_source
 
     for entry, shadowed in list_registry(gdir):
-        try:
-            data = yaml.safe_load(entry.file.read_text("utf-8")) or {}
-        except (OSError, yaml.YAMLError):
-            data = {}
+        # The loader with its caps (a hostile agent.yaml must not hang the listing);
+        # no environment: a listing shows no value read from it.
+        data = read_source(entry.file, {})[0].data
         data = data if isinstance(data, dict) else {}
         kind = str(data.get("kind") or ("python" if data.get("python") else "llm"))
         desc = " ".join(str(data.get("description") or "").split())

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +14,16 @@ from coral_graph._budgets import Budgets
 from coral_graph._errors import ConfigError
 from coral_graph._graph import AgentGraph
 from coral_graph.config._problems import raise_problems
-from coral_graph.config._pyload import PythonRefError, load_object
+from coral_graph.config._pyload import (
+    PythonRefError,
+    StaticRef,
+    check_ref,
+    load_object,
+    reraise_if_fatal,
+)
 from coral_graph.config._resolve import ResolvedAgent, resolve_all
 from coral_graph.config._source import Loc, Origin, Problem, Source, format_path
-from coral_graph.config._spec import MODEL_FIELDS, GraphSpec
+from coral_graph.config._spec import MODEL_FIELDS, AgentDef, GraphSpec, ModelSettings
 
 __all__ = ["LoadedGraph", "build_loaded"]
 
@@ -35,6 +41,8 @@ class LoadedGraph:
         budgets: the limits of a run.
         task: the default task, if the file has one.
         path: the file, when loaded from one.
+        warnings: things that load but look like mistakes (an agent no edge
+            reaches), one line each with file:line:column.
     """
 
     graph: AgentGraph
@@ -45,6 +53,7 @@ class LoadedGraph:
     budgets: Budgets
     task: str | None = None
     path: Path | None = None
+    warnings: list[str] = field(default_factory=list)
 
     def run(self, task: str | None = None, **options: Any) -> Any:
         """Run ``task`` (default: the file's task) synchronously; see
@@ -89,6 +98,9 @@ def _python_agent(r: ResolvedAgent) -> Any:
             return obj(**args)
         except TypeError as exc:
             raise PythonRefError(f"{d.python}: cannot create it with args {args}: {exc}") from exc
+        except BaseException as exc:
+            reraise_if_fatal(exc)
+            raise PythonRefError(f"{d.python}(**args) failed: {type(exc).__name__}: {exc}") from exc
     if inspect.iscoroutinefunction(obj) or isinstance(obj, FunctionAgent) or hasattr(obj, "handle"):
         if args:
             raise PythonRefError(f"{d.python} is not a class or factory: remove args:")
@@ -96,23 +108,89 @@ def _python_agent(r: ResolvedAgent) -> Any:
     if callable(obj):
         try:
             return obj(**args)
-        except Exception as exc:
+        except BaseException as exc:
+            reraise_if_fatal(exc)
             raise PythonRefError(f"{d.python}(**args) failed: {type(exc).__name__}: {exc}") from exc
     raise PythonRefError(f"{d.python} is not an agent class, an async function or a factory")
 
 
 class _Unbuilt:
-    """Stands in for an LLM agent when a graph is only checked (no model library)."""
+    """Stands in for an agent when a graph is only checked: no model library is
+    imported and no Python agent's code runs."""
 
-    kind = "llm"
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
 
     async def handle(self, ctx: Any, message: Any) -> None:
         raise ConfigError("this graph was only checked; load it with load_graph() to run it")
 
 
+def _check_python(
+    src: Source, spec_agents: Mapping[str, AgentDef], agents: dict[str, ResolvedAgent]
+) -> tuple[dict[str, StaticRef], list[Problem]]:
+    """Check every ``python:`` reference statically (nothing is imported)."""
+    found: dict[str, StaticRef] = {}
+    problems: list[Problem] = []
+    for name, r in agents.items():
+        ref = r.definition.python
+        if r.kind != "python" or not ref:
+            continue
+        try:
+            found[name] = check_ref(ref, r.base_dir)
+        except PythonRefError as exc:
+            problems.append(_python_problem(src, spec_agents, r, str(exc)))
+    return found, problems
+
+
+def _python_problem(
+    src: Source, spec_agents: Mapping[str, AgentDef], r: ResolvedAgent, message: str
+) -> Problem:
+    """A problem of an agent's ``python:`` reference, placed where it was written
+    (the graph file, or the registry definition it came from)."""
+    ploc: Loc = ("agents", r.name, "python")
+    own = spec_agents.get(r.name)
+    in_graph = own is None or "python" in own.model_fields_set or r.use is None
+    origin = src.origin(ploc) if in_graph or r.use is None else Origin(str(r.use.file))
+    return Problem(origin, format_path(ploc), message)
+
+
+def _unreached(
+    src: Source, agents: Mapping[str, object], entry: list[str], edges: list[tuple[str, str, bool]]
+) -> list[str]:
+    """Warnings for the agents no path of edges from the entry agents reaches: they
+    can never receive a message."""
+    nxt: dict[str, list[str]] = {}
+    for a, b, mutual in edges:
+        nxt.setdefault(a, []).append(b)
+        if mutual:
+            nxt.setdefault(b, []).append(a)
+    seen = {e for e in entry if e in agents}
+    todo = list(seen)
+    while todo:
+        for b in nxt.get(todo.pop(), []):
+            if b not in seen:
+                seen.add(b)
+                todo.append(b)
+    out = []
+    starts = ", ".join(entry)
+    for name in agents:
+        if name in seen:
+            continue
+        loc: Loc = ("agents", name)
+        p = Problem(
+            src.origin(loc, key=True),
+            format_path(loc),
+            f'warning: no edge from the entry agents ({starts}) reaches "{name}", so it can '
+            f'never receive a message; add an edge such as "{entry[0] if entry else "a"} -> '
+            f'{name}", make it an entry agent, or remove it',
+        )
+        out.append(str(p))
+    return out
+
+
 def build_loaded(
     src: Source,
-    spec: GraphSpec,
+    spec: GraphSpec | None,
     *,
     graph_dir: Path,
     env: Mapping[str, str],
@@ -120,53 +198,74 @@ def build_loaded(
     llm_client: Any,
     build_llm: bool,
     path: Path | None,
+    problems: list[Problem] | None = None,
 ) -> LoadedGraph:
-    agents, edges, problems = resolve_all(src, spec, graph_dir=graph_dir, env=env, model=model)
+    """Resolve, check and (when no problem was found) build the graph.
+
+    ``spec`` is None when the file did not validate: the agents that are valid on
+    their own are still resolved and checked, so that every problem of the file is
+    reported in one pass (``problems`` holds those found before).
+    """
+    problems = list(problems or [])
+    if spec is not None:
+        spec_agents: dict[str, AgentDef] = dict(spec.agents)
+        defaults = spec.defaults
+    else:
+        spec_agents, defaults = _valid_parts(src)
+    agents, edges, more, secrets = resolve_all(
+        src, spec_agents, defaults, graph_dir=graph_dir, env=env, model=model
+    )
+    problems += more
+    static, more = _check_python(src, spec_agents, agents)
+    problems += more
+    secrets = {**src.secrets, **secrets}
+    if problems or spec is None:
+        raise_problems(problems, src.file, secrets=secrets)
+    assert spec is not None
     entry = list(spec.entry) if spec.entry else list(spec.agents)[:1]
     graph = AgentGraph(
         spec.name, description=spec.description, entry=entry, answer_by=spec.answer_by
     )
-    if not problems:
-        for name, r in agents.items():
-            d = r.definition
-            loc: Loc = ("agents", name)
-            try:
-                if r.kind == "python":
+    for name, r in agents.items():
+        d = r.definition
+        loc: Loc = ("agents", name)
+        description = d.description
+        try:
+            if r.kind == "python":
+                if build_llm:
                     obj = _python_agent(r)
-                elif r.kind == "human":
-                    from coral_graph.config._human import HumanAgent
-
-                    obj = HumanAgent(
-                        d.prompt or "", description=d.description or "a person at the terminal"
-                    )
-                elif build_llm:
-                    obj = _llm_agent(r, llm_client)
                 else:
-                    obj = _Unbuilt()
-                graph.add_agent(
-                    name,
-                    obj,
-                    description=d.description,
-                    on_error=d.on_error or "continue",
-                    turn_timeout_s=d.turn_timeout_s,
-                    max_restarts=3 if d.max_restarts is None else d.max_restarts,
-                    kind=r.kind,
-                    metadata=d.metadata,
+                    obj = _Unbuilt("python")
+                    description = description or static[name].doc
+            elif r.kind == "human":
+                from coral_graph.config._human import HumanAgent
+
+                obj = HumanAgent(
+                    d.prompt or "", description=d.description or "a person at the terminal"
                 )
-            except PythonRefError as exc:
-                ploc = (*loc, "python")
-                origin = (
-                    src.origin(ploc)
-                    if "python" in spec.agents[name].model_fields_set or r.use is None
-                    else Origin(str(r.use.file))
-                )
-                problems.append(Problem(origin, format_path(ploc), str(exc)))
-            except ConfigError as exc:
-                problems.append(Problem(src.origin(loc, key=True), format_path(loc), exc.message))
-        if not problems:
-            for a, b, mutual in edges:
-                graph.connect(a, b, mutual=mutual)
-    raise_problems(problems, src.file)
+            elif build_llm:
+                obj = _llm_agent(r, llm_client)
+            else:
+                obj = _Unbuilt("llm")
+                description = description or ""
+            graph.add_agent(
+                name,
+                obj,
+                description=description,
+                on_error=d.on_error or "continue",
+                turn_timeout_s=d.turn_timeout_s,
+                max_restarts=3 if d.max_restarts is None else d.max_restarts,
+                kind=r.kind,
+                metadata=d.metadata,
+            )
+        except PythonRefError as exc:
+            problems.append(_python_problem(src, spec_agents, r, str(exc)))
+        except ConfigError as exc:
+            problems.append(Problem(src.origin(loc, key=True), format_path(loc), exc.message))
+    if not problems:
+        for a, b, mutual in edges:
+            graph.connect(a, b, mutual=mutual)
+    raise_problems(problems, src.file, secrets=secrets)
     data = spec.budgets.model_dump(exclude_none=True)
     return LoadedGraph(
         graph=graph,
@@ -177,4 +276,25 @@ def build_loaded(
         budgets=Budgets(**data),
         task=spec.task,
         path=path,
+        warnings=_unreached(src, agents, entry, edges),
     )
+
+
+def _valid_parts(src: Source) -> tuple[dict[str, AgentDef], ModelSettings]:
+    """The agents (and defaults) of a file that failed validation which are valid on
+    their own; their problems were reported by the whole file's validation."""
+    from pydantic import ValidationError
+
+    data = src.data if isinstance(src.data, dict) else {}
+    raw_agents = data.get("agents")
+    agents: dict[str, AgentDef] = {}
+    for name, raw in (raw_agents if isinstance(raw_agents, dict) else {}).items():
+        try:
+            agents[str(name)] = AgentDef.model_validate(raw if raw is not None else {})
+        except ValidationError:
+            continue
+    try:
+        defaults = ModelSettings.model_validate(data.get("defaults") or {})
+    except ValidationError:
+        defaults = ModelSettings()
+    return agents, defaults

@@ -30,7 +30,7 @@ def parse_spec(
         spec, problems = validate_spec(src)
         if spec is not None and not problems:
             return spec
-    raise_problems(problems, file)
+    raise_problems(problems, file, secrets=src.secrets)
     raise AssertionError("unreachable")
 
 
@@ -61,13 +61,15 @@ def load_graph(
     p = Path(path)
     environ = os.environ if env is None else env
     src, problems = read_source(p, environ)
-    if not problems:
-        problems = apply_overrides(src, overrides)
-    spec = None
-    if not problems:
-        spec, problems = validate_spec(src)
-    raise_problems(problems, src.file)
-    assert spec is not None
+    if src.data is None:  # unreadable, not YAML, or empty: nothing else to check
+        if not problems:
+            _, problems = validate_spec(src)
+        raise_problems(problems, src.file, secrets=src.secrets)
+    # From here every check runs, whatever the others found, so that one pass
+    # reports every problem of the file.
+    problems += apply_overrides(src, overrides)
+    spec, more = validate_spec(src)
+    problems += more
     return build_loaded(
         src,
         spec,
@@ -77,6 +79,7 @@ def load_graph(
         llm_client=llm_client,
         build_llm=_build_llm,
         path=p,
+        problems=problems,
     )
 
 

@@ -7,9 +7,8 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-import yaml
-
-from coral_graph.config._source import Origin, Problem, Source, format_path
+from coral_graph.config._problems import did_you_mean
+from coral_graph.config._source import MAX_DEPTH, Origin, Problem, Source, format_path, load_value
 
 __all__ = ["apply_overrides"]
 
@@ -32,6 +31,32 @@ def _parse_set_path(text: str) -> list[str | int]:
     return out
 
 
+def _depth(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    return 0
+
+
+def _unknown_agent(src: Source, path: list[str | int]) -> str | None:
+    """A message when ``path`` reaches into an agent the graph does not have: a
+    typo there must not create a new, unconnected agent. (``agents.NAME=…`` with
+    the whole definition still adds one.)"""
+    if len(path) < 3 or path[0] != "agents" or not isinstance(src.data, dict):
+        return None
+    agents = src.data.get("agents")
+    known = [str(k) for k in agents] if isinstance(agents, dict) else []
+    name = path[1]
+    if name in known:
+        return None
+    listed = ", ".join(known) if known else "none"
+    return (
+        f'unknown agent "{name}"{did_you_mean(str(name), known)} (the agents: {listed}); '
+        f'to add an agent, set it whole: --set "agents.{name}={{use: solver}}"'
+    )
+
+
 def apply_overrides(src: Source, overrides: Iterable[str]) -> list[Problem]:
     """Apply ``path=value`` overrides (the value is YAML) to ``src.data`` in place."""
     problems: list[Problem] = []
@@ -47,10 +72,21 @@ def apply_overrides(src: Source, overrides: Iterable[str]) -> list[Problem]:
                 Problem(origin, "", 'expected path=value, e.g. "agents.solver.temperature=0.2"')
             )
             continue
-        try:
-            value = yaml.safe_load(value_text) if value_text.strip() else ""
-        except yaml.YAMLError:
-            value = value_text
+        value: Any = ""
+        if value_text.strip():
+            value, problem = load_value(value_text, origin)
+            if problem is not None:
+                problems.append(problem)
+                continue
+        if len(path) + _depth(value) > MAX_DEPTH:
+            problems.append(
+                Problem(origin, "", f"nested more than {MAX_DEPTH} levels deep; set less at once")
+            )
+            continue
+        unknown = _unknown_agent(src, path)
+        if unknown is not None:
+            problems.append(Problem(origin, format_path(tuple(path)), unknown))
+            continue
         if not isinstance(src.data, dict):
             src.data = {}
         cur: Any = src.data

@@ -7,26 +7,65 @@ found are raised together as one ConfigError.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from coral_graph._errors import ConfigError, suggest
-from coral_graph.config._source import Loc, Problem, Source, format_path
+from coral_graph.config._source import Loc, Problem, Source, escape_text, format_path
 from coral_graph.config._spec import AgentDef, BudgetsSpec, EdgeMap, GraphSpec, ModelSettings
 
-__all__ = ["describe", "did_you_mean", "problems_from_validation", "raise_problems"]
+__all__ = [
+    "describe",
+    "did_you_mean",
+    "looks_secret",
+    "problems_from_validation",
+    "raise_problems",
+    "redact",
+]
 
 _EDGE_FORMS = (
     'expected an edge: "a -> b", "a <-> b", a pair [a, b], or a mapping with from: and to:'
 )
 
-_SECRET_HINT = {
-    "api_key": "put the key in an environment variable and write api_key_env: OPENAI_API_KEY "
-    "(the variable's name, never the key)",
-    "apikey": "put the key in an environment variable and write api_key_env: OPENAI_API_KEY "
-    "(the variable's name, never the key)",
-}
+_API_KEY_HINT = (
+    "put the key in an environment variable and write api_key_env: OPENAI_API_KEY "
+    "(the variable's name, never the key)"
+)
+_SECRET_HINT = (
+    "put it in an environment variable and write ${NAME} instead (values read from "
+    "the environment are never echoed)"
+)
+_SECRET_WORDS = frozenset(
+    {"token", "password", "passwd", "pwd", "secret", "authorization", "apikey", "credential"}
+)
+_SECRET_PAIRS = frozenset(
+    {("api", "key"), ("access", "key"), ("private", "key"), ("secret", "key"), ("auth", "token")}
+)
+
+
+def looks_secret(key: str) -> bool:
+    """Whether a key names a secret: its last word is one (api_key, X-Api-Key,
+    access_token, password, client_secret, Authorization …); ``max_tokens``,
+    ``token_count`` and ``password_file`` do not.
+
+    >>> [looks_secret(k) for k in ("api_key", "X-Api-Key", "Authorization", "accessToken")]
+    [True, True, True, True]
+    >>> [looks_secret(k) for k in ("max_tokens", "token_count", "password_file")]
+    [False, False, False]
+    """
+    words = re.findall(r"[a-z]+", re.sub(r"([a-z])([A-Z])", r"\1_\2", key).lower())
+    if not words:
+        return False
+    return words[-1] in _SECRET_WORDS or tuple(words[-2:]) in _SECRET_PAIRS
+
+
+def _secret_key_hint(key: str) -> str | None:
+    if not looks_secret(key):
+        return None
+    words = re.findall(r"[a-z]+", key.lower())
+    return _API_KEY_HINT if "api" in words or "apikey" in words else _SECRET_HINT
 
 
 def did_you_mean(name: str, choices: list[str]) -> str:
@@ -95,8 +134,9 @@ def _message(err: Any, loc: Loc, src: Source, agent_file: bool) -> str:
     if typ == "extra_forbidden":
         model = AgentDef if agent_file and len(loc) == 1 else _model_at(loc[:-1])
         allowed = _keys_of(model) if model is not None else []
-        if field.lower() in _SECRET_HINT:
-            return f'unknown key "{field}": {_SECRET_HINT[field.lower()]}'
+        secret_hint = _secret_key_hint(field)
+        if secret_hint is not None:
+            return f'unknown key "{field}": {secret_hint}'
         hint = did_you_mean(field, allowed)
         if hint:
             return f'unknown key "{field}"{hint}'
@@ -109,6 +149,8 @@ def _message(err: Any, loc: Loc, src: Source, agent_file: bool) -> str:
         return f"expected a whole number, got {got}"
     if typ in ("float_type", "int_from_float"):
         return f"expected a number, got {got}"
+    if typ == "finite_number":
+        return f"expected a finite number, got {got}; leave the key out for no limit"
     if typ == "bool_type":
         return f"expected true or false, got {got}"
     if typ in ("dict_type", "model_type"):
@@ -130,7 +172,10 @@ def _message(err: Any, loc: Loc, src: Source, agent_file: bool) -> str:
             "less_than": "<",
         }[typ]
         bound = next(iter(ctx.values())) if ctx else "?"
-        bound = f"{bound:g}" if isinstance(bound, int | float) else bound
+        if isinstance(bound, int) and not isinstance(bound, bool):
+            bound = f"{bound:,}" if abs(bound) >= 10_000 else str(bound)
+        elif isinstance(bound, float):
+            bound = f"{bound:g}"
         return f"must be {op} {bound}, got {got}"
     if typ == "string_pattern_mismatch" and field == "api_key_env":
         return (
@@ -176,10 +221,26 @@ def problems_from_validation(
     return out
 
 
-def raise_problems(problems: list[Problem], main_file: str | None) -> None:
-    """Raise one ConfigError listing ``problems`` (those of ``main_file`` first), if any."""
+def redact(text: str, secrets: dict[str, str]) -> str:
+    """``text`` with every value read from the environment replaced by its
+    ``${NAME}``, longest first, then escaped (see ``escape_text``)."""
+    for value in sorted(secrets, key=len, reverse=True):
+        if value in text:
+            text = text.replace(value, secrets[value])
+    return escape_text(text)
+
+
+def raise_problems(
+    problems: list[Problem], main_file: str | None, *, secrets: dict[str, str] | None = None
+) -> None:
+    """Raise one ConfigError listing ``problems`` (those of ``main_file`` first), if any.
+
+    Every line is redacted (values read from the environment never appear) and
+    escaped (no control or invisible character reaches a terminal) here, the one
+    place every problem passes."""
     if not problems:
         return
+    secrets = secrets or {}
 
     def key(p: Problem) -> tuple[int, str, int, int]:
         o = p.origin
@@ -189,17 +250,20 @@ def raise_problems(problems: list[Problem], main_file: str | None) -> None:
 
     problems = sorted(problems, key=key)
     # The same message at the same place is reported once.
-    unique = list(dict.fromkeys(str(p) for p in problems))
+    kept: dict[str, Problem] = {}
+    for p in problems:
+        kept.setdefault(redact(p.raw(), secrets), p)
+    unique = list(kept)
     first = problems[0]
     errs = [
         ConfigError(
-            str(p),
+            line,
             path=p.origin.file if p.origin else main_file,
             line=p.origin.line if p.origin else None,
             column=p.origin.column if p.origin else None,
-            field=p.field or None,
+            field=redact(p.field, secrets) or None,
         )
-        for p in problems
+        for line, p in kept.items()
     ]
     o = first.origin
     raise ConfigError(
@@ -207,6 +271,6 @@ def raise_problems(problems: list[Problem], main_file: str | None) -> None:
         path=o.file if o else main_file,
         line=o.line if o else None,
         column=o.column if o else None,
-        field=first.field or None,
+        field=redact(first.field, secrets) or None,
         problems=errs,
     )

@@ -14,8 +14,8 @@ from coral_graph._types import NAME_PATTERN, USER
 from coral_graph.config._problems import describe, did_you_mean, problems_from_validation
 from coral_graph.config._registry import RegistryEntry, find_agent, search_path
 from coral_graph.config._source import Loc, Problem, Source, format_path, read_source
-from coral_graph.config._spec import MODEL_FIELDS, AgentDef, GraphSpec
-from coral_graph.config._validate import check_refs
+from coral_graph.config._spec import MODEL_FIELDS, AgentDef, ModelSettings
+from coral_graph.config._validate import check_refs, free_form_problems
 
 __all__ = ["ResolvedAgent", "resolve_all"]
 
@@ -60,6 +60,7 @@ class _Resolver:
         self.env = env
         self.model = model
         self.problems: list[Problem] = []
+        self.secrets: dict[str, str] = {}
         self._defs: dict[Path, tuple[AgentDef, Source] | None] = {}
 
     def _registry_def(self, entry: RegistryEntry) -> tuple[AgentDef, Source] | None:
@@ -68,6 +69,7 @@ class _Resolver:
             return self._defs[key]
         self._defs[key] = None  # a cycle resolves to "broken" instead of recursing
         src, problems = read_source(_display(entry.file), self.env)
+        self.secrets.update(src.secrets)
         result: tuple[AgentDef, Source] | None = None
         if not problems:
             if not isinstance(src.data, dict):
@@ -80,10 +82,13 @@ class _Resolver:
                     )
                 ]
             else:
+                problems = free_form_problems(src, agent_file=True)
                 try:
-                    result = (AgentDef.model_validate(src.data), src)
+                    definition = AgentDef.model_validate(src.data)
                 except ValidationError as exc:
-                    problems = problems_from_validation(exc, src, agent_file=True)
+                    problems += problems_from_validation(exc, src, agent_file=True)
+                else:
+                    result = None if problems else (definition, src)
         self.problems.extend(problems)
         self._defs[key] = result
         return result
@@ -138,18 +143,20 @@ class _Resolver:
 
 def resolve_all(
     src: Source,
-    spec: GraphSpec,
+    spec_agents: Mapping[str, AgentDef],
+    spec_defaults: ModelSettings,
     *,
     graph_dir: Path,
     env: Mapping[str, str],
     model: str | None,
-) -> tuple[dict[str, ResolvedAgent], list[tuple[str, str, bool]], list[Problem]]:
+) -> tuple[dict[str, ResolvedAgent], list[tuple[str, str, bool]], list[Problem], dict[str, str]]:
+    """Resolve every agent of ``spec_agents``; also returns the edges, the problems
+    found and the secrets read from the environment by registry files."""
     res = _Resolver(src, graph_dir, env, model)
     problems = res.problems
-    list(spec.agents)
     agents: dict[str, ResolvedAgent] = {}
-    defaults = spec.defaults.model_dump(exclude_none=True)
-    for name, own in spec.agents.items():
+    defaults = spec_defaults.model_dump(exclude_none=True)
+    for name, own in spec_agents.items():
         loc: Loc = ("agents", name)
         if name == USER or NAME_PATTERN.match(name) is None:
             why = (
@@ -205,4 +212,4 @@ def resolve_all(
         agents[name] = ResolvedAgent(name, kind, AgentDef.model_validate(fields), entry, py_dir)
     edges, ref_problems = check_refs(src)
     problems.extend(ref_problems)
-    return agents, edges, problems
+    return agents, edges, problems, res.secrets

@@ -14,6 +14,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr
 
 __all__ = [
     "AGENT_KINDS",
+    "MAX_INT",
     "AgentDef",
     "BudgetsSpec",
     "EdgeMap",
@@ -32,14 +33,24 @@ Names = Annotated[
     list[str],
     BeforeValidator(_one_or_many, json_schema_input_type=str | list[str]),
 ]
+MAX_INT = 2**53 - 1
+"""The largest integer any field takes: exact in JSON and JavaScript (the viewer),
+and far inside SQLite's 64-bit integers (the store)."""
 NonNeg = Annotated[float, Field(ge=0)]
-NonNegInt = Annotated[int, Field(ge=0)]
-PosInt = Annotated[int, Field(ge=1)]
+NonNegInt = Annotated[int, Field(ge=0, le=MAX_INT)]
+PosInt = Annotated[int, Field(ge=1, le=MAX_INT)]
+AnyInt = Annotated[int, Field(ge=-MAX_INT, le=MAX_INT)]
 
 
 class _Strict(BaseModel):
+    # allow_inf_nan=False: ".inf", ".nan" and 1e999 are refused (say "no limit" by
+    # leaving a budget out).
     model_config = ConfigDict(
-        extra="forbid", strict=True, validate_default=False, use_attribute_docstrings=True
+        extra="forbid",
+        strict=True,
+        validate_default=False,
+        use_attribute_docstrings=True,
+        allow_inf_nan=False,
     )
 
 
@@ -54,7 +65,7 @@ class ModelSettings(_Strict):
     """Sampling temperature, 0 to 2."""
     top_p: Annotated[float, Field(gt=0, le=1)] | None = None
     """Nucleus sampling, above 0 and at most 1."""
-    seed: int | None = None
+    seed: AnyInt | None = None
     """A fixed sampling seed (the same in every run). Without it each run gets its own
     seed, so samples differ from run to run."""
     max_tokens: PosInt | None = None

@@ -3,13 +3,19 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
 from pydantic import ValidationError
 
 from coral_graph._types import USER
-from coral_graph.config._problems import describe, did_you_mean, problems_from_validation
+from coral_graph.config._problems import (
+    describe,
+    did_you_mean,
+    looks_secret,
+    problems_from_validation,
+)
 from coral_graph.config._source import Loc, Origin, Problem, Source, format_path
 from coral_graph.config._spec import GraphSpec
 
@@ -29,13 +35,80 @@ def validate_spec(src: Source) -> tuple[GraphSpec | None, list[Problem]]:
                 f"expected a mapping with agents:, edges:, entry: …, got {describe(src.data)}",
             )
         ]
+    free = free_form_problems(src)
     try:
         spec = GraphSpec.model_validate(src.data)
     except ValidationError as exc:
-        _, ref_problems = check_refs(src)
-        return None, problems_from_validation(exc, src) + ref_problems
+        return None, problems_from_validation(exc, src) + free
+    if free:
+        return None, free
     spec._env_refs = dict(src.env_refs)
     return spec, []
+
+
+_FREE_FORM = ("extra", "args", "metadata")
+"""Fields whose mappings hold any keys: the schema cannot check them."""
+
+
+def free_form_problems(src: Source, *, agent_file: bool = False) -> list[Problem]:
+    """What the schema cannot see inside ``extra``, ``args`` and ``metadata``: a
+    secret written into the file under a key that names one (``api_key``, ``token``,
+    ``Authorization`` … — a value from ``${NAME}`` is fine), and numbers that are
+    not finite (the transcript is JSON)."""
+    data = src.data if isinstance(src.data, dict) else {}
+    roots: list[tuple[Loc, Any]] = []
+    agents = data.get("agents")
+    places: list[tuple[Loc, Any]] = [(("defaults",), data.get("defaults"))]
+    if agent_file:
+        places = [((), data)]
+    elif isinstance(agents, dict):
+        places += [(("agents", str(k)), v) for k, v in agents.items()]
+    for loc, fields in places:
+        if isinstance(fields, dict):
+            roots += [((*loc, f), fields[f]) for f in _FREE_FORM if f in fields]
+    problems: list[Problem] = []
+    todo = roots
+    while todo:
+        loc, value = todo.pop()
+        if isinstance(value, dict):
+            for k, v in value.items():
+                key_loc = (*loc, str(k))
+                if isinstance(v, dict | list):
+                    todo.append((key_loc, v))
+                elif (
+                    looks_secret(str(k))
+                    and v not in (None, "")
+                    and not isinstance(v, bool)
+                    and key_loc not in src.env_refs
+                ):
+                    problems.append(
+                        Problem(
+                            src.origin(key_loc),
+                            format_path(key_loc),
+                            "this looks like a secret written into the graph file; put it in "
+                            'an environment variable and write "${NAME}" here (a value read '
+                            "from the environment is never echoed or dumped)",
+                        )
+                    )
+                elif isinstance(v, float) and not math.isfinite(v):
+                    problems.append(_not_finite(src, key_loc, v))
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                if isinstance(v, dict | list):
+                    todo.append(((*loc, i), v))
+                elif isinstance(v, float) and not math.isfinite(v):
+                    problems.append(_not_finite(src, (*loc, i), v))
+        elif isinstance(value, float) and not math.isfinite(value):
+            problems.append(_not_finite(src, loc, value))
+    return problems
+
+
+def _not_finite(src: Source, loc: Loc, value: float) -> Problem:
+    return Problem(
+        src.origin(loc),
+        format_path(loc),
+        f"expected a finite number, got {value}; transcripts are JSON, which has no {value}",
+    )
 
 
 def _parse_edge(item: Any) -> list[tuple[str, str, bool]] | str:
