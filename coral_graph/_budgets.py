@@ -34,8 +34,11 @@ class Budgets:
 
     When a limit is reached the run stops with ``stop_reason == "budget:<name>"``,
     where name is ``messages``, ``turns``, ``time``, ``llm_calls``, ``tokens`` or
-    ``cost``. LLM limits are checked *before* a model call is made, so a run never
-    spends past them.
+    ``cost``. LLM limits are *reserved* before a model call is made (its worst
+    case: one call, its prompt plus ``max_tokens``, that usage priced) and settled
+    with the real usage after it, so agents calling at once never spend past them
+    together; a call that fits only once the calls in flight have settled waits
+    for them.
 
     Attributes:
         max_messages: messages posted in the run (the task message excluded);

@@ -39,12 +39,14 @@ from coral_graph._events import (
     ThreadCreated,
     ToolCalled,
 )
+from coral_graph._ledger import Settled
 from coral_graph._model import AgentInfo, AgentUsage, Message, Thread, plain_metadata
 from coral_graph._types import MAX_THREAD_NAME, USER, AgentName, MessageId, RunId, ThreadId
 
 if TYPE_CHECKING:
     import asyncio
 
+    from coral_graph._ledger import Reservation
     from coral_graph._router import Slot
     from coral_graph._run import _Run
 
@@ -570,9 +572,26 @@ class AgentContext:
 
     def check_llm_budget(self, *, tokens: int = 0, cost_usd: float = 0.0, calls: int = 1) -> None:
         """Raise :class:`BudgetExceededError` (and stop the run) if a model call that
-        may use up to ``tokens`` tokens and ``cost_usd`` dollars would exceed a budget.
-        Call it *before* the model call."""
+        may use up to ``tokens`` tokens and ``cost_usd`` dollars could exceed a budget,
+        counting the calls in flight. Reserves nothing: agents that call models
+        concurrently should use :meth:`reserve_llm_call` instead."""
         self._run.check_llm_budget(tokens=tokens, cost_usd=cost_usd, calls=calls)
+
+    async def reserve_llm_call(
+        self, *, prompt_tokens: int, max_tokens: int, cost_usd: float = 0.0
+    ) -> Reservation:
+        """Hold the worst case of one model call (its prompt, ``max_tokens`` of
+        completion, that usage priced) against the run's budgets *before* making it.
+
+        Pass the reservation to :meth:`record_llm_call` when the call ends, whether
+        it succeeded, failed or was cancelled: the call is then counted and the
+        reservation settled. While the call fits only once other calls in flight have
+        settled, this waits for them. Raises :class:`BudgetExceededError` (and stops
+        the run) when the call cannot fit; nothing is held then.
+        """
+        return await self._run.reserve_llm(
+            prompt_tokens=prompt_tokens, completion_tokens=max_tokens, cost_usd=cost_usd
+        )
 
     def record_llm_call(
         self,
@@ -587,16 +606,45 @@ class AgentContext:
         attempt: int = 1,
         request: dict[str, Any] | None = None,
         response: dict[str, Any] | None = None,
-    ) -> None:
-        """Record one model call: an ``llm_called`` event and the usage totals.
+        reservation: Reservation | None = None,
+        price: float | None = None,
+    ) -> Settled:
+        """Record one model call: an ``llm_called`` event and the usage totals; return
+        what was counted.
 
         ``attempt``, ``request`` (the prompt as sent) and ``response`` are kept on
-        the event for inspection (see :class:`~coral_graph.LLMCalled`)."""
+        the event for inspection (see :class:`~coral_graph.LLMCalled`). With the
+        ``reservation`` it was made under, the usage is settled against it (clamped
+        to what the request could have used: see :mod:`coral_graph._ledger`); a
+        failed or cancelled call (``outcome != "ok"``) counts as a call with no
+        tokens. ``price`` re-prices a clamped report. Without a reservation the usage
+        is counted as reported."""
+        run = self._run
+        if reservation is None:
+            run.record_llm_spend(prompt_tokens + completion_tokens, cost_usd)
+        else:
+            if outcome != "ok":
+                run.ledger.release(reservation)
+                prompt_tokens = completion_tokens = 0
+                cost_usd = 0.0
+            else:
+                settled = run.ledger.settle(
+                    reservation,
+                    prompt_tokens=prompt_tokens,
+                    completion_tokens=completion_tokens,
+                    cost_usd=cost_usd,
+                    price=price,
+                )
+                prompt_tokens = settled.prompt_tokens
+                completion_tokens = settled.completion_tokens
+                cost_usd = settled.cost_usd
+                if settled.note is not None:
+                    error = settled.note if error is None else f"{error}; {settled.note}"
+            run.ledger_changed()
         slot = self._slot
         current = slot.current if slot is not None else None
         if slot is not None:
             slot.usage.add_llm_call(prompt_tokens, completion_tokens, cost_usd, latency_s)
-        self._run.record_llm_spend(prompt_tokens + completion_tokens, cost_usd)
         r = self._r
         r.emit(
             LLMCalled(
@@ -617,6 +665,7 @@ class AgentContext:
                 response,
             )
         )
+        return Settled(prompt_tokens, completion_tokens, cost_usd, error)
 
     def record_tool_call(
         self,

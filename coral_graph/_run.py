@@ -37,6 +37,7 @@ from coral_graph._budgets import Budgets
 from coral_graph._context import AgentContext
 from coral_graph._errors import BudgetExceededError, RuntimeClosedError, TurnTimeoutError
 from coral_graph._events import AgentAdded, AgentErrored, Event, RunFinished, RunStarted
+from coral_graph._ledger import Ledger, Reservation
 from coral_graph._model import AgentUsage, Message, Thread
 from coral_graph._router import Router, Slot
 from coral_graph._types import USER, AgentName, BudgetName, RunId, ThreadId, budget_stop
@@ -129,6 +130,8 @@ class _Run:
         self.link = r.link = transport.open_run(r)
         self.threads = self.link.threads
         self.counters = self.link.counters
+        self.ledger = Ledger(self.counters, budgets)
+        self._ledger_settled: anyio.Event | None = None
         self.user_ctx = AgentContext(self, None, USER, dict.fromkeys(entry), False)
 
     # -- small views ----------------------------------------------------------------
@@ -391,6 +394,37 @@ class _Run:
                 b.max_cost_usd,
                 f"${spent:.6f} spent, the next call may cost ${cost_usd:.6f}",
             )
+
+    async def reserve_llm(
+        self, *, prompt_tokens: int, completion_tokens: int, cost_usd: float
+    ) -> Reservation:
+        """Hold one model call's worst case before it is made (see
+        :mod:`coral_graph._ledger`), waiting for this process's calls in flight to
+        settle while it fits only without them; when it cannot fit, stop the run and
+        raise."""
+        while True:
+            self.check_active()
+            try:
+                res = await self.ledger.reserve(
+                    prompt_tokens=prompt_tokens,
+                    completion_tokens=completion_tokens,
+                    cost_usd=cost_usd,
+                )
+            except BudgetExceededError as exc:
+                self.stop_budget(exc.budget)  # type: ignore[arg-type]
+                raise
+            if res is not None:
+                return res
+            if self._ledger_settled is None:
+                self._ledger_settled = anyio.Event()
+            await self._ledger_settled.wait()
+
+    def ledger_changed(self) -> None:
+        """A reservation was settled or released: wake the calls waiting for room."""
+        ev = self._ledger_settled
+        if ev is not None:
+            self._ledger_settled = None
+            ev.set()
 
     def record_llm_spend(self, tokens: int, cost_usd: float) -> None:
         c = self.counters

@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-extras="local,viewer,nats,mcp"
+extras="local,viewer,nats,mcp,otel"
 if [ "${1:-}" = "--dev" ]; then
   extras="$extras,dev"
 fi

@@ -135,7 +135,7 @@ class _Progress:
 
 
 async def _run_graph(
-    lg: LoadedGraph, task: str, store: Any, live: Console | None
+    lg: LoadedGraph, task: str, store: Any, live: Console | None, otel: Any = None
 ) -> tuple[RunResult, bool]:
     """Run ``task``; the first Ctrl-C cancels the run (recorded as ``cancelled``), a
     second one aborts at once. Returns the result and whether it was interrupted."""
@@ -148,6 +148,8 @@ async def _run_graph(
     async with open_runtime(lg.graph, budgets=lg.budgets, store=store) as rt:
         if live is not None:
             rt.subscribe(progress.on_event)
+        if otel is not None:
+            rt.subscribe(otel.on_event)
         handle = rt.start(task, entry=lg.entry, answer_by=lg.answer_by)
 
         async def on_sigint() -> None:
@@ -196,6 +198,15 @@ def threading_main() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
+def _open_otel(endpoint: str) -> Any:
+    try:
+        from coral_graph.otel import OTelExporter
+
+        return OTelExporter(None if endpoint == "env" else endpoint)
+    except (ImportError, ValueError) as exc:
+        raise _fail(f"--otel: {exc}") from exc
+
+
 def _open_store(db: Path | None, graph: Path) -> Any:
     try:
         from coral_graph.store import SQLiteStore
@@ -235,6 +246,15 @@ def run(
         typer.Option("--db", help="The transcript store (default: $CORAL_DB or .coral/coral.db)."),
     ] = None,
     no_store: Annotated[bool, typer.Option("--no-store", help="Do not record the run.")] = False,
+    otel: Annotated[
+        str | None,
+        typer.Option(
+            "--otel",
+            metavar="URL",
+            help="Send the run as OpenTelemetry traces over OTLP/HTTP to URL "
+            "(e.g. http://127.0.0.1:4318; 'env': from OTEL_EXPORTER_OTLP_ENDPOINT).",
+        ),
+    ] = None,
 ) -> None:
     """Run a graph on a task: live progress, then the answer and the stop reason.
 
@@ -259,18 +279,21 @@ def run(
     if task is None or not task.strip():
         raise _fail(f"no task: pass --task TEXT or --task-file F, or set task: in {graph}")
     _print_warnings(lg)
+    exporter = _open_otel(otel) if otel is not None else None
     store = None if no_store else _open_store(db, graph)
     tty = sys.stderr.isatty() and not as_json
     has_human = any(r.kind == "human" for r in lg.agents.values())
     live = _console(stderr=True) if tty and not has_human else None
     try:
-        result, _interrupted = run_async(lambda: _run_graph(lg, task, store, live))
+        result, _interrupted = run_async(lambda: _run_graph(lg, task, store, live, exporter))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         raise typer.Exit(EXIT_INTERRUPTED) from None
     finally:
         if store is not None:
             store.close()
+        if exporter is not None:
+            exporter.shutdown()
     db_path = str(store.path) if store is not None else None
     code = exit_code(result.stop_reason)
     if as_json:

@@ -406,10 +406,12 @@ class LLMAgent:
             )
             sent = _request_record(request)
             for attempt in range(self.retries + 1):
-                ctx.check_llm_budget(
-                    tokens=prompt_tokens + max_out,
+                # Reserved before the call: agents calling at once can never spend
+                # past a limit together (see coral_graph._ledger).
+                res = await ctx.reserve_llm_call(
+                    prompt_tokens=prompt_tokens,
+                    max_tokens=max_out,
                     cost_usd=self.price(model, prompt_tokens, max_out),
-                    calls=1,
                 )
                 t0 = time.perf_counter()
                 try:
@@ -427,12 +429,28 @@ class LLMAgent:
                 except Exception as exc:  # a custom client's own failure
                     err = LLMError(f"{model}: {type(exc).__name__}: {exc}", model=model)
                     err.__cause__ = exc
+                except BaseException:
+                    # Cancelled mid-call (the run ended, a turn timed out): the call
+                    # may have reached the provider, so it is recorded and counted.
+                    ctx.record_llm_call(
+                        model=model,
+                        prompt_tokens=0,
+                        completion_tokens=0,
+                        cost_usd=0.0,
+                        latency_s=time.perf_counter() - t0,
+                        outcome="cancelled",
+                        error="the call was cancelled before it returned",
+                        attempt=attempt + 1,
+                        request=sent,
+                        reservation=res,
+                    )
+                    raise
                 else:
                     latency = time.perf_counter() - t0
                     p = resp.prompt_tokens or prompt_tokens
                     c = resp.completion_tokens or approx_tokens([{"content": resp.content or ""}])
                     cost = resp.cost_usd if resp.cost_usd is not None else self.price(model, p, c)
-                    ctx.record_llm_call(
+                    counted = ctx.record_llm_call(
                         model=model,
                         prompt_tokens=p,
                         completion_tokens=c,
@@ -442,12 +460,13 @@ class LLMAgent:
                         attempt=attempt + 1,
                         request=sent,
                         response=_response_record(resp),
+                        reservation=res,
                     )
                     meta = {
                         "model": model,
-                        "prompt_tokens": p,
-                        "completion_tokens": c,
-                        "cost_usd": cost,
+                        "prompt_tokens": counted.prompt_tokens,
+                        "completion_tokens": counted.completion_tokens,
+                        "cost_usd": counted.cost_usd,
                         "latency_s": round(latency, 6),
                     }
                     return resp, meta
@@ -461,6 +480,7 @@ class LLMAgent:
                     error=str(err),
                     attempt=attempt + 1,
                     request=sent,
+                    reservation=res,
                 )
                 last = err
                 if not err.retryable or attempt == self.retries:
