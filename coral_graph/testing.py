@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import random
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -39,7 +40,7 @@ from typing import Any, TypeAlias
 from coral_graph._errors import LLMError
 from coral_graph.llm._types import ModelRequest, ModelResponse, ToolCall, approx_tokens
 
-__all__ = ["ScriptedModel", "Step", "call", "raw_call", "scripted_model"]
+__all__ = ["NoisyModel", "ScriptedModel", "Step", "call", "raw_call", "scripted_model"]
 
 Step: TypeAlias = (
     "str | ToolCall | Sequence[ToolCall] | ModelResponse | BaseException"
@@ -47,7 +48,7 @@ Step: TypeAlias = (
 )
 
 _ids = itertools.count(1)
-_registry: dict[str, ScriptedModel] = {}
+_registry: dict[str, ScriptedModel | NoisyModel] = {}
 _registry_lock = threading.Lock()
 
 
@@ -61,8 +62,8 @@ def raw_call(name: str, arguments: str) -> ToolCall:
     return ToolCall(f"call_{next(_ids)}", name, arguments)
 
 
-def scripted_model(name: str) -> ScriptedModel:
-    """The :class:`ScriptedModel` registered under ``name`` (model ``scripted/<name>``)."""
+def scripted_model(name: str) -> ScriptedModel | NoisyModel:
+    """The model registered under ``name`` (model string ``scripted/<name>``)."""
     with _registry_lock:
         model = _registry.get(name)
         known = sorted(_registry)
@@ -191,3 +192,115 @@ class ScriptedModel:
     def cost_usd(self, model: str, prompt_tokens: int, completion_tokens: int) -> float:
         """``cost_per_token`` times the tokens."""
         return (prompt_tokens + completion_tokens) * self.cost_per_token
+
+
+def _last_user_text(request: ModelRequest) -> str:
+    for m in reversed(request.messages):
+        if m.get("role") == "user":
+            return str(m.get("content") or "")
+    return ""
+
+
+class NoisyModel:
+    """A model of known accuracy and price, for measuring patterns without a real model.
+
+    Each call finds the question in the prompt (the first key of ``answers`` that the
+    last user message contains), then answers it right with probability ``accuracy``
+    (or ``accuracy[kind]`` for the question's ``kinds`` entry), else with one of the
+    ``wrong`` answers drawn uniformly. Draws are seeded by the request's seed (per run
+    and agent: see :func:`coral_graph.run_seed`) and the question, so voters are
+    independent and a run is reproducible. A prompt without a known question gets
+    ``default``.
+
+    Args:
+        answers: question -> right answer.
+        accuracy: the probability of a right answer, or ``{kind: probability}``.
+        wrong: the wrong answers to draw from (the right one is never drawn).
+        kinds: question -> kind (for per-kind accuracy); default kind ``""``.
+        cost_per_call: US dollars per call (the price of the model).
+        name: register as ``scripted/<name>``.
+        default: the reply when no question is found.
+
+    >>> m = NoisyModel({"2+2?": "4"}, accuracy=1.0, wrong=["5"], cost_per_call=0.01)
+    >>> import anyio
+    >>> r = anyio.run(m.complete, ModelRequest("x", [{"role": "user", "content": "2+2?"}]))
+    >>> r.content, r.cost_usd
+    ('4', 0.01)
+    """
+
+    def __init__(
+        self,
+        answers: Mapping[str, str],
+        accuracy: float | Mapping[str, float],
+        *,
+        wrong: Sequence[str],
+        kinds: Mapping[str, str] | None = None,
+        cost_per_call: float = 0.0,
+        name: str | None = None,
+        default: str = "I do not know.",
+    ) -> None:
+        if not wrong:
+            raise ValueError("wrong must list at least one wrong answer")
+        self.answers = dict(answers)
+        self.accuracy = accuracy
+        self.wrong = list(wrong)
+        self.kinds = dict(kinds or {})
+        self.cost_per_call = cost_per_call
+        self.default = default
+        self.requests: list[ModelRequest] = []
+        self.right = 0
+        self.name = name
+        self._fallback = random.Random(0)
+        if name is not None:
+            with _registry_lock:
+                _registry[name] = self
+
+    def close(self) -> None:
+        """Unregister the model's name."""
+        if self.name is not None:
+            with _registry_lock:
+                if _registry.get(self.name) is self:
+                    del _registry[self.name]
+
+    def _p(self, question: str) -> float:
+        if isinstance(self.accuracy, Mapping):
+            return float(self.accuracy.get(self.kinds.get(question, ""), 0.0))
+        return float(self.accuracy)
+
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        """Answer right with the model's accuracy, else wrongly."""
+        self.requests.append(request)
+        text = _last_user_text(request)
+        question = next((q for q in self.answers if q in text), None)
+        if question is None:
+            content = self.default
+        else:
+            rng = (
+                random.Random(f"{request.seed}|{request.agent}|{question}")
+                if request.seed is not None
+                else self._fallback
+            )
+            right = self.answers[question]
+            if rng.random() < self._p(question):
+                content = right
+                self.right += 1
+            else:
+                content = rng.choice([w for w in self.wrong if w != right] or self.wrong)
+        prompt = approx_tokens(request.messages)
+        completion = approx_tokens([{"content": content}])
+        return ModelResponse(
+            content=content,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            cost_usd=self.cost_per_call,
+            model=request.model,
+            finish_reason="stop",
+        )
+
+    def supports_tools(self, model: str) -> bool:
+        """It answers in text only."""
+        return False
+
+    def cost_usd(self, model: str, prompt_tokens: int, completion_tokens: int) -> float:
+        """The price of one call (``cost_per_call``)."""
+        return self.cost_per_call

@@ -45,6 +45,28 @@ SCRIPTS: dict[str, tuple[dict[str, list[str]], str]] = {
         },
         "The moon pulls them back.",
     ),
+    # the pattern configs (see tests/test_patterns.py for their structure)
+    "single.yaml": ({"solo": ["Paris"]}, "Paris"),
+    "single-sampled.yaml": ({"solo": ["Paris"]}, "Paris"),
+    "voting-5.yaml": (
+        {f"voter-{v}": ["Lyon" if v == "a" else "Paris"] for v in "abcde"},
+        "Paris",
+    ),
+    "voting-9.yaml": ({f"voter-{v}": ["Paris"] for v in "abcdefghi"}, "Paris"),
+    "moa.yaml": (
+        {
+            **{p: ["Paris"] for p in ("p1a", "p1b", "p1c", "p2a", "p2b", "p2c")},
+            "aggregator": ["Paris"],
+        },
+        "Paris",
+    ),
+    "study-group.yaml": (
+        {
+            **{s: ["10:15", "10:15"] for s in ("solver-a", "solver-b", "solver-c")},
+            "synthesiser": ["It arrives at 10:15."],
+        },
+        "10:15",
+    ),
 }
 
 
