@@ -46,6 +46,12 @@ def _reader(db: Path | None) -> StoreReader:
         raise _fail(str(exc)) from None
 
 
+def _warn_problems(reader: StoreReader) -> None:
+    """Damaged rows the reader read around: one ``warning:`` line each, on stderr."""
+    for p in reader.problems:
+        print(f"warning: damaged row in {reader.path}: {p}", file=sys.stderr)
+
+
 def _when(ts: float | None, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
     return datetime.fromtimestamp(ts).strftime(fmt) if ts else "-"
 
@@ -72,8 +78,14 @@ def runs(
     as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
 ) -> None:
     """Recent runs: graph, task, status, stop reason, messages, tokens, cost, duration."""
+    from coral_graph.store import StoreError
+
     with _reader(db) as reader:
-        rows = reader.list_runs(limit)
+        try:
+            rows = reader.list_runs(limit)
+        except StoreError as exc:
+            raise _fail(str(exc)) from None
+        _warn_problems(reader)
     if as_json:
         keep = (
             "run_id",
@@ -286,7 +298,9 @@ def show(
                 "errors": reader.errors(rid),
                 "usage": reader.usage(rid),
             }
-            sys.stdout.write(json.dumps(out, default=str))
+            from coral_graph.store._json import dumps
+
+            sys.stdout.write(dumps(out))
             sys.stdout.write("\n")
             return
         console = _console(plain or not sys.stdout.isatty())
@@ -323,7 +337,10 @@ def show(
         _print_totals(console, reader.run(rid), reader.usage(rid))
     except KeyboardInterrupt:
         raise typer.Exit(EXIT_INTERRUPTED) from None
+    except StoreError as exc:
+        raise _fail(str(exc)) from None
     finally:
+        _warn_problems(reader)
         reader.close()
 
 
@@ -338,27 +355,46 @@ def export(
         Path | None, typer.Option("--output", "-o", help="The file (default: stdout).")
     ] = None,
     db: DbOption = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace the --output file if it exists.")
+    ] = False,
 ) -> None:
     """Write every event of a run to a file (see docs/msgpack-format.md)."""
+    import os
+    import tempfile
+
     from coral_graph.store import StoreError, export_run
 
     if fmt not in ("msgpack", "jsonl"):
         raise _fail(f"unknown format {fmt!r}; use msgpack or jsonl")
+    if output is not None and os.path.lexists(output):
+        if output.is_dir():
+            raise _fail(f"{output} is a folder; give a file name")
+        if not force:
+            raise _fail(f"{output} exists; pass --force to replace it, or choose another name")
     with _reader(db) as reader:
+        tmp: str | None = None
         try:
             reader.resolve_run(run)
             if output is None:
                 n = export_run(reader, run, sys.stdout.buffer, fmt)
                 sys.stdout.buffer.flush()
             else:
-                tmp = output.with_name(output.name + ".partial")
-                with open(tmp, "wb") as f:
+                # A new file beside the output (never one that exists), renamed
+                # over it once complete.
+                fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", dir=output.parent or ".")
+                with os.fdopen(fd, "wb") as f:
                     n = export_run(reader, run, f, fmt)
-                tmp.replace(output)
+                os.replace(tmp, output)
+                tmp = None
         except StoreError as exc:
             raise _fail(str(exc)) from None
         except OSError as exc:
             raise _fail(f"cannot write {output}: {exc.strerror or exc}") from None
+        finally:
+            if tmp is not None:
+                os.unlink(tmp)
+            _warn_problems(reader)
     if output is not None:
         print(f"exported {n} events to {output}", file=sys.stderr)
 

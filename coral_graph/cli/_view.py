@@ -85,6 +85,13 @@ def view(
             "(serve it with `python -m http.server -d DIR`).",
         ),
     ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="With --export: replace an earlier export in DIR (only the files it wrote).",
+        ),
+    ] = False,
     open_browser: Annotated[
         bool, typer.Option("--open", help="Open the page in a browser.")
     ] = False,
@@ -109,7 +116,12 @@ def view(
 
         if rid is None:
             raise _fail("--export needs a RUN (an id, a unique prefix, or 'last')")
-        index = export_run(reader, rid, export)
+        try:
+            index = export_run(reader, rid, export, force=force)
+        except StoreError as exc:
+            raise _fail(str(exc)) from None
+        except OSError as exc:
+            raise _fail(f"cannot write {export}: {exc.strerror or exc}") from None
         typer.echo(f"exported {rid} to {index.parent}")
         typer.echo(f"serve it with: python -m http.server -d {index.parent}")
         return

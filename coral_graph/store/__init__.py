@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from coral_graph.store._errors import (
+    ExportFolderError,
     ExportFormatError,
     NotAStoreError,
     RunExistsError,
@@ -29,6 +30,7 @@ __all__ = [
     "DEFAULT_DB",
     "ENV_DB",
     "SCHEMA_VERSION",
+    "ExportFolderError",
     "ExportFormatError",
     "NotAStoreError",
     "RunExistsError",

@@ -9,6 +9,7 @@
         ├── UnknownRunError     no run with that id in the store
         ├── RunExistsError      importing a run that is already stored
         ├── ExportFormatError   a corrupt, truncated or foreign export file
+        ├── ExportFolderError   an export would replace files coral-graph did not write
         ├── StoreCorruptError   the database file is damaged (bad pages)
         └── StoreWriteError     the store could not write (the run itself goes on)
             ├── StoreFullError        the disk (or file system) is full
@@ -28,6 +29,7 @@ import sqlite3
 from coral_graph._errors import CoralError
 
 __all__ = [
+    "ExportFolderError",
     "ExportFormatError",
     "NotAStoreError",
     "RunExistsError",
@@ -101,6 +103,16 @@ class ExportFormatError(StoreError):
         self.reason = reason
 
 
+class ExportFolderError(StoreError):
+    """An export's destination holds files coral-graph did not write (or is not a
+    folder): nothing was written."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"cannot export into {path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
 class StoreCorruptError(StoreError):
     """The database file is damaged: SQLite reports a malformed page (a disk fault,
     a bit flip, a copy taken mid-write)."""
@@ -161,7 +173,8 @@ class StoreWriterDiedError(StoreWriteError):
 
 
 def fault_kind(exc: BaseException) -> str:
-    """``full``, ``readonly``, ``corrupt`` or ``other``: what a write failure means."""
+    """``full``, ``readonly``, ``corrupt`` (a damaged page), ``notadb`` (not SQLite
+    at all) or ``other``: what an SQLite or system failure means."""
     if isinstance(exc, sqlite3.Error):
         name = getattr(exc, "sqlite_errorname", "") or ""
         text = str(exc).lower()
@@ -169,8 +182,10 @@ def fault_kind(exc: BaseException) -> str:
             return "full"
         if name.startswith("SQLITE_READONLY") or "readonly" in text or "read-only" in text:
             return "readonly"
-        if name in ("SQLITE_CORRUPT", "SQLITE_NOTADB") or "malformed" in text:
+        if name.startswith("SQLITE_CORRUPT") or "malformed" in text:
             return "corrupt"
+        if name == "SQLITE_NOTADB" or "not a database" in text:
+            return "notadb"
         if name.startswith("SQLITE_IOERR") and "disk" in text:
             return "full"
         return "other"
@@ -184,7 +199,7 @@ def fault_kind(exc: BaseException) -> str:
 
 def write_error(path: str, kind: str, reason: str) -> StoreError:
     """The typed error of a write failure of ``kind`` (see :func:`fault_kind`)."""
-    if kind == "corrupt":
+    if kind in ("corrupt", "notadb"):
         return StoreCorruptError(path, reason)
     cls: type[StoreWriteError] = {
         "full": StoreFullError,

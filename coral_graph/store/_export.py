@@ -22,6 +22,7 @@ import msgpack
 
 from coral_graph._events import EVENT_TYPES, Event, event_from_dict
 from coral_graph.store._errors import ExportFormatError, RunExistsError, fault_kind, write_error
+from coral_graph.store._json import dumps
 from coral_graph.store._reader import StoreReader
 from coral_graph.store._rows import Rows, new_packer, write_rows
 from coral_graph.store._schema import connect_writer as _connect_writer
@@ -59,11 +60,15 @@ def export_run(reader: StoreReader, run_id: str, out: IO[bytes], fmt: str = "msg
             out.write(b)
         out.write(pack({"end": EXPORT_FORMAT, "events": len(blobs), "crc32": crc}))
     else:
-        dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-        out.write(dumps(header).encode() + b"\n")
+
+        def line(obj: Any) -> bytes:
+            # Valid JSON: non-finite floats as "NaN"/"Infinity" (read back by import).
+            return dumps(obj, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+
+        out.write(line(header))
         for b in blobs:
-            out.write(dumps(msgpack.unpackb(b, raw=False)).encode() + b"\n")
-        out.write(dumps({"end": EXPORT_FORMAT, "events": len(blobs)}).encode() + b"\n")
+            out.write(line(msgpack.unpackb(b, raw=False, strict_map_key=False)))
+        out.write(line({"end": EXPORT_FORMAT, "events": len(blobs)}))
     return len(blobs)
 
 

@@ -19,7 +19,7 @@ import msgpack
 
 from coral_graph._events import Event, event_from_dict
 from coral_graph.store._blocks import decode_block
-from coral_graph.store._errors import StoreError
+from coral_graph.store._guard import ReadGuard, guarded
 from coral_graph.store._rows import DELIVERY_KEYS, message_event_dict, new_packer
 
 __all__ = ["EventReads"]
@@ -27,24 +27,36 @@ __all__ = ["EventReads"]
 _DELIVERY_COLS = ("seq", "ts", "agent", "message_id", "via", "ok", "duration_s")
 
 
-def _mentions_decoder() -> Callable[[str], list[Any]]:
-    """Decodes ``messages.mentions`` (JSON), caching the lists: a run has few."""
+def _mentions_decoder(bad: Callable[[Any], None]) -> Callable[[str], list[Any]]:
+    """Decodes ``messages.mentions`` (JSON), caching the lists: a run has few.
+    ``bad(value)`` is told of a value that is not a JSON list (read as [])."""
     cache: dict[str, list[Any]] = {}
     loads = json.loads
 
     def mentions(js: str) -> list[Any]:
         ms = cache.get(js)
         if ms is None:
+            try:
+                ms = loads(js)
+            except (ValueError, TypeError, RecursionError):
+                ms = None
+            if type(ms) is not list:
+                bad(js)
+                return []
             if len(cache) > 50_000:
                 cache.clear()
-            ms = cache[js] = loads(js)
+            cache[js] = ms
         return list(ms)
 
     return mentions
 
 
-class EventReads:
-    """A run's raw events and deliveries (needs ``_conn``, ``schema_version``, ``path``)."""
+class EventReads(ReadGuard):
+    """A run's raw events and deliveries (needs ``_conn``, ``schema_version``, ``path``).
+
+    Damaged rows are read around (see :mod:`coral_graph.store._guard`): an
+    ``events`` row whose msgpack does not decode, or a delivery block of an
+    unknown layout, is left out and named in :attr:`problems`."""
 
     _conn: sqlite3.Connection
     schema_version: int
@@ -81,16 +93,17 @@ class EventReads:
             yield from self._merged(run_id, after_seq)
             return
         keys = DELIVERY_KEYS
-        mentions = _mentions_decoder()
+        mentions = self._mentions_of(run_id)
         for row in self._event_rows(run_id, after_seq):
             data = row[0]
             if data is not None:
                 yield data, None
             elif row[1] == "message_sent":
                 if row[10] is None:
-                    raise StoreError(
-                        f"{self.path}: event {row[3]} of run {run_id} has lost its message"
+                    self._problem(
+                        "events", f"run_id {run_id}, seq {row[3]}", "its message row is missing"
                     )
+                    continue
                 yield (
                     None,
                     message_event_dict(row[2], row[3], row[4], row[10:17], mentions(row[17])),
@@ -114,7 +127,7 @@ class EventReads:
             (run_id, after_seq),
         )
         mcur.row_factory = None
-        mentions = _mentions_decoder()
+        mentions = self._mentions_of(run_id)
         last = after_seq
         # heapq.merge keeps the order of the streams for equal seqs: a stored event
         # comes first and takes the place of the messages row of the same seq.
@@ -132,6 +145,13 @@ class EventReads:
             else:
                 yield None, row[2]
 
+    def _mentions_of(self, run_id: str) -> Callable[[str], list[Any]]:
+        return _mentions_decoder(
+            lambda js: self._problem(
+                "messages", f"run_id {run_id}", f"mentions {str(js)[:40]!r} are not a JSON list"
+            )
+        )
+
     def _delivery_rows(self, run_id: str, after_seq: int) -> Iterator[tuple[Any, ...]]:
         """``(seq, 2, plain data)`` of every delivery after ``after_seq``, in order."""
         for cols in self._blocks(run_id, after_seq):
@@ -146,16 +166,26 @@ class EventReads:
     def _blocks(self, run_id: str, after_seq: int = 0) -> Iterator[list[Any]]:
         """The decoded columns of the run's delivery blocks that reach past ``after_seq``."""
         cur = self._conn.execute(
-            "SELECT data FROM delivery_blocks WHERE run_id = ? AND last_seq > ? ORDER BY first_seq",
+            "SELECT data, first_seq FROM delivery_blocks WHERE run_id = ? AND last_seq > ? "
+            "ORDER BY first_seq",
             (run_id, after_seq),
         )
         cur.row_factory = None
-        for (data,) in cur:
+        for data, first in cur:
             try:
-                yield decode_block(data)
-            except (ValueError, msgpack.UnpackException) as exc:
-                raise StoreError(f"{self.path}: a delivery block of run {run_id}: {exc}") from None
+                cols = decode_block(data)
+                if len({len(c) for c in cols}) != 1:
+                    raise ValueError("its columns differ in length")
+            except (ValueError, TypeError, msgpack.UnpackException) as exc:
+                self._problem(
+                    "delivery_blocks",
+                    f"run_id {run_id}, first_seq {first}",
+                    f"not a delivery block ({str(exc)[:80]}); its deliveries are left out",
+                )
+                continue
+            yield cols
 
+    @guarded
     def deliveries(self, run_id: str) -> list[dict[str, Any]]:
         """Every handled delivery of the run in order: ``seq``, ``ts``, ``agent``,
         ``message_id``, ``via`` (``handle`` or ``wait``), ``ok``, ``duration_s``."""
@@ -165,6 +195,7 @@ class EventReads:
             for r in zip(*cols, strict=True)
         ]
 
+    @guarded
     def delivery_columns(self, run_id: str) -> Iterator[list[Any]]:
         """The run's deliveries in column chunks, in order: each a list of seven
         equally long sequences ``[seqs, ts, agents, message_ids, vias, oks,
@@ -186,26 +217,62 @@ class EventReads:
         if rows:
             yield [list(c) for c in zip(*rows, strict=True)]
 
+    def _unpack(self, run_id: str, data: Any) -> dict[str, Any] | None:
+        """A stored event's plain data; None (and a problem) if it does not decode."""
+        try:
+            d = msgpack.unpackb(data, raw=False, strict_map_key=False)
+            if type(d) is not dict or type(d.get("seq")) is not int:
+                raise ValueError("not an event map")
+        except Exception as exc:
+            self._problem(
+                "events",
+                f"run_id {run_id}",
+                f"a row does not decode ({type(exc).__name__}: {str(exc)[:60]}); left out",
+            )
+            return None
+        return d
+
+    @guarded
     def event_dicts(self, run_id: str, after_seq: int = 0) -> Iterator[dict[str, Any]]:
         """Every stored event of the run after ``after_seq``, as plain data, in order."""
-        unpackb = msgpack.unpackb
         for data, d in self._column_dicts(run_id, after_seq):
             if d is None:
-                yield unpackb(data, raw=False, strict_map_key=False)
-            else:
-                yield d
+                d = self._unpack(run_id, data)
+                if d is None:
+                    continue
+            yield d
 
+    @guarded
     def event_blobs(self, run_id: str) -> Iterator[bytes]:
         """The msgpack bytes of every event, in order (as stored, or rebuilt exactly
-        for the events kept in columns)."""
+        for the events kept in columns). A stored blob that does not decode is left
+        out (see :attr:`problems`)."""
         pack = new_packer()
         for data, d in self._column_dicts(run_id, 0):
-            yield bytes(data) if d is None else pack(d)
+            if d is None:
+                if self._unpack(run_id, data) is None:
+                    continue
+                yield bytes(data)
+            else:
+                yield pack(d)
 
+    @guarded
     def events(self, run_id: str, after_seq: int = 0) -> list[Event]:
-        """Every stored event of the run after ``after_seq``, in order."""
-        return [event_from_dict(d) for d in self.event_dicts(run_id, after_seq)]
+        """Every stored event of the run after ``after_seq``, in order (a stored
+        event that is not a valid event is left out; see :attr:`problems`)."""
+        out = []
+        for d in self.event_dicts(run_id, after_seq):
+            try:
+                out.append(event_from_dict(d))
+            except Exception as exc:
+                self._problem(
+                    "events",
+                    f"run_id {run_id}, seq {d.get('seq')}",
+                    f"not a valid event ({type(exc).__name__}: {str(exc)[:60]}); left out",
+                )
+        return out
 
+    @guarded
     def last_seq(self, run_id: str) -> int:
         """The newest stored event's seq (0 when none)."""
         sql = "SELECT max(seq) FROM events WHERE run_id = ?"

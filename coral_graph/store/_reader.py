@@ -11,13 +11,14 @@ killed with SIGKILL shows up.
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 from pathlib import Path
 from typing import Any
 
 from coral_graph.store._errors import NotAStoreError, UnknownRunError
+from coral_graph.store._guard import guarded
+from coral_graph.store._json import loads
 from coral_graph.store._read_events import EventReads
 from coral_graph.store._schema import check_meta
 from coral_graph.store._sqlite import proc_start_time, resolve_db
@@ -68,6 +69,10 @@ class StoreReader(EventReads):
     """Read-only queries over a store. Get one from :func:`open_reader`.
 
     Rows come back as plain dicts (JSON-ready); JSON columns are decoded.
+
+    A damaged row never stops a query: it is read as well as it can be (bad UTF-8
+    as U+FFFD, bad JSON as an empty value, an undecodable event left out) and
+    named in :attr:`problems`; a damaged page raises :class:`StoreCorruptError`.
     """
 
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
@@ -104,11 +109,37 @@ class StoreReader(EventReads):
 
     # -- runs -------------------------------------------------------------------------
 
+    def _json(self, text: Any, default: Any, table: str, key: str, col: str) -> Any:
+        """A JSON column's value; ``default`` (and a problem) if it is not JSON of
+        the type of ``default``."""
+        if text is None or text == "":
+            return default
+        try:
+            value = loads(text)
+        except (ValueError, TypeError, RecursionError):
+            self._problem(table, key, f"{col} is not valid JSON; read as {default!r}")
+            return default
+        if type(value) is not type(default):
+            self._problem(
+                table, key, f"{col} is a JSON {type(value).__name__}; read as {default!r}"
+            )
+            return default
+        return value
+
     def _run_dict(self, row: sqlite3.Row) -> dict[str, Any]:
         d = dict(row)
+        key = f"run_id {d.get('run_id')}"
         for k in _JSON_COLS:
             if d.get(k) is not None:
-                d[k] = json.loads(d[k])
+                d[k] = self._json(d[k], [] if k in ("entry", "answer_by") else {}, "runs", key, k)
+        for k in ("graph_name", "task", "status", "stop_reason", "answer", "error"):
+            if d.get(k) is not None and type(d[k]) is not str:
+                self._problem("runs", key, f"{k} is not text")
+                d[k] = str(d[k])
+        for k in ("started_at", "ended_at"):
+            if d.get(k) is not None and type(d[k]) not in (int, float):
+                self._problem("runs", key, f"{k} is not a number; read as none")
+                d[k] = None
         if d["status"] == "running" and not writer_alive(d["pid"], d.pop("proc_start")):
             d["status"] = "interrupted"
         d.pop("proc_start", None)
@@ -116,12 +147,14 @@ class StoreReader(EventReads):
         d["duration_s"] = (end - start) if start is not None and end is not None else None
         return d
 
+    @guarded
     def list_runs(self, limit: int | None = 50) -> list[dict[str, Any]]:
         """The newest runs first (``limit`` None for all)."""
         sql = f"SELECT {_RUN_COLS} FROM runs ORDER BY started_at DESC"
         rows = self._conn.execute(sql + (" LIMIT ?" if limit else ""), (limit,) if limit else ())
         return [self._run_dict(r) for r in rows]
 
+    @guarded
     def resolve_run(self, run_id: str) -> str:
         """The full id of ``run_id``, which may be a unique prefix, ``last`` or ``latest``."""
         conn = self._conn
@@ -142,6 +175,7 @@ class StoreReader(EventReads):
             raise UnknownRunError(run_id, str(self.path), known)
         return str(row[0])
 
+    @guarded
     def run(self, run_id: str) -> dict[str, Any]:
         """The summary row of ``run_id`` (see the ``runs`` table).
 
@@ -156,6 +190,7 @@ class StoreReader(EventReads):
 
     # -- the transcript ---------------------------------------------------------------
 
+    @guarded
     def messages(
         self,
         run_id: str,
@@ -192,7 +227,6 @@ class StoreReader(EventReads):
         # Built by hand (no sqlite3.Row, cached JSON for repeated mentions): a
         # 100,000-message run must load in well under a second.
         out = []
-        loads = json.loads
         cache: dict[str, list[str]] = {}
         keys = _MSG_KEYS
         cur = self._conn.execute(sql, args)
@@ -203,15 +237,47 @@ class StoreReader(EventReads):
             if ms:
                 got = cache.get(ms)
                 if got is None:
-                    got = cache[ms] = loads(ms)
+                    got = self._mentions(ms, run_id, r[3])
+                    if type(ms) is str:
+                        cache[ms] = got
                 d["mentions"] = list(got)
             else:
                 d["mentions"] = []
             meta = r[9]
-            d["metadata"] = loads(meta) if meta and meta != "{}" else {}
+            d["metadata"] = (
+                self._json(meta, {}, "messages", f"run_id {run_id}, gseq {r[3]}", "metadata")
+                if meta and meta != "{}"
+                else {}
+            )
+            if type(r[5]) is not str or type(r[4]) is not str:
+                self._text_fields(d, run_id)
             out.append(d)
         return out
 
+    def _mentions(self, text: Any, run_id: str, gseq: Any) -> list[str]:
+        got: list[Any] = self._json(
+            text, [], "messages", f"run_id {run_id}, gseq {gseq}", "mentions"
+        )
+        if not all(type(x) is str for x in got):
+            self._problem("messages", f"run_id {run_id}, gseq {gseq}", "mentions are not all names")
+            got = [x for x in got if type(x) is str]
+        return got
+
+    def _text_fields(self, d: dict[str, Any], run_id: str) -> None:
+        """A damaged row whose content or sender is not text: read as text."""
+        for k in ("content", "sender"):
+            v = d[k]
+            if type(v) is not str:
+                self._problem("messages", f"run_id {run_id}, gseq {d['gseq']}", f"{k} is not text")
+                d[k] = (
+                    v.decode("utf-8", "replace")
+                    if isinstance(v, bytes)
+                    else ""
+                    if v is None
+                    else str(v)
+                )
+
+    @guarded
     def threads(self, run_id: str) -> list[dict[str, Any]]:
         """Threads with their participants (``participants``: current members in join
         order) and message counts."""
@@ -241,6 +307,7 @@ class StoreReader(EventReads):
             out.append(d)
         return out
 
+    @guarded
     def agents(self, run_id: str) -> list[dict[str, Any]]:
         """The agents of the run: name, description, kind."""
         rows = self._conn.execute(
@@ -248,6 +315,7 @@ class StoreReader(EventReads):
         )
         return [dict(r) for r in rows]
 
+    @guarded
     def tool_calls(self, run_id: str) -> list[dict[str, Any]]:
         """Tool calls in order, arguments decoded."""
         out = []
@@ -257,11 +325,14 @@ class StoreReader(EventReads):
             (run_id,),
         ):
             d = dict(r)
-            d["arguments"] = json.loads(d["arguments"]) if d["arguments"] else {}
+            d["arguments"] = self._json(
+                d["arguments"], {}, "tool_calls", f"run_id {run_id}, seq {d['seq']}", "arguments"
+            )
             d["ok"] = bool(d["ok"])
             out.append(d)
         return out
 
+    @guarded
     def errors(self, run_id: str) -> list[dict[str, Any]]:
         """Agent errors in order."""
         rows = self._conn.execute(
@@ -271,12 +342,15 @@ class StoreReader(EventReads):
         )
         return [dict(r) for r in rows]
 
+    @guarded
     def usage(self, run_id: str) -> dict[str, dict[str, Any]]:
         """Per-agent totals: from the run's final usage when it finished, else
         computed from the stored rows so far."""
         row = self._conn.execute("SELECT usage FROM runs WHERE run_id = ?", (run_id,)).fetchone()
         if row is not None and row[0]:
-            return dict(json.loads(row[0]))
+            got = self._json(row[0], {}, "runs", f"run_id {run_id}", "usage")
+            if got:
+                return dict(got)
         out: dict[str, dict[str, Any]] = {}
 
         def slot(name: str) -> dict[str, Any]:

@@ -35,6 +35,7 @@ from coral_graph._events import (
     ToolCalled,
 )
 from coral_graph.store._blocks import write_blocks
+from coral_graph.store._json import dumps
 from coral_graph.store._sql import insert_many, new_packer
 
 __all__ = [
@@ -198,7 +199,7 @@ class Rows:
             js = mj[ms] = json.dumps(list(ms))
         self.messages.extend((
             rid, mid, tid, mseq, seq, sender, content, js, mts, reply,
-            json.dumps(md, default=str) if meta else _META_EMPTY,
+            dumps(md) if meta else _META_EMPTY,
         ))  # fmt: skip
         c = self.run_counts[rid]
         if seq > c[0]:
@@ -265,7 +266,7 @@ class Rows:
                         e.agent,
                         e.thread_id,
                         e.tool,
-                        json.dumps(e.arguments, default=str),
+                        dumps(e.arguments),
                         e.result,
                         e.ok,
                         e.duration_s,
@@ -324,10 +325,10 @@ class Rows:
                         rid,
                         g.get("name"),
                         e.task,
-                        json.dumps(e.entry),
-                        json.dumps(e.answer_by),
-                        json.dumps(g),
-                        json.dumps(e.budgets),
+                        dumps(e.entry),
+                        dumps(e.answer_by),
+                        dumps(g),
+                        dumps(e.budgets),
                         "running",
                         e.ts,
                         pid,
@@ -346,7 +347,7 @@ class Rows:
                         e.answer_id,
                         e.error,
                         e.ts,
-                        json.dumps(e.usage),
+                        dumps(e.usage),
                         rid,
                     )
                 )

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from coral_graph.store._errors import (
     NotAStoreError,
+    StoreCorruptError,
     StoreError,
     StoreVersionError,
     fault_kind,
@@ -251,16 +252,22 @@ def check_meta(conn: sqlite3.Connection, path: str) -> int | None:
     Raises:
         NotAStoreError: the file is not SQLite, or SQLite without our ``meta``.
         StoreVersionError: it was written by a newer coral-graph.
+        StoreCorruptError: SQLite finds its pages damaged.
     """
     try:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        meta_rows = (
+            conn.execute("SELECT key, value FROM meta").fetchall() if "meta" in tables else []
+        )
     except sqlite3.DatabaseError as exc:
+        if fault_kind(exc) == "corrupt":
+            raise StoreCorruptError(path, str(exc)) from None
         raise NotAStoreError(path, str(exc)) from None
     if not tables:
         return None
     if "meta" not in tables:
         raise NotAStoreError(path, "it is an SQLite file without coral-graph's tables")
-    meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+    meta = dict(meta_rows)
     if meta.get("app") != APP:
         raise NotAStoreError(path, f"its meta.app is {meta.get('app')!r}, not {APP!r}")
     try:

@@ -7,13 +7,14 @@ JSON columns of the store leniently.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 from pathlib import Path
 from typing import Any
 
 from coral_graph.store import resolve_db
+from coral_graph.store._guard import lenient_text
+from coral_graph.store._json import loads as _loads
 from coral_graph.store._reader import open_reader
 from coral_graph.viewer._filters import cg_match
 
@@ -29,15 +30,20 @@ class RunNotFoundError(LookupError):
 
 
 def loads(text: object, default: Any) -> Any:
-    """A JSON column's value, or ``default`` if it is empty or not JSON."""
+    """A JSON column's value, or ``default`` if it is empty, not JSON, or JSON of
+    another type than ``default`` (a damaged row). Non-finite numbers read as the
+    strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"`` (see ``store/_json.py``)."""
     if text is None or text == "":
         return default
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")
     try:
-        return json.loads(str(text))
-    except ValueError:
+        value = _loads(str(text))
+    except (ValueError, RecursionError):
         return default
+    if default is not None and type(value) is not type(default):
+        return default
+    return value
 
 
 class ReaderBase:
@@ -65,6 +71,9 @@ class ReaderBase:
             uri = self.path.resolve().as_uri() + "?mode=ro"
             conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
             conn.row_factory = sqlite3.Row
+            # A row with bytes that are not UTF-8 (a damaged file) reads with U+FFFD
+            # instead of failing the whole page.
+            conn.text_factory = lenient_text
             conn.create_function("cg_match", 3, cg_match, deterministic=True)
             conn.execute("PRAGMA query_only = 1")
             conn.execute("PRAGMA busy_timeout = 5000")

@@ -3,7 +3,7 @@ live runs, and the static page. Starlette is imported here only."""
 
 from __future__ import annotations
 
-import json
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
@@ -12,10 +12,13 @@ import anyio
 import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from starlette.responses import FileResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from coral_graph.store._errors import StoreError
+from coral_graph.store._guard import db_error
+from coral_graph.store._json import dumps
 from coral_graph.viewer.query import Filters, RunNotFoundError, RunReader
 from coral_graph.viewer.web._security import (
     SECURITY_HEADERS,
@@ -98,8 +101,15 @@ async def _plain(send: Send, status: int, text: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def _json(data: Any, status: int = 200) -> JSONResponse:
-    return JSONResponse(data, status_code=status, headers={"cache-control": "no-store"})
+def _json(data: Any, status: int = 200) -> Response:
+    # The store's encoder: valid JSON even for NaN/Infinity in a message's metadata
+    # (as "NaN"/"Infinity" strings), where JSONResponse would fail the request.
+    return Response(
+        dumps(data, ensure_ascii=False, separators=(",", ":")),
+        status_code=status,
+        media_type="application/json",
+        headers={"cache-control": "no-store"},
+    )
 
 
 def _int(value: str | None) -> int | None:
@@ -212,12 +222,12 @@ def create_app(
                 batch: list[dict[str, Any]] = await call(reader.since, rid, last)
                 for m in batch:
                     last = m["gseq"]
-                    yield f"id: {last}\nevent: message\ndata: {json.dumps(m)}\n\n"
+                    yield f"id: {last}\nevent: message\ndata: {dumps(m)}\n\n"
                 status: dict[str, Any] = await call(reader.status, rid)
                 key = {k: status[k] for k in ("status", "messages", "last_seq", "stop_reason")}
                 if key != prev_status:
                     prev_status = key
-                    yield f"event: run\ndata: {json.dumps(status)}\n\n"
+                    yield f"event: run\ndata: {dumps(status)}\n\n"
                 if batch:
                     quiet_since = time.monotonic()
                     if len(batch) >= 500:
@@ -245,6 +255,11 @@ def create_app(
     async def bad_request(request: Request, exc: Exception) -> Response:
         return _json({"error": str(exc)}, 400)
 
+    async def store_failed(request: Request, exc: Exception) -> Response:
+        # A damaged store file: say so (and how to recover) instead of a bare 500.
+        err = db_error(exc, str(reader.path)) if isinstance(exc, sqlite3.Error) else exc
+        return _json({"error": str(err)}, 500)
+
     base = "/api/runs/{run_id}"
     app = Starlette(
         routes=[
@@ -261,7 +276,12 @@ def create_app(
             Route(base + "/events", events),
             Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
         ],
-        exception_handlers={RunNotFoundError: not_found, ValueError: bad_request},
+        exception_handlers={
+            RunNotFoundError: not_found,
+            ValueError: bad_request,
+            sqlite3.Error: store_failed,
+            StoreError: store_failed,
+        },
     )
 
     app.add_middleware(

@@ -5,49 +5,181 @@ under ``data/``; the same JavaScript reads them (it sees ``data-mode="static"``
 on the page and answers filters and search in the browser instead of asking the
 server). Any static file server works, e.g. ``python -m http.server -d DIR``.
 No Starlette needed.
+
+It never deletes or overwrites what coral-graph did not write. ``DIR`` must be
+empty (or new); with ``force=True`` (``--force``) it may hold an earlier export:
+the files listed in that export's manifest (:data:`MANIFEST`, written along
+with the files) are replaced or removed, every other file is left alone, and a
+file of the new export's that exists but is not in the manifest (the user's
+own ``index.html``, say) stops the export before anything is written.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
-from pathlib import Path
+import os
+import sqlite3
+from pathlib import Path, PurePosixPath
 from typing import Any
 
+from coral_graph.store._errors import ExportFolderError
+from coral_graph.store._guard import db_error
+from coral_graph.store._json import dumps
 from coral_graph.viewer.query import RunReader
 from coral_graph.viewer.web._security import STATIC_DIR
 
-__all__ = ["CHUNK", "export_run"]
+__all__ = ["CHUNK", "MANIFEST", "export_run"]
 
 CHUNK = 2000
 """Messages per ``data/messages/NNNNN.json`` file."""
+MANIFEST = ".coral-graph-export.json"
+"""The list of files an export wrote (relative paths), in the export's folder."""
+_FIXED = (
+    "index.html",
+    "data/config.json",
+    "data/runs.json",
+    "data/run.json",
+    "data/agents.json",
+    "data/graph.json",
+)
 
 
-def _write(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, ensure_ascii=False, separators=(",", ":")), "utf-8")
+def _static_files() -> list[str]:
+    return sorted(
+        "static/" + p.relative_to(STATIC_DIR).as_posix()
+        for p in STATIC_DIR.rglob("*")
+        if p.is_file() and p.name != "index.html"
+    )
 
 
-def export_run(reader: RunReader, run_id: str, dest: str | Path) -> Path:
+def _manifest(out: Path) -> set[str]:
+    """The files an earlier export wrote into ``out`` (only safe relative paths)."""
+    try:
+        data = json.loads((out / MANIFEST).read_text("utf-8"))
+        files = data["files"] if isinstance(data, dict) else None
+    except (OSError, ValueError, KeyError):
+        return set()
+    if not isinstance(files, list):
+        return set()
+    ok = set()
+    for f in files:
+        if not isinstance(f, str):
+            continue
+        pp = PurePosixPath(f)
+        if f and not pp.is_absolute() and ".." not in pp.parts and pp.parts[0] != MANIFEST:
+            ok.add(pp.as_posix())
+    return ok
+
+
+class _Site:
+    """Writes the export's files, keeping the manifest in step."""
+
+    def __init__(self, out: Path, run_id: str, previous: set[str]) -> None:
+        self.out = out
+        self.run_id = run_id
+        self.previous = previous
+        self.written: list[str] = []
+
+    def _save_manifest(self) -> None:
+        # Everything this export or an earlier one may have left here, so that
+        # an export cut short can still be replaced with --force.
+        files = sorted(set(self.written) | self.previous)
+        data = {"format": "coral-graph-static-export", "run_id": self.run_id, "files": files}
+        (self.out / MANIFEST).write_text(json.dumps(data, indent=1), "utf-8")
+
+    def write(self, rel: str, content: str | bytes) -> None:
+        path = self.out / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if rel not in self.written:
+            self.written.append(rel)
+            self._save_manifest()
+        if path.is_symlink():
+            path.unlink()  # ours (in the manifest): never write through a link
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content, "utf-8")
+
+    def json(self, rel: str, data: Any) -> None:
+        self.write(rel, dumps(data, ensure_ascii=False, separators=(",", ":")))
+
+    def finish(self) -> None:
+        """Remove files of the earlier export this one did not write again."""
+        for rel in sorted(self.previous - set(self.written)):
+            path = self.out / rel
+            if path.is_file() or path.is_symlink():
+                path.unlink()
+        self.previous = set()
+        self._save_manifest()
+
+
+def _check_folder(out: Path, force: bool) -> set[str]:
+    """Refuse a folder the export could damage; returns the earlier manifest."""
+    if out.exists() and not out.is_dir():
+        raise ExportFolderError(str(out), "it is a file, not a folder")
+    if not out.is_dir():
+        return set()
+    present = [p for p in out.iterdir()]
+    if not present:
+        return set()
+    if not force:
+        raise ExportFolderError(
+            str(out),
+            "it is not empty; choose an empty folder, or pass --force to replace an earlier "
+            "coral-graph export there (files coral-graph did not write are never touched)",
+        )
+    previous = _manifest(out)
+    # Every path the new export may write: its fixed files, the viewer's assets
+    # and any message chunk (data/messages/*.json).
+    ours = set(_FIXED) | set(_static_files())
+    msgs = out / "data" / "messages"
+    if msgs.is_dir() and not msgs.is_symlink():
+        ours |= {f"data/messages/{p.name}" for p in msgs.iterdir() if p.suffix == ".json"}
+    clash = sorted(rel for rel in ours if rel not in previous and os.path.lexists(out / rel))
+    # A folder on the way that is a link would send our files elsewhere.
+    links = sorted(
+        d
+        for d in {str(PurePosixPath(rel).parent) for rel in ours | {"data/messages/x"}}
+        if d != "." and (out / d).is_symlink()
+    )
+    if clash or links:
+        names = ", ".join((clash + links)[:5]) + (" ..." if len(clash + links) > 5 else "")
+        raise ExportFolderError(
+            str(out),
+            f"it holds files coral-graph did not write that the export would replace ({names}); "
+            "move them, or choose another folder",
+        )
+    return previous
+
+
+def export_run(reader: RunReader, run_id: str, dest: str | Path, *, force: bool = False) -> Path:
     """Write run ``run_id`` as a static site into ``dest`` (created if needed).
+
+    Args:
+        force: ``dest`` may hold an earlier export, which is replaced (see above).
 
     Returns:
         The path of the site's ``index.html``.
+
+    Raises:
+        ExportFolderError: ``dest`` is not empty (without ``force``), or holds files
+            coral-graph did not write in the export's way; nothing is written then.
     """
-    out = Path(dest)
+    try:
+        return _export(reader, run_id, Path(dest), force)
+    except sqlite3.Error as exc:
+        raise db_error(exc, str(reader.path)) from None
+
+
+def _export(reader: RunReader, run_id: str, out: Path, force: bool) -> Path:
     run = reader.run(run_id)  # raises RunNotFoundError first, before writing anything
+    previous = _check_folder(out, force)
     out.mkdir(parents=True, exist_ok=True)
-    static = out / "static"
-    if static.exists():
-        shutil.rmtree(static)
-    shutil.copytree(STATIC_DIR, static, ignore=shutil.ignore_patterns("index.html"))
+    site = _Site(out, run_id, previous)
+    for rel in _static_files():
+        site.write(rel, (STATIC_DIR / rel.removeprefix("static/")).read_bytes())
     page = (STATIC_DIR / "index.html").read_text("utf-8")
-    page = page.replace('data-mode="server"', 'data-mode="static"', 1)
-    (out / "index.html").write_text(page, "utf-8")
-    data = out / "data"
-    msgs_dir = data / "messages"
-    if msgs_dir.exists():
-        shutil.rmtree(msgs_dir)
-    msgs_dir.mkdir(parents=True)
+    site.write("index.html", page.replace('data-mode="server"', 'data-mode="static"', 1))
     chunks = 0
     after = 0
     total = 0
@@ -60,7 +192,7 @@ def export_run(reader: RunReader, run_id: str, dest: str | Path) -> Path:
             buf = buf + page_data["items"]
         if not buf:
             break
-        _write(msgs_dir / f"{chunks:05d}.json", buf)
+        site.json(f"data/messages/{chunks:05d}.json", buf)
         chunks += 1
         total += len(buf)
         after = buf[-1]["gseq"]
@@ -69,9 +201,10 @@ def export_run(reader: RunReader, run_id: str, dest: str | Path) -> Path:
     run["chunks"] = chunks
     run["chunk_size"] = CHUNK
     run["exported_messages"] = total
-    _write(data / "config.json", {"mode": "static", "default_run": run_id})
-    _write(data / "runs.json", [{k: v for k, v in run.items() if k not in ("threads", "graph")}])
-    _write(data / "run.json", run)
-    _write(data / "agents.json", reader.agents(run_id))
-    _write(data / "graph.json", reader.graph(run_id))
+    site.json("data/config.json", {"mode": "static", "default_run": run_id})
+    site.json("data/runs.json", [{k: v for k, v in run.items() if k not in ("threads", "graph")}])
+    site.json("data/run.json", run)
+    site.json("data/agents.json", reader.agents(run_id))
+    site.json("data/graph.json", reader.graph(run_id))
+    site.finish()
     return out / "index.html"
