@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import re
-import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,14 +66,10 @@ def _escape_char(c: str) -> str:
     return f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}" if n < 0x10000 else f"\\U{n:08x}"
 
 
-def _needs_escape(c: str) -> bool:
-    cat = unicodedata.category(c)
-    return cat in ("Cc", "Cf", "Cs", "Co", "Zl", "Zp") or (cat == "Zs" and c != " ")
-
-
 def escape_text(text: str) -> str:
-    """``text`` with control, format (invisible, bidi) and separator characters
-    written as escapes, so that a name from a file can never split or rewrite the
+    """``text`` with every character Python does not call printable (control,
+    format — invisible, bidi —, separator other than the space, private, unassigned)
+    written as an escape, so that a name from a file can never split or rewrite the
     line that shows it.
 
     >>> print(escape_text("ev\\u202eil\\nname"))
@@ -82,7 +77,7 @@ def escape_text(text: str) -> str:
     """
     if text.isprintable():
         return text
-    return "".join(_escape_char(c) if _needs_escape(c) else c for c in text)
+    return "".join(c if c.isprintable() else _escape_char(c) for c in text)
 
 
 Loc = tuple[str | int, ...]
