@@ -207,7 +207,7 @@ def test_mutated_configs_never_raise_anything_else(text: str) -> None:
 def test_the_shipped_configs_still_load(path: Path) -> None:
     lg = check_graph(path)
     assert lg.warnings == []
-    assert len(lg.graph) >= 2
+    assert len(lg.graph) >= 1
 
 
 # -- valid graphs made at random load exactly ----------------------------------------
