@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from coral_graph._errors import (
     BudgetExceededError,
@@ -32,7 +32,6 @@ from coral_graph._errors import (
 from coral_graph._events import (
     AgentLogged,
     LLMCalled,
-    MessageSent,
     ParticipantAdded,
     ParticipantRemoved,
     ThreadClosed,
@@ -53,6 +52,8 @@ if TYPE_CHECKING:
 __all__ = ["AgentContext"]
 
 ThreadRef = Thread | ThreadId | str
+
+_new_tuple = tuple.__new__
 
 _USER_INFO = AgentInfo(USER, "the caller of the run; mention it to give the final answer")
 
@@ -82,6 +83,7 @@ class AgentContext:
         "_counts",
         "_may_answer",
         "_r",
+        "_reserve",
         "_run",
         "_send",
         "_slot",
@@ -105,6 +107,7 @@ class AgentContext:
         self._r = run.router
         self._threads = run.threads
         self._send = run.link.send_nowait
+        self._reserve = run.counters.reserve_nowait
         self._slot = slot
         self.name = name
         self.run_id: RunId = run.run_id
@@ -240,8 +243,11 @@ class AgentContext:
         msgs = th._messages
         seq = len(msgs) + 1
         # The id is a MessageId; NewType calls cost on this path.
-        mid: MessageId = f"{th.id}#{seq}"  # type: ignore[assignment]
-        msg = Message(mid, th.id, seq, me, content, ms, time.time(), reply_to, metadata)
+        # tuple.__new__ straight: Message's own __new__ is a Python frame on the hot path.
+        msg: Message = _new_tuple(
+            Message,
+            (f"{th.id}#{seq}", th.id, seq, me, content, ms, time.time(), reply_to, metadata),
+        )
         msgs.append(msg)
         return msg, targets, answered
 
@@ -279,11 +285,10 @@ class AgentContext:
             raise ContentTooLargeError(len(content), limit)
         return content
 
-    def _reserve_message(self) -> None:
+    def _over_messages(self) -> NoReturn:
         limit = self._run.max_messages
-        if not self._run.counters.reserve_nowait("messages", 1, limit):
-            self._run.stop_budget("messages")
-            raise BudgetExceededError("messages", limit or 0)
+        self._run.stop_budget("messages")
+        raise BudgetExceededError("messages", limit or 0)
 
     # -- the seven operations -----------------------------------------------
 
@@ -432,27 +437,29 @@ class AgentContext:
         r = self._r
         if r.finished:
             self._run.check_active()
-        tid: ThreadId = thread if type(thread) is str else _tid(thread)  # type: ignore[assignment]
-        content = self._content(content)
-        ms = self._mentions(mentions)
+        # The common cases inline (this is the hot path); the helpers do the rest.
+        t = type(thread)
+        tid: ThreadId = thread.id if t is Thread else thread if t is str else _tid(thread)  # type: ignore[assignment, union-attr]
+        if type(content) is not str or len(content) > self._run.max_content_chars:
+            content = self._content(content)
+        ms = mentions if type(mentions) is tuple and len(mentions) < 2 else self._mentions(mentions)
         if metadata is not None:
             metadata = plain_metadata(metadata)
-        if self._counts:
-            self._reserve_message()
+        counts = self._counts
+        if counts and not self._reserve("messages", 1, self._run.max_messages):
+            self._over_messages()
         try:
             msg, targets, answered = self._threads.update_nowait(
-                tid,
-                self._post,
-                content,
-                ms,
-                reply_to,
-                metadata,
+                tid, self._post, content, ms, reply_to, metadata
             )
         except BaseException:
-            if self._counts:
+            if counts:
                 self._run.counters.release_nowait("messages", 1)
             raise
-        self._sent(msg, targets, answered)
+        slot = self._slot
+        if slot is not None:
+            slot.usage.messages_sent += 1
+        r.sent(msg)
         if targets:
             self._send(targets, msg)
         if answered:
@@ -482,8 +489,7 @@ class AgentContext:
         if metadata is not None:
             metadata = plain_metadata(metadata)
         if self._counts and not await run.counters.reserve("messages", 1, run.max_messages):
-            run.stop_budget("messages")
-            raise BudgetExceededError("messages", run.max_messages or 0)
+            self._over_messages()
         try:
             msg, targets, answered = await self._threads.update(
                 tid,
@@ -497,19 +503,18 @@ class AgentContext:
             if self._counts:
                 run.counters.release_nowait("messages", 1)
             raise
-        self._sent(msg, targets, answered)
+        self._sent(msg)
         if targets:
             await run.link.send(targets, msg)
         if answered:
             run.answer(msg)
         return msg
 
-    def _sent(self, msg: Message, targets: list[AgentName], answered: bool) -> None:
+    def _sent(self, msg: Message) -> None:
         slot = self._slot
         if slot is not None:
             slot.usage.messages_sent += 1
-        r = self._r
-        r.emit(MessageSent(self.run_id, r.next_seq(), msg.timestamp, msg))
+        self._r.sent(msg)
 
     def pending_mentions(self) -> int:
         """How many deliveries wait in this agent's inbox."""

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from coral_graph._errors import RuntimeClosedError
-from coral_graph._events import Event
+from coral_graph._events import DeliveryHandled, Event, MessageSent
 from coral_graph._model import AgentUsage, Message, Thread
 from coral_graph._types import RunId, StopReason, ThreadId
 
@@ -36,6 +36,9 @@ class RunResult:
         events: every event of the run, in order.
     """
 
+    # The run records its commonest events (message_sent, delivery_handled) as plain
+    # tuples of their fields when nobody subscribes; they are built on first access.
+
     run_id: RunId
     stop_reason: StopReason
     answer: str | None
@@ -45,7 +48,16 @@ class RunResult:
     messages: int
     duration_s: float
     threads: dict[ThreadId, Thread] = field(repr=False)
-    events: list[Event] = field(repr=False)
+    log: list[Any] = field(repr=False)
+
+    @property
+    def events(self) -> list[Event]:
+        """Every event of the run, in order."""
+        log = self.log
+        for i, ev in enumerate(log):
+            if type(ev) is tuple:
+                log[i] = MessageSent(*ev) if len(ev) == 4 else DeliveryHandled(*ev)
+        return log
 
     @property
     def total(self) -> AgentUsage:

@@ -25,10 +25,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from coral_graph._events import DeliveryHandled, Event
+from coral_graph._events import DeliveryHandled, Event, MessageSent
 from coral_graph._model import AgentUsage, Message
 from coral_graph._types import AgentName, RunId, StopReason
 
@@ -92,6 +92,10 @@ class Slot:
             self.timer = None
 
 
+def _sent_nothing(msg: Message) -> None:
+    """A released router's ``sent``."""
+
+
 def _emit_nothing(event: Event) -> None:
     """A released router's ``emit``: nothing listens any more."""
 
@@ -112,7 +116,8 @@ class Router:
         self.slots: dict[str, Slot] = {}
         self.pending = 0
         self.busy = 0
-        self.events: list[Event] = []
+        # Events, and delivery_handled events as plain tuples (see ``handled``).
+        self.events: list[Any] = []
         self.finished = False
         self.stop_reason: StopReason | None = None
         self.error: str | None = None
@@ -161,39 +166,59 @@ class Router:
                     router.rec_drain()
 
         def handled(agent: str, mid: str, via: str, ok: bool, dur: float, ts: float) -> None:
-            """Emit ``delivery_handled``, the commonest event: the store gets it as its
-            plain tuple ``(kind, *fields)``, far cheaper than reading the fields back."""
+            """Emit ``delivery_handled``, the commonest event. Without subscribers it is
+            kept as the plain tuple of its fields (``RunResult.events`` builds the
+            event on first access), and the store gets ``(kind, *fields)``: making
+            the event object is most of this function's cost."""
             seq = router.next_seq()
-            ev = DeliveryHandled(run_id, seq, ts, agent, mid, via, ok, dur)
-            events_append(ev)
             if sinks:
+                ev = DeliveryHandled(run_id, seq, ts, agent, mid, via, ok, dur)
+                events_append(ev)
                 fanout(ev)
+            else:
+                events_append((run_id, seq, ts, agent, mid, via, ok, dur))
             rq = router.rec_q
             if rq is not None:
                 rq.append(("delivery_handled", run_id, seq, ts, agent, mid, via, ok, dur))
                 if len(rq) >= router.rec_lim:
                     router.rec_drain()
 
+        def sent(msg: Message) -> None:
+            """Emit ``message_sent``; kept as ``(run_id, seq, ts, message)`` when nothing
+            listens (as ``handled`` keeps its events)."""
+            if sinks or router.rec_q is not None:
+                emit(MessageSent(run_id, router.next_seq(), msg.timestamp, msg))
+            else:
+                events_append((run_id, router.next_seq(), msg.timestamp, msg))
+
         self.emit = emit
         self.handled = handled
+        self.sent = sent
 
     # -- the RouterPort ---------------------------------------------------------
 
     def feed(self, agent: AgentName, msg: Message) -> None:
-        """Queue one delivery of ``msg`` for ``agent`` and wake it: the one place an
-        inbox is fed. Appends happen in call order, so FIFO per (sender, recipient)."""
-        slot = self.slots.get(agent)
-        if slot is None:
-            slot = self.make_slot(agent)
-        slot.inbox.append(msg)
-        self.pending += 1
-        fut = slot.waiter
-        if fut is not None:
-            slot.waiter = None
-            if not fut.done():
-                fut.set_result(None)
-        elif not slot.worker:
-            self._wake(slot)
+        """Queue one delivery of ``msg`` for ``agent`` and wake it (see :meth:`feed_all`)."""
+        self.feed_all((agent,), msg)
+
+    def feed_all(self, agents: Sequence[AgentName], msg: Message) -> None:
+        """Queue one delivery of ``msg`` for each of ``agents`` and wake them: the one
+        place an inbox is fed. Appends happen in call order, so FIFO per (sender,
+        recipient)."""
+        slots = self.slots
+        self.pending += len(agents)
+        for agent in agents:
+            slot = slots.get(agent)
+            if slot is None:
+                slot = self.make_slot(agent)
+            slot.inbox.append(msg)
+            fut = slot.waiter
+            if fut is not None:
+                slot.waiter = None
+                if not fut.done():
+                    fut.set_result(None)
+            elif not slot.worker:
+                self._wake(slot)
 
     def stop(self, reason: StopReason, error: str | None = None) -> None:
         """End the run with ``reason``; the first stop wins."""
@@ -227,11 +252,6 @@ class Router:
             # in the inbox, bounded by max_inbox, but is no work that keeps the run
             # from going idle.
             self.pending -= 1
-
-    def take(self, slot: Slot) -> Message:
-        """The oldest delivery of a non-empty inbox."""
-        self.pending -= 1
-        return slot.inbox.popleft()
 
     def take_all(self, slot: Slot) -> list[Message]:
         """Every delivery of the inbox, oldest first."""
@@ -285,6 +305,7 @@ class Router:
         self.events = []
         self.emit = _emit_nothing
         self.handled = _handled_nothing
+        self.sent = _sent_nothing
         self.rec_q = None
         for slot in self.slots.values():
             slot.release()

@@ -208,7 +208,7 @@ class _Run:
         ctx = slot.ctx
         usage = slot.usage
         name = slot.name
-        take = r.take
+        popleft = inbox.popleft
         park = r.park
         set_active = r.set_active
         handled = r.handled
@@ -230,22 +230,26 @@ class _Run:
                 while True:
                     if rt._pressure:
                         # An event stream is full: pause between turns until it drains.
+                        slot.current = None
                         await rt._wait_relief()
                     if not inbox:
                         # Busy across consecutive turns, idle only here with an empty
                         # inbox: the only point where quiescence can begin because of it.
+                        slot.current = None
                         set_active(slot, False)
                         await park(slot)
                         t_last = now()
                         continue
-                    set_active(slot, True)
+                    if not slot.active:
+                        set_active(slot, True)
                     if r.finished:
                         # The run ended during an earlier turn of the burst.
                         return
                     if usage.turns >= max_turns:
                         self.stop_budget("turns")
                         return
-                    msg = take(slot)
+                    msg = popleft()
+                    r.pending -= 1
                     usage.turns += 1
                     usage.deliveries += 1
                     slot.current = msg
@@ -262,7 +266,6 @@ class _Run:
                         if r.finished:
                             return
                         await self._agent_failed(slot, msg, exc)
-                    slot.current = None
                     t_last = t1 = now()
                     handled(name, msg.id, "handle", ok, t1 - t0, t1)
                     if ack is not None:
@@ -270,6 +273,8 @@ class _Run:
                     n += 1
                     if n & 63 == 0:
                         # Fairness: a handler that never suspends must not starve others.
+                        # (Between turns no turn is current: the turn timer leaves it be.)
+                        slot.current = None
                         await sleep0(0)
                         t_last = now()
             if scope.cancelled_caught and not r.finished:
@@ -282,7 +287,7 @@ class _Run:
             # A worker cancelled at the end of a run outlives it in the traceback of its
             # CancelledError (a cycle only the cyclic GC frees): let go of what holds the
             # run's events and inbox.
-            del inbox, msg, handled, ctx
+            del inbox, msg, handled, ctx, popleft
 
     async def _turn_timed_out(self, slot: Slot, limit: float) -> None:
         slot.worker = False
@@ -543,5 +548,5 @@ class _Run:
             messages=int(self.counters.value("messages")),
             duration_s=(r.ended_at or time.time()) - self.started_at,
             threads=dict(self.threads.all_nowait()),
-            events=r.events,
+            log=r.events,
         )

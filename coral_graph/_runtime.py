@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import os
 import secrets
@@ -16,7 +17,7 @@ from anyio.abc import TaskGroup
 
 from coral_graph._budgets import Budgets
 from coral_graph._errors import RuntimeClosedError
-from coral_graph._events import Event
+from coral_graph._events import AgentLogged, Event
 from coral_graph._results import RunHandle, RunResult
 from coral_graph._run import RunSnapshot, _Run
 from coral_graph._streams import EventStream
@@ -24,6 +25,7 @@ from coral_graph._types import RunId
 from coral_graph.transport._local import LocalTransport
 
 if TYPE_CHECKING:
+    from coral_graph._blocked import BlockedLoop, LoopWatchdog
     from coral_graph._graph import AgentGraph
     from coral_graph.transport._base import Transport
 
@@ -129,6 +131,7 @@ class Runtime:
         self._pressure = 0
         self._relief: anyio.Event | None = None
         self._open = False
+        self.watchdog: LoopWatchdog | None = None
 
     # -- events -------------------------------------------------------------------
 
@@ -348,6 +351,30 @@ class Runtime:
         self._tg.start_soon(_go, name=f"coral-run-{handle.run_id}")
         return handle
 
+    def _watch_loop(self, after_s: float) -> LoopWatchdog:
+        from coral_graph._blocked import LoopWatchdog
+
+        def recovered(block: BlockedLoop) -> None:
+            # Back on the loop: the block goes into the transcript of every run going.
+            for run in self._runs.values():
+                r = run.router
+                r.emit(
+                    AgentLogged(
+                        run.run_id,
+                        r.next_seq(),
+                        time.time(),
+                        block.agent or "",
+                        "watchdog",
+                        block.message(),
+                        {"seconds": block.seconds, "where": block.where},
+                    )
+                )
+
+        watchdog = LoopWatchdog(asyncio.get_running_loop(), after_s, recovered=recovered)
+        watchdog.start()
+        self.watchdog = watchdog
+        return watchdog
+
     def cancel_all(self) -> None:
         """End every active run with ``cancelled``."""
         for run in list(self._runs.values()):
@@ -363,6 +390,7 @@ async def open_runtime(
     max_inbox: int = 10_000,
     max_content_chars: int = 100_000,
     transport: Transport | None = None,
+    blocked_after_s: float | None = None,
 ) -> AsyncIterator[Runtime]:
     """Open a runtime for ``graph``; it owns every task of its runs.
 
@@ -375,6 +403,10 @@ async def open_runtime(
         max_content_chars: the size limit of one message.
         transport: how deliveries reach the agents (default: in this process,
             :class:`~coral_graph.transport.LocalTransport`).
+        blocked_after_s: say (on stderr, and as an ``agent_logged`` event) which
+            agent holds the event loop when it has not ticked for this many seconds;
+            agents must not block (see ``coral_graph._blocked``). Default: 5, or
+            ``CORAL_BLOCKED_AFTER_S`` from the environment; 0 turns it off.
 
     >>> import coral_graph as cg
     >>> @cg.agent
@@ -396,12 +428,17 @@ async def open_runtime(
     )
     if store is not None:
         rt.attach(store)
+    if blocked_after_s is None:
+        blocked_after_s = float(os.environ.get("CORAL_BLOCKED_AFTER_S") or 5.0)
+    watchdog = rt._watch_loop(blocked_after_s) if blocked_after_s > 0 else None
     async with anyio.create_task_group() as tg:
         rt._tg = tg
         rt._open = True
         try:
             yield rt
         finally:
+            if watchdog is not None:
+                watchdog.stop()
             rt._open = False
             rt.cancel_all()
             for stream in rt._streams:

@@ -6,6 +6,7 @@ import gc
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import fields
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -1164,3 +1165,135 @@ def test_attaching_a_recorder_feeds_its_queue_and_detaching_stops_it() -> None:
     rec.drain()
     assert len(rec.got) == len(first.events)  # the second run came after unsubscribing
     assert len(other) == len(first.events) + n_second
+
+
+# -- a blocked event loop ------------------------------------------------------------
+
+_BLOCKERS = """
+import time
+
+
+async def spin(ctx, message):
+    while True:
+        pass
+
+
+async def sleeper(ctx, message):
+    for _ in range(60):
+        time.sleep(1)
+"""
+
+
+@pytest.mark.parametrize("agent", ["spin", "sleeper"])
+def test_a_blocked_loop_names_the_agent_and_two_ctrl_c_end_the_process(
+    tmp_path: Path, agent: str
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    (tmp_path / "bots.py").write_text(_BLOCKERS)
+    (tmp_path / "g.yaml").write_text(f"agents:\n  {agent}: {{python: 'bots.py:{agent}'}}\n")
+    cli = Path(sys.executable).parent / "coral-graph"
+    env = {**os.environ, "CORAL_BLOCKED_AFTER_S": "0.5", "CORAL_DB": str(tmp_path / "r.db")}
+    proc = subprocess.Popen(
+        [str(cli), "run", "g.yaml", "--task", "go", "--json"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines: list[str] = []
+    seen = threading.Event()
+
+    def read() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines.append(line)
+            if "blocked" in line:
+                seen.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert seen.wait(60), "".join(lines)
+        report = next(line for line in lines if "blocked" in line)
+        assert f'agent "{agent}"' in report
+        assert "bots.py" in report
+        assert "anyio.to_thread.run_sync" in report
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+        ended_in = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    reader.join(5)
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    proc.stdout.close()
+    proc.stderr.close()
+    assert proc.returncode == 130, "".join(lines)
+    assert ended_in < 10
+
+
+def test_a_blocking_turn_is_recorded_in_the_transcript_naming_the_agent() -> None:
+    import time
+
+    @cg.agent
+    async def hog(ctx: AgentContext, message: Message) -> None:
+        time.sleep(0.8)  # noqa: ASYNC251 - blocks the loop: what the watchdog is for
+        await ctx.send_message(message.thread_id, "done", ["user"])
+
+    g = AgentGraph()
+    g.add_agent("hog", hog)
+
+    async def main() -> cg.RunResult:
+        async with cg.open_runtime(g, blocked_after_s=0.2) as rt:
+            result = await rt.run("go", entry=["hog"])
+            assert rt.watchdog is not None
+            assert [b.agent for b in rt.watchdog.blocks] == ["hog"]
+            return result
+
+    result = cg.run_async(main)
+    assert result.answer == "done"
+    logged = [e for e in result.events if e.kind == "agent_logged"]
+    assert [(e.agent, e.source) for e in logged] == [("hog", "watchdog")]  # type: ignore[union-attr]
+    assert "to_thread" in logged[0].text  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(("policy", "stop"), [("continue", "answer"), ("stop", "error")])
+def test_system_exit_in_an_agent_is_an_agent_error_under_its_policy(policy: str, stop: str) -> None:
+    @cg.agent
+    async def quitter(ctx: AgentContext, message: Message) -> None:
+        if message.sender == "user":
+            await ctx.add_participant(message.thread_id, "other")
+            await ctx.send_message(message.thread_id, "again", ["other"])
+            raise SystemExit(0)
+        await ctx.send_message(message.thread_id, "answer", ["user"])
+
+    @cg.agent
+    async def other(ctx: AgentContext, message: Message) -> None:
+        await ctx.send_message(message.thread_id, "back", ["quitter"])
+
+    g = AgentGraph()
+    g.add_agent("quitter", quitter, on_error=policy)
+    g.add_agent("other", other)
+    g.connect("quitter", "other", mutual=True)
+
+    async def main() -> cg.RunResult:
+        async with cg.open_runtime(g) as rt:
+            return await rt.run("go", entry=["quitter"])
+
+    result = cg.run_async(main)
+    assert result.stop_reason == stop
+    errors = [e for e in result.events if e.kind == "agent_errored"]
+    assert [e.error_type for e in errors] == ["SystemExit"]  # type: ignore[union-attr]
+    assert errors[0].action == policy  # type: ignore[union-attr]

@@ -26,6 +26,10 @@ class _Port:
     def feed(self, agent: AgentName, msg: cg.Message) -> None:
         self.fed.append((agent, msg.id))
 
+    def feed_all(self, agents: Any, msg: cg.Message) -> None:
+        for a in agents:
+            self.feed(a, msg)
+
     def stop(self, reason: str, error: str | None = None) -> None:
         self.stops.append(reason)
 

@@ -7,7 +7,6 @@ by a budget / idle / an error without an answer, 130 interrupted (Ctrl-C).
 from __future__ import annotations
 
 import json
-import signal
 import sys
 import time
 from collections import deque
@@ -139,8 +138,11 @@ async def _run_graph(
 ) -> tuple[RunResult, bool]:
     """Run ``task``; the first Ctrl-C cancels the run (recorded as ``cancelled``), a
     second one aborts at once. Returns the result and whether it was interrupted."""
+    import asyncio
+
     import anyio
 
+    from coral_graph._blocked import install_interrupt
     from coral_graph._runtime import open_runtime
 
     interrupted = False
@@ -152,15 +154,10 @@ async def _run_graph(
             rt.subscribe(otel.on_event)
         handle = rt.start(task, entry=lg.entry, answer_by=lg.answer_by)
 
-        async def on_sigint() -> None:
+        def on_first_sigint() -> None:
             nonlocal interrupted
-            with anyio.open_signal_receiver(signal.SIGINT) as signals:
-                async for _ in signals:
-                    if interrupted:
-                        raise KeyboardInterrupt
-                    interrupted = True
-                    await handle.started()
-                    handle.cancel()
+            interrupted = True
+            handle.cancel()
 
         async def draw() -> None:
             from rich.live import Live
@@ -172,15 +169,24 @@ async def _run_graph(
                     lv.update(progress.status())
                     await anyio.sleep(0.1)
 
-        async with anyio.create_task_group() as tg:
-            if threading_main():
-                tg.start_soon(on_sigint)
-            if live is not None:
-                tg.start_soon(draw)
-            try:
-                result = await handle.wait()
-            finally:
-                tg.cancel_scope.cancel()
+        # A Python-level handler (not the loop's): a second Ctrl-C ends the process
+        # even when an agent holds the event loop (see coral_graph._blocked).
+        restore = (
+            install_interrupt(asyncio.get_running_loop(), on_first_sigint)
+            if threading_main()
+            else None
+        )
+        try:
+            async with anyio.create_task_group() as tg:
+                if live is not None:
+                    tg.start_soon(draw)
+                try:
+                    result = await handle.wait()
+                finally:
+                    tg.cancel_scope.cancel()
+        finally:
+            if restore is not None:
+                restore()
         if live is not None:
             progress.flush_lines(live)
     if "coral_graph.llm" in sys.modules:

@@ -119,6 +119,10 @@ class RouterPort(Protocol):
         bound is checked at the sender (``send_nowait`` callers), not here."""
         ...
 
+    def feed_all(self, agents: Sequence[AgentName], msg: Message) -> None:
+        """:meth:`feed` for each of ``agents``, in order (one call for a fanout)."""
+        ...
+
     def stop(self, reason: StopReason, error: str | None = None) -> None:
         """End the run with ``reason`` (``idle``, ``answer``, ``budget:<name>``,
         ``error``, ``cancelled``); later stops are ignored."""

@@ -91,14 +91,15 @@ class LocalCounters:
 class LocalRun:
     """One run in this process: ``send`` feeds the recipients' inboxes directly."""
 
-    __slots__ = ("_feed", "_port", "counters", "threads")
+    __slots__ = ("_port", "counters", "send_nowait", "threads")
 
     needs_ack = False
     immediate = True
 
     def __init__(self, port: RouterPort) -> None:
         self._port = port
-        self._feed = port.feed
+        # Straight to the router's inboxes: one call per message, whatever the fanout.
+        self.send_nowait: Callable[[Sequence[AgentName], Message], None] = port.feed_all
         self.threads = LocalThreads()
         self.counters = LocalCounters()
 
@@ -107,11 +108,6 @@ class LocalRun:
 
     def hosts(self, agent: AgentName) -> bool:
         return True
-
-    def send_nowait(self, targets: Sequence[AgentName], msg: Message) -> None:
-        feed = self._feed
-        for t in targets:
-            feed(t, msg)
 
     async def send(self, targets: Sequence[AgentName], msg: Message) -> None:
         self.send_nowait(targets, msg)
