@@ -26,7 +26,7 @@ from pydantic import (
 
 from coral_graph.store._plain import INT_MAX, INT_MIN, MAX_DEPTH
 
-__all__ = ["EVENT_ADAPTER", "Header", "ValidationError", "describe", "plain_value"]
+__all__ = ["EVENT_ADAPTER", "RECORDS", "Header", "ValidationError", "describe", "plain_value"]
 
 MAX_TEXT = 64 << 20
 """Characters in one string at most (a message's content included)."""
@@ -241,6 +241,14 @@ class ToolCalledRec(_Event):
     message_id: Str | None = None
 
 
+class AgentLoggedRec(_Event):
+    kind: Literal["agent_logged"]
+    agent: Str
+    source: Str
+    text: Str
+    data: Plain = None
+
+
 EventRec = Annotated[
     RunStartedRec
     | RunFinishedRec
@@ -253,15 +261,18 @@ EventRec = Annotated[
     | DeliveryHandledRec
     | AgentErroredRec
     | LLMCalledRec
-    | ToolCalledRec,
+    | ToolCalledRec
+    | AgentLoggedRec,
     Field(discriminator="kind"),
 ]
-_KINDS = frozenset(
-    m.model_fields["kind"].annotation.__args__[0]  # type: ignore[union-attr]
+RECORDS: dict[str, type[_Event]] = {
+    m.model_fields["kind"].annotation.__args__[0]: m  # type: ignore[union-attr]
     for m in (RunStartedRec, RunFinishedRec, AgentAddedRec, ThreadCreatedRec, ThreadClosedRec,
               ParticipantAddedRec, ParticipantRemovedRec, MessageSentRec, DeliveryHandledRec,
-              AgentErroredRec, LLMCalledRec, ToolCalledRec)
-)  # fmt: skip
+              AgentErroredRec, LLMCalledRec, ToolCalledRec, AgentLoggedRec)
+}  # fmt: skip
+"""kind -> the model of its record."""
+_KINDS = frozenset(RECORDS)
 EVENT_ADAPTER: TypeAdapter[Any] = TypeAdapter(EventRec)
 """Validates one event record (a dict) into its model."""
 
