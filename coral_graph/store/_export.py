@@ -26,6 +26,7 @@ from coral_graph.store._json import dumps
 from coral_graph.store._reader import StoreReader
 from coral_graph.store._rows import Rows, new_packer, write_rows
 from coral_graph.store._schema import connect_writer as _connect_writer
+from coral_graph.store._sql import write_transaction
 from coral_graph.store._sqlite import resolve_db
 
 __all__ = ["EXPORT_FORMAT", "EXPORT_VERSION", "export_run", "import_run", "read_export"]
@@ -242,16 +243,10 @@ def import_run(path: str | os.PathLike[str], db: str | os.PathLike[str] | None =
     try:
         # The check and the rows in one write transaction: of two processes
         # importing the same file at once, the second waits and finds the run.
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with write_transaction(conn):
             if conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (rid,)).fetchone():
                 raise RunExistsError(rid, str(dbp))
             write_rows(conn, rows)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
     except sqlite3.Error as exc:
         raise write_error(str(dbp), fault_kind(exc), str(exc)) from None
     finally:

@@ -52,6 +52,7 @@ from coral_graph._events import EVENT_TYPES, Event
 from coral_graph.store._errors import fault_kind
 from coral_graph.store._plain import UNSTORABLE, plain_item
 from coral_graph.store._rows import Rows, new_packer, write_rows
+from coral_graph.store._sql import write_transaction
 
 __all__ = ["main"]
 
@@ -155,8 +156,7 @@ class _Writer:
         add_delivery = rows.add_delivery
         cur_rid: Any = None
         cur: list[Any] = []
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with write_transaction(conn):
             for item in items:
                 kind = item[0]
                 if kind == "delivery_handled":
@@ -192,11 +192,6 @@ class _Writer:
             if events:
                 rows.add(events, self.pack, self.run_extra)
             write_rows(conn, rows)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
         return flushes
 
     def _resume(self, run_id: str) -> None:
@@ -231,8 +226,7 @@ class _Writer:
         ``errors``); if even that fails it is dropped, and the note says so."""
         conn = self.conn
         flushes: list[Any] = []
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with write_transaction(conn):
             for item in items:
                 kind = item[0]
                 if kind == "!flush":
@@ -253,11 +247,6 @@ class _Writer:
                     conn.execute("ROLLBACK TO item")
                     self._write_fixed(item, exc)
                 conn.execute("RELEASE item")
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
         return flushes
 
     def _write_fixed(self, item: tuple[Any, ...], exc: BaseException) -> None:

@@ -27,6 +27,7 @@ from coral_graph.store._errors import (
     fault_kind,
     write_error,
 )
+from coral_graph.store._sql import write_transaction
 
 __all__ = [
     "APP",
@@ -284,8 +285,7 @@ def ensure_schema(conn: sqlite3.Connection, path: str) -> None:
 
     The check runs inside the write transaction: processes that create the same new
     store at the same moment take turns, and the later ones find it made."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with write_transaction(conn):
         version = check_meta(conn, path)
         if version is None:
             for stmt in SCHEMA.split(";"):
@@ -306,11 +306,6 @@ def ensure_schema(conn: sqlite3.Connection, path: str) -> None:
                 conn.execute(
                     "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(version),)
                 )
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
 
 
 def connect_writer(path: Path) -> sqlite3.Connection:

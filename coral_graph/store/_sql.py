@@ -5,12 +5,13 @@ stored events."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import msgpack
 
-__all__ = ["insert_many", "new_packer"]
+__all__ = ["insert_many", "new_packer", "write_transaction"]
 
 _MAX_VARS = 32_000
 _CHUNK_ROWS = 100_000
@@ -56,3 +57,18 @@ def new_packer() -> Callable[[Any], bytes]:
     ``docs/msgpack-format.md``): str as UTF-8 ``str``, bytes as ``bin``, floats as
     float64."""
     return msgpack.Packer(use_bin_type=True, autoreset=True).pack  # type: ignore[no-any-return]
+
+
+@contextmanager
+def write_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """``BEGIN IMMEDIATE`` (the write lock first, so what the block reads is not
+    changed by another writer before it commits), ``COMMIT`` at the end, ``ROLLBACK``
+    on any exception (``conn`` in autocommit mode: ``isolation_level=None``)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
