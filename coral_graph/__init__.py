@@ -61,6 +61,7 @@ from coral_graph._events import (
 )
 from coral_graph._graph import AgentGraph, AgentSpec
 from coral_graph._model import AgentInfo, AgentUsage, Message, Thread
+from coral_graph._results import RunSnapshot
 from coral_graph._runtime import (
     BatchRecorder,
     EventSink,
@@ -73,7 +74,16 @@ from coral_graph._runtime import (
     run_async,
 )
 from coral_graph._seeds import run_seed, seed_base
-from coral_graph._types import USER, AgentName, MessageId, RunId, ThreadId
+from coral_graph._types import (
+    USER,
+    AgentName,
+    BudgetName,
+    ErrorPolicy,
+    MessageId,
+    RunId,
+    StopReason,
+    ThreadId,
+)
 
 if TYPE_CHECKING:
     from coral_graph.config import GraphSpec, LoadedGraph, load_graph
@@ -117,6 +127,7 @@ __all__ = [
     "AgentUsage",
     "BatchRecorder",
     "BudgetExceededError",
+    "BudgetName",
     "Budgets",
     "ConcurrentWaitError",
     "ConfigError",
@@ -125,6 +136,7 @@ __all__ = [
     "DeliveryHandled",
     "DuplicateAgentError",
     "EdgeNotAllowedError",
+    "ErrorPolicy",
     "Event",
     "EventSink",
     "EventStream",
@@ -150,9 +162,11 @@ __all__ = [
     "RunHandle",
     "RunId",
     "RunResult",
+    "RunSnapshot",
     "RunStarted",
     "Runtime",
     "RuntimeClosedError",
+    "StopReason",
     "Thread",
     "ThreadClosed",
     "ThreadClosedError",

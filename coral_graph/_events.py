@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, TypeAlias
 
 from coral_graph._model import Message
+from coral_graph._types import DeliveryVia, ErrorPolicy, StopReason
 
 __all__ = [
     "EVENT_TYPES",
@@ -64,7 +65,7 @@ class RunFinished(_Base):
     """A run ended. ``stop_reason`` is ``answer``, ``idle``, ``budget:<name>``, ``error``
     or ``cancelled``; ``usage`` maps agent names to :meth:`AgentUsage.to_dict`."""
 
-    stop_reason: str
+    stop_reason: StopReason
     answer_id: str | None
     answer: str | None
     error: str | None
@@ -140,7 +141,7 @@ class DeliveryHandled(_Base):
 
     agent: str
     message_id: str
-    via: str
+    via: DeliveryVia
     ok: bool
     duration_s: float
     kind: ClassVar[str] = "delivery_handled"
@@ -156,7 +157,7 @@ class AgentErrored(_Base):
     error_type: str
     error: str
     traceback: str
-    action: str
+    action: ErrorPolicy
     kind: ClassVar[str] = "agent_errored"
 
 

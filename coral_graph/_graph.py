@@ -13,7 +13,7 @@ from coral_graph._errors import (
     DuplicateAgentError,
     UnknownAgentError,
 )
-from coral_graph._types import ERROR_POLICIES, NAME_PATTERN, USER, AgentName
+from coral_graph._types import ERROR_POLICIES, NAME_PATTERN, USER, AgentName, ErrorPolicy
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -57,7 +57,7 @@ class AgentSpec:
         name: AgentName,
         agent: Agent | LoopAgent,
         description: str,
-        on_error: str,
+        on_error: ErrorPolicy,
         turn_timeout_s: float | None,
         max_restarts: int,
         kind: str,
@@ -148,7 +148,7 @@ class AgentGraph:
         agent: Agent | LoopAgent | FunctionAgent,
         *,
         description: str | None = None,
-        on_error: str = "continue",
+        on_error: ErrorPolicy = "continue",
         turn_timeout_s: float | None = None,
         max_restarts: int = 3,
         kind: str | None = None,

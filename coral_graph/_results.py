@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from coral_graph._context import AgentContext
     from coral_graph._run import _Run
 
-__all__ = ["RunHandle", "RunResult"]
+__all__ = ["RunHandle", "RunResult", "RunSnapshot"]
 
 
 @dataclass(slots=True)
@@ -138,3 +138,28 @@ class RunHandle:
             raise self._exc
         assert self._result is not None
         return self._result
+
+
+@dataclass
+class RunSnapshot:
+    """The state of an interrupted run, to continue it (``Runtime.resume``).
+
+    Attributes:
+        events: the run's events so far (the new ones follow them).
+        threads: every thread with its messages, by id.
+        last_seq: the seq of the last event.
+        started_at: when the run started (seconds since the epoch).
+        usage: per-agent counters and spend.
+        counters: run-wide counters: ``messages``, ``llm_calls``, ``tokens``, ``cost_usd``.
+        pending: the deliveries not handled yet, ``(agent, message)`` in order.
+        answer: the answer, when the run answered before it was interrupted.
+    """
+
+    events: list[Event]
+    threads: dict[ThreadId, Thread]
+    last_seq: int
+    started_at: float | None = None
+    usage: dict[str, AgentUsage] = field(default_factory=dict)
+    counters: dict[str, float] = field(default_factory=dict)
+    pending: list[tuple[str, Message]] = field(default_factory=list)
+    answer: Message | None = None

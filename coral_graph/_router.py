@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from coral_graph._events import DeliveryHandled, Event, MessageSent
 from coral_graph._model import AgentUsage, Message
-from coral_graph._types import AgentName, RunId, StopReason
+from coral_graph._types import AgentName, DeliveryVia, RunId, StopReason
 
 if TYPE_CHECKING:
     import anyio
@@ -165,7 +165,9 @@ class Router:
                 if len(rq) >= router.rec_lim:
                     router.rec_drain()
 
-        def handled(agent: str, mid: str, via: str, ok: bool, dur: float, ts: float) -> None:
+        def handled(
+            agent: str, mid: str, via: DeliveryVia, ok: bool, dur: float, ts: float
+        ) -> None:
             """Emit ``delivery_handled``, the commonest event. Without subscribers it is
             kept as the plain tuple of its fields (``RunResult.events`` builds the
             event on first access), and the store gets ``(kind, *fields)``: making
@@ -312,7 +314,9 @@ class Router:
         self.slots = {}
 
 
-def _handled_nothing(agent: str, mid: str, via: str, ok: bool, dur: float, ts: float) -> None:
+def _handled_nothing(
+    agent: str, mid: str, via: DeliveryVia, ok: bool, dur: float, ts: float
+) -> None:
     """A released router's ``handled``."""
 
 

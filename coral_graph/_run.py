@@ -27,7 +27,6 @@ import itertools
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import anyio
@@ -36,9 +35,10 @@ from anyio.abc import TaskGroup
 from coral_graph._budgets import Budgets
 from coral_graph._context import AgentContext
 from coral_graph._errors import BudgetExceededError, RuntimeClosedError, TurnTimeoutError
-from coral_graph._events import AgentAdded, AgentErrored, Event, RunFinished, RunStarted
+from coral_graph._events import AgentAdded, AgentErrored, RunFinished, RunStarted
 from coral_graph._ledger import Ledger, Reservation
 from coral_graph._model import AgentUsage, Message, Thread
+from coral_graph._results import RunSnapshot
 from coral_graph._router import Router, Slot
 from coral_graph._types import USER, AgentName, BudgetName, RunId, ThreadId, budget_stop
 
@@ -48,34 +48,9 @@ if TYPE_CHECKING:
     from coral_graph._runtime import Runtime
     from coral_graph.transport._base import Transport
 
-__all__ = ["RunSnapshot"]
+__all__: list[str] = []
 
 _NO_LIMIT = 1 << 62
-
-
-@dataclass
-class RunSnapshot:
-    """The state of an interrupted run, to continue it (``Runtime.resume``).
-
-    Attributes:
-        events: the run's events so far (the new ones follow them).
-        threads: every thread with its messages, by id.
-        last_seq: the seq of the last event.
-        started_at: when the run started (seconds since the epoch).
-        usage: per-agent counters and spend.
-        counters: run-wide counters: ``messages``, ``llm_calls``, ``tokens``, ``cost_usd``.
-        pending: the deliveries not handled yet, ``(agent, message)`` in order.
-        answer: the answer, when the run answered before it was interrupted.
-    """
-
-    events: list[Event]
-    threads: dict[ThreadId, Thread]
-    last_seq: int
-    started_at: float | None = None
-    usage: dict[str, AgentUsage] = field(default_factory=dict)
-    counters: dict[str, float] = field(default_factory=dict)
-    pending: list[tuple[str, Message]] = field(default_factory=list)
-    answer: Message | None = None
 
 
 def _is_cancel(exc: BaseException) -> bool:

@@ -18,8 +18,8 @@ from anyio.abc import TaskGroup
 from coral_graph._budgets import Budgets
 from coral_graph._errors import RuntimeClosedError
 from coral_graph._events import AgentLogged, Event
-from coral_graph._results import RunHandle, RunResult
-from coral_graph._run import RunSnapshot, _Run
+from coral_graph._results import RunHandle, RunResult, RunSnapshot
+from coral_graph._run import _Run
 from coral_graph._streams import EventStream
 from coral_graph._types import RunId
 from coral_graph.transport._local import LocalTransport
@@ -419,6 +419,7 @@ async def open_runtime(
     >>> cg.run_async(main).answer
     'hi there'
     """
+    _require_asyncio()
     rt = Runtime(
         graph,
         budgets=budgets if budgets is not None else Budgets(),
@@ -477,6 +478,22 @@ def run(
     return run_async(main)  # type: ignore[no-any-return]
 
 
-def run_async(fn: Callable[[], Any]) -> Any:
-    """Run an async function on anyio's asyncio backend (the one coral-graph uses)."""
-    return anyio.run(fn, backend="asyncio")
+def run_async(fn: Callable[[], Any], *, use_uvloop: bool = False) -> Any:
+    """Run an async function on asyncio (the event loop coral-graph runs on), through
+    anyio; ``use_uvloop`` runs it on uvloop (``pip install uvloop``)."""
+    return anyio.run(fn, backend="asyncio", backend_options={"use_uvloop": use_uvloop})
+
+
+def _require_asyncio() -> None:
+    """coral-graph runs on asyncio: say so clearly on any other event loop."""
+    import sniffio
+
+    try:
+        library = sniffio.current_async_library()
+    except sniffio.AsyncLibraryNotFoundError:
+        library = "no event loop"
+    if library != "asyncio":
+        raise RuntimeClosedError(
+            f"coral-graph runs on asyncio, not on {library}: run your code with "
+            "coral_graph.run_async(main) or anyio.run(main, backend='asyncio')"
+        )

@@ -165,3 +165,42 @@ def test_core_run_does_not_import_heavy_modules() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert out.stdout.strip() == ""
+
+
+# -- the backend: asyncio (uvloop optional), stated and checked -------------------
+
+
+def _echo_graph() -> cg.AgentGraph:
+    @cg.agent
+    async def echo(ctx: cg.AgentContext, message: cg.Message) -> None:
+        await ctx.send_message(message.thread_id, "echo " + message.content, ["user"])
+
+    g = cg.AgentGraph()
+    g.add_agent("echo", echo)
+    return g
+
+
+def test_on_trio_open_runtime_refuses_clearly() -> None:
+    import anyio
+
+    pytest.importorskip("trio")
+
+    async def main() -> None:
+        async with cg.open_runtime(_echo_graph()):
+            pass  # pragma: no cover - refused before
+
+    with pytest.raises(cg.RuntimeClosedError, match="runs on asyncio, not on trio"):
+        anyio.run(main, backend="trio")
+
+
+def test_runs_on_uvloop() -> None:
+    pytest.importorskip("uvloop")
+
+    async def main() -> cg.RunResult:
+        import asyncio
+
+        assert "uvloop" in type(asyncio.get_running_loop()).__module__
+        async with cg.open_runtime(_echo_graph()) as rt:
+            return await rt.run("hi", entry=["echo"])
+
+    assert cg.run_async(main, use_uvloop=True).answer == "echo hi"

@@ -16,7 +16,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from coral_graph._budgets import Budgets
-from coral_graph._run import RunSnapshot
+from coral_graph._results import RunSnapshot
 from coral_graph._runtime import RunResult, open_runtime
 from coral_graph.store._errors import StoreError
 from coral_graph.store._reader import open_reader
