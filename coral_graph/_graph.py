@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
+import types
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +21,9 @@ if TYPE_CHECKING:
     import networkx as nx
 
 __all__ = ["AgentGraph", "AgentSpec", "validate_name"]
+
+# What a plain async function can be (an agent object is none of these).
+_FUNCTION_TYPES = (types.FunctionType, types.MethodType, functools.partial)
 
 
 def validate_name(name: object) -> AgentName:
@@ -77,6 +82,13 @@ class AgentSpec:
         return f"AgentSpec({self.name!r}, kind={self.kind!r}, on_error={self.on_error!r})"
 
 
+@functools.lru_cache(maxsize=4096)
+def _is_async(fn: object) -> bool:
+    """inspect.iscoroutinefunction, remembered per function (a graph of 100,000 agents
+    of one class asks 100,000 times about the same method)."""
+    return inspect.iscoroutinefunction(fn)
+
+
 def _check_agent(name: str, agent: object) -> Agent | LoopAgent:
     handle = getattr(agent, "handle", None)
     run = getattr(agent, "run", None)
@@ -88,7 +100,7 @@ def _check_agent(name: str, agent: object) -> Agent | LoopAgent:
             "wrap a plain async function with @coral_graph.agent",
             field=f"agents.{name}",
         )
-    if not inspect.iscoroutinefunction(fn) and not inspect.iscoroutinefunction(
+    if not _is_async(getattr(fn, "__func__", fn)) and not inspect.iscoroutinefunction(
         getattr(fn, "__call__", None)  # noqa: B004 - callable objects with async __call__
     ):
         raise ConfigError(
@@ -132,7 +144,9 @@ class AgentGraph:
         self.description = description
         self.nx: nx.DiGraph[str] = networkx.DiGraph()
         # Our own maps, kept in step with `nx` by every method that changes the
-        # graph: runs read them on the hot path (and see edges added mid-run).
+        # graph: runs read them on the hot path (and see edges added mid-run). An
+        # agent's successor dict exists once it has an edge or a run asked for it
+        # (succ_map): 100,000 idle agents cost no dict each.
         self._specs: dict[str, AgentSpec] = {}
         self._succ: dict[str, dict[str, None]] = {}
         self.entry: list[AgentName] = [AgentName(e) for e in entry]
@@ -178,7 +192,7 @@ class AgentGraph:
                 f"not {on_error!r}",
                 field=f"agents.{name}.on_error",
             )
-        if inspect.iscoroutinefunction(agent):
+        if isinstance(agent, _FUNCTION_TYPES) and inspect.iscoroutinefunction(agent):
             agent = FunctionAgent(agent)
         checked = _check_agent(valid, agent)
         if description is None:
@@ -197,13 +211,13 @@ class AgentGraph:
         )
         self.nx.add_node(valid, spec=spec)
         self._specs[valid] = spec
-        self._succ[valid] = {}
 
     def remove_agent(self, name: str) -> None:
         """Remove an agent and its edges."""
         self._require(name)
         self.nx.remove_node(name)
-        del self._specs[name], self._succ[name]
+        del self._specs[name]
+        self._succ.pop(name, None)
         for succ in self._succ.values():
             succ.pop(name, None)
 
@@ -223,16 +237,24 @@ class AgentGraph:
                 )
         for t in targets:
             self.nx.add_edge(a, t)
-            self._succ[a][t] = None
+            self.succ_map(a)[t] = None
             if mutual:
                 self.nx.add_edge(t, a)
-                self._succ[t][a] = None
+                self.succ_map(t)[a] = None
 
     def disconnect(self, a: str, b: str) -> None:
         """Remove the edge ``a -> b`` if present."""
         if self.nx.has_edge(a, b):
             self.nx.remove_edge(a, b)
-            self._succ[a].pop(b, None)
+            self.succ_map(a).pop(b, None)
+
+    def succ_map(self, name: str) -> dict[str, None]:
+        """The live map of the agents ``name`` may address (kept in step with the
+        edges; the runtime reads it on the hot path)."""
+        succ = self._succ.get(name)
+        if succ is None:
+            succ = self._succ[name] = {}
+        return succ
 
     def _require(self, name: str) -> None:
         if name == USER:
@@ -278,7 +300,7 @@ class AgentGraph:
     def successors(self, name: str) -> list[AgentName]:
         """The agents ``name`` may address."""
         self._require(name)
-        return [AgentName(n) for n in self._succ[name]]
+        return [AgentName(n) for n in self._succ.get(name, ())]
 
     def validate(
         self, entry: Iterable[str] | None = None, answer_by: Iterable[str] | None = None

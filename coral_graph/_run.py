@@ -89,7 +89,6 @@ class _Run:
         self.max_messages = budgets.max_messages
         self.max_turns = budgets.max_turns if budgets.max_turns is not None else _NO_LIMIT
         self.specs = graph._specs
-        self.succ = graph._succ
         self.answer_msg: Message | None = None
         self.started_at = time.time()
         self.tg: TaskGroup | None = None
@@ -134,7 +133,7 @@ class _Run:
         if slot is None:
             slot = Slot(AgentName(name), self.specs[name])
             slot.ctx = AgentContext(
-                self, slot, AgentName(name), self.succ[name], name in self._answerers
+                self, slot, AgentName(name), self.graph.succ_map(name), name in self._answerers
             )
             self.router.slots[name] = slot
         return slot

@@ -63,3 +63,28 @@ def test_cli_json_lines_name_every_figure() -> None:
     assert {"p50_rtt_us", "p99_rtt_us", "round_trips_per_s"} <= set(by[("pingpong", "coral-graph")])
     assert {"start_s", "kib_per_agent", "shutdown_s"} <= set(by[("idle", "coral-graph")])
     assert by[("pingpong", "floor")]["ratio_to_floor"] == 1.0
+
+
+def test_cli_cpu_clock_reports_the_same_figures() -> None:
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "coral_graph.bench",
+            "--quick",
+            "--json",
+            "--only",
+            "ring,idle",
+            "--clock",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    )
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert {(r["workload"], r["impl"]) for r in rows} >= {
+        ("ring", "floor"), ("ring", "coral-graph"), ("idle", "coral-graph"),
+    }  # fmt: skip
+    assert all(r["ratio_to_floor"] > 0 for r in rows if r["workload"] == "ring")

@@ -1050,7 +1050,7 @@ def test_finished_runs_are_freed_without_the_cyclic_gc() -> None:
     """Once the caller drops a run's result, its events go by reference counting, not
     at the next full collection: a long-lived runtime does not grow run after run."""
     from coral_graph._events import DeliveryHandled
-    from coral_graph.bench._coral import fanout_graph
+    from coral_graph.bench import fanout_graph
 
     graph = fanout_graph(5, 200)[0]
 
@@ -1099,7 +1099,7 @@ class _Recorder:
 
 
 def test_a_batch_recorder_gets_every_event_in_order_through_its_queue() -> None:
-    from coral_graph.bench._coral import fanout_graph
+    from coral_graph.bench import fanout_graph
 
     rec = _Recorder(7)
     result = cg.run(
@@ -1123,7 +1123,7 @@ def test_a_batch_recorder_gets_every_event_in_order_through_its_queue() -> None:
 
 
 def test_a_failing_batch_recorder_is_detached_and_the_run_goes_on() -> None:
-    from coral_graph.bench._coral import fanout_graph
+    from coral_graph.bench import fanout_graph
 
     rec = _Recorder(5, fail_at=2)
 
@@ -1145,7 +1145,7 @@ def test_a_failing_batch_recorder_is_detached_and_the_run_goes_on() -> None:
 
 
 def test_attaching_a_recorder_feeds_its_queue_and_detaching_stops_it() -> None:
-    from coral_graph.bench._coral import fanout_graph
+    from coral_graph.bench import fanout_graph
 
     rec = _Recorder(4)
     other: list[cg.Event] = []

@@ -243,7 +243,7 @@ def test_backpressure_drops_nothing(tmp_path: Path) -> None:
 
 
 def test_a_writer_that_dies_detaches_the_store_and_the_run_goes_on(tmp_path: Path) -> None:
-    from coral_graph.bench._coral import fanout_graph
+    from coral_graph.bench import fanout_graph
 
     store = SQLiteStore(tmp_path / "w.db", batch_size=50)
     os.kill(store._proc.pid, signal.SIGKILL)
@@ -271,7 +271,7 @@ def test_a_writer_that_dies_detaches_the_store_and_the_run_goes_on(tmp_path: Pat
 def test_close_right_after_a_run_loses_nothing(tmp_path: Path) -> None:
     """close() while the timer thread is writing a batch: whatever the run queued
     meanwhile (its last events, run_finished) is written before the end."""
-    from coral_graph.bench._coral import fanout_graph
+    from coral_graph.bench import fanout_graph
 
     for i in range(6):
         db = tmp_path / f"c{i}.db"
@@ -301,7 +301,7 @@ def test_close_right_after_a_run_loses_nothing(tmp_path: Path) -> None:
 def test_concurrent_runs_are_stored_event_for_event(tmp_path: Path, batch_size: int) -> None:
     """Three runs at once in one runtime: their events interleave in the store's
     batches and blocks; each run reads back exactly (bytes of every event)."""
-    from coral_graph.bench._coral import fanout_graph, ring_graph
+    from coral_graph.bench import fanout_graph, ring_graph
 
     db = tmp_path / "many.db"
     store = SQLiteStore(db, batch_size=batch_size, flush_interval=0.002)

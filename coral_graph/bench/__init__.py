@@ -4,11 +4,16 @@
 Run ``python -m coral_graph.bench`` or ``coral-graph bench``. Figures are medians of
 ``--repeat`` runs; the two implementations alternate within each repeat so machine
 noise hits both alike. ``--json`` prints one line per (workload, impl) with the
-figures named as in BENCH.md.
+figures named as in BENCH.md. ``--clock cpu`` times with the process's CPU time,
+steadier than the wall clock on a shared, loaded machine.
+
+:func:`ring_graph` and :func:`fanout_graph` build the workloads' graphs (also handy
+as test fixtures).
 """
 
 from __future__ import annotations
 
+from coral_graph.bench._coral import fanout_graph, ring_graph
 from coral_graph.bench._main import BenchConfig, run_bench
 
-__all__ = ["BenchConfig", "run_bench"]
+__all__ = ["BenchConfig", "fanout_graph", "ring_graph", "run_bench"]

@@ -7,7 +7,6 @@ type hints at registration.
 
 import asyncio
 import gc
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +20,7 @@ from autogen_core import (
     message_handler,
 )
 
+from coral_graph.bench import _util
 from coral_graph.bench._util import percentile, rss_kib
 
 PAYLOAD = "x" * 100
@@ -50,7 +50,7 @@ async def pingpong(warmup: int, rounds: int) -> dict[str, Any]:
     for i in range(warmup):
         await rt.send_message(Note(PAYLOAD, "a", i), target)
     rtts: list[float] = []
-    clock = time.perf_counter
+    clock = _util.now
     t_start = clock()
     for i in range(rounds):
         t0 = clock()
@@ -99,12 +99,12 @@ async def ring(n: int, tokens: int, hops: int) -> dict[str, Any]:
         await _RingNode.register(rt, f"n{i}", lambda nxt=nxt: _RingNode(nxt, state))
         await rt.add_subscription(TypeSubscription(f"n{i}", f"n{i}"))
     rt.start()
-    t0 = time.perf_counter()
+    t0 = _util.now()
     step = n // tokens
     for k in range(tokens):
         await rt.publish_message(Note(PAYLOAD, "user", k), TopicId(f"n{k * step}", "default"))
     await state.done.wait()
-    elapsed = time.perf_counter() - t0
+    elapsed = _util.now() - t0
     await rt.stop()
     return {"deliveries_per_s": hops / elapsed, "deliveries": state.handled}
 
@@ -130,12 +130,12 @@ async def fanout(participants: int, messages: int) -> dict[str, Any]:
         await _Counter.register(rt, f"p{i}", lambda: _Counter(state))
         await rt.add_subscription(TypeSubscription("fan", f"p{i}"))
     rt.start()
-    t0 = time.perf_counter()
+    t0 = _util.now()
     topic = TopicId("fan", "default")
     for i in range(messages):
         await rt.publish_message(Note(PAYLOAD, "sender", i), topic)
     await state.done.wait()
-    elapsed = time.perf_counter() - t0
+    elapsed = _util.now() - t0
     await rt.stop()
     return {"deliveries_per_s": total / elapsed, "deliveries": state.handled}
 
@@ -143,7 +143,7 @@ async def fanout(participants: int, messages: int) -> dict[str, Any]:
 async def idle(agents: int) -> dict[str, Any]:
     gc.collect()
     base = rss_kib()
-    t0 = time.perf_counter()
+    t0 = _util.now()
     rt = SingleThreadedAgentRuntime()
     state = _State(1, 0)
     # autogen-core instantiates agents on demand from a registered type; `get(...,
@@ -152,10 +152,10 @@ async def idle(agents: int) -> dict[str, Any]:
     for i in range(agents):
         await rt.get("a", f"k{i}", lazy=False)
     rt.start()
-    start_s = time.perf_counter() - t0
+    start_s = _util.now() - t0
     gc.collect()
     kib = (rss_kib() - base) / agents
-    t1 = time.perf_counter()
+    t1 = _util.now()
     await rt.stop()
-    shutdown_s = time.perf_counter() - t1
+    shutdown_s = _util.now() - t1
     return {"start_s": start_s, "kib_per_agent": kib, "shutdown_s": shutdown_s}

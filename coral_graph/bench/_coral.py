@@ -5,10 +5,10 @@ memory (every run keeps its events in ``RunResult.events``)."""
 from __future__ import annotations
 
 import gc
-import time
 from typing import Any
 
 import coral_graph as cg
+from coral_graph.bench import _util
 from coral_graph.bench._util import percentile, rss_kib
 
 PAYLOAD = "x" * 100
@@ -29,7 +29,7 @@ class _Pinger:
         self.total = 0.0
 
     async def handle(self, ctx: cg.AgentContext, message: cg.Message) -> None:
-        clock = time.perf_counter
+        clock = _util.now
         if self.thread is None:
             self.thread = ctx.create_thread_nowait("pingpong", ["b"])
         else:
@@ -103,9 +103,9 @@ def ring_graph(n: int, tokens: int, hops: int) -> tuple[cg.AgentGraph, list[str]
 async def ring(n: int, tokens: int, hops: int, store: Any = None) -> dict[str, Any]:
     g, entry, state = ring_graph(n, tokens, hops)
     async with cg.open_runtime(g, budgets=UNLIMITED, store=store) as rt:
-        t0 = time.perf_counter()
+        t0 = _util.now()
         result = await rt.run("token", entry=entry)
-        elapsed = time.perf_counter() - t0
+        elapsed = _util.now() - t0
     assert result.stop_reason == "idle", result.stop_reason
     assert state["handled"] == hops, state
     return {"deliveries_per_s": hops / elapsed, "deliveries": state["handled"]}
@@ -143,9 +143,9 @@ def fanout_graph(participants: int, messages: int) -> tuple[cg.AgentGraph, dict[
 async def fanout(participants: int, messages: int, store: Any = None) -> dict[str, Any]:
     g, state = fanout_graph(participants, messages)
     async with cg.open_runtime(g, budgets=UNLIMITED, store=store) as rt:
-        t0 = time.perf_counter()
+        t0 = _util.now()
         result = await rt.run("go", entry=["sender"])
-        elapsed = time.perf_counter() - t0
+        elapsed = _util.now() - t0
     assert result.stop_reason == "idle", result.stop_reason
     total = participants * messages
     assert state["handled"] == total, state
@@ -165,7 +165,7 @@ async def idle(agents: int) -> dict[str, Any]:
     cg.AgentGraph("warm-up")
     gc.collect()
     base = rss_kib()
-    t0 = time.perf_counter()
+    t0 = _util.now()
     g = cg.AgentGraph("idle")
     one = _Idle()
     gc.freeze()  # a bulk build: keep the cyclic GC from rescanning what we just made
@@ -182,13 +182,13 @@ async def idle(agents: int) -> dict[str, Any]:
     rt = await cm.__aenter__()
     handle = rt.start("wake", entry=["probe"])
     await handle.started()
-    start_s = time.perf_counter() - t0
+    start_s = _util.now() - t0
     gc.collect()
     kib = (rss_kib() - base) / agents
-    t1 = time.perf_counter()
+    t1 = _util.now()
     result = await handle.wait()
     await cm.__aexit__(None, None, None)
-    shutdown_s = time.perf_counter() - t1
+    shutdown_s = _util.now() - t1
     assert probe["handled"] == 1, probe
     assert result.stop_reason == "idle", result.stop_reason
     return {"start_s": start_s, "kib_per_agent": kib, "shutdown_s": shutdown_s}

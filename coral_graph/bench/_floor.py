@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import time
 from typing import Any
 
+from coral_graph.bench import _util
 from coral_graph.bench._util import percentile, rss_kib
 
 PAYLOAD = "x" * 100
@@ -29,7 +29,7 @@ async def pingpong(warmup: int, rounds: int) -> dict[str, Any]:
 
     task = asyncio.create_task(b())
     rtts: list[float] = []
-    clock = time.perf_counter
+    clock = _util.now
     for _ in range(warmup):
         qb.put_nowait(("a", PAYLOAD, 0))
         await qa.get()
@@ -69,12 +69,12 @@ async def ring(n: int, tokens: int, hops: int) -> dict[str, Any]:
 
     tasks = [asyncio.create_task(node(i)) for i in range(n)]
     await asyncio.sleep(0)
-    t0 = time.perf_counter()
+    t0 = _util.now()
     step = n // tokens
     for k in range(tokens):
         queues[k * step].put_nowait(("token", PAYLOAD, k))
     await done.wait()
-    elapsed = time.perf_counter() - t0
+    elapsed = _util.now() - t0
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
@@ -96,13 +96,13 @@ async def fanout(participants: int, messages: int) -> dict[str, Any]:
 
     tasks = [asyncio.create_task(node(q)) for q in queues]
     await asyncio.sleep(0)
-    t0 = time.perf_counter()
+    t0 = _util.now()
     for i in range(messages):
         msg = ("sender", PAYLOAD, i)
         for q in queues:
             q.put_nowait(msg)
     await done.wait()
-    elapsed = time.perf_counter() - t0
+    elapsed = _util.now() - t0
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
@@ -112,7 +112,7 @@ async def fanout(participants: int, messages: int) -> dict[str, Any]:
 async def idle(agents: int) -> dict[str, Any]:
     gc.collect()
     base = rss_kib()
-    t0 = time.perf_counter()
+    t0 = _util.now()
     queues: list[asyncio.Queue[Any]] = [asyncio.Queue() for _ in range(agents)]
     ready = 0
 
@@ -124,12 +124,12 @@ async def idle(agents: int) -> dict[str, Any]:
     tasks = [asyncio.create_task(node(q)) for q in queues]
     while ready < agents:  # noqa: ASYNC110 - the floor spins exactly like a caller would
         await asyncio.sleep(0)
-    start_s = time.perf_counter() - t0
+    start_s = _util.now() - t0
     gc.collect()
     kib = (rss_kib() - base) / agents
-    t1 = time.perf_counter()
+    t1 = _util.now()
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    shutdown_s = time.perf_counter() - t1
+    shutdown_s = _util.now() - t1
     return {"start_s": start_s, "kib_per_agent": kib, "shutdown_s": shutdown_s}

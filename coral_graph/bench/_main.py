@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from coral_graph.bench import _coral, _floor
-from coral_graph.bench._util import median
+from coral_graph.bench._util import median, set_clock
 
 WORKLOADS = ("pingpong", "ring", "fanout", "idle")
 
@@ -202,7 +202,15 @@ def main(argv: list[str] | None = None) -> int:
         "--store", action="store_true", help="also ring/fanout with the SQLite store on and off"
     )
     parser.add_argument("--tokens", action="store_true", help="also the token-efficiency scenario")
+    parser.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="time with the wall clock, or with this process's CPU time (steadier on a "
+        "shared, loaded machine; every workload runs on one thread)",
+    )
     args = parser.parse_args(argv)
+    set_clock(args.clock)
     cfg = BenchConfig.quick() if args.quick else BenchConfig(repeat=args.repeat)
     if args.only == "none":
         args.only = ""
@@ -224,7 +232,10 @@ def main(argv: list[str] | None = None) -> int:
         if not args.json:
             print(line, file=sys.stderr, flush=True)
 
-    log(f"coral-graph bench on {platform.python_implementation()} {platform.python_version()}")
+    log(
+        f"coral-graph bench on {platform.python_implementation()} {platform.python_version()}"
+        f" ({args.clock} clock)"
+    )
     rows = run_bench(cfg, log)
     if args.json:
         for row in rows:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import statistics
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
 
 def percentile(samples: Sequence[float], pct: float) -> float:
@@ -26,3 +27,20 @@ def rss_kib() -> float:
 def median(values: Sequence[float]) -> float:
     """The median, or NaN for no values."""
     return statistics.median(values) if values else float("nan")
+
+
+def _pick_clock(name: str) -> Callable[[], float]:
+    return time.process_time if name == "cpu" else time.perf_counter
+
+
+now: Callable[[], float] = _pick_clock(os.environ.get("CORAL_BENCH_CLOCK", "wall"))
+"""The benchmark's clock: wall time (``perf_counter``), or with ``--clock cpu`` this
+process's CPU time, steadier on a shared, loaded machine (every workload here runs on
+one thread, so its CPU time is the time it would take on an idle core)."""
+
+
+def set_clock(name: str) -> None:
+    """Use the ``wall`` or ``cpu`` clock from now on (also in idle subprocesses)."""
+    global now
+    os.environ["CORAL_BENCH_CLOCK"] = name
+    now = _pick_clock(name)
