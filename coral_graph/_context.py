@@ -444,6 +444,8 @@ class AgentContext(_Rules):
         current = slot.current if slot is not None else None
         if slot is not None:
             slot.usage.add_llm_call(prompt_tokens, completion_tokens, cost_usd, latency_s)
+            if outcome != "ok":
+                slot.usage.llm_errors += 1
         r = self._r
         r.emit(
             LLMCalled(
@@ -478,6 +480,8 @@ class AgentContext(_Rules):
         message_id: str | None = None,
     ) -> None:
         """Record one tool call of a model as a ``tool_called`` event."""
+        if not ok and self._slot is not None:
+            self._slot.usage.tool_errors += 1
         r = self._r
         r.emit(
             ToolCalled(

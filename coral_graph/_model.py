@@ -164,13 +164,18 @@ class AgentInfo:
 
 @dataclass(slots=True)
 class AgentUsage:
-    """Counters and spend of one agent in one run."""
+    """Counters and spend of one agent in one run. ``errors`` counts failed turns
+    (the agent raised or timed out), ``llm_errors`` model calls that failed (each
+    attempt; ``llm_calls`` includes them) and ``tool_errors`` tool calls that
+    failed."""
 
     turns: int = 0
     messages_sent: int = 0
     deliveries: int = 0
     errors: int = 0
     llm_calls: int = 0
+    llm_errors: int = 0
+    tool_errors: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0

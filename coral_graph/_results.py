@@ -16,7 +16,49 @@ if TYPE_CHECKING:
     from coral_graph._context import AgentContext
     from coral_graph._run import _Run
 
-__all__ = ["RunHandle", "RunResult", "RunSnapshot"]
+__all__ = ["RunHandle", "RunResult", "RunSnapshot", "explain_failures"]
+
+
+def _all(n: int, word: str) -> str:
+    return f"all {n} {word}s" if n != 1 else f"the one {word}"
+
+
+def _cut(text: str, limit: int = 400) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def explain_failures(
+    stop_reason: StopReason,
+    error: str | None,
+    answered: bool,
+    usage: dict[str, AgentUsage],
+    events: list[Event],
+) -> tuple[StopReason, str | None]:
+    """The stop reason and error a run reports, given its failures. A run without an
+    answer that stopped ``idle`` or on a budget while *every* model call failed
+    stopped because of those failures: it reports ``error``, with the first failure
+    in the error text ("all 6 LLM calls failed: …"). Other failures (some calls, a
+    turn that raised) keep the stop reason; they are counted per agent in the usage
+    (``llm_errors``, ``tool_errors``, ``errors``) and shown wherever the run is."""
+    if answered or not (stop_reason == "idle" or stop_reason.startswith("budget:")):
+        return stop_reason, error
+    calls = bad = 0
+    for u in usage.values():
+        calls += u.llm_calls
+        bad += u.llm_errors
+    if not bad or bad != calls:
+        return stop_reason, error
+    first = next(
+        (
+            e.error or e.outcome  # type: ignore[union-attr]
+            for e in events
+            if e.kind == "llm_called" and e.outcome != "ok"  # type: ignore[union-attr]
+        ),
+        "",
+    )
+    then = f" (then the run stopped: {stop_reason})" if stop_reason != "idle" else ""
+    return "error", _cut(f"{_all(calls, 'LLM call')} failed{then}: {first}")
 
 
 @dataclass(slots=True)
@@ -78,7 +120,9 @@ class RunResult:
         return sum(u.tokens for u in self.usage.values())
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready summary (without threads and events)."""
+        """A JSON-ready summary (without threads and events). ``failures`` counts what
+        failed in the whole run: model calls, tool calls and agent turns."""
+        total = self.total
         return {
             "run_id": self.run_id,
             "stop_reason": self.stop_reason,
@@ -88,6 +132,11 @@ class RunResult:
             "duration_s": self.duration_s,
             "tokens": self.tokens,
             "cost_usd": self.cost_usd,
+            "failures": {
+                "llm_calls": total.llm_errors,
+                "tool_calls": total.tool_errors,
+                "turns": total.errors,
+            },
             "usage": {k: v.to_dict() for k, v in self.usage.items()},
         }
 

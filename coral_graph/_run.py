@@ -482,7 +482,16 @@ class _Run:
             r.stop("idle")
 
     def record_finish(self) -> None:
+        from coral_graph._results import explain_failures
+
         r = self.router
+        r.stop_reason, r.error = explain_failures(
+            r.stop_reason or "error",
+            r.error,
+            self.answer_msg is not None,
+            self.usage_by_agent(),
+            r.events,
+        )
         usage = {name: u.to_dict() for name, u in self.usage_by_agent().items()}
         ans = self.answer_msg
         r.emit(

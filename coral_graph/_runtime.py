@@ -100,6 +100,16 @@ def _is_recorder(obj: object) -> TypeGuard[BatchRecorder]:
     return all(hasattr(obj, a) for a in ("batch_queue", "batch_size", "drain", "on_event"))
 
 
+def _check_ready(graph: AgentGraph) -> None:
+    """Before the task is posted: every agent with a ``check_ready()`` (an LLM agent
+    checks its API key and model name) confirms it can work; its error stops the run
+    from starting, so a missing key is reported at once, not as failed calls."""
+    for name in graph:
+        check = getattr(graph.spec(name).agent, "check_ready", None)
+        if callable(check):
+            check()
+
+
 def new_run_id() -> RunId:
     """A new, time-sortable run id such as ``run-18c9f2a3b41-5e2f1a``."""
     return RunId(f"run-{int(time.time() * 1000):x}-{secrets.token_hex(3)}")
@@ -221,6 +231,7 @@ class Runtime:
         if not isinstance(task, str):
             raise TypeError("task must be a string")
         ent, ans = self.graph.validate(entry, answer_by)
+        _check_ready(self.graph)
         return _Run(
             run_id=RunId(run_id) if run_id is not None else new_run_id(),
             graph=self.graph,
@@ -470,8 +481,16 @@ def run(
     """
 
     async def main() -> RunResult:
+        refused: Exception | None = None
         async with open_runtime(graph, budgets=budgets, store=store, **runtime_options) as rt:
-            return await rt.run(task, entry=entry, answer_by=answer_by)
+            try:
+                return await rt.run(task, entry=entry, answer_by=answer_by)
+            except Exception as exc:  # refused (a bad entry, a missing API key)
+                refused = exc
+        # Raised here, outside the runtime's task group, it reaches the caller as
+        # itself rather than inside an ExceptionGroup.
+        assert refused is not None
+        raise refused
 
     # No local for the result: this frame can outlive the call (the tracebacks of the
     # run's cancelled tasks chain back to it) and would keep the result alive.

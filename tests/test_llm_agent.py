@@ -275,7 +275,11 @@ async def test_model_failure_is_an_agent_error_not_a_crash() -> None:
     graph = cg.AgentGraph()
     graph.add_agent("a", LLMAgent(client=model))
     result = await run_graph(graph, "go", entry=["a"])
-    assert result.stop_reason == "idle"
+    # Not a crash: an agent error, and the run says its one model call failed.
+    assert result.stop_reason == "error"
+    assert result.error is not None
+    assert result.error.startswith("the one LLM call failed: ")
+    assert (result.usage["a"].llm_errors, result.usage["a"].errors) == (1, 1)
     [err] = events(result, cg.AgentErrored)
     assert err.error_type == "LLMBadRequestError"
     [llm] = events(result, cg.LLMCalled)

@@ -139,7 +139,11 @@ async def test_bad_request_is_not_retried(openai_stub: OpenAIStub) -> None:
     openai_stub.script("stub-a", [error(400, "bad parameter")])
     graph = one_agent(openai_stub, retries=3, retry_backoff_s=0.01)
     result = await run_graph(graph, "go")
-    assert result.stop_reason == "idle"
+    # Its only model call failed: that is why the run stopped, and it says so.
+    assert result.stop_reason == "error"
+    assert result.error is not None
+    assert result.error.startswith("the one LLM call failed: openai/stub-a: ")
+    assert "bad parameter" in result.error
     [err] = events(result, cg.AgentErrored)
     assert err.error_type == "LLMBadRequestError"
     assert "bad parameter" in err.error

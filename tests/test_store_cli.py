@@ -227,7 +227,13 @@ def test_sigkill_mid_run_then_resume(
     monkeypatch.setenv("RELAY_SLEEP", "0")
     code, out, err = _invoke("resume", rid, "--db", str(db))
     assert code == 0, err
-    assert out.startswith(f"{rid}: answer")
+    # The same result block as `run`: the answer, the stop line, where it is saved.
+    lines = out.splitlines()
+    assert lines[0].startswith("done ")
+    assert int(lines[0].split()[1]) in (last + 10, last + 11)  # a answers on its turn
+    assert lines[1].startswith("stop: answer · ")
+    assert lines[2].startswith(f"run: {rid} saved in ")
+    assert err == f"resumed {rid}\n"
     with open_reader(db) as rd:
         row = rd.run(rid)
         assert row["status"] == "finished"

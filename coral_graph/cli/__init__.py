@@ -4,6 +4,8 @@ to exit codes. Each area registers its commands from its own module."""
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 
 from coral_graph.cli._app import (
     EXIT_BAD_INPUT,
@@ -28,5 +30,21 @@ for _mod in _COMMAND_MODULES:
 
 
 def main() -> None:
-    """Entry point of the ``coral-graph`` script."""
-    app()
+    """Entry point of the ``coral-graph`` script. A reader that goes away
+    (``coral-graph export last | head -c 50``) ends the command quietly."""
+    try:
+        app()
+    except BrokenPipeError:
+        _quiet_stdout()
+        sys.exit(EXIT_OK)
+
+
+def _quiet_stdout() -> None:
+    # Python flushes stdout at exit; with the pipe gone that would print an error.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    finally:
+        os.close(devnull)

@@ -1,18 +1,41 @@
-"""``coral-graph bench``: the routing benchmarks of BENCH.md."""
+"""``coral-graph bench``: the routing benchmarks (see the README's Benchmarks section)."""
 
 from __future__ import annotations
+
+from typing import Annotated
 
 import typer
 
 from coral_graph.cli._app import app
 
 
-@app.command(
-    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-    help="Run the routing benchmarks (pingpong, ring, fanout, idle) beside the asyncio.Queue "
-    "floor. Options: --repeat N, --only a,b, --quick, --json, --store, --tokens.",
-)
-def bench(ctx: typer.Context) -> None:
+@app.command()
+def bench(
+    repeat: Annotated[int, typer.Option("--repeat", help="Runs per figure (the median).")] = 3,
+    only: Annotated[
+        str,
+        typer.Option(
+            "--only",
+            metavar="A,B",
+            help="Only these workloads, comma-separated: pingpong, ring, fanout, idle.",
+        ),
+    ] = "",
+    quick: Annotated[bool, typer.Option("--quick", help="Small sizes, one repeat.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines only.")] = False,
+    store: Annotated[
+        bool, typer.Option("--store", help="Also ring and fanout with the SQLite store on and off.")
+    ] = False,
+    tokens: Annotated[
+        bool, typer.Option("--tokens", help="Also the token-efficiency scenario.")
+    ] = False,
+) -> None:
+    """Run the routing benchmarks (pingpong, ring, fanout, idle) beside the asyncio.Queue
+    floor measured in the same run."""
     from coral_graph.bench._main import main
 
-    raise typer.Exit(main(list(ctx.args)))
+    argv = ["--repeat", str(repeat)]
+    if only:
+        argv += ["--only", only]
+    argv += [flag for flag, on in (("--quick", quick), ("--json", as_json),
+                                   ("--store", store), ("--tokens", tokens)) if on]  # fmt: skip
+    raise typer.Exit(main(argv))

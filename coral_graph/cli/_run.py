@@ -1,26 +1,34 @@
 """``coral-graph run | validate | schema | graph | agents``: graphs from YAML files.
 
 Exit codes (see :mod:`coral_graph.cli._app`): 0 answered, 1 bad input, 2 stopped
-by a budget / idle / an error without an answer, 130 interrupted (Ctrl-C).
+by a budget / idle / an error without an answer, 3 the store failed (the result is
+printed first), 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
 
 import json
 import sys
-import time
-from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from coral_graph.cli._app import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_NO_ANSWER, EXIT_OK, app
+from coral_graph.cli._app import (
+    EXIT_BAD_INPUT,
+    EXIT_CODES_HELP,
+    EXIT_INTERRUPTED,
+    EXIT_NO_ANSWER,
+    EXIT_OK,
+    EXIT_STORE,
+    app,
+)
+from coral_graph.cli._output import print_result, result_json
+from coral_graph.cli._text import one_line
 
 if TYPE_CHECKING:
-    from rich.console import Console, RenderableType
+    from rich.console import Console
 
-    from coral_graph._events import Event
     from coral_graph._runtime import RunResult
     from coral_graph.config import LoadedGraph
 
@@ -52,101 +60,23 @@ def exit_code(stop_reason: str) -> int:
     return EXIT_NO_ANSWER
 
 
-# -- live progress -------------------------------------------------------------------
-
-
-class _Progress:
-    """Counts what a run does, from its events. ``on_event`` is on the runtime's hot
-    path: it only updates counters and queues lines; a timer task draws them."""
-
-    def __init__(self) -> None:
-        self.started = time.monotonic()
-        self.threads = 0
-        self.messages = 0
-        self.tokens = 0
-        self.cost = 0.0
-        self.llm_calls = 0
-        self.errors = 0
-        self.queued: dict[str, int] = {}
-        self.lines: deque[tuple[str, str, tuple[str, ...], str]] = deque()
-        self.dropped = 0
-
-    def on_event(self, event: Event) -> None:
-        kind = event.kind
-        if kind == "message_sent":
-            msg = event.message  # type: ignore[union-attr]
-            self.messages += 1
-            for m in msg.mentions:
-                if m != "user":
-                    self.queued[m] = self.queued.get(m, 0) + 1
-            if len(self.lines) < 200:
-                self.lines.append(("msg", msg.sender, msg.mentions, msg.content))
-            else:
-                self.dropped += 1
-        elif kind == "delivery_handled":
-            agent = event.agent  # type: ignore[union-attr]
-            self.queued[agent] = max(0, self.queued.get(agent, 0) - 1)
-        elif kind == "thread_created":
-            self.threads += 1
-        elif kind == "llm_called":
-            self.llm_calls += 1
-            self.tokens += event.prompt_tokens + event.completion_tokens  # type: ignore[union-attr]
-            self.cost += event.cost_usd  # type: ignore[union-attr]
-        elif kind == "agent_errored":
-            self.errors += 1
-            if len(self.lines) < 200:
-                err = event  # an AgentErrored
-                self.lines.append(("err", str(err.agent), (), str(err.error)))  # type: ignore[union-attr]
-
-    def busy(self) -> list[str]:
-        return [a for a, n in self.queued.items() if n > 0]
-
-    def status(self) -> RenderableType:
-        from rich.text import Text
-
-        busy = ", ".join(self.busy()) or "-"
-        t = Text()
-        t.append(f"{time.monotonic() - self.started:6.1f}s", style="bold")
-        t.append(f"  threads {self.threads}  messages {self.messages}  ")
-        t.append(f"tokens {self.tokens:,}  ${self.cost:.4f}  ")
-        if self.errors:
-            t.append(f"errors {self.errors}  ", style="red")
-        t.append("busy: ", style="dim")
-        t.append(busy, style="cyan")
-        return t
-
-    def flush_lines(self, console: Console) -> None:
-        from rich.markup import escape
-
-        while self.lines:
-            what, who, mentions, text = self.lines.popleft()
-            short = " ".join(text.split())
-            if len(short) > 160:
-                short = short[:157] + "..."
-            if what == "err":
-                console.print(f"[red]✗ {escape(who)}: {escape(short)}[/]")
-                continue
-            to = " ".join("@" + m for m in mentions)
-            console.print(f"[bold]{escape(who)}[/] [cyan]{escape(to)}[/] {escape(short)}")
-        if self.dropped:
-            console.print(f"[dim]… {self.dropped} more messages[/]")
-            self.dropped = 0
-
-
 async def _run_graph(
     lg: LoadedGraph, task: str, store: Any, live: Console | None, otel: Any = None
-) -> tuple[RunResult, bool]:
+) -> tuple[RunResult, bool, list[BaseException]]:
     """Run ``task``; the first Ctrl-C cancels the run (recorded as ``cancelled``), a
-    second one aborts at once. Returns the result and whether it was interrupted."""
+    second one aborts at once. Returns the result, whether it was interrupted, and
+    what the store raised while recording (it is detached then; the run goes on)."""
     import asyncio
 
     import anyio
 
     from coral_graph._blocked import install_interrupt
     from coral_graph._runtime import open_runtime
+    from coral_graph.cli._output import Progress
 
     interrupted = False
-    progress = _Progress()
+    failed: Exception | None = None
+    progress = Progress()
     async with open_runtime(lg.graph, budgets=lg.budgets, store=store) as rt:
         if live is not None:
             rt.subscribe(progress.on_event)
@@ -182,6 +112,8 @@ async def _run_graph(
                     tg.start_soon(draw)
                 try:
                     result = await handle.wait()
+                except Exception as exc:  # refused before it started (a missing API key)
+                    failed = exc
                 finally:
                     tg.cancel_scope.cancel()
         finally:
@@ -189,12 +121,15 @@ async def _run_graph(
                 restore()
         if live is not None:
             progress.flush_lines(live)
+        sink_errors = [exc for _, exc in rt.sink_errors]
     if "coral_graph.llm" in sys.modules:
         # litellm caches one HTTP client per event loop; close them before the loop ends.
         from coral_graph.llm import aclose_clients
 
         await aclose_clients()
-    return result, interrupted
+    if failed is not None:
+        raise failed
+    return result, interrupted, sink_errors
 
 
 def threading_main() -> bool:
@@ -219,12 +154,34 @@ def _open_store(db: Path | None, graph: Path) -> Any:
     except ImportError:  # the store is optional: run without a transcript
         return None
     try:
-        return SQLiteStore(db, graph_path=graph)
+        # Stored absolute: `resume` finds the graph from any directory.
+        return SQLiteStore(db, graph_path=graph.resolve())
     except Exception as exc:
-        raise _fail(f"cannot open the transcript store {db or ''}: {exc}") from exc
+        print(
+            f"store: cannot record the run in {db or 'the default store'}: {one_line(exc)} "
+            "(fix it, or pass --no-store to run without a transcript)",
+            file=sys.stderr,
+        )
+        raise typer.Exit(EXIT_STORE) from None
 
 
-@app.command()
+def close_store(store: Any, problems: list[BaseException]) -> str | None:
+    """Close ``store`` after a run; the store's problem in one line, if it had one
+    (while recording, or while writing the end of the run)."""
+    from coral_graph.store import StoreError
+
+    if store is not None:
+        err = store.close(raise_error=False)
+        if err is not None and all(err is not p for p in problems):
+            problems.insert(0, err)
+    if not problems:
+        return None
+    first = problems[0]
+    text = one_line(first)
+    return text if isinstance(first, StoreError) else f"{type(first).__name__}: {text}"
+
+
+@app.command(epilog=EXIT_CODES_HELP)
 def run(
     graph: Annotated[Path, typer.Argument(help="The graph file (YAML).", show_default=False)],
     task: Annotated[
@@ -262,12 +219,9 @@ def run(
         ),
     ] = None,
 ) -> None:
-    """Run a graph on a task: live progress, then the answer and the stop reason.
-
-    Exit codes: 0 answered, 1 bad input, 2 budget/idle/error without an answer,
-    130 interrupted (the run is recorded as cancelled).
-    """
-    from coral_graph._errors import ConfigError
+    """Run a graph on a task: live progress, then the whole answer, the stop reason,
+    what failed, and where the run was saved."""
+    from coral_graph._errors import ConfigError, CoralError
     from coral_graph._runtime import run_async
     from coral_graph.config import load_graph
 
@@ -290,62 +244,41 @@ def run(
     tty = sys.stderr.isatty() and not as_json
     has_human = any(r.kind == "human" for r in lg.agents.values())
     live = _console(stderr=True) if tty and not has_human else None
+    problems: list[BaseException] = []
     try:
-        result, _interrupted = run_async(lambda: _run_graph(lg, task, store, live, exporter))
+        result, _interrupted, problems = run_async(
+            lambda: _run_graph(lg, task, store, live, exporter)
+        )
     except KeyboardInterrupt:
+        close_store(store, problems)
         print("interrupted", file=sys.stderr)
         raise typer.Exit(EXIT_INTERRUPTED) from None
+    except CoralError as exc:
+        # Refused before the first message (a missing API key, an unknown model).
+        close_store(store, problems)
+        raise _fail(one_line(exc)) from None
+    except BaseException:
+        close_store(store, problems)
+        raise
     finally:
-        if store is not None:
-            store.close()
         if exporter is not None:
             exporter.shutdown()
+    store_problem = close_store(store, problems)
     db_path = str(store.path) if store is not None else None
-    code = exit_code(result.stop_reason)
+    code = EXIT_STORE if store_problem is not None else exit_code(result.stop_reason)
     if as_json:
-        out = {"graph": lg.graph.name, **result.to_dict(), "db": db_path}
-        print(json.dumps(out, ensure_ascii=False))
+        print(result_json(result, graph=lg.graph.name, db=db_path, store_error=store_problem))
+        if store_problem is not None:
+            print(f"store: {store_problem}", file=sys.stderr)
         raise typer.Exit(code)
-    _print_result(result, db_path, db is not None, tty)
-    raise typer.Exit(code)
-
-
-def _print_result(result: RunResult, db_path: str | None, explicit_db: bool, tty: bool) -> None:
-    total = result.total
-    summary = (
-        f"stop: {result.stop_reason} · {result.messages} messages · "
-        f"{total.tokens:,} tokens · ${result.cost_usd:.4f} · {result.duration_s:.1f}s"
+    print_result(
+        result,
+        db_path=db_path,
+        explicit_db=db is not None,
+        tty=sys.stdout.isatty(),
+        store_problem=store_problem,
     )
-    if tty:
-        from rich.markup import escape
-        from rich.panel import Panel
-
-        out = _console()
-        if result.answer is not None:
-            out.print(Panel(escape(result.answer), title="answer", title_align="left"))
-        else:
-            out.print(f"[yellow]no answer[/] ({escape(result.stop_reason)})")
-        if result.error:
-            out.print(f"[red]error:[/] {escape(result.error)}")
-        out.print(f"[dim]{escape(summary)}[/]")
-    else:
-        if result.answer is not None:
-            print(result.answer)
-        else:
-            print(f"no answer ({result.stop_reason})")
-        if result.error:
-            print(f"error: {result.error}")
-        print(summary)
-    if db_path is not None:
-        flag = f" --db {db_path}" if explicit_db else ""
-        print(
-            f"run: {result.run_id} saved in {db_path}; open it with: "
-            f"coral-graph show {result.run_id}{flag}"
-        )
-    else:
-        print(f"run: {result.run_id} (not recorded)")
-    if result.stop_reason == "cancelled":
-        print("interrupted: the run was cancelled", file=sys.stderr)
+    raise typer.Exit(code)
 
 
 # -- validate, schema, graph, agents ---------------------------------------------------

@@ -1,26 +1,45 @@
 """Commands over the transcript store: ``runs``, ``show``, ``export``, ``import``, ``resume``.
 
 Every command reads the store read-only except ``import`` and ``resume``. Bad
-input (no store, not a store, a newer schema, an unknown run, a corrupt export)
-prints one ``error:`` line on stderr and exits with ``EXIT_BAD_INPUT``.
+input (no store, not a store, a newer schema, an unknown or ambiguous run, a
+corrupt export) prints one ``error:`` line on stderr and exits with
+``EXIT_BAD_INPUT``. Listings have ``--json``; without it, a pipe gets a header and
+the same columns a terminal gets, never cut and never wrapped.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shlex
+import shutil
+import subprocess
 import sys
 import time
-from datetime import datetime
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from coral_graph.cli._app import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_NO_ANSWER, EXIT_OK, app
+from coral_graph.cli._app import (
+    EXIT_BAD_INPUT,
+    EXIT_CODES_HELP,
+    EXIT_INTERRUPTED,
+    EXIT_STORE,
+    app,
+)
+from coral_graph.cli._text import columns, one_line, safe
+from coral_graph.cli._transcript import (
+    Style,
+    dur,
+    fold_tools,
+    render_messages,
+    render_totals,
+    when,
+)
 
 if TYPE_CHECKING:
-    from rich.console import Console
-
     from coral_graph._graph import AgentGraph
     from coral_graph.store import StoreReader
 
@@ -33,7 +52,7 @@ DbOption = Annotated[
 
 
 def _fail(message: str) -> typer.Exit:
-    print(f"error: {message}", file=sys.stderr)
+    print(f"error: {one_line(message)}", file=sys.stderr)
     return typer.Exit(EXIT_BAD_INPUT)
 
 
@@ -49,35 +68,54 @@ def _reader(db: Path | None) -> StoreReader:
 def _warn_problems(reader: StoreReader) -> None:
     """Damaged rows the reader read around: one ``warning:`` line each, on stderr."""
     for p in reader.problems:
-        print(f"warning: damaged row in {reader.path}: {p}", file=sys.stderr)
+        print(f"warning: damaged row in {reader.path}: {one_line(p)}", file=sys.stderr)
 
 
-def _when(ts: float | None, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
-    return datetime.fromtimestamp(ts).strftime(fmt) if ts else "-"
-
-
-def _dur(s: float | None) -> str:
-    if s is None:
-        return "-"
-    return f"{s * 1000:.0f}ms" if s < 1 else f"{s:.1f}s" if s < 120 else f"{s / 60:.1f}m"
-
-
-def _console(plain: bool) -> Console:
-    from rich.console import Console
-
-    return Console(highlight=False, no_color=plain, force_terminal=None if not plain else False)
+def _isatty() -> bool:
+    return sys.stdout.isatty()
 
 
 # -- runs ---------------------------------------------------------------------------------
+
+_RUN_KEYS = (
+    "run_id",
+    "graph_name",
+    "task",
+    "status",
+    "stop_reason",
+    "answer",
+    "error",
+    "messages",
+    "tokens",
+    "cost_usd",
+    "failures",
+    "started_at",
+    "ended_at",
+    "duration_s",
+    "graph_path",
+)
+
+
+def _failures(usage: Any) -> dict[str, int]:
+    """What failed in a run, from its stored per-agent usage."""
+    out = {"llm_calls": 0, "tool_calls": 0, "turns": 0}
+    if isinstance(usage, dict):
+        for u in usage.values():
+            if isinstance(u, dict):
+                out["llm_calls"] += int(u.get("llm_errors") or 0)
+                out["tool_calls"] += int(u.get("tool_errors") or 0)
+                out["turns"] += int(u.get("errors") or 0)
+    return out
 
 
 @app.command()
 def runs(
     db: DbOption = None,
     limit: Annotated[int, typer.Option("--limit", "-n", help="How many runs.")] = 20,
-    as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="A JSON list.")] = False,
 ) -> None:
-    """Recent runs: graph, task, status, stop reason, messages, tokens, cost, duration."""
+    """Recent runs: id, start, graph, status, stop reason, messages, failures, tokens,
+    cost, duration, task."""
     from coral_graph.store import StoreError
 
     with _reader(db) as reader:
@@ -86,176 +124,88 @@ def runs(
         except StoreError as exc:
             raise _fail(str(exc)) from None
         _warn_problems(reader)
-    if as_json:
-        keep = (
-            "run_id",
-            "graph_name",
-            "task",
-            "status",
-            "stop_reason",
-            "messages",
-            "tokens",
-            "cost_usd",
-            "started_at",
-            "ended_at",
-            "duration_s",
-            "graph_path",
-        )
-        print(json.dumps([{k: r.get(k) for k in keep} for r in rows], indent=2))
-        return
-    if not sys.stdout.isatty():
-        for r in rows:
-            print(
-                "\t".join(
-                    str(x)
-                    for x in (
-                        r["run_id"],
-                        r["graph_name"],
-                        r["status"],
-                        r["stop_reason"] or "-",
-                        r["messages"],
-                        r["tokens"],
-                        f"{r['cost_usd'] or 0:.4f}",
-                        _dur(r["duration_s"]),
-                        _when(r["started_at"]),
-                        (r["task"] or "").replace("\n", " ")[:60],
-                    )
-                )
-            )
-        return
-    from rich.table import Table
-
-    table = Table(title=f"runs in {reader.path}", header_style="bold")
-    for col in (
-        "run",
-        "graph",
-        "task",
-        "status",
-        "stop",
-        "msgs",
-        "tokens",
-        "cost",
-        "time",
-        "started",
-    ):
-        table.add_column(col, justify="right" if col in ("msgs", "tokens", "cost") else "left")
+        path = reader.path
     for r in rows:
-        status = r["status"]
-        style = {"running": "yellow", "interrupted": "red"}.get(status, "")
-        table.add_row(
-            r["run_id"],
-            r["graph_name"] or "-",
-            (r["task"] or "").replace("\n", " ")[:40],
-            f"[{style}]{status}[/]" if style else status,
-            r["stop_reason"] or "-",
-            str(r["messages"] or 0),
-            f"{r['tokens'] or 0:,}",
-            f"${r['cost_usd'] or 0:.4f}",
-            _dur(r["duration_s"]),
-            _when(r["started_at"]),
+        r["failures"] = _failures(r.get("usage"))
+    if as_json:
+        print(json.dumps([{k: r.get(k) for k in _RUN_KEYS} for r in rows], indent=2, default=str))
+        return
+    tty = _isatty()
+    st = Style(tty)
+    header = ["run", "started", "graph", "status", "stop", "msgs", "failed", "tokens"]
+    header += ["cost", "time", "task"]
+    table = []
+    for r in rows:
+        f = r["failures"]
+        table.append(
+            [
+                r["run_id"],
+                when(r["started_at"]),
+                safe(r["graph_name"] or "-"),
+                safe(r["status"]),
+                safe(r["stop_reason"] or "-"),
+                str(r["messages"] or 0),
+                str(f["llm_calls"] + f["tool_calls"] + f["turns"]),
+                f"{r['tokens'] or 0:,}",
+                f"${r['cost_usd'] or 0:.4f}",
+                dur(r["duration_s"]),
+                one_line(r["task"] or ""),
+            ]
         )
-    _console(False).print(table)
+    lines = columns(header, table, right=("msgs", "failed", "tokens", "cost", "time"), fit=tty)
+    if tty:
+        print(st.dim(f"runs in {path}"))
+        lines[0] = st.bold(lines[0])
+    print("\n".join(lines))
 
 
 # -- show ---------------------------------------------------------------------------------
 
 
-def _fold_tools(
-    messages: list[dict[str, Any]], tools: list[dict[str, Any]]
-) -> dict[str, list[dict[str, Any]]]:
-    """Tool calls by the message they belong to: the one they produced, else the
-    next message of the same agent."""
-    by_msg: dict[str, list[dict[str, Any]]] = {}
-    ids = {m["message_id"] for m in messages}
-    later: dict[str, list[dict[str, Any]]] = {}
-    for m in messages:
-        later.setdefault(m["sender"], []).append(m)
-    for tc in tools:
-        mid = tc.get("message_id")
-        if mid is None or mid not in ids:
-            mid = next(
-                (m["message_id"] for m in later.get(tc["agent"], ()) if m["gseq"] > tc["seq"]), None
-            )
-        if mid is not None:
-            by_msg.setdefault(mid, []).append(tc)
-    return by_msg
+def _page(lines: list[str]) -> bool:
+    """Show ``lines`` in a pager when they do not fit the terminal; False when no
+    pager could be started (the caller prints them)."""
+    rows = shutil.get_terminal_size((80, 24)).lines
+    if len(lines) < rows:
+        return False
+    cmd = os.environ.get("CORAL_PAGER") or os.environ.get("PAGER") or "less"
+    env = dict(os.environ)
+    env.setdefault("LESS", "FRX")  # quit if one screen, keep colours, leave the text
+    try:
+        proc = subprocess.Popen(shlex.split(cmd), stdin=subprocess.PIPE, env=env)
+    except (OSError, ValueError):
+        return False
+    assert proc.stdin is not None
+    try:
+        for i in range(0, len(lines), 2000):
+            proc.stdin.write(("\n".join(lines[i : i + 2000]) + "\n").encode("utf-8", "replace"))
+        proc.stdin.close()
+    except BrokenPipeError:  # the pager was quit before the end: fine
+        pass
+    proc.wait()
+    return True
 
 
-def _usage_line(meta: dict[str, Any]) -> str:
-    parts = []
-    if meta.get("model"):
-        parts.append(str(meta["model"]))
-    tokens = meta.get("tokens")
-    if tokens is None and ("prompt_tokens" in meta or "completion_tokens" in meta):
-        tokens = (meta.get("prompt_tokens") or 0) + (meta.get("completion_tokens") or 0)
-    if tokens:
-        parts.append(f"{tokens:,} tokens")
-    cost = meta.get("cost_usd", meta.get("cost"))
-    if cost:
-        parts.append(f"${cost:.4f}")
-    lat = meta.get("latency_s", meta.get("latency"))
-    if lat:
-        parts.append(_dur(lat))
-    return " · ".join(parts)
+def _emit(lines: Iterable[str]) -> None:
+    write = sys.stdout.write
+    batch: list[str] = []
+    for line in lines:
+        batch.append(line)
+        if len(batch) >= 2000:
+            write("\n".join(batch) + "\n")
+            batch.clear()
+    if batch:
+        write("\n".join(batch) + "\n")
+    sys.stdout.flush()
 
 
-def _print_message(
-    console: Console, m: dict[str, Any], tools: list[dict[str, Any]], threads: dict[str, str]
-) -> None:
-    from rich.markup import escape
-    from rich.text import Text
-
-    to = " ".join("@" + x for x in m["mentions"])
-    head = Text()
-    head.append(_when(m["ts"], "%H:%M:%S.%f")[:-3] + "  ", style="dim")
-    head.append(m["sender"], style="bold cyan")
-    if to:
-        head.append(" → " + to, style="magenta")
-    head.append(f"  [{m['thread_id']} {threads.get(m['thread_id'], '')} #{m['seq']}]", style="dim")
-    console.print(head)
-    for line in (m["content"] or "").splitlines() or [""]:
-        console.print(Text("    " + line))
-    if tools:
-        folded = ", ".join(
-            f"{escape(tc['tool'])} {'ok' if tc['ok'] else 'failed'} {_dur(tc['duration_s'])}"
-            for tc in tools
-        )
-        console.print(f"    [dim]▸ {len(tools)} tool call{'s' * (len(tools) != 1)}: {folded}[/]")
-    usage = _usage_line(m.get("metadata") or {})
-    if usage:
-        console.print(f"    [dim]▸ {escape(usage)}[/]")
-
-
-def _print_totals(console: Console, run: dict[str, Any], usage: dict[str, dict[str, Any]]) -> None:
-    from rich.table import Table
-
-    table = Table(title="per agent", header_style="bold", title_justify="left")
-    for col in ("agent", "turns", "sent", "deliveries", "errors", "llm calls", "tokens", "cost"):
-        table.add_column(col, justify="left" if col == "agent" else "right")
-    for name, u in sorted(usage.items()):
-        table.add_row(
-            name,
-            str(u.get("turns", 0)),
-            str(u.get("messages_sent", 0)),
-            str(u.get("deliveries", 0)),
-            str(u.get("errors", 0)),
-            str(u.get("llm_calls", 0)),
-            f"{u.get('tokens', 0):,}",
-            f"${u.get('cost_usd', 0.0):.4f}",
-        )
-    console.print(table)
-    console.print(
-        f"{run['run_id']}: {run['status']}"
-        + (f" ({run['stop_reason']})" if run.get("stop_reason") else "")
-        + f" · {run.get('messages') or 0} messages · {run.get('tokens') or 0:,} tokens"
-        + f" · ${run.get('cost_usd') or 0:.4f} · {_dur(run.get('duration_s'))}",
-        markup=False,
-    )
+def _json_safe(obj: Any) -> str:
+    return json.dumps(obj, default=str, ensure_ascii=False)
 
 
 @app.command(
     short_help="A run's transcript: each message as `sender → @mentions` with time, content, "
-    "folded tool calls and usage; per-agent totals at the end."
+    "folded tool calls and usage, failures where they happened; per-agent totals at the end."
 )
 def show(
     run: Annotated[str, typer.Argument(help="The run id (a unique prefix, or 'last').")],
@@ -267,19 +217,31 @@ def show(
     grep: Annotated[
         str | None, typer.Option("--grep", help="Only messages containing TEXT.")
     ] = None,
+    tail: Annotated[
+        int | None, typer.Option("--tail", min=1, help="Only the last N messages.")
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=1, help="Only the first N messages.")
+    ] = None,
     follow: Annotated[
         bool, typer.Option("--follow", "-f", help="Keep printing new messages until the run ends.")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="The transcript as JSON.")] = False,
-    plain: Annotated[bool, typer.Option("--plain", help="No colours or styles.")] = False,
+    plain: Annotated[bool, typer.Option("--plain", help="No colours, styles or pager.")] = False,
+    no_pager: Annotated[
+        bool, typer.Option("--no-pager", help="Print everything, even on a terminal.")
+    ] = False,
     interval: Annotated[
         float, typer.Option("--interval", help="Seconds between polls with --follow.", hidden=True)
     ] = 0.25,
 ) -> None:
     """A run's transcript: each message as `sender → @mentions` with time, content,
-    folded tool calls and usage; per-agent totals at the end."""
+    folded tool calls and usage, failures where they happened; per-agent totals at
+    the end. On a terminal a long transcript opens in a pager ($PAGER, else less)."""
     from coral_graph.store import StoreError
 
+    if tail is not None and limit is not None:
+        raise _fail("give --tail or --limit, not both")
     reader = _reader(db)
     try:
         try:
@@ -287,54 +249,66 @@ def show(
         except StoreError as exc:
             raise _fail(str(exc)) from None
         rid = info["run_id"]
-        filters: dict[str, Any] = {"agent": agent, "grep": grep}
+        names = [a["name"] for a in reader.agents(rid)]
+        if agent is not None and agent not in names and agent != "user":
+            raise _fail(
+                f'run {rid} has no agent "{agent}"; its agents: {", ".join(names) or "none"}'
+            )
+        thread_rows = reader.threads(rid)
+        threads = {t["thread_id"]: t["name"] for t in thread_rows}
+        if thread is not None and thread not in threads:
+            raise _fail(
+                f'run {rid} has no thread "{thread}"; its threads: {", ".join(threads) or "none"}'
+            )
+        msgs = reader.messages(rid, thread, agent=agent, grep=grep)
+        if tail is not None:
+            msgs = msgs[-tail:]
+        elif limit is not None:
+            msgs = msgs[:limit]
+        llm_failed = reader.llm_calls(rid, failed=True)
+        errors = reader.errors(rid)
         if as_json:
-            msgs = reader.messages(rid, thread, **filters)
             out = {
                 "run": info,
-                "threads": reader.threads(rid),
+                "threads": thread_rows,
                 "messages": msgs,
                 "tool_calls": reader.tool_calls(rid),
-                "errors": reader.errors(rid),
+                "errors": errors,
+                "llm_errors": llm_failed,
                 "usage": reader.usage(rid),
+                "failures": _failures(reader.usage(rid)),
             }
-            from coral_graph.store._json import dumps
-
-            sys.stdout.write(dumps(out))
+            sys.stdout.write(_json_safe(out))
             sys.stdout.write("\n")
             return
-        console = _console(plain or not sys.stdout.isatty())
-        threads = {t["thread_id"]: t["name"] for t in reader.threads(rid)}
-        console.print(
-            f"[bold]{rid}[/] · {info['graph_name'] or '-'} · {info['status']}"
-            f" · task: {(info['task'] or '').splitlines()[0][:80] if info['task'] else ''}",
-            highlight=False,
-        )
-        last = 0
-        while True:
-            msgs = reader.messages(rid, thread, after_gseq=last, **filters)
-            if msgs:
-                tools = _fold_tools(msgs, reader.tool_calls(rid))
-                for m in msgs:
-                    _print_message(console, m, tools.get(m["message_id"], []), threads)
-                last = msgs[-1]["gseq"]
-            if not follow:
-                break
-            info = reader.run(rid)
-            if info["status"] != "running":
-                # One more read: messages committed with the end of the run.
-                follow = False
-                continue
-            time.sleep(interval)
-            threads = {t["thread_id"]: t["name"] for t in reader.threads(rid)}
-        errors = reader.errors(rid)
-        for e in errors:
-            console.print(
-                f"[red]error[/] {e['agent']}: {e['error_type']}: {e['error']} ({e['action']})",
-                markup=True,
-                highlight=False,
-            )
-        _print_totals(console, reader.run(rid), reader.usage(rid))
+        tty = _isatty()
+        st = Style(tty and not plain)
+        failures: list[dict[str, Any]] = []
+        if grep is None:
+            failures = [
+                f
+                for f in [*llm_failed, *errors]
+                if (agent is None or f["agent"] == agent)
+                and (thread is None or str(f.get("message_id") or "").startswith(thread + "#"))
+            ]
+            if msgs and (tail is not None or limit is not None):
+                lo, hi = msgs[0]["gseq"], msgs[-1]["gseq"]
+                failures = [f for f in failures if lo <= f["seq"] <= hi]
+        task = one_line(info["task"] or "", 100)
+        lines = [
+            st.bold(rid)
+            + f" · {safe(info['graph_name'] or '-')} · {safe(info['status'])} · task: {task}"
+        ]
+        tools = fold_tools(msgs, reader.tool_calls(rid)) if msgs else {}
+        lines.extend(render_messages(st, msgs, tools, threads, failures))
+        last = msgs[-1]["gseq"] if msgs else 0
+        if not follow:
+            lines.extend(render_totals(st, reader.run(rid), reader.usage(rid)))
+            if not (tty and not plain and not no_pager and _page(lines)):
+                _emit(lines)
+            return
+        _emit(lines)
+        _follow(reader, rid, st, thread, agent, grep, last, interval)
     except KeyboardInterrupt:
         raise typer.Exit(EXIT_INTERRUPTED) from None
     except StoreError as exc:
@@ -342,6 +316,42 @@ def show(
     finally:
         _warn_problems(reader)
         reader.close()
+
+
+def _follow(
+    reader: StoreReader,
+    rid: str,
+    st: Style,
+    thread: str | None,
+    agent: str | None,
+    grep: str | None,
+    last: int,
+    interval: float,
+) -> None:
+    """Print new messages (and failures) until the run ends, then the totals."""
+    seen_fail = max([f["seq"] for f in reader.llm_calls(rid, failed=True)] + [0])
+    seen_err = max([e["seq"] for e in reader.errors(rid)] + [0])
+    running = True
+    while True:
+        threads = {t["thread_id"]: t["name"] for t in reader.threads(rid)}
+        msgs = reader.messages(rid, thread, after_gseq=last, agent=agent, grep=grep)
+        fails = [f for f in reader.llm_calls(rid, failed=True) if f["seq"] > seen_fail]
+        errs = [e for e in reader.errors(rid) if e["seq"] > seen_err]
+        seen_fail = max([f["seq"] for f in fails] + [seen_fail])
+        seen_err = max([e["seq"] for e in errs] + [seen_err])
+        failures = [f for f in [*fails, *errs] if agent is None or f["agent"] == agent]
+        if msgs or failures:
+            tools = fold_tools(msgs, reader.tool_calls(rid)) if msgs else {}
+            _emit(render_messages(st, msgs, tools, threads, failures))
+            if msgs:
+                last = msgs[-1]["gseq"]
+        if not running:
+            break
+        if reader.run(rid)["status"] != "running":
+            running = False  # one more read: what was committed with the end of the run
+            continue
+        time.sleep(interval)
+    _emit(render_totals(st, reader.run(rid), reader.usage(rid)))
 
 
 # -- export / import ----------------------------------------------------------------------
@@ -389,6 +399,8 @@ def export(
                 tmp = None
         except StoreError as exc:
             raise _fail(str(exc)) from None
+        except BrokenPipeError:
+            raise  # `export … | head`: the reader had enough (main() ends quietly)
         except OSError as exc:
             raise _fail(f"cannot write {output}: {exc.strerror or exc}") from None
         finally:
@@ -419,7 +431,8 @@ def import_(
 
 @app.command(
     short_help="Continue an interrupted run: pending deliveries are delivered again, budgets "
-    "continue from what was spent."
+    "continue from what was spent.",
+    epilog=EXIT_CODES_HELP,
 )
 def resume(
     run: Annotated[str, typer.Argument(help="The interrupted run (a unique prefix, or 'last').")],
@@ -431,9 +444,11 @@ def resume(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Continue an interrupted run: pending deliveries are delivered again, budgets
-    continue from what was spent."""
-    from coral_graph._errors import CoralError
+    continue from what was spent. Prints the same result block as `run`."""
+    from coral_graph._errors import ConfigError, CoralError
     from coral_graph._runtime import run_async
+    from coral_graph.cli._output import print_result, result_json
+    from coral_graph.cli._run import close_store, exit_code
     from coral_graph.store import SQLiteStore, StoreError
     from coral_graph.store._resume import load_for_resume, resume_run
 
@@ -441,36 +456,55 @@ def resume(
         row, _state = load_for_resume(run, db)
     except StoreError as exc:
         raise _fail(str(exc)) from None
-    path = graph if graph is not None else row.get("graph_path")
-    if not path:
+    stored = row.get("graph_path")
+    path = graph if graph is not None else (Path(stored) if stored else None)
+    if path is None:
         raise _fail(f"run {row['run_id']} has no stored graph file; pass --graph PATH")
     try:
         from coral_graph.config import load_graph
 
-        lg = load_graph(Path(path))
-    except CoralError as exc:
+        lg = load_graph(path)
+    except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         raise typer.Exit(EXIT_BAD_INPUT) from None
     except OSError as exc:
         raise _fail(f"cannot read the graph {path}: {exc.strerror or exc}") from None
     g: AgentGraph = lg.graph
     try:
-        store = SQLiteStore(db, graph_path=path)
+        store = SQLiteStore(db, graph_path=path.resolve())
     except StoreError as exc:
-        raise _fail(str(exc)) from None
+        print(f"store: cannot record the resumed run: {one_line(exc)}", file=sys.stderr)
+        raise typer.Exit(EXIT_STORE) from None
+    problems: list[BaseException] = []
     try:
         result = run_async(lambda: resume_run(g, row["run_id"], db=db, store=store))
-    except StoreError as exc:
-        raise _fail(str(exc)) from None
     except KeyboardInterrupt:
+        close_store(store, problems)
         raise typer.Exit(EXIT_INTERRUPTED) from None
-    finally:
-        store.close()
+    except CoralError as exc:
+        close_store(store, problems)
+        raise _fail(f"cannot resume {row['run_id']}: {exc}") from None
+    except Exception as exc:
+        # The graph's agents did not fit the stored run (a bug in user code, or a
+        # graph file that changed): typed, one line, nothing half-done is hidden.
+        close_store(store, problems)
+        raise _fail(
+            f"cannot resume {row['run_id']} with {path}: {type(exc).__name__}: {exc}"
+        ) from None
+    store_problem = close_store(store, problems)
+    code = EXIT_STORE if store_problem is not None else exit_code(result.stop_reason)
+    db_path = str(store.path)
     if as_json:
-        print(json.dumps(result.to_dict()))
-    else:
-        print(f"{result.run_id}: {result.stop_reason}")
-        if result.answer is not None:
-            print(result.answer)
-    ok = result.stop_reason == "answer"
-    raise typer.Exit(EXIT_OK if ok else EXIT_NO_ANSWER)
+        print(result_json(result, graph=g.name, db=db_path, store_error=store_problem))
+        if store_problem is not None:
+            print(f"store: {store_problem}", file=sys.stderr)
+        raise typer.Exit(code)
+    print(f"resumed {row['run_id']}", file=sys.stderr)
+    print_result(
+        result,
+        db_path=db_path,
+        explicit_db=db is not None,
+        tty=_isatty(),
+        store_problem=store_problem,
+    )
+    raise typer.Exit(code)

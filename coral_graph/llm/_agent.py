@@ -265,6 +265,25 @@ class LLMAgent:
             )
         return key
 
+    def check_ready(self) -> None:
+        """Check, before a run posts its first message, that every model of this agent
+        can be called: its API key is set and litellm knows its provider. The runtime
+        calls it for every agent that has it.
+
+        Raises:
+            LLMAuthenticationError: a key is missing (the message names the variable).
+            LLMBadRequestError: litellm does not know the model's provider.
+        """
+        if self._client is None and self.model.startswith("scripted/"):
+            return
+        self._api_key()
+        check = getattr(self.client, "check_ready", None)
+        if not callable(check):
+            return
+        has_key = self.api_key_env is not None or "api_key" in self.extra
+        for model in (self.model, *self.fallbacks):
+            check(model, api_base=self.api_base, has_key=has_key)
+
     # -- one turn ---------------------------------------------------------------
 
     async def handle(self, ctx: AgentContext, message: Message) -> None:

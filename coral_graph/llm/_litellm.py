@@ -206,6 +206,37 @@ class LiteLLMClient:
             return 0.0
         return float(p) + float(c)
 
+    def check_ready(self, model: str, *, api_base: str | None, has_key: bool) -> None:
+        """Before a run: raise if ``model`` cannot work — a name whose provider litellm
+        does not know, or a provider API key that is not set (unless the agent
+        brings its own key or talks to its own server with ``api_base``)."""
+        if model.startswith(EMBEDDED_PROVIDER + "/"):
+            return
+        litellm = load_litellm()
+        try:
+            provider = litellm.get_llm_provider(model)[1]
+        except Exception:
+            raise LLMBadRequestError(
+                f'model "{model}": litellm does not know its provider; write it as '
+                f"<provider>/<model>, e.g. openai/{model}, anthropic/{model} or "
+                f"ollama/{model} (an OpenAI-compatible server: openai/{model} with api_base)",
+                model=model,
+            ) from None
+        if has_key or api_base is not None:
+            return
+        try:
+            missing = litellm.validate_environment(model).get("missing_keys") or []
+        except Exception:  # litellm could not tell: let the call say
+            return
+        # Only API keys are certain to be needed: base URLs have defaults, and cloud
+        # credentials (AWS, Google) may come from files litellm reads itself.
+        keys = [k for k in missing if str(k).endswith("_API_KEY")]
+        if keys:
+            raise LLMAuthenticationError(
+                f"Missing credentials for {provider} (set {' and '.join(keys)}); model {model}",
+                model=model,
+            )
+
     def supports_tools(self, model: str) -> bool:
         """Whether litellm knows ``model`` to support function calling."""
         if model.startswith(EMBEDDED_PROVIDER + "/"):

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from coral_graph.store._errors import (
+    AmbiguousRunError,
     ExportFolderError,
     ExportFormatError,
     NotAStoreError,
@@ -28,6 +29,7 @@ from coral_graph.store._sqlite import DEFAULT_DB, ENV_DB, SQLiteStore, open_stor
 
 __all__ = [
     "DEFAULT_DB",
+    "AmbiguousRunError",
     "ENV_DB",
     "SCHEMA_VERSION",
     "ExportFolderError",

@@ -7,6 +7,7 @@
         ├── NotAStoreError      the file is not a coral-graph store
         ├── StoreVersionError   written by a newer coral-graph
         ├── UnknownRunError     no run with that id in the store
+        │   └── AmbiguousRunError  an id prefix that matches several runs
         ├── RunExistsError      importing a run that is already stored
         ├── ExportFormatError   a corrupt, truncated or foreign export file
         ├── ExportFolderError   an export would replace files coral-graph did not write
@@ -30,6 +31,7 @@ from coral_graph._errors import CoralError
 
 __all__ = [
     "ExportFolderError",
+    "AmbiguousRunError",
     "ExportFormatError",
     "NotAStoreError",
     "RunExistsError",
@@ -80,6 +82,22 @@ class UnknownRunError(StoreError):
         super().__init__(f"no run {run_id!r} in {path}{hint} (list them with `coral-graph runs`)")
         self.run_id = run_id
         self.path = path
+
+
+class AmbiguousRunError(UnknownRunError):
+    """``prefix`` matches more than one run (``matches``: some of them, newest first)."""
+
+    def __init__(self, prefix: str, path: str, matches: list[str], count: int) -> None:
+        more = f", … ({count - len(matches)} more)" if count > len(matches) else ""
+        StoreError.__init__(
+            self,
+            f"{prefix} matches {count} runs: {', '.join(matches)}{more}; "
+            "give more of the id (or 'last')",
+        )
+        self.run_id = prefix
+        self.path = path
+        self.matches = matches
+        self.count = count
 
 
 class RunExistsError(StoreError):

@@ -16,7 +16,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from coral_graph.store._errors import NotAStoreError, UnknownRunError
+from coral_graph.store._errors import AmbiguousRunError, NotAStoreError, UnknownRunError
 from coral_graph.store._guard import guarded
 from coral_graph.store._json import loads
 from coral_graph.store._read_events import EventReads
@@ -165,11 +165,21 @@ class StoreReader(EventReads):
         else:
             row = conn.execute("SELECT run_id FROM runs WHERE run_id = ?", (run_id,)).fetchone()
             if row is None and run_id:
+                like = run_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
                 found = conn.execute(
-                    "SELECT run_id FROM runs WHERE run_id LIKE ? ESCAPE '\\' LIMIT 2",
-                    (run_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%",),
+                    "SELECT run_id FROM runs WHERE run_id LIKE ? ESCAPE '\\' "
+                    "ORDER BY started_at DESC LIMIT 6",
+                    (like + "%",),
                 ).fetchall()
-                row = found[0] if len(found) == 1 else None
+                if len(found) > 1:
+                    count = conn.execute(
+                        "SELECT count(*) FROM runs WHERE run_id LIKE ? ESCAPE '\\'",
+                        (like + "%",),
+                    ).fetchone()[0]
+                    raise AmbiguousRunError(
+                        run_id, str(self.path), [str(r[0]) for r in found[:5]], count
+                    )
+                row = found[0] if found else None
         if row is None:
             known = [r["run_id"] for r in self.list_runs(5)]
             raise UnknownRunError(run_id, str(self.path), known)
@@ -333,6 +343,18 @@ class StoreReader(EventReads):
         return out
 
     @guarded
+    def llm_calls(self, run_id: str, *, failed: bool = False) -> list[dict[str, Any]]:
+        """Model calls in order (``failed``: only those whose outcome is not ``ok``)."""
+        rows = self._conn.execute(
+            "SELECT seq, agent, model, prompt_tokens, completion_tokens, cost_usd, latency_s, "
+            "outcome, error FROM llm_calls WHERE run_id = ?"
+            + (" AND outcome != 'ok'" if failed else "")
+            + " ORDER BY seq",
+            (run_id,),
+        )
+        return [dict(r) for r in rows]
+
+    @guarded
     def errors(self, run_id: str) -> list[dict[str, Any]]:
         """Agent errors in order."""
         rows = self._conn.execute(
@@ -362,6 +384,8 @@ class StoreReader(EventReads):
                     "deliveries": 0,
                     "errors": 0,
                     "llm_calls": 0,
+                    "llm_errors": 0,
+                    "tool_errors": 0,
                     "prompt_tokens": 0,
                     "completion_tokens": 0,
                     "tokens": 0,
@@ -387,20 +411,26 @@ class StoreReader(EventReads):
             "SELECT agent, count(*) FROM errors WHERE run_id = ? GROUP BY agent", (run_id,)
         ):
             slot(name)["errors"] = n
-        for name, n, pt, ct, cost, lat in conn.execute(
+        for name, n, pt, ct, cost, lat, bad in conn.execute(
             "SELECT agent, count(*), sum(prompt_tokens), sum(completion_tokens), sum(cost_usd), "
-            "sum(latency_s) FROM llm_calls WHERE run_id = ? GROUP BY agent",
+            "sum(latency_s), sum(outcome != 'ok') FROM llm_calls WHERE run_id = ? GROUP BY agent",
             (run_id,),
         ):
             s = slot(name)
             s.update(
                 llm_calls=n,
+                llm_errors=bad or 0,
                 prompt_tokens=pt or 0,
                 completion_tokens=ct or 0,
                 cost_usd=cost or 0.0,
                 llm_latency_s=lat or 0.0,
             )
             s["tokens"] = s["prompt_tokens"] + s["completion_tokens"]
+        for name, n in conn.execute(
+            "SELECT agent, count(*) FROM tool_calls WHERE run_id = ? AND NOT ok GROUP BY agent",
+            (run_id,),
+        ):
+            slot(name)["tool_errors"] = n
         return out
 
 

@@ -36,6 +36,7 @@ from coral_graph._events import (
     RunStarted,
     ThreadClosed,
     ThreadCreated,
+    ToolCalled,
 )
 from coral_graph._model import AgentUsage, Message, Thread
 from coral_graph._types import USER, AgentName, ThreadId
@@ -233,6 +234,8 @@ def replay(events: Iterable[Event]) -> RunState:
             assert isinstance(e, LLMCalled)
             u = use(e.agent)
             u.llm_calls += 1
+            if e.outcome != "ok":
+                u.llm_errors += 1
             u.prompt_tokens += e.prompt_tokens
             u.completion_tokens += e.completion_tokens
             u.cost_usd += e.cost_usd
@@ -241,6 +244,10 @@ def replay(events: Iterable[Event]) -> RunState:
             state.llm_calls += 1
             state.tokens += e.prompt_tokens + e.completion_tokens
             state.cost_usd += e.cost_usd
+        elif t is ToolCalled:
+            assert isinstance(e, ToolCalled)
+            if not e.ok:
+                use(e.agent).tool_errors += 1
         elif t is RunStarted:
             assert isinstance(e, RunStarted)
             state.started = e
