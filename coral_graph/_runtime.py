@@ -10,7 +10,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, Protocol, TypeGuard
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeGuard
 
 import anyio
 from anyio.abc import TaskGroup
@@ -397,7 +397,7 @@ async def open_runtime(
     graph: AgentGraph,
     *,
     budgets: Budgets | None = None,
-    store: EventSink | None = None,
+    store: EventSink | Literal[False] | None = None,
     max_inbox: int = 10_000,
     max_content_chars: int = 100_000,
     transport: Transport | None = None,
@@ -408,7 +408,11 @@ async def open_runtime(
     Args:
         graph: the agents and edges.
         budgets: default limits for every run (each ``run`` may override them).
-        store: an event sink (such as the SQLite store) that sees every event.
+        store: an event sink (such as the SQLite store) that sees every event. When
+            it is not given and the environment variable ``CORAL_DB`` names a file,
+            every run is written to that SQLite store (opened here, closed when the
+            runtime closes; a store that failed raises its ``StoreWriteError``
+            then). ``False``: record nothing, whatever ``CORAL_DB`` says.
         max_inbox: undelivered messages one agent may hold before senders get
             :class:`InboxFullError`.
         max_content_chars: the size limit of one message.
@@ -438,25 +442,41 @@ async def open_runtime(
         max_content_chars=max_content_chars,
         transport=transport,
     )
-    if store is not None:
-        rt.attach(store)
+    own = _env_store() if store is None else None
+    sink = own if own is not None else store
+    if sink is not None and sink is not False:
+        rt.attach(sink)
     if blocked_after_s is None:
         blocked_after_s = float(os.environ.get("CORAL_BLOCKED_AFTER_S") or 5.0)
     watchdog = rt._watch_loop(blocked_after_s) if blocked_after_s > 0 else None
-    async with anyio.create_task_group() as tg:
-        rt._tg = tg
-        rt._open = True
-        try:
-            yield rt
-        finally:
-            if watchdog is not None:
-                watchdog.stop()
-            rt._open = False
-            rt.cancel_all()
-            for stream in rt._streams:
-                stream._end()
-            if rt._relief is not None:
-                rt._relief.set()
+    try:
+        async with anyio.create_task_group() as tg:
+            rt._tg = tg
+            rt._open = True
+            try:
+                yield rt
+            finally:
+                if watchdog is not None:
+                    watchdog.stop()
+                rt._open = False
+                rt.cancel_all()
+                for stream in rt._streams:
+                    stream._end()
+                if rt._relief is not None:
+                    rt._relief.set()
+    finally:
+        if own is not None:
+            await anyio.to_thread.run_sync(own.close)
+
+
+def _env_store() -> Any:
+    """The SQLite store named by ``CORAL_DB``, opened, or None when it is not set."""
+    path = os.environ.get("CORAL_DB")
+    if not path:
+        return None
+    from coral_graph.store import SQLiteStore
+
+    return SQLiteStore(path)
 
 
 def run(
@@ -466,10 +486,12 @@ def run(
     entry: Sequence[str] | None = None,
     answer_by: Iterable[str] | None = None,
     budgets: Budgets | None = None,
-    store: EventSink | None = None,
+    store: EventSink | Literal[False] | None = None,
     **runtime_options: Any,
 ) -> RunResult:
-    """Run one task on ``graph`` synchronously (opens and closes a runtime).
+    """Run one task on ``graph`` synchronously (opens and closes a runtime). The run
+    is written to ``store`` when one is given, else to the SQLite store named by
+    ``CORAL_DB`` when it is set (see :func:`open_runtime`).
 
     >>> import coral_graph as cg
     >>> @cg.agent

@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -169,3 +170,185 @@ ECHO_PY = textwrap.dedent("""
     async def echo(ctx, message):
         await ctx.send_message(message.thread_id, message.content, ["user"])
 """)
+
+
+# -- the Python API records runs ------------------------------------------------------
+
+
+def _echo_graph() -> Any:
+    import coral_graph as cg
+
+    @cg.agent
+    async def echo(ctx: cg.AgentContext, message: cg.Message) -> None:
+        await ctx.send_message(message.thread_id, "echo: " + message.content, ["user"])
+
+    graph = cg.AgentGraph()
+    graph.add_agent("echo", echo)
+    return graph
+
+
+def test_python_run_is_written_where_coral_db_says(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import coral_graph as cg
+    from coral_graph.store import SQLiteStore, open_reader
+
+    db = tmp_path / "env.db"
+    monkeypatch.setenv("CORAL_DB", str(db))
+    result = cg.run(_echo_graph(), "hi", entry=["echo"])
+    with open_reader(db) as rd:
+        row = rd.run(result.run_id)
+        assert (row["status"], row["answer"]) == ("finished", "echo: hi")
+        assert row["messages"] == result.messages == 1
+
+    # store=False records nothing; a store given wins over CORAL_DB.
+    unrecorded = cg.run(_echo_graph(), "not kept", entry=["echo"], store=False)
+    other = tmp_path / "given.db"
+    with SQLiteStore(other) as store:
+        given = cg.run(_echo_graph(), "kept there", entry=["echo"], store=store)
+    with open_reader(db) as rd:
+        assert [r["run_id"] for r in rd.list_runs()] == [result.run_id]
+    with open_reader(other) as rd:
+        assert [r["run_id"] for r in rd.list_runs()] == [given.run_id]
+    assert unrecorded.answer == "echo: not kept"
+
+    async def main() -> str:
+        async with cg.open_runtime(_echo_graph()) as rt:
+            return (await rt.run("async", entry=["echo"])).run_id
+
+    rid = cg.run_async(main)
+    with open_reader(db) as rd:
+        assert rd.run(rid)["answer"] == "echo: async"
+
+
+def test_python_run_without_coral_db_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import coral_graph as cg
+
+    monkeypatch.delenv("CORAL_DB", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert cg.run(_echo_graph(), "hi", entry=["echo"]).answer == "echo: hi"
+    assert list(tmp_path.iterdir()) == []
+
+
+# -- terminal escapes never reach the terminal ------------------------------------------
+
+PAYLOADS = [
+    "\x1b]0;pwned title\x07",
+    "\x1b[2J\x1b[H cleared",
+    "\x1b]52;c;cm0gLXJmIH4=\x07",
+    "\x1b[8mhidden\x1b[0m",
+    "over\rwrite",
+    "\x9b31mC1 CSI\x9d0;osc\x9c",
+    "bidi \u202eevil\u202c \u2066iso\u2069 \u200fmark",
+    "bell\x07 back\x08 nul\x00 del\x7f",
+    "[red]markup[/red] [bold]x",
+    "line1\u2028line2\u2029",
+]
+_C0_C1 = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
+)
+
+
+def assert_clean(out: str) -> None:
+    bad = _C0_C1.findall(out)
+    assert not bad, f"raw control characters {bad!r} in {out!r}"
+
+
+def _payload_strategy() -> Any:
+    from hypothesis import strategies as st
+
+    anything = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40)
+    return st.builds(lambda a, b, c: "x" + a + b + c, anything, st.sampled_from(PAYLOADS), anything)
+
+
+BAD_PY = textwrap.dedent("""
+    async def echo(ctx, message):
+        await ctx.send_message(message.thread_id, message.content, ["user"],
+                               metadata={"model": message.content[:30]})
+
+    async def bad(ctx, message):
+        raise ValueError(message.content)
+""")
+
+
+@pytest.fixture(scope="module")
+def escapes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Any]]:
+    """One store for every example: a graph whose answer is the task and whose other
+    agent raises with it."""
+    from coral_graph.config import load_graph
+    from coral_graph.store import SQLiteStore
+
+    d = tmp_path_factory.mktemp("escapes")
+    (d / "bots.py").write_text(BAD_PY)
+    (d / "g.yaml").write_text(
+        "agents:\n  echo: {python: 'bots.py:echo'}\n  bad: {python: 'bots.py:bad'}\n"
+        "entry: [bad, echo]\nanswer_by: [echo]\n"
+    )
+    with SQLiteStore(d / "e.db") as store:
+        yield d, (load_graph(d / "g.yaml"), store)
+
+
+def test_no_control_character_of_a_run_reaches_the_terminal(
+    escapes: tuple[Path, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hypothesis import HealthCheck, given, settings
+
+    import coral_graph as cg
+
+    d, (lg, store) = escapes
+    monkeypatch.chdir(d)
+    db = str(d / "e.db")
+
+    @settings(
+        max_examples=25,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+    @given(_payload_strategy())
+    def check(text: str) -> None:
+        result = cg.run(lg.graph, text, entry=["bad", "echo"], answer_by=["echo"], store=store)
+        assert result.answer == text
+        store.flush()
+        for args in (
+            ["show", result.run_id, "--db", db],
+            ["show", result.run_id, "--db", db, "--plain"],
+            ["show", result.run_id, "--db", db, "--json"],
+            ["show", result.run_id, "--db", db, "--agent", text],
+            ["runs", "--db", db, "-n", "3"],
+            ["runs", "--db", db, "-n", "3", "--json"],
+            ["run", "g.yaml", "--task", text, "--no-store"],
+            ["run", "g.yaml", "--task", text, "--no-store", "--json"],
+        ):
+            _, out, err = invoke(*args)
+            assert_clean(out)
+            assert_clean(err)
+        _, out, _ = invoke("show", result.run_id, "--db", db, "--json")
+        data = json.loads(out)
+        assert data["messages"][-1]["content"] == text  # escaped for the eye, not altered
+
+    check()
+
+
+@pytest.mark.parametrize("payload", PAYLOADS)
+def test_the_live_view_prints_no_control_character(payload: str) -> None:
+    """The live lines of `run` on a real terminal: only Rich's own colour codes."""
+    import io
+
+    from rich.console import Console
+
+    from coral_graph._events import AgentErrored, MessageSent
+    from coral_graph._model import Message
+    from coral_graph.cli._output import Progress
+
+    p = Progress()
+    msg = Message("t-1#2", "t-1", 2, "a", payload, ("user",), 0.0)  # type: ignore[arg-type]
+    p.on_event(MessageSent("run-x", 1, 0.0, msg))  # type: ignore[arg-type]
+    p.on_event(AgentErrored("run-x", 2, 0.0, "a", None, "ValueError", payload, "tb", "continue"))
+    buf = io.StringIO()
+    p.flush_lines(Console(file=buf, force_terminal=True, width=80))
+    p.status()
+    out = re.sub(r"\x1b\[[0-9;]*m", "", buf.getvalue())  # Rich's SGR styles
+    assert_clean(out)
+    assert "\\x1b" in out or "\\u" in out or "\\x" in out or "[red]" in out

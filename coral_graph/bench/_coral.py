@@ -56,7 +56,7 @@ async def pingpong(warmup: int, rounds: int, store: Any = None) -> dict[str, Any
     g.add_agent("a", pinger)
     g.add_agent("b", cg.agent(_pong))
     g.connect("a", "b", mutual=True)
-    async with cg.open_runtime(g, budgets=UNLIMITED, store=store) as rt:
+    async with cg.open_runtime(g, budgets=UNLIMITED, store=store or False) as rt:
         result = await rt.run("go", entry=["a"])
     assert result.stop_reason == "idle", result.stop_reason
     assert len(pinger.rtts) == rounds, len(pinger.rtts)
@@ -102,7 +102,7 @@ def ring_graph(n: int, tokens: int, hops: int) -> tuple[cg.AgentGraph, list[str]
 
 async def ring(n: int, tokens: int, hops: int, store: Any = None) -> dict[str, Any]:
     g, entry, state = ring_graph(n, tokens, hops)
-    async with cg.open_runtime(g, budgets=UNLIMITED, store=store) as rt:
+    async with cg.open_runtime(g, budgets=UNLIMITED, store=store or False) as rt:
         t0 = _util.now()
         result = await rt.run("token", entry=entry)
         elapsed = _util.now() - t0
@@ -142,7 +142,7 @@ def fanout_graph(participants: int, messages: int) -> tuple[cg.AgentGraph, dict[
 
 async def fanout(participants: int, messages: int, store: Any = None) -> dict[str, Any]:
     g, state = fanout_graph(participants, messages)
-    async with cg.open_runtime(g, budgets=UNLIMITED, store=store) as rt:
+    async with cg.open_runtime(g, budgets=UNLIMITED, store=store or False) as rt:
         t0 = _util.now()
         result = await rt.run("go", entry=["sender"])
         elapsed = _util.now() - t0
@@ -178,7 +178,7 @@ async def idle(agents: int) -> dict[str, Any]:
         probe["handled"] += 1
 
     g.add_agent("probe", cg.agent(last))
-    cm = cg.open_runtime(g, budgets=UNLIMITED)
+    cm = cg.open_runtime(g, budgets=UNLIMITED, store=False)
     rt = await cm.__aenter__()
     handle = rt.start("wake", entry=["probe"])
     await handle.started()

@@ -14,13 +14,12 @@ by ``user`` after the task; the task itself is not counted. It is also what
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from coral_graph.cli._text import one_line, safe, safe_markup
+from coral_graph.cli._text import json_text, one_line, safe, safe_markup
 
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
@@ -58,7 +57,7 @@ def failures_line(usage: dict[str, AgentUsage] | dict[str, dict[str, Any]]) -> s
 
 def result_json(result: RunResult, **extra: Any) -> str:
     """The result as one JSON line (``extra`` keys first)."""
-    return json.dumps({**extra, **result.to_dict()}, ensure_ascii=False, default=str)
+    return json_text({**extra, **result.to_dict()})
 
 
 def print_result(

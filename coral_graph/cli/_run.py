@@ -77,7 +77,9 @@ async def _run_graph(
     interrupted = False
     failed: Exception | None = None
     progress = Progress()
-    async with open_runtime(lg.graph, budgets=lg.budgets, store=store) as rt:
+    # store=False: --no-store means no transcript, whatever CORAL_DB says.
+    sink: Any = store if store is not None else False
+    async with open_runtime(lg.graph, budgets=lg.budgets, store=sink) as rt:
         if live is not None:
             rt.subscribe(progress.on_event)
         if otel is not None:

@@ -9,7 +9,6 @@ the same columns a terminal gets, never cut and never wrapped.
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import shutil
@@ -29,7 +28,7 @@ from coral_graph.cli._app import (
     EXIT_STORE,
     app,
 )
-from coral_graph.cli._text import columns, one_line, safe
+from coral_graph.cli._text import columns, json_text, one_line, safe
 from coral_graph.cli._transcript import (
     Style,
     dur,
@@ -128,7 +127,7 @@ def runs(
     for r in rows:
         r["failures"] = _failures(r.get("usage"))
     if as_json:
-        print(json.dumps([{k: r.get(k) for k in _RUN_KEYS} for r in rows], indent=2, default=str))
+        print(json_text([{k: r.get(k) for k in _RUN_KEYS} for r in rows], indent=2))
         return
     tty = _isatty()
     st = Style(tty)
@@ -197,10 +196,6 @@ def _emit(lines: Iterable[str]) -> None:
     if batch:
         write("\n".join(batch) + "\n")
     sys.stdout.flush()
-
-
-def _json_safe(obj: Any) -> str:
-    return json.dumps(obj, default=str, ensure_ascii=False)
 
 
 @app.command(
@@ -278,7 +273,7 @@ def show(
                 "usage": reader.usage(rid),
                 "failures": _failures(reader.usage(rid)),
             }
-            sys.stdout.write(_json_safe(out))
+            sys.stdout.write(json_text(out))
             sys.stdout.write("\n")
             return
         tty = _isatty()

@@ -20,8 +20,9 @@ from __future__ import annotations
 import re
 import shutil
 from collections.abc import Sequence
+from typing import Any
 
-__all__ = ["UNSAFE", "columns", "one_line", "safe", "safe_markup"]
+__all__ = ["UNSAFE", "columns", "json_text", "one_line", "safe", "safe_markup"]
 
 UNSAFE = re.compile(
     "[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
@@ -50,6 +51,20 @@ def safe_markup(text: object) -> str:
     from rich.markup import escape
 
     return escape(safe(text))
+
+
+def _json_escape(m: re.Match[str]) -> str:
+    return f"\\u{ord(m.group()):04x}"
+
+
+def json_text(obj: Any, *, indent: int | None = None) -> str:
+    """``obj`` as JSON that is valid (the store's one encoding: a non-finite float is
+    the string ``"NaN"``/``"Infinity"``) and safe to print: every character
+    :func:`safe` would rewrite is a ``\\uXXXX`` escape, so a terminal never sees it
+    raw, and a JSON parser reads the same text back."""
+    from coral_graph.store._json import dumps
+
+    return UNSAFE.sub(_json_escape, dumps(obj, ensure_ascii=False, indent=indent))
 
 
 def one_line(text: object, width: int | None = None) -> str:

@@ -348,7 +348,9 @@ async def run_eval(
             for lg in graphs:
                 rts.append(
                     await stack.enter_async_context(
-                        open_runtime(lg.graph, budgets=lg.budgets, store=sink)
+                        open_runtime(
+                            lg.graph, budgets=lg.budgets, store=sink if sink is not None else False
+                        )
                     )
                 )
 
