@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from coral_graph._errors import RuntimeClosedError
-from coral_graph._events import DeliveryHandled, Event, MessageSent
+from coral_graph._events import DeliveryHandled, Event, LLMCalled, MessageSent
 from coral_graph._model import AgentUsage, Message, Thread
 from coral_graph._types import RunId, StopReason, ThreadId
 
@@ -33,7 +34,7 @@ def explain_failures(
     error: str | None,
     answered: bool,
     usage: dict[str, AgentUsage],
-    events: list[Event],
+    events: Iterable[object],
 ) -> tuple[StopReason, str | None]:
     """The stop reason and error a run reports, given its failures. A run without an
     answer that stopped ``idle`` or on a budget while *every* model call failed
@@ -49,12 +50,9 @@ def explain_failures(
         bad += u.llm_errors
     if not bad or bad != calls:
         return stop_reason, error
+    # The run's events may hold plain tuples for the commonest kinds: test the type.
     first = next(
-        (
-            e.error or e.outcome  # type: ignore[union-attr]
-            for e in events
-            if e.kind == "llm_called" and e.outcome != "ok"  # type: ignore[union-attr]
-        ),
+        (e.error or e.outcome for e in events if isinstance(e, LLMCalled) and e.outcome != "ok"),
         "",
     )
     then = f" (then the run stopped: {stop_reason})" if stop_reason != "idle" else ""

@@ -100,10 +100,12 @@ def _is_recorder(obj: object) -> TypeGuard[BatchRecorder]:
     return all(hasattr(obj, a) for a in ("batch_queue", "batch_size", "drain", "on_event"))
 
 
-def _check_ready(graph: AgentGraph) -> None:
+def check_ready(graph: AgentGraph) -> None:
     """Before the task is posted: every agent with a ``check_ready()`` (an LLM agent
     checks its API key and model name) confirms it can work; its error stops the run
-    from starting, so a missing key is reported at once, not as failed calls."""
+    from starting, so a missing key is reported at once, not as failed calls. Every
+    run does this; call it before the event loop starts to keep the first check's
+    import of litellm off the loop."""
     for name in graph:
         check = getattr(graph.spec(name).agent, "check_ready", None)
         if callable(check):
@@ -231,7 +233,7 @@ class Runtime:
         if not isinstance(task, str):
             raise TypeError("task must be a string")
         ent, ans = self.graph.validate(entry, answer_by)
-        _check_ready(self.graph)
+        check_ready(self.graph)
         return _Run(
             run_id=RunId(run_id) if run_id is not None else new_run_id(),
             graph=self.graph,
@@ -501,6 +503,8 @@ def run(
     >>> cg.run(g, "hello", entry=["shout"]).answer
     'HELLO'
     """
+
+    check_ready(graph)  # off the event loop: the first check may import litellm
 
     async def main() -> RunResult:
         refused: Exception | None = None

@@ -224,7 +224,7 @@ def run(
     """Run a graph on a task: live progress, then the whole answer, the stop reason,
     what failed, and where the run was saved."""
     from coral_graph._errors import ConfigError, CoralError
-    from coral_graph._runtime import run_async
+    from coral_graph._runtime import check_ready, run_async
     from coral_graph.config import load_graph
 
     if task is not None and task_file is not None:
@@ -241,6 +241,10 @@ def run(
     if task is None or not task.strip():
         raise _fail(f"no task: pass --task TEXT or --task-file F, or set task: in {graph}")
     _print_warnings(lg)
+    try:
+        check_ready(lg.graph)  # a missing key or an unknown model: before anything runs
+    except CoralError as exc:
+        raise _fail(one_line(exc)) from None
     exporter = _open_otel(otel) if otel is not None else None
     store = None if no_store else _open_store(db, graph)
     tty = sys.stderr.isatty() and not as_json
