@@ -351,3 +351,153 @@ def test_the_live_view_prints_no_control_character(payload: str) -> None:
     out = re.sub(r"\x1b\[[0-9;]*m", "", buf.getvalue())  # Rich's SGR styles
     assert_clean(out)
     assert "\\x1b" in out or "\\u" in out or "\\x" in out or "[red]" in out
+
+
+# -- listings, ids, prefixes, pipes --------------------------------------------------------
+
+ECHO_YAML = "name: echo\nagents:\n  echo: {python: 'bots.py:echo'}\ntask: hello\n"
+
+
+@pytest.fixture
+def echo_project(project: Path) -> Path:
+    (project / "bots.py").write_text(ECHO_PY)
+    (project / "echo.yaml").write_text(ECHO_YAML)
+    return project
+
+
+def _run_ids(n: int) -> list[str]:
+    ids = []
+    for i in range(n):
+        code, out, err = invoke("run", "echo.yaml", "--task", f"task {i}\nsecond line", "--json")
+        assert code == EXIT_OK, err
+        ids.append(json.loads(out)["run_id"])
+    return ids
+
+
+def test_runs_piped_has_a_header_stable_columns_and_whole_ids(echo_project: Path) -> None:
+    ids = _run_ids(3)
+    for columns in ("40", "200"):
+        code, out, _ = invoke("runs", env={"COLUMNS": columns})
+        assert code == EXIT_OK
+        lines = out.splitlines()
+        assert lines[0].split() == [
+            "run", "started", "graph", "status", "stop", "msgs", "failed", "tokens", "cost",
+            "time", "task",
+        ]  # fmt: skip
+        assert [line.split()[0] for line in lines[1:]] == ids[::-1]  # never cut
+        assert all(line.split()[4:9] == ["finished", "answer", "1", "0", "0"] for line in lines[1:])
+        assert lines[1].endswith("task 2 second line")  # one line per run
+    code, out, _ = invoke("runs", "--json")
+    data = json.loads(out)
+    assert [r["run_id"] for r in data] == ids[::-1]
+    assert data[0]["failures"] == {"llm_calls": 0, "tool_calls": 0, "turns": 0}
+    assert data[0]["answer"] == "task 2\nsecond line"
+
+
+def test_an_ambiguous_prefix_is_named_as_such(echo_project: Path) -> None:
+    ids = _run_ids(3)
+    prefix = ids[0]
+    while not all(i.startswith(prefix) for i in ids):
+        prefix = prefix[:-1]
+    assert len(prefix) >= len("run-")
+    code, _, err = invoke("show", prefix)
+    assert code == EXIT_BAD_INPUT
+    assert err.startswith(f"error: {prefix} matches 3 runs: {', '.join(ids[::-1])};")
+    code, out, _ = invoke("show", ids[0][: len(prefix) + 6], "--json")
+    if code == EXIT_OK:  # the first 6 more characters tell it apart
+        assert json.loads(out)["run"]["run_id"] == ids[0]
+    code, _, err = invoke("show", "run-nope")
+    assert code == EXIT_BAD_INPUT
+    assert "no run 'run-nope'" in err
+
+
+def test_show_filters_tail_limit_and_unknown_names(echo_project: Path) -> None:
+    [rid] = _run_ids(1)
+    code, out, _ = invoke("show", rid, "--plain")
+    assert code == EXIT_OK
+    assert not set(out) & set("╭╮╰╯│─┃━┏┓┗┛")  # --plain draws no box
+    assert "    echo: task 0" in out or "    task 0" in out
+    _, out, _ = invoke("show", rid, "--tail", "1")
+    assert "user →" not in out
+    assert "echo → @user" in out
+    _, out, _ = invoke("show", rid, "--limit", "1")
+    assert "user → @echo" in out
+    assert "echo → @user" not in out
+    code, _, err = invoke("show", rid, "--agent", "tally")
+    assert code == EXIT_BAD_INPUT
+    assert err == f'error: run {rid} has no agent "tally"; its agents: echo\n'
+    code, _, err = invoke("show", rid, "--thread", "t-9")
+    assert code == EXIT_BAD_INPUT
+    assert 'has no thread "t-9"; its threads: t-1' in err
+
+
+def test_show_opens_a_pager_on_a_terminal(
+    echo_project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import coral_graph.cli._store as store_cli
+
+    [rid] = _run_ids(1)
+    paged = echo_project / "paged.txt"
+    monkeypatch.setattr(store_cli, "_isatty", lambda: True)
+    monkeypatch.setenv("PAGER", f"sh -c 'cat > {paged}'")
+    monkeypatch.setenv("LINES", "3")
+    code, out, _ = invoke("show", rid)
+    assert code == EXIT_OK
+    assert out == ""
+    text = paged.read_text()
+    assert "\x1b[" in text  # colours for the pager (less -R)
+    assert "echo → @user" in re.sub(r"\x1b\[[0-9;]*m", "", text)
+    paged.unlink()
+    code, out, _ = invoke("show", rid, "--no-pager")
+    assert "echo → @user" in re.sub(r"\x1b\[[0-9;]*m", "", out)
+    assert not paged.exists()
+
+
+def _cli(*args: str, cwd: Path, **kw: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(CLI), *args], cwd=cwd, capture_output=True, text=True, timeout=120, check=False, **kw
+    )
+
+
+def test_a_closed_pipe_is_silent(echo_project: Path) -> None:
+    _run_ids(1)
+    for cmd in ("export last", "show last --json", "runs"):
+        proc = subprocess.run(
+            f"{CLI} {cmd} | head -c 50",
+            shell=True,
+            cwd=echo_project,
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )
+        assert len(proc.stdout) <= 50
+        assert proc.stderr == b"", (cmd, proc.stderr)
+
+
+def test_the_whole_answer_is_printed_on_a_terminal(echo_project: Path) -> None:
+    """A real terminal (a pty) 40 columns wide: the answer comes back whole."""
+    import pty
+
+    answer = "word " * 60 + "END"
+    master, slave = pty.openpty()
+    env = {**os.environ, "COLUMNS": "40", "LINES": "20", "TERM": "xterm"}
+    proc = subprocess.Popen(
+        [str(CLI), "run", "echo.yaml", "--task", answer, "--no-store"],
+        cwd=echo_project, stdin=slave, stdout=slave, stderr=slave, env=env,
+    )  # fmt: skip
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    proc.wait(timeout=60)
+    os.close(master)
+    text = re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", b"".join(chunks).decode("utf-8", "replace"))
+    assert proc.returncode == EXIT_OK, text
+    assert answer in text.replace("\r\n", "\n")  # one line, wrapped by the terminal only
+    assert "│" not in text

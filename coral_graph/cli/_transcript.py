@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import bisect
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
 from coral_graph.cli._output import failures_line
-from coral_graph.cli._text import columns, one_line, safe
+from coral_graph.cli._text import UNSAFE, columns, one_line, safe
 
 __all__ = ["Style", "dur", "fold_tools", "render_messages", "render_totals", "when"]
 
@@ -105,30 +105,68 @@ def _usage(meta: dict[str, Any]) -> str:
     return " · ".join(parts)
 
 
-def _message(
-    st: Style, m: dict[str, Any], tools: list[dict[str, Any]], threads: dict[str, str]
-) -> Iterator[str]:
-    to = " ".join("@" + safe(x) for x in m["mentions"])
-    tid = safe(m["thread_id"])
-    head = st.dim(when(m["ts"], "%H:%M:%S.%f")[:-3]) + "  " + st.who(safe(m["sender"]))
-    if to:
-        head += " " + st.to("→ " + to)
-    head += "  " + st.dim(f"[{tid} {safe(threads.get(m['thread_id'], ''))} #{m['seq']}]")
-    yield head
-    content = safe(m["content"] or "")
-    for line in content.split("\n"):
-        yield "    " + line
+class _Heads:
+    """The pieces of message headers that repeat (senders, mentions, threads, the
+    time to the second), each made safe and styled once."""
+
+    def __init__(self, st: Style, threads: dict[str, str]) -> None:
+        self.st = st
+        self.threads = threads
+        self.who: dict[str, str] = {}
+        self.to: dict[tuple[str, ...], str] = {}
+        self.where: dict[str, str] = {}
+        self.second: dict[int, str] = {}
+
+    def head(self, m: dict[str, Any]) -> str:
+        st = self.st
+        ts = m["ts"]
+        if ts:
+            sec = int(ts)
+            hms = self.second.get(sec)
+            if hms is None:
+                hms = self.second[sec] = datetime.fromtimestamp(sec).strftime("%H:%M:%S")
+            ms = min(round((ts - sec) * 1_000_000) // 1000, 999)  # as strftime's %f
+            clock = f"{hms}.{ms:03d}"
+        else:
+            clock = "-"
+        sender = m["sender"]
+        who = self.who.get(sender)
+        if who is None:
+            who = self.who[sender] = st.who(safe(sender))
+        ms = tuple(m["mentions"])
+        to = self.to.get(ms)
+        if to is None:
+            names = " ".join("@" + safe(x) for x in ms)
+            to = self.to[ms] = " " + st.to("→ " + names) if names else ""
+        tid = m["thread_id"]
+        where = self.where.get(tid)
+        if where is None:
+            where = self.where[tid] = f"[{safe(tid)} {safe(self.threads.get(tid, ''))} #"
+        return f"{st.dim(clock)}  {who}{to}  {st.dim(where + str(m['seq']) + ']')}"
+
+
+def _message(heads: _Heads, m: dict[str, Any], tools: list[dict[str, Any]], out: list[str]) -> None:
+    st = heads.st
+    out.append(heads.head(m))
+    content = m["content"] or ""
+    if UNSAFE.search(content) is not None:
+        content = safe(content)
+    if "\n" in content:
+        out.extend("    " + line for line in content.split("\n"))
+    else:
+        out.append("    " + content)
     if tools:
         folded = ", ".join(
             f"{safe(tc['tool'])} {'ok' if tc['ok'] else 'failed'} {dur(tc['duration_s'])}"
             for tc in tools
         )
         n = len(tools)
-        yield "    " + st.dim(f"▸ {n} tool call{'s' * (n != 1)}: {folded}")
-    meta = m.get("metadata")
-    usage = _usage(meta) if isinstance(meta, dict) and meta else ""
-    if usage:
-        yield "    " + st.dim(f"▸ {usage}")
+        out.append("    " + st.dim(f"▸ {n} tool call{'s' * (n != 1)}: {folded}"))
+    meta = m["metadata"]
+    if meta and isinstance(meta, dict):
+        usage = _usage(meta)
+        if usage:
+            out.append("    " + st.dim(f"▸ {usage}"))
 
 
 def _failure(st: Style, f: dict[str, Any]) -> str:
@@ -147,19 +185,24 @@ def render_messages(
     tools: dict[str, list[dict[str, Any]]],
     threads: dict[str, str],
     failures: Iterable[dict[str, Any]] = (),
-) -> Iterator[str]:
+) -> list[str]:
     """The lines of ``messages``, with ``failures`` (failed model calls and agent
     errors, each with its event ``seq``) placed where they happened."""
     fails = sorted(failures, key=lambda f: f["seq"])
+    heads = _Heads(st, threads)
+    out: list[str] = []
     i = 0
+    nxt = fails[0]["seq"] if fails else None
+    no_tools: list[dict[str, Any]] = []
     for m in messages:
-        g = m["gseq"]
-        while i < len(fails) and fails[i]["seq"] < g:
-            yield _failure(st, fails[i])
-            i += 1
-        yield from _message(st, m, tools.get(m["message_id"], []), threads)
-    for f in fails[i:]:
-        yield _failure(st, f)
+        if nxt is not None and nxt < m["gseq"]:
+            while i < len(fails) and fails[i]["seq"] < m["gseq"]:
+                out.append(_failure(st, fails[i]))
+                i += 1
+            nxt = fails[i]["seq"] if i < len(fails) else None
+        _message(heads, m, tools.get(m["message_id"], no_tools) if tools else no_tools, out)
+    out.extend(_failure(st, f) for f in fails[i:])
+    return out
 
 
 def render_totals(st: Style, run: dict[str, Any], usage: dict[str, dict[str, Any]]) -> list[str]:
