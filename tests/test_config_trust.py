@@ -687,3 +687,40 @@ def test_agents_no_edge_reaches_are_a_warning(
 @pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_configs_have_no_warnings(path: Path) -> None:
     assert check_graph(path).warnings == []
+
+
+# -- drawings and listings print nothing raw ------------------------------------------
+
+NASTY = "\\e]52;c;aGk=\\a\\e[2J\\u202e"  # clipboard write, clear screen, bidi override
+
+
+def test_graph_and_agents_escape_text_from_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    write(
+        tmp_path,
+        "agents/shady/agent.yaml",
+        f'kind: human\ndescription: "shady {NASTY} helper"\n',
+    )
+    write(
+        tmp_path,
+        "g.yaml",
+        f'name: "g {NASTY}"\nagents:\n  a:\n    kind: human\n    description: "a {NASTY}"\n'
+        "  b: {use: shady}\nedges: [a -> b]\n",
+    )
+    for args in (
+        ["graph", "g.yaml"],
+        ["graph", "g.yaml", "--format", "dot"],
+        ["graph", "g.yaml", "--format", "mermaid"],
+        ["agents"],
+        ["agents", "shady"],
+        ["validate", "g.yaml"],
+    ):
+        code, out, err = invoke(*args)
+        assert code == EXIT_OK, (args, err)
+        assert "\x1b" not in out + err, args
+        assert "\u202e" not in out + err, args
+        assert "\x07" not in out + err, args
+    code, out, _ = invoke("graph", "g.yaml")
+    assert "\\x1b]52;c;aGk=" in out

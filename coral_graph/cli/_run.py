@@ -405,13 +405,17 @@ def agents(
 
             names = [e.name for e, _ in list_registry(gdir)]
             raise _fail(f'no registry agent "{name}"{did_you_mean(name, names)}')
+        from coral_graph.config._source import escape_text
+
         print(f"# {entry.file} ({entry.scope})")
-        print(entry.file.read_text("utf-8"), end="")
+        text = entry.file.read_text("utf-8", errors="replace")
+        # Shown as written, except characters that would act on the terminal.
+        print("".join(escape_text(line) + "\n" for line in text.splitlines()), end="")
         return
     table = Table(box=None, pad_edge=False)
     for col in ("name", "kind", "scope", "description"):
         table.add_column(col)
-    from coral_graph.config._source import read_source
+    from coral_graph.config._source import escape_text, read_source
 
     for entry, shadowed in list_registry(gdir):
         # The loader with its caps (a hostile agent.yaml must not hang the listing);
@@ -419,7 +423,7 @@ def agents(
         data = read_source(entry.file, {})[0].data
         data = data if isinstance(data, dict) else {}
         kind = str(data.get("kind") or ("python" if data.get("python") else "llm"))
-        desc = " ".join(str(data.get("description") or "").split())
+        desc = escape_text(" ".join(str(data.get("description") or "").split()))
         nm = (
             f"[dim]{escape(entry.name)} (shadowed)[/]"
             if shadowed

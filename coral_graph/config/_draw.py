@@ -102,9 +102,13 @@ def to_tree(lg: LoadedGraph) -> Tree:
     from rich.markup import escape
     from rich.tree import Tree
 
+    from coral_graph.config._source import escape_text
+
     g = lg.graph
     answerers = set(_answerers(lg))
-    root = Tree(f"[bold]{USER}[/]  [dim]{escape(lg.graph.name)}: {len(g)} agents[/]")
+    # Text from the file is escaped twice over: Rich markup, and characters that
+    # would act on the terminal (escape sequences, bidi overrides).
+    root = Tree(f"[bold]{USER}[/]  [dim]{escape(escape_text(lg.graph.name))}: {len(g)} agents[/]")
     drawn: set[str] = set()
 
     def label(name: str, parent: str) -> str:
@@ -114,7 +118,7 @@ def to_tree(lg: LoadedGraph) -> Tree:
             marks.append("⇄")
         if name in answerers:
             marks.append("→ user")
-        desc = spec.description.split("\n")[0]
+        desc = escape_text(spec.description.split("\n")[0])
         if len(desc) > 48:
             desc = desc[:45] + "..."
         extra = f" [cyan]{' '.join(marks)}[/]" if marks else ""
