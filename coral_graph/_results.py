@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from coral_graph._errors import RuntimeClosedError
-from coral_graph._events import DeliveryHandled, Event, LLMCalled, MessageSent
+from coral_graph._events import Event, LLMCalled
 from coral_graph._model import AgentUsage, Message, Thread
+from coral_graph._router import HandledLog, merge_events
 from coral_graph._types import RunId, StopReason, ThreadId
 
 if TYPE_CHECKING:
@@ -89,15 +90,15 @@ class RunResult:
     duration_s: float
     threads: dict[ThreadId, Thread] = field(repr=False)
     log: list[Any] = field(repr=False)
+    handled_log: HandledLog | None = field(default=None, repr=False)
 
     @property
     def events(self) -> list[Event]:
         """Every event of the run, in order."""
-        log = self.log
-        for i, ev in enumerate(log):
-            if type(ev) is tuple:
-                log[i] = MessageSent(*ev) if len(ev) == 4 else DeliveryHandled(*ev)
-        return log
+        if self.handled_log is not None:
+            self.log = merge_events(self.run_id, self.log, self.handled_log)
+            self.handled_log = None
+        return self.log
 
     @property
     def total(self) -> AgentUsage:

@@ -532,4 +532,5 @@ class _Run:
             duration_s=(r.ended_at or time.time()) - self.started_at,
             threads=dict(self.threads.all_nowait()),
             log=r.events,
+            handled_log=r.handled_log,
         )

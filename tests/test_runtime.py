@@ -1297,3 +1297,41 @@ def test_system_exit_in_an_agent_is_an_agent_error_under_its_policy(policy: str,
     errors = [e for e in result.events if e.kind == "agent_errored"]
     assert [e.error_type for e in errors] == ["SystemExit"]  # type: ignore[union-attr]
     assert errors[0].action == policy  # type: ignore[union-attr]
+
+
+def test_events_are_complete_and_in_order_whether_or_not_someone_subscribes() -> None:
+    """The run keeps its commonest events compactly while nobody listens and builds
+    them on access: the result must equal what a subscriber saw, seq by seq, also
+    when the subscriber joins halfway."""
+    from coral_graph.bench import ring_graph
+
+    def play(subscribe_after: int | None) -> tuple[cg.RunResult, list[cg.Event]]:
+        g, entry, _ = ring_graph(6, 2, 200)
+        seen: list[cg.Event] = []
+
+        async def main() -> cg.RunResult:
+            async with cg.open_runtime(g, budgets=Budgets(max_messages=None)) as rt:
+                if subscribe_after is None:
+                    return await rt.run("go", entry=entry)
+                handle = rt.start("go", entry=entry)
+                await handle.started()
+                for _ in range(subscribe_after):
+                    await anyio.lowlevel.checkpoint()
+                rt.subscribe(seen.append)
+                return await handle.wait()
+
+        return cg.run_async(main), seen
+
+    quiet, _ = play(None)
+    assert [e.seq for e in quiet.events] == list(range(1, len(quiet.events) + 1))
+    kinds = Counter(e.kind for e in quiet.events)
+    assert kinds["delivery_handled"] == 200
+    assert kinds["message_sent"] == 199  # the task and 198 forwards
+    assert all(
+        isinstance(e, cg.DeliveryHandled) for e in quiet.events if e.kind == "delivery_handled"
+    )
+    late, seen = play(5)
+    events = late.events
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    assert seen == events[len(events) - len(seen) :]
+    assert 0 < len(seen) < len(events)
