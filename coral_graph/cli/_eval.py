@@ -148,8 +148,7 @@ def eval_cmd(
 
     Example: coral-graph eval configs/single.yaml configs/voting-5.yaml -d facts --n 60
     """
-    from coral_graph._errors import ConfigError
-    from coral_graph._runtime import run_async
+    from coral_graph import ConfigError, run_async
     from coral_graph.eval._datasets import DatasetError, load_dataset
     from coral_graph.eval._runner import EvalError, EvalTables, run_eval
 

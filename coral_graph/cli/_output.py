@@ -24,9 +24,7 @@ from coral_graph.cli._text import json_text, one_line, safe, safe_markup
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
 
-    from coral_graph._events import Event
-    from coral_graph._model import AgentUsage
-    from coral_graph._runtime import RunResult
+    from coral_graph import AgentUsage, Event, RunResult
 
 __all__ = ["Progress", "failures_line", "is_task", "print_result", "result_json"]
 

@@ -29,7 +29,7 @@ from coral_graph.cli._text import one_line
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from coral_graph._runtime import RunResult
+    from coral_graph import RunResult
     from coral_graph.config import LoadedGraph
 
 __all__ = ["agents", "graph_cmd", "run", "schema", "validate"]
@@ -70,8 +70,8 @@ async def _run_graph(
 
     import anyio
 
+    from coral_graph import open_runtime
     from coral_graph._blocked import install_interrupt
-    from coral_graph._runtime import open_runtime
     from coral_graph.cli._output import Progress
 
     interrupted = False
@@ -223,8 +223,8 @@ def run(
 ) -> None:
     """Run a graph on a task: live progress, then the whole answer, the stop reason,
     what failed, and where the run was saved."""
-    from coral_graph._errors import ConfigError, CoralError
-    from coral_graph._runtime import check_ready, run_async
+    from coral_graph import ConfigError, CoralError, run_async
+    from coral_graph._runtime import check_ready
     from coral_graph.config import load_graph
 
     if task is not None and task_file is not None:
@@ -321,7 +321,7 @@ def validate(
 ) -> None:
     """Check graph files and report every problem (exit 1 if any). Runs no code:
     python: references are read, not imported (that happens when a run starts)."""
-    from coral_graph._errors import ConfigError
+    from coral_graph import ConfigError
     from coral_graph.config import check_graph
 
     failed = 0
@@ -361,7 +361,7 @@ def graph_cmd(
     ] = "text",
 ) -> None:
     """Draw a graph: a tree in the terminal, or Mermaid / Graphviz DOT text."""
-    from coral_graph._errors import ConfigError
+    from coral_graph import ConfigError
     from coral_graph.config import check_graph
     from coral_graph.config._draw import to_dot, to_mermaid, to_tree
 

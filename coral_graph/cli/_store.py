@@ -39,7 +39,7 @@ from coral_graph.cli._transcript import (
 )
 
 if TYPE_CHECKING:
-    from coral_graph._graph import AgentGraph
+    from coral_graph import AgentGraph
     from coral_graph.store import StoreReader
 
 __all__ = ["export", "import_", "resume", "runs", "show"]
@@ -440,8 +440,7 @@ def resume(
 ) -> None:
     """Continue an interrupted run: pending deliveries are delivered again, budgets
     continue from what was spent. Prints the same result block as `run`."""
-    from coral_graph._errors import ConfigError, CoralError
-    from coral_graph._runtime import run_async
+    from coral_graph import ConfigError, CoralError, run_async
     from coral_graph.cli._output import print_result, result_json
     from coral_graph.cli._run import close_store, exit_code
     from coral_graph.store import SQLiteStore, StoreError
