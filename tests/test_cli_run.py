@@ -169,7 +169,7 @@ def test_validate(project: Path) -> None:
     assert out.startswith("ok: echo.yaml: 2 agents, 1 edges, entry echo")
     assert err.splitlines() == [
         'bad.yaml:2:13: agents.a.kind: expected one of "llm", "python", "human", '
-        'got a string ("lm") — did you mean "llm"?',
+        '"process", "external", got a string ("lm") — did you mean "llm"?',
         "missing.yaml: no such file",
         "2 files have problems",
     ]

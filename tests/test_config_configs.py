@@ -15,6 +15,11 @@ CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 # Per config: the replies of each LLM agent, and what the answer must contain.
 SCRIPTS: dict[str, tuple[dict[str, list[str]], str]] = {
+    # echo is a process agent over MCP (agents/mcp_echo): it answers "echo: <text>".
+    "mcp_mix.yaml": (
+        {"planner": ["@echo coral", "@calculator 12 * 12", "FINAL: coral, 12 * 12 = 144"]},
+        "144",
+    ),
     "quickstart.yaml": (
         {"planner": ["@calculator 17 * 23", "FINAL: 17 * 23 = 391"]},
         "391",

@@ -220,6 +220,19 @@ def run(
             "(e.g. http://127.0.0.1:4318; 'env': from OTEL_EXPORTER_OTLP_ENDPOINT).",
         ),
     ] = None,
+    mcp_host: Annotated[
+        str | None,
+        typer.Option("--mcp-host", help="Address of the MCP endpoint of process/external agents."),
+    ] = None,
+    mcp_port: Annotated[
+        int | None, typer.Option("--mcp-port", help="Its port (default: a free one).")
+    ] = None,
+    mcp_allow_remote: Annotated[
+        bool,
+        typer.Option(
+            "--mcp-allow-remote", help="Allow a non-loopback --mcp-host (prints a warning)."
+        ),
+    ] = False,
 ) -> None:
     """Run a graph on a task: live progress, then the whole answer, the stop reason,
     what failed, and where the run was saved."""
@@ -246,6 +259,8 @@ def run(
     except CoralError as exc:
         raise _fail(one_line(exc)) from None
     exporter = _open_otel(otel) if otel is not None else None
+    if any(r.kind in ("process", "external") for r in lg.agents.values()):
+        _setup_mcp(lg, mcp_host, mcp_port, mcp_allow_remote)
     store = None if no_store else _open_store(db, graph)
     tty = sys.stderr.isatty() and not as_json
     has_human = any(r.kind == "human" for r in lg.agents.values())
@@ -285,6 +300,25 @@ def run(
         store_problem=store_problem,
     )
     raise typer.Exit(code)
+
+
+def _setup_mcp(lg: LoadedGraph, host: str | None, port: int | None, allow_remote: bool) -> None:
+    """Point the graph's MCP endpoint at --mcp-host/--mcp-port; external agents' URLs
+    are printed to stderr when the run starts."""
+    from coral_graph._errors import ConfigError
+    from coral_graph.mcp import graph_hubs
+
+    for hub in graph_hubs(lg.graph):
+        if host is not None:
+            hub.host = host
+        if port is not None:
+            hub.port = port
+        hub.allow_remote = allow_remote
+        hub.announce = True
+        try:
+            hub.check_host()
+        except ConfigError as exc:
+            raise _fail(exc.message) from None
 
 
 # -- validate, schema, graph, agents ---------------------------------------------------

@@ -85,6 +85,16 @@ def _llm_agent(r: ResolvedAgent, client: Any) -> Any:
         kwargs["fallbacks"] = tuple(kwargs["fallbacks"])
     if client is not None:
         kwargs["client"] = client
+    if d.tools:
+        from coral_graph.mcp._client import MCPServer
+
+        try:
+            kwargs["tools"] = [
+                MCPServer.of(t.model_dump(exclude_none=True), base_dir=r.base_dir) for t in d.tools
+            ]
+        except ValueError as exc:
+            raise ConfigError(str(exc), field=f"agents.{r.name}.tools") from exc
+        kwargs["max_tool_calls"] = d.max_tool_calls
     return LLMAgent(system_prompt=d.system_prompt or "", description=d.description or "", **kwargs)
 
 
@@ -112,6 +122,29 @@ def _python_agent(r: ResolvedAgent) -> Any:
             reraise_if_fatal(exc)
             raise PythonRefError(f"{d.python}(**args) failed: {type(exc).__name__}: {exc}") from exc
     raise PythonRefError(f"{d.python} is not an agent class, an async function or a factory")
+
+
+def _mcp_agent(r: ResolvedAgent, hub: Any, cmd_dir: Path) -> Any:
+    try:
+        from coral_graph.mcp import ExternalAgent, ProcessAgent
+    except ImportError as exc:  # pragma: no cover - the package itself is stdlib + anyio
+        raise ConfigError(
+            f"{r.kind} agents need the mcp extra: pip install 'coral-graph[mcp]'"
+        ) from exc
+    d = r.definition
+    timeout = d.connect_timeout_s if d.connect_timeout_s is not None else 30.0
+    if r.kind == "external":
+        return ExternalAgent(d.description or "", hub=hub, connect_timeout_s=timeout)
+    assert d.command is not None
+    return ProcessAgent(
+        d.command,
+        d.description or "",
+        env=d.env,
+        cwd=(cmd_dir / d.cwd) if d.cwd else cmd_dir,
+        system_prompt=d.system_prompt,
+        hub=hub,
+        connect_timeout_s=timeout,
+    )
 
 
 class _Unbuilt:
@@ -226,6 +259,7 @@ def build_loaded(
     graph = AgentGraph(
         spec.name, description=spec.description, entry=entry, answer_by=spec.answer_by
     )
+    hub: Any = None
     for name, r in agents.items():
         d = r.definition
         loc: Loc = ("agents", name)
@@ -237,6 +271,14 @@ def build_loaded(
                 else:
                     obj = _Unbuilt("python")
                     description = description or static[name].doc
+            elif r.kind in ("process", "external"):
+                if hub is None:
+                    from coral_graph.mcp import MCPHub
+
+                    hub = MCPHub()  # one endpoint server for the graph's MCP agents
+                own = spec_agents[name].model_fields_set
+                cmd_dir = graph_dir if ("command" in own or r.use is None) else r.use.folder
+                obj = _mcp_agent(r, hub, cmd_dir)
             elif r.kind == "human":
                 from coral_graph.config._human import HumanAgent
 
@@ -252,7 +294,10 @@ def build_loaded(
                 name,
                 obj,
                 description=description,
-                on_error=d.on_error or "continue",
+                # An MCP agent that fails (never connects, its process dies) stops the
+                # run by default: the others would wait for it in vain.
+                on_error=d.on_error
+                or ("stop" if r.kind in ("process", "external") else "continue"),
                 turn_timeout_s=d.turn_timeout_s,
                 max_restarts=3 if d.max_restarts is None else d.max_restarts,
                 kind=r.kind,

@@ -19,8 +19,29 @@ from coral_graph.config._validate import check_refs, free_form_problems
 
 __all__ = ["ResolvedAgent", "resolve_all"]
 
-_LLM_ONLY = (*MODEL_FIELDS, "system_prompt")
-_KIND_ONLY = {"python": ("python", "args"), "human": ("prompt",)}
+_LLM_ONLY = (*MODEL_FIELDS, "system_prompt", "tools", "max_tool_calls")
+_KIND_ONLY = {
+    "python": ("python", "args"),
+    "human": ("prompt",),
+    "process": ("command", "env", "cwd"),
+}
+# MCP agents: connect_timeout_s for both; a process gets system_prompt as
+# CORAL_PROMPT_SYSTEM.
+_MCP_KINDS = ("process", "external")
+
+
+def _misplaced(kind: str, f: str) -> str | None:
+    """The kind ``f`` belongs to, when an agent of ``kind`` cannot have it."""
+    if f == "connect_timeout_s":
+        return None if kind in _MCP_KINDS else "process or external"
+    if f == "system_prompt" and kind == "process":
+        return None
+    if kind != "llm" and f in _LLM_ONLY:
+        return "llm"
+    for k, only in _KIND_ONLY.items():
+        if f in only and kind != k:
+            return k
+    return None
 
 
 @dataclass(slots=True)
@@ -177,17 +198,16 @@ def resolve_all(
         if got is None:
             continue
         fields, py_dir, entry = got
-        kind = fields.get("kind") or ("python" if fields.get("python") else "llm")
+        kind = fields.get("kind") or (
+            "python" if fields.get("python") else "process" if fields.get("command") else "llm"
+        )
         fields["kind"] = kind
         where = src.origin(loc, key=True)
         for f in sorted(fields):
             if fields[f] is None:
                 continue
-            bad = (kind != "llm" and f in _LLM_ONLY) or any(
-                f in only and kind != k for k, only in _KIND_ONLY.items()
-            )
-            if bad:
-                owner = next((k for k, only in _KIND_ONLY.items() if f in only), "llm")
+            owner = _misplaced(kind, f)
+            if owner is not None:
                 in_graph = f in own.model_fields_set
                 problems.append(
                     Problem(
@@ -197,6 +217,14 @@ def resolve_all(
                         f"remove it or set kind: {owner}",
                     )
                 )
+        if kind == "process" and not fields.get("command"):
+            problems.append(
+                Problem(
+                    where,
+                    format_path((*loc, "command")),
+                    "a process agent needs command: [program, args…], e.g. [python, agent.py]",
+                )
+            )
         if kind == "python" and not fields.get("python"):
             problems.append(
                 Problem(

@@ -19,10 +19,11 @@ __all__ = [
     "BudgetsSpec",
     "EdgeMap",
     "GraphSpec",
+    "MCPServerDef",
     "ModelSettings",
 ]
 
-AGENT_KINDS = ("llm", "python", "human")
+AGENT_KINDS = ("llm", "python", "human", "process", "external")
 
 
 def _one_or_many(value: Any) -> Any:
@@ -52,6 +53,36 @@ class _Strict(BaseModel):
         use_attribute_docstrings=True,
         allow_inf_nan=False,
     )
+
+
+def _split_command(value: Any) -> Any:
+    if isinstance(value, str):
+        import shlex
+
+        return shlex.split(value)
+    return value
+
+
+Command = Annotated[
+    list[str],
+    Field(min_length=1),
+    BeforeValidator(_split_command, json_schema_input_type=str | list[str]),
+]
+
+
+class MCPServerDef(_Strict):
+    """An MCP tool server of an LLM agent: command (stdio) or url (streamable HTTP)."""
+
+    command: Command | None = None
+    """The server's program and arguments, spoken to over stdio."""
+    url: str | None = None
+    """The URL of a streamable HTTP server."""
+    env: dict[str, str] | None = None
+    """Extra environment variables of the command."""
+    cwd: str | None = None
+    """The command's working directory (relative to the YAML file)."""
+    name: str | None = None
+    """A prefix for its tools' names when they clash with others (name__tool)."""
 
 
 class ModelSettings(_Strict):
@@ -106,9 +137,10 @@ class AgentDef(ModelSettings):
     use: str | None = None
     """Start from this registry definition (a name such as "planner", or a path to a
     folder or agent.yaml) and override its fields here."""
-    kind: Literal["llm", "python", "human"] | None = None
-    """"llm" (the default), "python" (code given by `python:`) or "human" (a person at
-    the terminal)."""
+    kind: Literal["llm", "python", "human", "process", "external"] | None = None
+    """"llm" (the default), "python" (code given by `python:`), "human" (a person at
+    the terminal), "process" (a command the run launches, which joins over MCP) or
+    "external" (an agent someone else connects over MCP; the run prints its URL)."""
     description: str | None = None
     """What the other agents see in list_agents()."""
     system_prompt: str | None = None
@@ -128,6 +160,21 @@ class AgentDef(ModelSettings):
     """With on_error: restart, restarts allowed before the run stops."""
     metadata: dict[str, Any] | None = None
     """Free-form data kept with the agent."""
+    command: Command | None = None
+    """For kind "process": the program and its arguments, e.g. [python, agent.py]
+    ("python" is the interpreter running coral-graph); run in the folder of the file
+    that sets it unless cwd is given."""
+    env: dict[str, str] | None = None
+    """For kind "process": extra environment variables of the command."""
+    cwd: str | None = None
+    """For kind "process": the command's working directory (relative to the YAML file)."""
+    connect_timeout_s: Annotated[float, Field(gt=0)] | None = None
+    """For kinds "process" and "external": seconds to wait for the agent to connect
+    (or reconnect) to its MCP endpoint; default 30."""
+    tools: list[MCPServerDef] | None = None
+    """For kind "llm": MCP tool servers offered beside the seven operations (tools mode)."""
+    max_tool_calls: NonNegInt | None = None
+    """For kind "llm" with tools: MCP tool calls the agent may make in one run."""
 
 
 class EdgeMap(_Strict):
@@ -286,6 +333,12 @@ _AGENT_ORDER = {
             "prompt",
             "system_prompt",
             *ModelSettings.model_fields,
+            "command",
+            "env",
+            "cwd",
+            "connect_timeout_s",
+            "tools",
+            "max_tool_calls",
             "on_error",
             "turn_timeout_s",
             "max_restarts",

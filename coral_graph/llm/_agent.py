@@ -30,7 +30,7 @@ from coral_graph.llm._errors import LLMTimeoutError
 from coral_graph.llm._limits import model_limiter
 from coral_graph.llm._prompt import build_context
 from coral_graph.llm._text import post_reply
-from coral_graph.llm._tools import TOOL_SCHEMAS, run_tool
+from coral_graph.llm._tools import TOOL_NAMES, TOOL_SCHEMAS, run_tool
 from coral_graph.llm._types import (
     ChatMessage,
     ModelClient,
@@ -42,6 +42,7 @@ from coral_graph.llm._types import (
 if TYPE_CHECKING:
     from coral_graph._context import AgentContext
     from coral_graph._model import Message
+    from coral_graph.mcp._client import MCPToolbox
 
 __all__ = ["DEFAULT_MAX_TOKENS", "DEFAULT_MODEL", "LLMAgent", "default_context"]
 
@@ -130,6 +131,10 @@ class LLMAgent:
             of the process (the smallest cap asked for a model wins).
         extra: more keyword arguments for the provider, passed unchanged.
         client: the transport (default: litellm).
+        tools: MCP tool servers offered beside the seven operations (tools mode):
+            ``{"command": [...]}`` (stdio) or ``{"url": ...}`` (streamable HTTP),
+            or :class:`coral_graph.mcp.MCPServer` values; needs the ``mcp`` extra.
+        max_tool_calls: MCP tool calls this agent may make in one run (None: no cap).
 
     >>> agent = LLMAgent("openai/gpt-4o-mini", description="solves maths", temperature=0)
     >>> agent.kind, agent.description, agent.model
@@ -162,6 +167,8 @@ class LLMAgent:
         extra: Mapping[str, Any] | None = None,
         client: ModelClient | None = None,
         context: ContextShape = "auto",
+        tools: Sequence[Any] = (),
+        max_tool_calls: int | None = None,
     ) -> None:
         if not isinstance(model, str) or not model.strip():
             raise ValueError("model must be a model string such as 'openai/gpt-4o-mini'")
@@ -196,6 +203,15 @@ class LLMAgent:
         self.max_concurrency = max_concurrency
         self.extra = dict(extra or {})
         self._client = client
+        # MCP tool servers beside the seven operations (coral_graph.mcp; the SDK
+        # loads when a turn first connects).
+        self.toolbox: MCPToolbox | None = None
+        if tools:
+            from coral_graph.mcp._client import MCPToolbox
+
+            self.toolbox = MCPToolbox(
+                tools, max_tool_calls=max_tool_calls, reserved=TOOL_NAMES, timeout_s=timeout_s
+            )
         self.context: ContextShape = context
 
     def __repr__(self) -> str:
@@ -324,12 +340,22 @@ class LLMAgent:
     async def _tools_turn(
         self, ctx: AgentContext, wake: Message, messages: list[ChatMessage]
     ) -> None:
+        if self.toolbox is None:
+            await self._tools_steps(ctx, wake, messages, None)
+            return
+        async with self.toolbox.turn(ctx) as mcp_turn:
+            await self._tools_steps(ctx, wake, messages, mcp_turn)
+
+    async def _tools_steps(
+        self, ctx: AgentContext, wake: Message, messages: list[ChatMessage], mcp_turn: Any
+    ) -> None:
         n_context = len(messages)
+        schemas = TOOL_SCHEMAS if mcp_turn is None else (*TOOL_SCHEMAS, *mcp_turn.schemas())
         seen: dict[str, str] = {}
         repeats = 0
         posted = answered = False
         for _ in range(self.max_steps):
-            resp, meta = await self.call(ctx, messages, tools=TOOL_SCHEMAS, n_context=n_context)
+            resp, meta = await self.call(ctx, messages, tools=schemas, n_context=n_context)
             if not resp.tool_calls:
                 text = (resp.content or "").strip()
                 if text and not posted:
@@ -363,6 +389,9 @@ class LLMAgent:
                         ok=False,
                         duration_s=0.0,
                     )
+                elif mcp_turn is not None and mcp_turn.has(tc.name):
+                    result, _ok = await mcp_turn.call(ctx, tc.name, tc.arguments)
+                    seen[key] = result
                 else:
                     outcome = await run_tool(
                         ctx,

@@ -20,7 +20,9 @@ from coral_graph.mcp._agents import (
     ExternalAgent,
     ProcessAgent,
     ProcessAgentError,
+    graph_hubs,
 )
+from coral_graph.mcp._client import MCPServer, MCPToolbox
 from coral_graph.mcp._server import Endpoint, MCPHub, default_hub
 from coral_graph.mcp._tools import MAX_WAIT_MS, TOOL_NAMES, ToolError, call_tool
 
@@ -31,9 +33,12 @@ __all__ = [
     "Endpoint",
     "ExternalAgent",
     "MCPHub",
+    "MCPServer",
+    "MCPToolbox",
     "ProcessAgent",
     "ProcessAgentError",
     "ToolError",
     "call_tool",
     "default_hub",
+    "graph_hubs",
 ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -19,14 +20,22 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from coral_graph._errors import CoralError
+from coral_graph.mcp._client import resolve_command
 from coral_graph.mcp._server import Endpoint, MCPHub, default_hub
 
 if TYPE_CHECKING:
     from anyio.abc import Process
 
     from coral_graph._context import AgentContext
+    from coral_graph._graph import AgentGraph
 
-__all__ = ["AgentConnectionError", "ExternalAgent", "ProcessAgent", "ProcessAgentError"]
+__all__ = [
+    "AgentConnectionError",
+    "ExternalAgent",
+    "ProcessAgent",
+    "ProcessAgentError",
+    "graph_hubs",
+]
 
 
 class AgentConnectionError(CoralError):
@@ -92,6 +101,13 @@ class ExternalAgent:
                     source="mcp",
                     data={"event": "endpoint", "url": ep.url, "sse_url": ep.sse_url},
                 )
+                if hub.announce and self.kind == "external":
+                    print(
+                        f"agent {ep.name} (external) connects at {ep.url}  (SSE: {ep.sse_url}); "
+                        f"waiting up to {self.connect_timeout_s:g} s",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                 await self._attend(ctx, ep)
             finally:
                 hub.close_endpoint(ep)
@@ -137,7 +153,8 @@ class ProcessAgent(ExternalAgent):
     ``on_error`` applies (``restart`` launches it again).
 
     Args:
-        command: the program and its arguments, e.g. ``["python", "agent.py"]``.
+        command: the program and its arguments, e.g. ``["python", "agent.py"]``
+            (``python`` is the interpreter running coral-graph).
         env: extra environment variables.
         cwd: the working directory (default: the current one).
         system_prompt: passed as ``CORAL_PROMPT_SYSTEM``.
@@ -190,7 +207,10 @@ class ProcessAgent(ExternalAgent):
         cmd = " ".join(self.command)
         try:
             proc = await anyio.open_process(
-                self.command, env=self.environment(ep), cwd=self.cwd, start_new_session=True
+                resolve_command(self.command),
+                env=self.environment(ep),
+                cwd=self.cwd,
+                start_new_session=True,
             )
         except OSError as exc:
             raise ProcessAgentError(
@@ -283,3 +303,16 @@ async def _pump(ctx: AgentContext, stream: Any, source: str, drained: anyio.Even
         if buf:
             ctx.log(buf.decode("utf-8", "replace"), source=source)
         drained.set()
+
+
+def graph_hubs(graph: AgentGraph) -> list[MCPHub]:
+    """The hubs the external and process agents of ``graph`` serve on (the shared
+    default hub for those given none)."""
+    out: list[MCPHub] = []
+    for name in graph:
+        agent = graph.spec(name).agent
+        if isinstance(agent, ExternalAgent):
+            hub = agent._hub()
+            if hub not in out:
+                out.append(hub)
+    return out

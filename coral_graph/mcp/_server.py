@@ -69,6 +69,7 @@ class Endpoint:
         self.secret = secret
         self.run_id = ctx.run_id
         self._scopes: set[anyio.CancelScope] = set()
+        self._calling = anyio.Event()
         self.connected = anyio.Event()
         self.gone = anyio.Event()
         self.back = anyio.Event()
@@ -93,6 +94,15 @@ class Endpoint:
     def sse_url(self) -> str:
         """The SSE URL (``CORAL_SSE_URL``)."""
         return f"{self.hub.base_url}/mcp/v1/{self.secret}/sse/"
+
+    @property
+    def calls_in_flight(self) -> int:
+        """Tool calls of the agent being served right now."""
+        return len(self._scopes)
+
+    async def wait_calling(self) -> None:
+        """Return once a tool call of the agent is in flight."""
+        await self._calling.wait()
 
     # -- connection state ------------------------------------------------------------
 
@@ -209,6 +219,7 @@ class Endpoint:
         t0 = time.perf_counter()
         cs = anyio.CancelScope()
         self._scopes.add(cs)
+        self._calling.set()
         try:
             with cs:
                 try:
@@ -222,6 +233,8 @@ class Endpoint:
             raise
         finally:
             self._scopes.discard(cs)
+            if not self._scopes:
+                self._calling = anyio.Event()
         if cs.cancelled_caught:
             data = {
                 "ok": False,
@@ -319,6 +332,8 @@ class MCPHub:
         self.port = port
         self.allow_remote = allow_remote
         self.public_host = public_host
+        self.announce = False
+        """Print each external agent's URL to stderr when its run starts (the CLI does)."""
         self._users = 0
         self._tg: TaskGroup | None = None
         self._uvicorn: Any = None
@@ -333,7 +348,9 @@ class MCPHub:
     def __repr__(self) -> str:
         return f"MCPHub({self.host!r}, {self.port})"
 
-    def _check_host(self) -> None:
+    def check_host(self) -> None:
+        """Raise :class:`~coral_graph.ConfigError` for a non-loopback host without
+        ``allow_remote``."""
         from coral_graph._errors import ConfigError
 
         if not is_loopback(self.host) and not self.allow_remote:
@@ -369,10 +386,11 @@ class MCPHub:
                 if self._users == 0 and self._done is not None:
                     self._done.set()
             return
-        self._check_host()
+        self.check_host()
         self._users = 1
         self._ready = anyio.Event()
         self._done = anyio.Event()
+        failure: Exception | None = None
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
@@ -388,6 +406,10 @@ class MCPHub:
                 self._ready.set()
                 try:
                     yield self
+                except Exception as exc:
+                    # Re-raised below, outside the task group: the caller sees its own
+                    # error, not an ExceptionGroup around it.
+                    failure = exc
                 finally:
                     self._users -= 1
                     if self._users > 0:
@@ -400,6 +422,8 @@ class MCPHub:
             self._bound_port = None
             self._users = 0
             self._endpoints.clear()
+        if failure is not None:
+            raise failure
 
     def _bind(self) -> socket.socket:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
