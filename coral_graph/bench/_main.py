@@ -149,6 +149,16 @@ def _run_extra(name: str, cfg: BenchConfig, log: Callable[[str], None]) -> list[
         log("  tokens: the scripted multi-agent scenario, ours against full history ...")
         report = measure_token_efficiency()
         return [{"workload": "tokens", "impl": "coral-graph", **_rounded(report.to_dict())}]
+    if name == "mcp":
+        from coral_graph.bench._mcp import mcp_bench
+
+        n, warmup = (50, 10) if cfg.small else (300, 30)
+        repeats = 1 if cfg.small else max(cfg.repeat, 3)
+        log(f"  mcp: {n} round trips between two external agents and the SDK echo floor ...")
+        figures = mcp_bench(round_trips=n, warmup=warmup, repeats=repeats, log=log)
+        return [
+            {"workload": "mcp-rtt", "impl": impl, **_rounded(fig)} for impl, fig in figures.items()
+        ]
     raise ValueError(f"unknown bench section {name!r}")
 
 
@@ -209,6 +219,9 @@ def main(argv: list[str] | None = None) -> int:
         help="time with the wall clock, or with this process's CPU time (steadier on a "
         "shared, loaded machine; every workload runs on one thread)",
     )
+    parser.add_argument(
+        "--mcp", action="store_true", help="also round trips between external agents over MCP"
+    )
     args = parser.parse_args(argv)
     set_clock(args.clock)
     cfg = BenchConfig.quick() if args.quick else BenchConfig(repeat=args.repeat)
@@ -226,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
         extras.append("store")
     if args.tokens:
         extras.append("tokens")
+    if args.mcp:
+        extras.append("mcp")
     cfg.extras = tuple(extras)
 
     def log(line: str) -> None:

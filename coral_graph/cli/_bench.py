@@ -28,6 +28,10 @@ def bench(
     tokens: Annotated[
         bool, typer.Option("--tokens", help="Also the token-efficiency scenario.")
     ] = False,
+    mcp: Annotated[
+        bool,
+        typer.Option("--mcp", help="Also round trips between external agents over MCP."),
+    ] = False,
 ) -> None:
     """Run the routing benchmarks (pingpong, ring, fanout, idle) beside the asyncio.Queue
     floor measured in the same run."""
@@ -37,5 +41,5 @@ def bench(
     if only:
         argv += ["--only", only]
     argv += [flag for flag, on in (("--quick", quick), ("--json", as_json),
-                                   ("--store", store), ("--tokens", tokens)) if on]  # fmt: skip
+                                   ("--store", store), ("--tokens", tokens), ("--mcp", mcp)) if on]  # fmt: skip
     raise typer.Exit(main(argv))
