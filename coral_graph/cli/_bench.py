@@ -40,6 +40,7 @@ def bench(
     argv = ["--repeat", str(repeat)]
     if only:
         argv += ["--only", only]
-    argv += [flag for flag, on in (("--quick", quick), ("--json", as_json),
-                                   ("--store", store), ("--tokens", tokens), ("--mcp", mcp)) if on]  # fmt: skip
+    flags = (("--quick", quick), ("--json", as_json), ("--store", store), ("--tokens", tokens),
+             ("--mcp", mcp))  # fmt: skip
+    argv += [flag for flag, on in flags if on]
     raise typer.Exit(main(argv))
