@@ -47,6 +47,26 @@ REMOTE_IMG = "![tracker](http://203.0.113.9/pixel.png)"
 UNICODE = "Grüße, naïve café — 日本語のテキスト 🚀 ∑ x² ≤ ∞"
 
 
+def off_loop(fn: Any, *args: Any) -> Any:
+    """``fn(*args)`` in a thread of its own. Playwright's sync API keeps an event loop
+    running in the main thread while a browser is open, and a run (``cg.run``, which
+    starts its own loop) cannot start inside it."""
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = fn(*args)
+        except BaseException as exc:
+            box["error"] = exc
+
+    t = threading.Thread(target=target, name=f"off-loop {getattr(fn, '__name__', fn)}")
+    t.start()
+    t.join()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
 @dataclass
 class SmallRun:
     """What the small run is made of, for the assertions."""
@@ -140,6 +160,136 @@ def make_small_run(db: Path) -> SmallRun:
     with open_reader(db) as r:
         msgs = r.messages(result.run_id)
     return SmallRun(db, result.run_id, result, msgs)
+
+
+@dataclass
+class LLMRuns:
+    """Two runs of LLM agents against the OpenAI-compatible stub (over real HTTP):
+    ``ok``, whose one call is retried once (a 500) and then answers, and ``failed``,
+    where every call of both agents is refused (401)."""
+
+    db: Path
+    ok: str
+    failed: str
+    ok_result: cg.RunResult
+    failed_result: cg.RunResult
+
+
+FAIL_TEXT = "Incorrect API key provided: sk-wrong (viewer test)"
+
+
+def make_llm_runs(db: Path) -> LLMRuns:
+    """Run both graphs through litellm against tests/openai_stub.py on 127.0.0.1."""
+    from openai_stub import error, reply, serve
+
+    from coral_graph.llm import LLMAgent, aclose_clients
+
+    async def both(base: str) -> tuple[cg.RunResult, cg.RunResult]:
+        ok = cg.AgentGraph("llm ok", entry=["writer"])
+        ok.add_agent(
+            "writer",
+            LLMAgent(
+                "openai/viewer-ok",
+                api_base=base,
+                retries=2,
+                retry_backoff_s=0.01,
+                system_prompt="You answer arithmetic questions.",
+            ),
+        )
+        bad = cg.AgentGraph("llm down", entry=["alpha", "beta"])
+        for name in ("alpha", "beta"):
+            bad.add_agent(name, LLMAgent("openai/viewer-down", api_base=base, retries=0))
+        try:
+            with SQLiteStore(db) as store:
+                async with cg.open_runtime(ok, store=store) as rt:
+                    r1 = await rt.run("What is 6 x 7?")
+                async with cg.open_runtime(bad, store=store) as rt:
+                    r2 = await rt.run("Say hello.")
+        finally:
+            await aclose_clients()
+        return r1, r2
+
+    with serve() as stub:
+        stub.script("viewer-ok", [error(500, "overloaded"), reply("FINAL: 42", prompt_tokens=57)])
+        stub.script("viewer-down", [error(401, FAIL_TEXT), error(401, FAIL_TEXT)])
+        r1, r2 = anyio.run(both, stub.base_url)
+    assert r1.answer == "42", r1
+    return LLMRuns(db, r1.run_id, r2.run_id, r1, r2)
+
+
+_HANGS = """
+import sys, anyio
+import coral_graph as cg
+from coral_graph.store import SQLiteStore
+
+g = cg.AgentGraph("hangs")
+
+@cg.agent(description="posts, then waits for ever")
+async def worker(ctx, message):
+    await ctx.send_message(message.thread_id, "working on it ...", [])
+    print("posted", flush=True)
+    await anyio.sleep(3600)
+
+g.add_agent("worker", worker)
+with SQLiteStore(sys.argv[1], flush_interval=0.01) as store:
+    cg.run(g, "a task that never ends", entry=["worker"], store=store)
+"""
+
+
+def make_interrupted_run(db: Path) -> str:
+    """A run whose process is killed (SIGKILL) mid-run: the store keeps it as running
+    with a dead writer, which readers show as interrupted."""
+    from coral_graph.store._reader import open_reader
+
+    with open_reader(db) as r:
+        before = {x["run_id"] for x in r.list_runs(None)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _HANGS, str(db)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "posted"
+        deadline = time.monotonic() + 20
+        while True:  # until the writer has stored the worker's message
+            with open_reader(db) as r:
+                new = [x for x in r.list_runs(None) if x["run_id"] not in before]
+                if new and len(r.messages(new[0]["run_id"])) >= 2:
+                    break
+            assert time.monotonic() < deadline, "the run never reached the store"
+            time.sleep(0.05)
+    finally:
+        proc.kill()
+        proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+    return str(new[0]["run_id"])
+
+
+LONG_LINES = 120
+
+
+def make_long_run(db: Path) -> str:
+    """A run with one long message (``LONG_LINES`` lines) that names Rayleigh five
+    times: plain, in capitals, split by markup (``**Ray**leigh``), in a list and
+    near the end; and a short reply that names it once."""
+    g = cg.AgentGraph("long")
+
+    @cg.agent(description="writes at length")
+    async def essayist(ctx: cg.AgentContext, message: cg.Message) -> None:
+        lines = [f"line {i}: nothing to see" for i in range(LONG_LINES)]
+        lines[0] = "Rayleigh scattering explains the blue sky."
+        lines[3] = "RAYLEIGH again, in capitals."
+        lines[10] = "Split by markup: **Ray**leigh."
+        lines[20] = "- a list item about rayleigh"
+        lines[-1] = "The end, Rayleigh."
+        await ctx.send_message(message.thread_id, "\n".join(lines), [])
+        await ctx.send_message(message.thread_id, "Short: Rayleigh.", ["user"])
+
+    g.add_agent("essayist", essayist)
+    with SQLiteStore(db) as store:
+        result = cg.run(g, "Why is the sky blue?", entry=["essayist"], store=store)
+    assert result.stop_reason == "answer", result
+    return result.run_id
 
 
 def make_big_run(db: Path, n: int = 100_000) -> str:
@@ -310,9 +460,10 @@ def need_chromium() -> None:
         pytest.skip(f"{CHROMIUM} is missing: apt-get install -y chromium")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def browser() -> Iterator[Any]:
-    """A headless Debian Chromium driven by Playwright's sync API (no download)."""
+    """A headless Debian Chromium driven by Playwright's sync API (no download): one
+    for the whole session (tests/conftest.py makes it visible to every module)."""
     need_chromium()
     from playwright.sync_api import sync_playwright
 

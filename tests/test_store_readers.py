@@ -83,8 +83,10 @@ def test_non_finite_floats_are_valid_json_in_show_viewer_and_exports(
     from coral_graph.viewer.web import export_run
 
     site = export_run(reader, RID, tmp_path / "site").parent
-    for f in (site / "data").rglob("*.json"):
-        _strict_json(f.read_text("utf-8"))
+    scripts = list((site / "data").rglob("*.js"))
+    assert scripts
+    for f in scripts:
+        _strict_json(_script_data(f))
 
     out_file = tmp_path / "run.jsonl"
     code, _, err = _cli(
@@ -215,6 +217,14 @@ def test_damaged_pages_give_one_clear_error(tmp_path: Path, where: str) -> None:
 # -- exports never replace what coral-graph did not write ----------------------------
 
 
+def _script_data(path: Path) -> str:
+    """The JSON inside one ``data/*.js`` file of a static export."""
+    text = path.read_text("utf-8")
+    _, _, rest = text.partition("] = ")
+    assert rest.endswith(";\n"), text[:80]
+    return rest[:-2]
+
+
 def test_view_export_refuses_a_folder_with_other_files(tmp_path: Path) -> None:
     from coral_graph.viewer.query import RunReader
     from coral_graph.viewer.web import export_run
@@ -224,7 +234,7 @@ def test_view_export_refuses_a_folder_with_other_files(tmp_path: Path) -> None:
     reader = RunReader(db)
     site = tmp_path / "site"
     (site / "static").mkdir(parents=True)
-    mine = {"static/app.css": "user's own", "data/messages/00000.json": "[]", "notes.txt": "keep"}
+    mine = {"static/app.css": "user's own", "data/messages/00000.js": "[]", "notes.txt": "keep"}
     for rel, text in mine.items():
         (site / rel).parent.mkdir(parents=True, exist_ok=True)
         (site / rel).write_text(text)
@@ -232,7 +242,7 @@ def test_view_export_refuses_a_folder_with_other_files(tmp_path: Path) -> None:
         export_run(reader, RID, site)
     with pytest.raises(ExportFolderError, match="did not write") as got:
         export_run(reader, RID, site, force=True)
-    assert "data/messages/00000.json" in str(got.value)
+    assert "data/messages/00000.js" in str(got.value)
     for rel, text in mine.items():
         assert (site / rel).read_text() == text  # untouched
     # Through the CLI: one line, exit 1.
@@ -253,13 +263,13 @@ def test_view_export_force_replaces_only_its_own_files(tmp_path: Path) -> None:
     export_run(reader, RID, site)
     manifest = json.loads((site / MANIFEST).read_text())
     assert "index.html" in manifest["files"]
-    assert "data/run.json" in manifest["files"]
+    assert "data/run.js" in manifest["files"]
     # Files the user added meanwhile, next to and inside the export's folders.
     (site / "README.txt").write_text("mine")
     (site / "static" / "extra.css").write_text("mine too")
-    stale = site / "data" / "messages" / "00009.json"
+    stale = site / "data" / "messages" / "00009.js"
     stale.write_text("[]")
-    manifest["files"].append("data/messages/00009.json")  # as if an older, longer export
+    manifest["files"].append("data/messages/00009.js")  # as if an older, longer export
     (site / MANIFEST).write_text(json.dumps(manifest))
     code, _, err = _cli("view", RID, "--export", str(site), "--db", str(db))
     assert code == EXIT_BAD_INPUT
@@ -269,7 +279,7 @@ def test_view_export_force_replaces_only_its_own_files(tmp_path: Path) -> None:
     assert (site / "README.txt").read_text() == "mine"
     assert (site / "static" / "extra.css").read_text() == "mine too"
     assert not stale.exists()
-    assert json.loads((site / "data" / "run.json").read_text())["run_id"] == RID
+    assert json.loads(_script_data(site / "data" / "run.js"))["run_id"] == RID
     # A link where the export's folder would be is refused.
     other = tmp_path / "elsewhere"
     other.mkdir()

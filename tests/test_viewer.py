@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from browser_fixtures import CLI, SmallRun, make_small_run
+from browser_fixtures import CLI, LLMRuns, SmallRun, make_llm_runs, make_small_run
 from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
@@ -236,19 +236,44 @@ def test_event_stream_resumes_after_last_event_id(client: TestClient, small: Sma
     ]
 
 
+def _data_js(path: Path) -> tuple[str, Any]:
+    """The key and the data of one ``data/*.js`` file of an export."""
+    text = path.read_text("utf-8")
+    head = "(window.__coralData = window.__coralData || {})["
+    assert text.startswith(head), text[:80]
+    key, _, rest = text[len(head) :].partition("] = ")
+    assert rest.endswith(";\n")
+    return json.loads(key), json.loads(rest[:-2])
+
+
 def test_export_writes_a_static_site(reader: RunReader, small: SmallRun, tmp_path: Path) -> None:
     index = export_run(reader, small.run_id, tmp_path / "site")
     page = index.read_text("utf-8")
     assert 'data-mode="static"' in page
     assert "Content-Security-Policy" in page
     data = index.parent / "data"
-    run = json.loads((data / "run.json").read_text("utf-8"))
+    assert not list(data.rglob("*.json")), "a page opened from file:// cannot fetch JSON"
+    key, run = _data_js(data / "run.js")
+    assert key == "run"
     assert run["run_id"] == small.run_id
     assert run["chunks"] == 1
-    msgs = json.loads((data / "messages" / "00000.json").read_text("utf-8"))
+    key, msgs = _data_js(data / "messages" / "00000.js")
+    assert key == "messages/00000"
     assert [m["id"] for m in msgs] == [m["message_id"] for m in small.messages]
     assert (index.parent / "static" / "app.js").is_file()
-    assert json.loads((data / "config.json").read_text())["default_run"] == small.run_id
+    assert _data_js(data / "config.js")[1]["default_run"] == small.run_id
+    for name in ("runs", "agents", "graph", "timeline", "calls"):
+        assert _data_js(data / f"{name}.js")[0] == name
+    # Markup in the data cannot end a <script> element if a page ever inlines the file.
+    assert "</" not in (data / "messages" / "00000.js").read_text("utf-8")
+
+
+def test_export_keeps_prompts_and_responses(llm: LLMRuns, tmp_path: Path) -> None:
+    index = export_run(RunReader(llm.db), llm.ok, tmp_path / "site")
+    _, calls = _data_js(index.parent / "data" / "calls.js")
+    assert [c["outcome"] for c in calls] == ["LLMUnavailableError", "ok"]
+    assert calls[1]["response"]["content"] == "FINAL: 42"
+    assert calls[1]["request"]["messages"][0]["role"] == "system"
 
 
 def test_cli_export_and_errors(small: SmallRun, tmp_path: Path) -> None:
@@ -332,3 +357,112 @@ def test_cli_empty_token_env_and_flag_agree(small: SmallRun) -> None:
             assert r.status_code == 200
         finally:
             stop_viewer(v)
+
+
+@pytest.fixture(scope="module")
+def llm(tmp_path_factory: pytest.TempPathFactory) -> LLMRuns:
+    return make_llm_runs(tmp_path_factory.mktemp("viewer-llm") / "coral.db")
+
+
+@pytest.fixture
+def llm_client(llm: LLMRuns) -> Iterator[TestClient]:
+    with TestClient(create_app(RunReader(llm.db)), base_url=BASE) as c:
+        yield c
+
+
+def test_llm_calls_are_inspectable(llm_client: TestClient, llm: LLMRuns) -> None:
+    client = llm_client
+    calls = client.get(f"/api/runs/{llm.ok}/llm_calls").json()
+    assert [(c["outcome"], c["attempt"]) for c in calls] == [
+        ("LLMUnavailableError", 1),
+        ("ok", 2),
+    ]
+    assert "request" not in calls[0]  # summaries only
+    assert "overloaded" in calls[0]["error"]
+    assert calls[1]["prompt_tokens"] == 57
+    task_id = "t-1#1"
+    assert {c["message_id"] for c in calls} == {task_id}
+    full = client.get(f"/api/runs/{llm.ok}/llm_calls/{calls[1]['seq']}").json()
+    sent = full["request"]["messages"]
+    assert sent[0]["role"] == "system"
+    assert "You answer arithmetic questions." in sent[0]["content"]
+    assert "What is 6 x 7?" in sent[-1]["content"]
+    assert full["response"]["content"] == "FINAL: 42"
+    assert full["response"]["finish_reason"] == "stop"
+    assert "api_key" not in json.dumps(full["request"])
+    assert client.get(f"/api/runs/{llm.ok}/llm_calls/999999").status_code == 404
+    # The task message carries both calls; the answer links to the call that wrote it.
+    items = client.get(f"/api/runs/{llm.ok}/messages").json()["items"]
+    task, answer = items[0], items[-1]
+    assert [c["seq"] for c in task["llm_calls"]] == [c["seq"] for c in calls]
+    assert answer["produced_by"] == calls[1]["seq"]
+    assert task["produced_by"] is None
+
+
+def test_every_llm_call_failing_shows_in_counts(llm_client: TestClient, llm: LLMRuns) -> None:
+    client = llm_client
+    run = client.get(f"/api/runs/{llm.failed}").json()
+    assert run["llm_calls"] == 2
+    assert run["llm_failed"] == 2
+    assert run["error_count"] == run["turn_errors"] + 2
+    assert run["threads"][0]["errors"] >= 2
+    agents = {a["name"]: a for a in client.get(f"/api/runs/{llm.failed}/agents").json()}
+    for name in ("alpha", "beta"):
+        assert agents[name]["llm_failed"] == 1
+        assert agents[name]["errors"] >= 1 + agents[name]["turn_errors"]
+    calls = client.get(f"/api/runs/{llm.failed}/llm_calls").json()
+    assert all("Incorrect API key" in (c["error"] or "") for c in calls)
+    listed = {r["run_id"]: r for r in client.get("/api/runs").json()}
+    assert listed[llm.failed]["llm_failed"] == 2
+    assert listed[llm.failed]["error_count"] == run["error_count"]
+    assert listed[llm.failed]["messages"] == run["stored_messages"]
+    task = client.get(f"/api/runs/{llm.failed}/messages").json()["items"][0]
+    assert sorted(c["agent"] for c in task["llm_calls"]) == ["alpha", "beta"]
+    assert all(c["outcome"] != "ok" for c in task["llm_calls"])
+
+
+def test_timeline_has_turns_and_calls(
+    client: TestClient, llm_client: TestClient, llm: LLMRuns, small: SmallRun
+) -> None:
+    tl = llm_client.get(f"/api/runs/{llm.ok}/timeline").json()
+    assert "writer" in tl["agents"]
+    assert [t["agent"] for t in tl["turns"]] == ["writer"]
+    turn = tl["turns"][0]
+    assert turn["start"] <= turn["end"]
+    assert len(tl["calls"]) == 2
+    for c in tl["calls"]:
+        assert turn["start"] - 0.01 <= c["ts"] <= turn["end"] + 0.01
+    assert tl["start"] <= turn["start"]
+    assert tl["end"] >= turn["end"]
+    small_tl = client.get(f"/api/runs/{small.run_id}/timeline").json()
+    assert small_tl["turns_total"] == len(small_tl["turns"])
+    assert {t["agent"] for t in small_tl["turns"]} == {"planner", "solver", "critic"}
+
+
+def test_event_stream_never_ends_before_the_last_messages(
+    reader: RunReader, small: SmallRun
+) -> None:
+    """The run's last messages and its end are committed together between two reads
+    of the stream's loop: the stream must still send every message before "end"."""
+
+    class RacingReader:
+        def __init__(self) -> None:
+            self.committed = False
+            self.reads = 0
+
+        def status(self, rid: str) -> dict[str, Any]:
+            self.reads += 1
+            if self.reads == 1:  # the check before the stream starts: still running
+                return {**reader.status(rid), "status": "running", "live": True}
+            self.committed = True  # the writer commits the end of the run just now
+            return {**reader.status(rid), "status": "finished", "live": False}
+
+        def since(self, rid: str, gseq: int, limit: int = 500) -> list[dict[str, Any]]:
+            return reader.since(rid, gseq, limit) if self.committed else []
+
+    app = create_app(RacingReader(), poll_s=0.01)  # type: ignore[arg-type]
+    with TestClient(app, base_url=BASE) as c:
+        events = _events(c.get(f"/api/runs/{small.run_id}/events").text)
+    got = [json.loads(d)["id"] for _, kind, d in events if kind == "message"]
+    assert got == [m["message_id"] for m in small.messages]
+    assert events[-1][1] == "end"

@@ -21,9 +21,9 @@ from browser_fixtures import (
     Page,
     SmallRun,
     Viewer,
-    browser,
     make_big_run,
     make_small_run,
+    off_loop,
     start_static_server,
     start_viewer,
     stop_viewer,
@@ -34,8 +34,6 @@ from coral_graph.store._reader import open_reader
 
 pytestmark = pytest.mark.browser
 
-__all__ = ["browser"]  # the fixture, re-exported for pytest
-
 
 @pytest.fixture(scope="module")
 def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -44,13 +42,13 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def small(db: Path) -> SmallRun:
-    return make_small_run(db)
+    return off_loop(make_small_run, db)  # type: ignore[no-any-return]
 
 
 @pytest.fixture(scope="module")
 def big(db: Path, small: SmallRun) -> str:
     t0 = time.perf_counter()
-    rid = make_big_run(db)
+    rid: str = off_loop(make_big_run, db)
     print(f"\n100k-message run written in {time.perf_counter() - t0:.1f} s")
     return rid
 
@@ -496,7 +494,7 @@ def test_static_export_passes_first_checks(
     )
     assert done.returncode == 0, done.stderr
     assert (out / "index.html").is_file()
-    assert (out / "data" / "run.json").is_file()
+    assert (out / "data" / "run.js").is_file()
     url, proc = start_static_server(out)
     try:
         first_checks(page, url + "#run=" + quote(small.run_id, safe=""), small)

@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from browser_fixtures import CHROMIUM, CHROMIUM_ARGS, need_chromium
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -129,28 +128,24 @@ CHECK = """(src) => {
 
 
 @pytest.fixture(scope="module")
-def md_page() -> Iterator[Any]:
-    need_chromium()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        try:
-            page = b.new_page()
-            page.set_content("<!doctype html><body><div id=box></div></body>")
-            page.add_script_tag(content=MD_JS)
-            assert page.evaluate("typeof CoralMD.render") == "function"
-            # No CSP here: prove it by running an inline handler ourselves.
-            page.evaluate(
-                "() => { const i = document.createElement('img');"
-                " i.setAttribute('onerror', 'window.__probe = 1'); i.src = 'x:';"
-                " document.body.append(i); }"
-            )
-            page.wait_for_function("window.__probe === 1", timeout=5000)
-            page.evaluate("() => { delete window.__probe; document.querySelector('img').remove() }")
-            yield page
-        finally:
-            b.close()
+def md_page(browser: Any) -> Iterator[Any]:
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.set_content("<!doctype html><body><div id=box></div></body>")
+        page.add_script_tag(content=MD_JS)
+        assert page.evaluate("typeof CoralMD.render") == "function"
+        # No CSP here: prove it by running an inline handler ourselves.
+        page.evaluate(
+            "() => { const i = document.createElement('img');"
+            " i.setAttribute('onerror', 'window.__probe = 1'); i.src = 'x:';"
+            " document.body.append(i); }"
+        )
+        page.wait_for_function("window.__probe === 1", timeout=5000)
+        page.evaluate("() => { delete window.__probe; document.querySelector('img').remove() }")
+        yield page
+    finally:
+        context.close()
 
 
 def check(page: Any, src: str) -> dict[str, Any]:

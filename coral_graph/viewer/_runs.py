@@ -6,13 +6,15 @@ counted, searched and followed live.
 
 from __future__ import annotations
 
+import shlex
 import sqlite3
 import time
 from collections.abc import Iterable
 from typing import Any
 
 from coral_graph.store._reader import writer_alive
-from coral_graph.viewer._base import ReaderBase, loads
+from coral_graph.viewer._base import loads
+from coral_graph.viewer._calls import CallQueries
 from coral_graph.viewer._filters import Filters
 
 __all__ = ["MAX_HITS", "MAX_PAGE", "RunQueries"]
@@ -24,20 +26,62 @@ MAX_HITS = 10_000
 _MSG_COLS = "message_id, thread_id, seq, gseq, sender, content, mentions, ts, reply_to, metadata"
 
 
-class RunQueries(ReaderBase):
-    """Runs, threads and pages of messages."""
+class RunQueries(CallQueries):
+    """Runs, threads and pages of messages (with the model calls made for them)."""
 
     # -- runs -----------------------------------------------------------------------
 
     def runs(self, limit: int = 500) -> list[dict[str, Any]]:
-        """The newest runs first, as summaries."""
+        """The newest runs first, as summaries (with their failure counts)."""
         rows = self.db.execute(
             "SELECT * FROM runs ORDER BY started_at DESC LIMIT ?", (limit,)
         ).fetchall()
-        return [self._run_summary(r) for r in rows]
+        ids = [r["run_id"] for r in rows]
+        counts = self._per_run(
+            "SELECT run_id, count(*) FROM messages WHERE run_id IN ({}) GROUP BY run_id", ids
+        )
+        errors = self._per_run(
+            "SELECT run_id, count(*) FROM errors WHERE run_id IN ({}) GROUP BY run_id", ids
+        )
+        llm = self._per_run(
+            "SELECT run_id, count(*), sum(outcome != 'ok') FROM llm_calls "
+            "WHERE run_id IN ({}) GROUP BY run_id",
+            ids,
+        )
+        tools = self._per_run(
+            "SELECT run_id, sum(NOT ok) FROM tool_calls WHERE run_id IN ({}) GROUP BY run_id", ids
+        )
+        out = []
+        for r in rows:
+            rid = r["run_id"]
+            x = self._run_summary(r, counts.get(rid, (0,))[0])
+            calls, failed = llm.get(rid, (0, 0))
+            x["llm_calls"] = calls or 0
+            x["llm_failed"] = failed or 0
+            x["turn_errors"] = errors.get(rid, (0,))[0] or 0
+            x["tool_failed"] = tools.get(rid, (0,))[0] or 0
+            x["error_count"] = x["turn_errors"] + x["llm_failed"] + x["tool_failed"]
+            out.append(x)
+        return out
 
-    @staticmethod
-    def _run_summary(r: sqlite3.Row) -> dict[str, Any]:
+    def _per_run(self, sql: str, ids: list[str]) -> dict[str, tuple[Any, ...]]:
+        out: dict[str, tuple[Any, ...]] = {}
+        for i in range(0, len(ids), 500):
+            part = ids[i : i + 500]
+            q = sql.format(",".join("?" * len(part)))
+            out.update({r[0]: tuple(r[1:]) for r in self.db.execute(q, part)})
+        return out
+
+    def _count(self, run_id: str) -> int:
+        return int(
+            self.db.execute("SELECT count(*) FROM messages WHERE run_id = ?", (run_id,)).fetchone()[
+                0
+            ]
+        )
+
+    def _run_summary(self, r: sqlite3.Row, count: int) -> dict[str, Any]:
+        """A run's row as the viewer shows it. ``messages`` is every stored message of
+        the run, the task included (the same number the threads and views add up to)."""
         graph = loads(r["graph"], {})
         started = r["started_at"]
         ended = r["ended_at"]
@@ -45,7 +89,7 @@ class RunQueries(ReaderBase):
         if status == "running" and not writer_alive(r["pid"], r["proc_start"]):
             status = "interrupted"  # the writer died (e.g. SIGKILL): not live any more
         end = ended if ended is not None else (time.time() if status == "running" else None)
-        return {
+        out = {
             "run_id": r["run_id"],
             "graph_name": r["graph_name"] or graph.get("name", ""),
             "task": r["task"],
@@ -58,16 +102,24 @@ class RunQueries(ReaderBase):
             "started_at": started,
             "ended_at": ended,
             "duration_s": (end - started) if (end is not None and started is not None) else None,
-            "messages": r["messages"] or 0,
+            "messages": count,
             "tokens": r["tokens"] or 0,
             "cost_usd": r["cost_usd"] or 0.0,
             "last_seq": r["last_seq"] or 0,
+            "resume": None,
         }
+        if status == "interrupted":
+            cmd = ["coral-graph", "resume", r["run_id"], "--db", str(self.path.resolve())]
+            if not (r["graph_path"] if "graph_path" in r.keys() else None):
+                cmd += ["--graph", "GRAPH.yaml"]
+            out["resume"] = shlex.join(cmd)
+        return out
 
     def run(self, run_id: str) -> dict[str, Any]:
-        """A run's summary with its graph, entry, budgets, agents and threads."""
+        """A run's summary with its graph, entry, budgets, agents, threads and counts
+        (``error_count`` adds turn errors, failed model calls and failed tool calls)."""
         r = self._run_row(run_id)
-        out = self._run_summary(r)
+        out = self._run_summary(r, self._count(run_id))
         if out["status"] == "finished":
             return dict(self._cached(("run", run_id), False, lambda: self._run_detail(r, out)))
         return self._run_detail(r, out)
@@ -92,9 +144,22 @@ class RunQueries(ReaderBase):
         ).fetchone()
         out["stored_messages"] = stats[0]
         out["last_gseq"] = stats[1] or 0
-        out["error_count"] = self.db.execute(
+        out["turn_errors"] = self.db.execute(
             "SELECT count(*) FROM errors WHERE run_id = ?", (run_id,)
         ).fetchone()[0]
+        out["tool_failed"] = self.db.execute(
+            "SELECT count(*) FROM tool_calls WHERE run_id = ? AND NOT ok", (run_id,)
+        ).fetchone()[0]
+        calls = self.call_counts(run_id).values()
+        out["llm_calls"] = sum(c["calls"] for c in calls)
+        out["llm_failed"] = sum(c["failed"] for c in calls)
+        failed = [c for c in self._run_calls(run_id).calls if c["outcome"] != "ok"]
+        out["first_llm_error"] = (
+            {k: failed[0][k] for k in ("seq", "agent", "model", "outcome", "error")}
+            if failed
+            else None
+        )
+        out["error_count"] = out["turn_errors"] + out["llm_failed"] + out["tool_failed"]
         return out
 
     def threads(self, run_id: str) -> list[dict[str, Any]]:
@@ -116,6 +181,10 @@ class RunQueries(ReaderBase):
                 (run_id,),
             ).fetchall()
         )
+        for c in self._run_calls(run_id).calls:  # failed model calls count as errors too
+            if c["outcome"] != "ok" and c["message_id"]:
+                tid = str(c["message_id"]).split("#", 1)[0]
+                errors[tid] = errors.get(tid, 0) + 1
         members: dict[str, list[dict[str, Any]]] = {}
         for p in db.execute(
             "SELECT thread_id, agent, added_at, removed_at, added_by FROM participants "
@@ -177,6 +246,7 @@ class RunQueries(ReaderBase):
         ]
         if not msgs:
             return msgs
+        self.attach_calls(run_id, msgs)
         by_id = {m["id"]: m for m in msgs}
         marks = ",".join("?" * len(by_id))
         ids = [run_id, *by_id]
@@ -249,6 +319,7 @@ class RunQueries(ReaderBase):
         around: int | None = None,
         end: bool = False,
         limit: int = 100,
+        count: bool = False,
     ) -> dict[str, Any]:
         """One page of the messages that match ``filters``, in ``gseq`` order.
 
@@ -257,8 +328,36 @@ class RunQueries(ReaderBase):
         ``end`` (the last page); none means the first page.
 
         Returns:
-            ``{"items": [...], "has_before": bool, "has_after": bool}``.
+            ``{"items": [...], "has_before": bool, "has_after": bool}``; with
+            ``count``, also ``total`` (the messages matching the filters, search
+            aside) and ``upto`` (the run's last position), both read in the same
+            snapshot as the page: a live client counts exactly the messages after
+            ``upto`` that it is sent later, so its count never drifts.
         """
+        if not count:
+            return self._messages(run_id, filters, after, before, around, end, limit)
+        db = self.db
+        db.execute("BEGIN")  # one read snapshot for the page and its counts
+        try:
+            page = self._messages(run_id, filters, after, before, around, end, limit)
+            page["total"] = self.count(run_id, filters.without_query())
+            page["upto"] = db.execute(
+                "SELECT coalesce(max(gseq), 0) FROM messages WHERE run_id = ?", (run_id,)
+            ).fetchone()[0]
+        finally:
+            db.execute("COMMIT")
+        return page
+
+    def _messages(
+        self,
+        run_id: str,
+        filters: Filters,
+        after: int | None,
+        before: int | None,
+        around: int | None,
+        end: bool,
+        limit: int,
+    ) -> dict[str, Any]:
         self._run_row(run_id)
         limit = max(1, min(MAX_PAGE, limit))
         f = filters.without_query()
@@ -341,4 +440,4 @@ class RunQueries(ReaderBase):
 
     def status(self, run_id: str) -> dict[str, Any]:
         """The cheap part of a run's summary (for live polling)."""
-        return self._run_summary(self._run_row(run_id))
+        return self._run_summary(self._run_row(run_id), self._count(run_id))

@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from coral_graph.store._reader import open_reader
-from coral_graph.viewer._base import ReaderBase, loads
+from coral_graph.viewer._base import loads
+from coral_graph.viewer._calls import CallQueries
 
 __all__ = ["StatsQueries", "percentile"]
 
@@ -29,12 +30,13 @@ def percentile(values: Sequence[float], p: float) -> float | None:
     return values[int(k)]
 
 
-class StatsQueries(ReaderBase):
+class StatsQueries(CallQueries):
     """Per-agent statistics and the mention graph."""
 
     def agents(self, run_id: str) -> list[dict[str, Any]]:
         """Per agent: messages sent and mentioned in, tokens, cost, LLM calls, model
-        latency and turn duration p50/p95, errors."""
+        latency and turn duration p50/p95, and errors: ``errors`` is the sum of
+        ``turn_errors`` (turns that raised), ``llm_failed`` and ``tool_failed``."""
         r = self._run_row(run_id)
         return self._cached(  # type: ignore[no-any-return]
             ("agents", run_id), r["status"] != "finished", lambda: self._agents(run_id)
@@ -56,6 +58,9 @@ class StatsQueries(ReaderBase):
                     "tokens": 0,
                     "cost_usd": 0.0,
                     "errors": 0,
+                    "turn_errors": 0,
+                    "llm_failed": 0,
+                    "tool_failed": 0,
                     "turns": 0,
                     "latency_p50": None,
                     "latency_p95": None,
@@ -81,7 +86,14 @@ class StatsQueries(ReaderBase):
         for name, n in db.execute(
             "SELECT agent, count(*) FROM errors WHERE run_id = ? GROUP BY agent", (run_id,)
         ):
-            row(name)["errors"] = n
+            row(name)["turn_errors"] = n
+        for name, n in db.execute(
+            "SELECT agent, count(*) FROM tool_calls WHERE run_id = ? AND NOT ok GROUP BY agent",
+            (run_id,),
+        ):
+            row(name)["tool_failed"] = n
+        for name, c in self.call_counts(run_id).items():
+            row(name)["llm_failed"] = c["failed"]
         lat: dict[str, list[float]] = {}
         for a in db.execute(
             "SELECT agent, prompt_tokens, completion_tokens, cost_usd, latency_s "
@@ -109,6 +121,9 @@ class StatsQueries(ReaderBase):
             x["turns"] = len(xs)
             x["turn_p50"] = percentile(xs, 50)
             x["turn_p95"] = percentile(xs, 95)
+        for x in names.values():
+            # One error count: turns that raised, model calls and tool calls that failed.
+            x["errors"] = x["turn_errors"] + x["llm_failed"] + x["tool_failed"]
         return list(names.values())
 
     def graph(self, run_id: str) -> dict[str, Any]:

@@ -176,9 +176,8 @@ def create_app(
             around=around,
             end=q.get("end") == "1",
             limit=_int(q.get("limit")) or 100,
+            count=q.get("count") == "1",
         )
-        if q.get("count") == "1":
-            page["total"] = await call(reader.count, rid, Filters.from_params(q).without_query())
         return _json(page)
 
     async def search(request: Request) -> Response:
@@ -203,6 +202,16 @@ def create_app(
     async def graph(request: Request) -> Response:
         return _json(await call(reader.graph, request.path_params["run_id"]))
 
+    async def llm_calls(request: Request) -> Response:
+        return _json(await call(reader.llm_calls, request.path_params["run_id"]))
+
+    async def llm_call(request: Request) -> Response:
+        rid = request.path_params["run_id"]
+        return _json(await call(reader.llm_call, rid, int(request.path_params["seq"])))
+
+    async def timeline(request: Request) -> Response:
+        return _json(await call(reader.timeline, request.path_params["run_id"]))
+
     async def events(request: Request) -> Response:
         rid = request.path_params["run_id"]
         await call(reader.status, rid)  # 404 before the stream starts
@@ -219,11 +228,14 @@ def create_app(
             prev_status: dict[str, Any] | None = None
             yield "retry: 500\n\n"
             while True:
+                # The status first, then the messages: a run seen finished has every
+                # message committed, so the read after it gets them all before "end"
+                # (the other order lost the last messages when the run ended between).
+                status: dict[str, Any] = await call(reader.status, rid)
                 batch: list[dict[str, Any]] = await call(reader.since, rid, last)
                 for m in batch:
                     last = m["gseq"]
                     yield f"id: {last}\nevent: message\ndata: {dumps(m)}\n\n"
-                status: dict[str, Any] = await call(reader.status, rid)
                 key = {k: status[k] for k in ("status", "messages", "last_seq", "stop_reason")}
                 if key != prev_status:
                     prev_status = key
@@ -274,10 +286,14 @@ def create_app(
             Route(base + "/agents", agents),
             Route(base + "/graph", graph),
             Route(base + "/events", events),
+            Route(base + "/llm_calls", llm_calls),
+            Route(base + "/llm_calls/{seq:int}", llm_call),
+            Route(base + "/timeline", timeline),
             Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
         ],
         exception_handlers={
             RunNotFoundError: not_found,
+            LookupError: not_found,
             ValueError: bad_request,
             sqlite3.Error: store_failed,
             StoreError: store_failed,

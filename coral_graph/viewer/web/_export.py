@@ -1,10 +1,12 @@
 """``coral-graph view --export DIR RUN``: a self-contained static copy of one run.
 
-The copy is the viewer's own page and assets plus the run's data as JSON files
-under ``data/``; the same JavaScript reads them (it sees ``data-mode="static"``
-on the page and answers filters and search in the browser instead of asking the
-server). Any static file server works, e.g. ``python -m http.server -d DIR``.
-No Starlette needed.
+The copy is the viewer's own page and assets plus the run's data under ``data/``
+as JavaScript files (``data/run.js`` sets ``window.__coralData["run"] = {…}``);
+the same page loads them with ``<script>`` elements (it sees ``data-mode="static"``
+and answers filters and search in the browser instead of asking a server). So the
+copy opens straight from disk (``file://``, where a browser refuses to fetch
+files) as well as from any static file server, e.g. ``python -m http.server -d
+DIR``. No Starlette needed.
 
 It never deletes or overwrites what coral-graph did not write. ``DIR`` must be
 empty (or new); with ``force=True`` (``--force``) it may hold an earlier export:
@@ -31,16 +33,18 @@ from coral_graph.viewer.web._security import STATIC_DIR
 __all__ = ["CHUNK", "MANIFEST", "export_run"]
 
 CHUNK = 2000
-"""Messages per ``data/messages/NNNNN.json`` file."""
+"""Messages per ``data/messages/NNNNN.js`` file."""
 MANIFEST = ".coral-graph-export.json"
 """The list of files an export wrote (relative paths), in the export's folder."""
 _FIXED = (
     "index.html",
-    "data/config.json",
-    "data/runs.json",
-    "data/run.json",
-    "data/agents.json",
-    "data/graph.json",
+    "data/config.js",
+    "data/runs.js",
+    "data/run.js",
+    "data/agents.js",
+    "data/graph.js",
+    "data/timeline.js",
+    "data/calls.js",
 )
 
 
@@ -103,6 +107,19 @@ class _Site:
     def json(self, rel: str, data: Any) -> None:
         self.write(rel, dumps(data, ensure_ascii=False, separators=(",", ":")))
 
+    def script(self, name: str, data: Any) -> None:
+        """``data/<name>.js``: a script that puts ``data`` in ``window.__coralData``.
+
+        JSON is a JavaScript expression; ``</`` (and U+2028/9) are escaped so the
+        text stays one expression even if a page ever inlines it.
+        """
+        text = dumps(data, ensure_ascii=False, separators=(",", ":"))
+        text = text.replace("</", "<\\/").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+        key = dumps(name)
+        self.write(
+            f"data/{name}.js", f"(window.__coralData = window.__coralData || {{}})[{key}] = {text};\n"
+        )
+
     def finish(self) -> None:
         """Remove files of the earlier export this one did not write again."""
         for rel in sorted(self.previous - set(self.written)):
@@ -130,11 +147,11 @@ def _check_folder(out: Path, force: bool) -> set[str]:
         )
     previous = _manifest(out)
     # Every path the new export may write: its fixed files, the viewer's assets
-    # and any message chunk (data/messages/*.json).
+    # and any message chunk (data/messages/*.js).
     ours = set(_FIXED) | set(_static_files())
     msgs = out / "data" / "messages"
     if msgs.is_dir() and not msgs.is_symlink():
-        ours |= {f"data/messages/{p.name}" for p in msgs.iterdir() if p.suffix == ".json"}
+        ours |= {f"data/messages/{p.name}" for p in msgs.iterdir() if p.suffix == ".js"}
     clash = sorted(rel for rel in ours if rel not in previous and os.path.lexists(out / rel))
     # A folder on the way that is a link would send our files elsewhere.
     links = sorted(
@@ -192,7 +209,7 @@ def _export(reader: RunReader, run_id: str, out: Path, force: bool) -> Path:
             buf = buf + page_data["items"]
         if not buf:
             break
-        site.json(f"data/messages/{chunks:05d}.json", buf)
+        site.script(f"messages/{chunks:05d}", buf)
         chunks += 1
         total += len(buf)
         after = buf[-1]["gseq"]
@@ -201,10 +218,13 @@ def _export(reader: RunReader, run_id: str, out: Path, force: bool) -> Path:
     run["chunks"] = chunks
     run["chunk_size"] = CHUNK
     run["exported_messages"] = total
-    site.json("data/config.json", {"mode": "static", "default_run": run_id})
-    site.json("data/runs.json", [{k: v for k, v in run.items() if k not in ("threads", "graph")}])
-    site.json("data/run.json", run)
-    site.json("data/agents.json", reader.agents(run_id))
-    site.json("data/graph.json", reader.graph(run_id))
+    site.script("config", {"mode": "static", "default_run": run_id})
+    site.script("runs", [{k: v for k, v in run.items() if k not in ("threads", "graph")}])
+    site.script("run", run)
+    site.script("agents", reader.agents(run_id))
+    site.script("graph", reader.graph(run_id))
+    site.script("timeline", reader.timeline(run_id))
+    # Every model call in full (prompt and response): the inspector reads them here.
+    site.script("calls", reader.llm_calls(run_id, full=True))
     site.finish()
     return out / "index.html"

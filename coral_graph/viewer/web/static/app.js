@@ -15,7 +15,8 @@
   const MAX_ROWS = 240;
   const KINDS = ["task", "answer", "llm", "tool"];
   const FILTER_KEYS = ["thread", "agent", "from", "to", "kind", "errors"];
-  const STATE_KEYS = ["run", "thread", "agent", "from", "to", "kind", "errors", "q", "m", "tab"];
+  const STATE_KEYS = ["run", "thread", "agent", "from", "to", "kind", "errors", "q", "m", "tab", "call", "compare"];
+  const TABS = ["members", "graph", "timeline", "run"];
 
   const $ = (sel, root) => (root || document).querySelector(sel);
 
@@ -79,19 +80,56 @@
     const d = new Date(ts * 1000);
     return d.toLocaleString() + " (" + d.toISOString() + ")";
   }
+  /* "14:03:05" today, "2026-11-30 14:03:05" before (24-hour clock, local time). */
+  function shortAbs(ts) {
+    const d = new Date(ts * 1000);
+    const p2 = (n) => String(n).padStart(2, "0");
+    const t = p2(d.getHours()) + ":" + p2(d.getMinutes()) + ":" + p2(d.getSeconds());
+    if (d.toDateString() === new Date().toDateString()) return t;
+    return d.getFullYear() + "-" + p2(d.getMonth() + 1) + "-" + p2(d.getDate()) + " " + t;
+  }
+  /* Both clocks: the absolute time, and how long ago (kept fresh by a timer). */
   function timeEl(ts) {
-    return el("time", { datetime: new Date(ts * 1000).toISOString(), title: abs(ts), dataset: { ts: ts } }, rel(ts));
+    if (ts === null || ts === undefined) return el("time", {}, "–");
+    return el("time", { datetime: new Date(ts * 1000).toISOString(), title: abs(ts), dataset: { ts: ts } },
+      el("span.abs", {}, shortAbs(ts)), " ", el("span.rel", {}, rel(ts)));
   }
   const nf = new Intl.NumberFormat();
-  const num = (n) => (n === null || n === undefined ? "–" : nf.format(n));
-  const usd = (x) => (x ? "$" + (x < 0.01 ? x.toFixed(4) : x.toFixed(2)) : "–");
+  // Numbers may arrive as "NaN"/"Infinity" strings (the store's JSON has no NaN): shown as they are.
+  const num = (n) => (n === null || n === undefined ? "–" : typeof n === "number" ? nf.format(n) : String(n));
+  const usd = (x) => (typeof x !== "number" ? (x ? String(x) : "–") : x ? "$" + (x < 0.01 ? x.toFixed(4) : x.toFixed(2)) : "–");
   function secs(s) {
     if (s === null || s === undefined) return "–";
+    if (typeof s !== "number") return String(s);
     if (s < 0.001) return "<1 ms";
     if (s < 1) return Math.round(s * 1000) + " ms";
     if (s < 120) return s.toFixed(s < 10 ? 2 : 1) + " s";
     return Math.floor(s / 60) + " min " + Math.round(s % 60) + " s";
   }
+  /* How a run ended, as a colour class: ok (answered), idle, budget, bad (error,
+   * interrupted, every model call failed), live, off (cancelled). */
+  function stopClass(r) {
+    const reason = r.stop_reason || "";
+    if (r.live) return "live";
+    if (r.status === "interrupted" || reason === "error") return "bad";
+    if (r.llm_calls && r.llm_failed === r.llm_calls) return "bad";
+    if (reason === "answer") return "ok";
+    if (reason.startsWith("budget")) return "budget";
+    if (reason === "cancelled") return "off";
+    return "idle";
+  }
+  function stopPill(r) {
+    const text = r.live ? "running" : (r.status === "interrupted" ? "interrupted" : (r.stop_reason || r.status || "?"));
+    return el("span.stop.stop-" + stopClass(r), { title: r.error || "" }, text);
+  }
+  function failureText(r) {
+    const bits = [];
+    if (r.llm_failed) bits.push(num(r.llm_failed) + " of " + num(r.llm_calls) + " model calls failed");
+    if (r.turn_errors) bits.push(num(r.turn_errors) + (r.turn_errors === 1 ? " turn raised" : " turns raised"));
+    if (r.tool_failed) bits.push(num(r.tool_failed) + " tool calls failed");
+    return bits.join(" · ");
+  }
+
   function toast(text) {
     const t = $("#toast");
     t.textContent = text;
@@ -129,19 +167,38 @@
       locate: (rid, p) => getJSON(base(rid) + "/locate?" + qs(p)),
       agents: (rid) => getJSON(base(rid) + "/agents"),
       graph: (rid) => getJSON(base(rid) + "/graph"),
+      timeline: (rid) => getJSON(base(rid) + "/timeline"),
+      llmCall: (rid, seq) => getJSON(base(rid) + "/llm_calls/" + Number(seq)),
+      compare: true,
       eventsUrl: (rid, after) => base(rid) + "/events?after=" + after,
     };
   }
 
-  /* The static export: the same questions answered in the browser from data/*.json. */
+  /* The static export: the same questions answered in the browser from data/*.js,
+   * scripts that fill window.__coralData (a page opened from file:// may load
+   * scripts but not fetch files). */
   function staticApi() {
     let all = null;
     let run = null;
+    const DATA = (window.__coralData = window.__coralData || {});
+    function data(name) {
+      if (Object.prototype.hasOwnProperty.call(DATA, name)) return Promise.resolve(DATA[name]);
+      return new Promise((resolve, reject) => {
+        const tag = document.createElement("script");
+        tag.src = "data/" + name + ".js";
+        tag.onload = () => {
+          if (Object.prototype.hasOwnProperty.call(DATA, name)) resolve(DATA[name]);
+          else reject(new Error("data/" + name + ".js did not define its data"));
+        };
+        tag.onerror = () => reject(new Error("cannot load data/" + name + ".js: is the export complete?"));
+        document.head.append(tag);
+      });
+    }
     async function load() {
       if (all) return all;
-      run = run || (await getJSON("data/run.json"));
+      run = run || (await data("run"));
       const parts = await Promise.all(
-        Array.from({ length: run.chunks }, (_x, i) => getJSON("data/messages/" + String(i).padStart(5, "0") + ".json")));
+        Array.from({ length: run.chunks }, (_x, i) => data("messages/" + String(i).padStart(5, "0"))));
       all = [].concat(...parts);
       return all;
     }
@@ -177,9 +234,10 @@
     }
     return {
       live: false,
-      config: () => getJSON("data/config.json"),
-      runs: () => getJSON("data/runs.json"),
-      run: async () => (run = run || (await getJSON("data/run.json"))),
+      compare: false,
+      config: () => data("config"),
+      runs: () => data("runs"),
+      run: async () => (run = run || (await data("run"))),
       messages,
       search: async (_rid, p) => {
         const hits = (await load()).filter((m) => match(m, p)).map((m) => m.gseq);
@@ -191,8 +249,14 @@
         const hit = p.dir === "prev" ? xs.filter((m) => m.gseq < after).pop() : xs.find((m) => m.gseq > after);
         return { gseq: hit ? hit.gseq : null };
       },
-      agents: () => getJSON("data/agents.json"),
-      graph: () => getJSON("data/graph.json"),
+      agents: () => data("agents"),
+      graph: () => data("graph"),
+      timeline: () => data("timeline"),
+      llmCall: async (_rid, seq) => {
+        const hit = (await data("calls")).find((c) => c.seq === Number(seq));
+        if (!hit) throw new Error("no model call at seq " + seq);
+        return hit;
+      },
     };
   }
 
@@ -221,7 +285,8 @@
   let S = {};            // the state shown (parsed from the URL)
   let R = null;          // the open run's summary
   let cfg = { default_run: null };
-  const W = { items: [], ids: new Set(), hasBefore: false, hasAfter: false, key: null, busy: false, total: null };
+  const W = { items: [], ids: new Set(), hasBefore: false, hasAfter: false, key: null, busy: false, total: null,
+    upto: null, loading: false, pending: [] };
   const H = { key: null, total: 0, list: [], idx: -1 };
   let selected = null;
   let stream = null;
@@ -234,7 +299,7 @@
     for (const k of STATE_KEYS) s[k] = p.get(k) || null;
     s.errors = s.errors === "1";
     if (s.kind && !KINDS.includes(s.kind)) s.kind = null;
-    s.tab = s.tab || "members";
+    if (!TABS.includes(s.tab)) s.tab = "members";
     return s;
   }
   function hashOf(s) {
@@ -267,33 +332,161 @@
 
   /* ---------------------------------------------------------------- the runs list */
 
+  let runsCache = [];
+  const picked = [];
+  function showOnly(id) {
+    for (const v of ["#runs-view", "#run-view", "#compare-view"]) $(v).hidden = v !== id;
+  }
+
   async function showRuns() {
     closeStream();
     R = null;
-    $("#run-view").hidden = true;
-    $("#runs-view").hidden = false;
+    showOnly("#runs-view");
+    setBanner(null);
     $("#run-title").textContent = "";
     $("#run-meta").textContent = "";
     $("#live-badge").hidden = true;
     document.title = "coral-graph · runs";
-    const runs = await api.runs();
+    runsCache = await api.runs();
+    $("#runs-empty").hidden = runsCache.length > 0;
+    $("#compare-btn").hidden = !api.compare;
+    renderRunRows();
+  }
+
+  function runMatches(r, q, status) {
+    if (status) {
+      const c = stopClass(r);
+      if (status === "answer" && r.stop_reason !== "answer") return false;
+      if (status === "idle" && r.stop_reason !== "idle") return false;
+      if (status === "budget" && !(r.stop_reason || "").startsWith("budget")) return false;
+      if (status === "failed" && c !== "bad" && !r.error_count) return false;
+      if (status === "interrupted" && r.status !== "interrupted") return false;
+      if (status === "live" && !r.live) return false;
+    }
+    if (q) {
+      const hay = [r.run_id, r.graph_name, r.task, r.answer, r.stop_reason, r.error].join("\n").toLowerCase();
+      if (!hay.includes(q.toLowerCase())) return false;
+    }
+    return true;
+  }
+
+  function renderRunRows() {
+    const q = $("#runs-search").value.trim();
+    const status = $("#runs-status").value;
     const body = $("#runs-table tbody");
-    body.replaceChildren();
-    $("#runs-empty").hidden = runs.length > 0;
-    for (const r of runs) {
+    const shown = runsCache.filter((r) => runMatches(r, q, status));
+    $("#runs-count").textContent = shown.length === runsCache.length ? num(runsCache.length) + " runs"
+      : num(shown.length) + " of " + num(runsCache.length) + " runs";
+    body.replaceChildren(...shown.map((r) => {
       const link = el("a", { href: hashOf({ run: r.run_id, tab: "members" }) }, r.run_id);
-      body.append(el("tr", { dataset: { run: r.run_id } },
-        el("td", {}, r.live ? el("span.live", {}, "● live") : ""),
-        el("td.mono", {}, link),
-        el("td", {}, r.graph_name || ""),
-        el("td.task", { title: r.task }, (r.task || "").slice(0, 120)),
-        el("td", {}, r.stop_reason || r.status),
-        el("td.num", {}, num(r.messages)),
+      const box = el("input.pick", { type: "checkbox", title: "compare this run", checked: picked.includes(r.run_id) || null,
+        onchange: (ev) => {
+          const i = picked.indexOf(r.run_id);
+          if (ev.target.checked && i < 0) picked.push(r.run_id);
+          if (!ev.target.checked && i >= 0) picked.splice(i, 1);
+          while (picked.length > 2) picked.shift();
+          for (const b of document.querySelectorAll("#runs-table input.pick")) b.checked = picked.includes(b.closest("tr").dataset.run);
+          $("#compare-btn").disabled = picked.length !== 2;
+        } });
+      const answer = r.answer ? r.answer.replace(/\s+/g, " ").slice(0, 140) : (r.error ? "" : "–");
+      return el("tr.run-row.row-" + stopClass(r), { dataset: { run: r.run_id, stop: stopClass(r) } },
+        el("td", {}, api.compare ? box : "", r.live ? el("span.live", {}, " ●") : ""),
+        el("td.mono.rid", {}, link),
+        el("td.graph", {}, r.graph_name || ""),
+        el("td.task", { title: r.task }, (r.task || "").slice(0, 160)),
+        el("td.stopcell", {}, stopPill(r)),
+        el("td.answer", { title: r.answer || r.error || "" }, r.error ? el("span.err-text", {}, r.error.slice(0, 140)) : answer),
+        el("td.num", { title: "messages (the task included)" }, num(r.messages)),
+        el("td.num" + (r.error_count ? ".err-count" : ""), { title: failureText(r) || "no failures" }, num(r.error_count || 0)),
         el("td.num", {}, num(r.tokens)),
         el("td.num", {}, usd(r.cost_usd)),
         el("td.num", {}, secs(r.duration_s)),
-        el("td", {}, timeEl(r.started_at))));
+        el("td.started", {}, timeEl(r.started_at)));
+    }));
+    $("#compare-btn").disabled = picked.length !== 2;
+  }
+
+  /* The banner under the top bar: an interrupted run (with the command that resumes
+   * it), or a run whose model calls failed. */
+  function setBanner(r) {
+    const b = $("#banner");
+    if (!r) { b.hidden = true; b.replaceChildren(); return; }
+    const parts = [];
+    if (r.status === "interrupted") {
+      parts.push(el("div.banner-line", {}, el("b", {}, "This run was interrupted"),
+        " (its process stopped before the run finished). Resume it with:"));
+      if (r.resume) {
+        const cmd = el("code.resume-cmd", {}, r.resume);
+        parts.push(el("div.banner-line", {}, cmd, " ",
+          el("button.icon", { type: "button", title: "copy the command", onclick: async () => {
+            try { await navigator.clipboard.writeText(r.resume); toast("Command copied"); } catch (_e) { toast(r.resume); }
+          } }, "copy")));
+      }
     }
+    if (r.error || stopClass(r) === "bad" && r.status !== "interrupted") {
+      const line = el("div.banner-line", {}, el("b", {}, "Stopped: " + (r.stop_reason || r.status)));
+      if (r.error) line.append(" — ", r.error);
+      parts.push(line);
+    }
+    if (r.llm_failed) {
+      const f = r.first_llm_error;
+      const line = el("div.banner-line", {}, "⚠ " + failureText(r));
+      if (f) {
+        line.append(" — first: ", agentTag(f.agent), " ", el("b", {}, f.outcome), ": ", f.error || "",
+          " ", el("a", { href: hashOf({ ...S, call: String(f.seq) }) }, "inspect"));
+      }
+      parts.push(line);
+    }
+    b.hidden = !parts.length;
+    b.className = r.status === "interrupted" ? "warn" : "bad";
+    b.replaceChildren(...parts);
+  }
+
+  /* ---------------------------------------------------------------- compare two runs */
+
+  async function showCompare(ids) {
+    closeStream();
+    R = null;
+    setBanner(null);
+    showOnly("#compare-view");
+    $("#run-title").textContent = "compare";
+    $("#run-meta").textContent = "";
+    $("#live-badge").hidden = true;
+    document.title = "coral-graph · compare";
+    const box = $("#compare-view");
+    const [a, b] = ids;
+    const [ra, rb, aa, ab] = await Promise.all([api.run(a), api.run(b), api.agents(a), api.agents(b)]);
+    const head = (r) => el("th.cmp-run", {},
+      el("a.mono", { href: hashOf({ run: r.run_id, tab: "members" }) }, r.run_id), el("div", {}, r.graph_name || ""));
+    const row = (label, fa, fb, cls) => el("tr" + (cls || ""), {}, el("th", {}, label), el("td", {}, fa), el("td", {}, fb));
+    const both = (fn) => [fn(ra), fn(rb)];
+    const md = (text) => { const d = el("div.md.box"); d.append(window.CoralMD.render(text || "–")); return d; };
+    const runTable = el("table.cmp", {},
+      el("thead", {}, el("tr", {}, el("th", {}, ""), head(ra), head(rb))),
+      el("tbody", {},
+        row("stop reason", ...both((r) => stopPill(r))),
+        row("error", ...both((r) => r.error ? el("span.err-text", {}, r.error) : "–")),
+        row("task", ...both((r) => md(r.task))),
+        row("answer", ...both((r) => md(r.answer)), ".cmp-answer"),
+        row("messages", ...both((r) => num(r.messages)), ".n"),
+        row("model calls", ...both((r) => num(r.llm_calls) + (r.llm_failed ? " (" + num(r.llm_failed) + " failed)" : "")), ".n"),
+        row("errors", ...both((r) => num(r.error_count)), ".n"),
+        row("tokens", ...both((r) => num(r.tokens)), ".n"),
+        row("cost", ...both((r) => usd(r.cost_usd)), ".n"),
+        row("duration", ...both((r) => secs(r.duration_s)), ".n"),
+        row("started", ...both((r) => timeEl(r.started_at)))));
+    const names = [];
+    for (const x of [...aa, ...ab]) if (!names.includes(x.name)) names.push(x.name);
+    const byA = new Map(aa.map((x) => [x.name, x])), byB = new Map(ab.map((x) => [x.name, x]));
+    const cols = [["sent", "sent", num], ["calls", "llm_calls", num], ["tokens", "tokens", num], ["cost", "cost_usd", usd], ["errors", "errors", num]];
+    const cells = (x) => cols.map(([, k, f]) => el("td.num" + (k === "errors" && x && x[k] ? ".err-count" : ""), {}, x ? f(x[k]) : "–"));
+    const agentTable = el("table.cmp.cmp-agents", {},
+      el("thead", {},
+        el("tr", {}, el("th", {}, ""), el("th.grp", { colspan: cols.length }, ra.run_id), el("th.grp", { colspan: cols.length }, rb.run_id)),
+        el("tr", {}, el("th", {}, "agent"), ...[...cols, ...cols].map(([h]) => el("th.num", {}, h)))),
+      el("tbody", {}, ...names.map((n) => el("tr", { dataset: { agent: n } }, el("td", {}, agentTag(n)), ...cells(byA.get(n)), ...cells(byB.get(n))))));
+    box.replaceChildren(el("h1", {}, "Two runs side by side"),
+      el("div.table-wrap", {}, runTable), el("h2", {}, "Per agent"), el("div.table-wrap", {}, agentTable));
   }
 
   /* ---------------------------------------------------------------- a run */
@@ -306,8 +499,7 @@
     const [run, page] = await Promise.all([api.run(rid), prefetch]);
     R = run;
     W.prefetched = page && !R.live ? page : null;
-    $("#runs-view").hidden = true;
-    $("#run-view").hidden = false;
+    showOnly("#run-view");
     renderRunHeader();
     renderThreads();
     if (api.live && R.live) openStream(R.last_gseq || 0);
@@ -315,16 +507,19 @@
 
   function renderRunHeader() {
     document.title = "coral-graph · " + (R.graph_name || R.run_id);
-    $("#run-title").replaceChildren(el("span.graph-name", {}, R.graph_name || "run"), " ", el("span.mono.dim", {}, R.run_id));
+    $("#run-title").replaceChildren(el("span.graph-name", {}, R.graph_name || "run"), " ", el("span.mono.dim.rid", {}, R.run_id));
     $("#live-badge").hidden = !R.live;
     const bits = [
-      (R.stop_reason || R.status),
       num(R.messages) + " messages",
       num(R.tokens) + " tokens",
       usd(R.cost_usd),
       secs(R.duration_s),
     ];
-    $("#run-meta").textContent = bits.join(" · ");
+    const meta = [stopPill(R), " " + bits.join(" · ")];
+    if (R.error_count) meta.push(" · ", el("span.err-count", { title: failureText(R) }, "⚠ " + num(R.error_count) + (R.error_count === 1 ? " error" : " errors")));
+    if (R.error) meta.push(" · ", el("span.err-text", { title: R.error }, R.error));
+    $("#run-meta").replaceChildren(...meta);
+    setBanner(R);
   }
 
   function seenKey(tid) { return "coral-seen:" + R.run_id + ":" + tid; }
@@ -415,27 +610,92 @@
     return bits.length ? bits.join(" · ") : null;
   }
 
+  /* Case-folded text with a map back to the original offsets (ß → ss, ſ → s …, as
+   * the server's casefold search matches), so a hit is found and marked exactly. */
+  const FOLD = { "ß": "ss", "ẞ": "ss", "ſ": "s", "ς": "σ", "ﬁ": "fi", "ﬂ": "fl" };
+  function fold(text) {
+    let out = "";
+    const map = [];
+    let i = 0;
+    for (const ch of text) {
+      const f = FOLD[ch] || ch.toLowerCase();
+      for (let k = 0; k < f.length; k++) map.push(i);
+      out += f;
+      i += ch.length;
+    }
+    map.push(i);
+    return { text: out, map };
+  }
+
+  /* Mark every hit of `q` in the text under `root`, across element boundaries
+   * (a hit may span "**Ray**leigh"): each text node's part of a hit is wrapped. */
   function highlight(root, q) {
-    if (!q) return;
-    const needle = q.toLowerCase();
+    if (!q) return 0;
+    const needle = fold(q).text;
+    if (!needle) return 0;
     const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
     const nodes = [];
-    while (walker.nextNode()) nodes.push(walker.currentNode);
-    for (const n of nodes) {
-      const text = n.nodeValue;
-      const lower = text.toLowerCase();
-      let i = lower.indexOf(needle);
-      if (i < 0 || lower.length !== text.length) continue;
-      const frag = document.createDocumentFragment();
-      let last = 0;
-      while (i >= 0) {
-        frag.append(text.slice(last, i), el("mark", {}, text.slice(i, i + needle.length)));
-        last = i + needle.length;
-        i = lower.indexOf(needle, last);
-      }
-      frag.append(text.slice(last));
-      n.replaceWith(frag);
+    let whole = "";
+    while (walker.nextNode()) {
+      const n = walker.currentNode;
+      nodes.push({ node: n, start: whole.length });
+      whole += n.nodeValue;
     }
+    const f = fold(whole);
+    const ranges = [];
+    for (let i = f.text.indexOf(needle); i >= 0; i = f.text.indexOf(needle, i + needle.length)) {
+      ranges.push([f.map[i], f.map[i + needle.length]]);
+    }
+    // Cut per text node, last first, so earlier offsets stay valid.
+    for (let k = nodes.length - 1; k >= 0; k--) {
+      const { node, start } = nodes[k];
+      const end = start + node.nodeValue.length;
+      for (let r = ranges.length - 1; r >= 0; r--) {
+        const a = Math.max(ranges[r][0], start), b = Math.min(ranges[r][1], end);
+        if (a >= b) continue;
+        const mid = node.splitText(a - start);
+        mid.splitText(b - a);
+        const mark = el("mark.hit");
+        mid.replaceWith(mark);
+        mark.append(mid);
+      }
+    }
+    return ranges.length;
+  }
+  function unhighlight(root) {
+    for (const m of root.querySelectorAll("mark.hit")) m.replaceWith(...m.childNodes);
+    root.normalize();
+  }
+  /* The query changed: mark the rows already on screen again. */
+  function rehighlight() {
+    for (const row of list().children) {
+      for (const part of row.querySelectorAll(".md, .msg-head .sender .name")) {
+        unhighlight(part);
+        if (highlight(part, S.q) && part.closest(".clamped")) expand(row);
+      }
+    }
+  }
+
+  const CLAMP_CHARS = 1200, CLAMP_LINES = 14;
+  function expand(row) {
+    const body = row.querySelector(".md");
+    body.classList.remove("clamped");
+    const b = row.querySelector(".more-btn");
+    if (b) b.textContent = "show less";
+  }
+
+  function callChip(c) {
+    const ok = c.outcome === "ok";
+    return el("a.call" + (ok ? "" : ".failed"), {
+      href: hashOf({ ...S, call: String(c.seq) }),
+      title: "inspect this model call (prompt, response, tokens, cost)",
+      dataset: { seq: c.seq, agent: c.agent },
+    },
+    ok ? "⚙ " : "⚠ ", agentTag(c.agent), " " + c.model,
+    c.attempt > 1 ? " · attempt " + c.attempt : "",
+    " · " + secs(c.latency_s),
+    ok ? " · " + num(c.prompt_tokens + c.completion_tokens) + " tok" : "",
+    ok ? "" : el("span.call-err", {}, " · " + c.outcome + ": " + (c.error || "")));
   }
 
   function linkTo(id) {
@@ -455,6 +715,9 @@
     head.append(el("span.spacer"));
     const usage = usageOf(m.metadata);
     if (usage) head.append(el("span.usage", {}, usage));
+    if (m.produced_by) {
+      head.append(el("a.icon.call-link", { href: hashOf({ ...S, call: String(m.produced_by) }), title: "the model call that wrote this message" }, "call"));
+    }
     head.append(timeEl(m.ts));
     head.append(el("span.mid.mono", { title: "message id · position in the run" }, m.id));
     const rawBtn = el("button.icon.raw-btn", { type: "button", title: "raw JSON" }, "{ }");
@@ -463,8 +726,27 @@
 
     const body = el("div.md");
     body.append(window.CoralMD.render(m.content)); // DOM nodes, never HTML
-    highlight(body, S.q);
+    const hits = highlight(body, S.q);
+    highlight(head.querySelector(".sender .name"), S.q);
     const row = el("article.msg", { id: "m-" + m.id, dataset: { id: m.id, gseq: m.gseq, sender: m.sender } }, head, body);
+    const content = m.content || "";
+    if (content.length > CLAMP_CHARS || content.split("\n").length > CLAMP_LINES) {
+      // A long message is collapsed (unless a search hit is in it); "show more" opens it.
+      const more = el("button.more-btn", { type: "button" }, "show more");
+      more.addEventListener("click", () => {
+        const closed = body.classList.toggle("clamped");
+        more.textContent = closed ? "show more" : "show less";
+      });
+      if (!hits) body.classList.add("clamped");
+      else more.textContent = "show less";
+      body.after(more);
+    }
+    if (m.llm_calls && m.llm_calls.length) {
+      const failed = m.llm_calls.filter((c) => c.outcome !== "ok").length;
+      if (failed) row.classList.add("has-error");
+      row.append(el("div.calls", {}, el("div.label", {}, "model calls while handling this" + (failed ? " · " + failed + " failed" : "")),
+        ...m.llm_calls.map(callChip)));
+    }
     if (m.reply_to) body.before(el("div.reply", {}, "↪ in reply to ", el("a", { href: hashOf({ ...S, m: m.reply_to }) }, m.reply_to)));
     for (const t of m.tools || []) {
       row.append(el("details.tool" + (t.ok ? "" : ".failed"), {},
@@ -523,12 +805,19 @@
 
   async function loadWindow(params) {
     W.busy = true;
+    W.loading = true;
     try {
       const page = await api.messages(S.run, { ...filterParams(S, false), limit: PAGE * 2, ...params });
       if (page.total !== undefined) W.total = page.total;
+      W.upto = page.upto === undefined ? null : page.upto;
       resetWindow(page);
       return page;
-    } finally { W.busy = false; }
+    } finally {
+      W.busy = false;
+      W.loading = false;
+      const held = W.pending.splice(0);
+      for (const m of held) onLive(m);
+    }
   }
 
   async function loadMore(dir) {
@@ -731,6 +1020,7 @@
       renderRunHeader();
       renderThreads();
       renderViewHead();
+      await renderPanel(); // live Members, graph and timeline counts
     }, 700);
   }
   function closeStream() {
@@ -755,6 +1045,9 @@
   }
   function onLive(m) {
     if (!R) return;
+    // A page is on its way: keep the message until it has landed (it would be
+    // replaced by the page, or counted twice).
+    if (W.loading) { W.pending.push(m); return; }
     window.__coralLive = (window.__coralLive || 0) + 1;
     const t = threadById(m.thread_id);
     if (!t) refreshSoon();
@@ -762,7 +1055,12 @@
     if (t && m.seq > t.last_seq) { t.messages += 1; t.last_seq = m.seq; if (S.thread === t.thread_id) markSeen(t); }
     renderThreadsSoon();
     if (!matches(m, { ...S, q: null })) return;
-    if (W.total !== null) W.total += 1;
+    // Counted once: the page's count covers every message up to W.upto.
+    if (W.upto !== null && m.gseq > W.upto) {
+      W.upto = m.gseq;
+      if (W.total !== null) W.total += 1;
+    }
+    if (W.ids.has(m.id)) return;
     if (W.hasAfter || (W.items.length && m.gseq < W.items[W.items.length - 1].gseq)) { setPill(pill + 1); return; }
     const follow = atBottom();
     W.items.push(m);
@@ -785,15 +1083,118 @@
 
   async function renderPanel() {
     for (const b of document.querySelectorAll("#panel .tabs button")) b.classList.toggle("on", b.dataset.tab === S.tab);
-    for (const tab of ["members", "graph", "run"]) $("#tab-" + tab).hidden = tab !== S.tab;
+    for (const tab of TABS) $("#tab-" + tab).hidden = tab !== S.tab;
     if (S.tab === "members") await renderMembers();
     else if (S.tab === "graph") await renderGraph();
+    else if (S.tab === "timeline") await renderTimeline();
     else renderRunTab();
+  }
+
+  /* ---------------------------------------------------------------- timeline */
+
+  /* One lane per agent on one clock: its turns (bars from start to end) and its model
+   * calls (thinner bars over them; failed ones red). A click on a call opens it. */
+  async function renderTimeline() {
+    const box = $("#tab-timeline");
+    const key = R.run_id + (R.live ? ":" + R.last_seq : "");
+    if (box.dataset.key === key) return;
+    box.dataset.key = key;
+    const tl = await api.timeline(R.run_id);
+    const lanes = tl.agents;
+    const W0 = 380, LABEL = 80, LANE = 26, TOP = 18;
+    const span = Math.max(1e-6, tl.end - tl.start);
+    const x = (t) => LABEL + ((t - tl.start) / span) * (W0 - LABEL - 6);
+    const H0 = TOP + lanes.length * LANE + 6;
+    const root = svg("svg", { viewBox: "0 0 " + W0 + " " + H0, id: "timeline-svg", role: "img", "aria-label": "turns and model calls per agent" });
+    const axis = svg("text", { x: LABEL, y: 11, class: "tl-axis" });
+    axis.textContent = "0 s";
+    const axis2 = svg("text", { x: W0 - 6, y: 11, class: "tl-axis end" });
+    axis2.textContent = secs(span);
+    root.append(axis, axis2);
+    lanes.forEach((name, i) => {
+      const y = TOP + i * LANE;
+      const label = svg("text", { x: 2, y: y + 15, class: "tl-label" });
+      label.textContent = name;
+      label.style.fill = colour(name);
+      root.append(svg("line", { x1: LABEL, x2: W0 - 6, y1: y + LANE - 3, y2: y + LANE - 3, class: "tl-lane" }), label);
+    });
+    const laneOf = new Map(lanes.map((n, i) => [n, i]));
+    for (const t of tl.turns) {
+      const i = laneOf.get(t.agent);
+      const x0 = x(t.start), w = Math.max(1.5, x(t.end) - x0);
+      const r = svg("rect", { x: x0.toFixed(1), y: TOP + i * LANE + 3, width: w.toFixed(1), height: 16, class: "tl-turn" + (t.ok ? "" : " failed") });
+      r.style.fill = colour(t.agent);
+      const title = svg("title");
+      title.textContent = t.agent + " turn · " + secs(t.end - t.start) + " · " + (t.ok ? "ok" : "raised") + " · " + t.message_id;
+      r.append(title);
+      root.append(r);
+    }
+    for (const c of tl.calls) {
+      const i = laneOf.get(c.agent);
+      const x0 = x(c.ts - c.latency_s), w = Math.max(2, x(c.ts) - x0);
+      const g = svg("g", { class: "tl-call" + (c.outcome === "ok" ? "" : " failed"), "data-seq": c.seq, tabindex: 0 });
+      const title = svg("title");
+      title.textContent = c.agent + " · " + c.model + " · " + secs(c.latency_s) + " · " + (c.outcome === "ok" ? "ok" : c.outcome + ": " + (c.error || ""));
+      g.append(title, svg("rect", { x: x0.toFixed(1), y: TOP + i * LANE + 8, width: w.toFixed(1), height: 6 }));
+      g.addEventListener("click", () => navigate({ call: String(c.seq) }, true));
+      root.append(g);
+    }
+    const rows = tl.calls.map((c) => el("tr" + (c.outcome === "ok" ? "" : ".failed"), { dataset: { seq: c.seq } },
+      el("td", {}, timeEl(c.ts)), el("td", {}, agentTag(c.agent)), el("td.mono.small", {}, c.model),
+      el("td.num", {}, secs(c.latency_s)), el("td.num", {}, num(c.prompt_tokens + c.completion_tokens)),
+      el("td", {}, el("a", { href: hashOf({ ...S, call: String(c.seq) }) }, c.outcome === "ok" ? (c.attempt > 1 ? "ok (try " + c.attempt + ")" : "ok") : c.outcome))));
+    const failed = tl.calls.filter((c) => c.outcome !== "ok").length;
+    box.replaceChildren(root,
+      el("p.dim.small", {}, "Bars: each agent's turns; thin bars: its model calls (red: failed). " +
+        num(tl.turns_total) + " turns" + (tl.turns_total > tl.turns.length ? " (the first " + num(tl.turns.length) + " drawn)" : "") +
+        ", " + num(tl.calls.length) + " model calls" + (failed ? ", " + num(failed) + " failed" : "") + "."),
+      tl.calls.length ? el("table.members.calls-table", {},
+        el("thead", {}, el("tr", {}, ...["time", "agent", "model", "latency", "tokens", "outcome"].map((h) => el("th", {}, h)))),
+        el("tbody", {}, ...rows)) : el("p.dim", {}, "No model calls in this run."));
+  }
+
+  /* ---------------------------------------------------------------- one model call */
+
+  async function renderCall() {
+    const view = $("#call-view");
+    if (!S.call || !R) { view.hidden = true; return; }
+    const c = await api.llmCall(R.run_id, Number(S.call));
+    const ok = c.outcome === "ok";
+    const kv = (k, v) => el("tr", {}, el("th", {}, k), el("td", {}, v === null || v === undefined || v === "" ? "–" : v));
+    const req = c.request || {};
+    const resp = c.response || {};
+    const prompt = (req.messages || []).map((m, i) => el("div.prompt-msg.role-" + (m.role || "x"), {},
+      el("div.label", {}, (i + 1) + " · " + (m.role || "?") + (m.name ? " · " + m.name : "")),
+      el("pre", {}, m.content === null || m.content === undefined ? "" : String(m.content)),
+      m.tool_calls ? el("pre.dim", {}, JSON.stringify(m.tool_calls, null, 2)) : ""));
+    const settings = ["temperature", "top_p", "seed", "max_tokens", "stop"].filter((k) => req[k] !== null && req[k] !== undefined)
+      .map((k) => k + "=" + JSON.stringify(req[k])).join(", ");
+    $("#call-body").replaceChildren(
+      el("h2", {}, ok ? "Model call" : "⚠ Failed model call"),
+      el("table.kv", {},
+        kv("agent", agentTag(c.agent)), kv("model", c.model),
+        kv("outcome", el("span" + (ok ? "" : ".err-text"), {}, c.outcome)),
+        kv("attempt", String(c.attempt) + (c.attempt > 1 ? " (a retry)" : "")),
+        kv("time", timeEl(c.ts)), kv("latency", secs(c.latency_s)),
+        kv("tokens", num(c.prompt_tokens) + " prompt + " + num(c.completion_tokens) + " completion"),
+        kv("cost", usd(c.cost_usd)),
+        kv("handling", c.message_id ? el("a", { href: hashOf({ ...S, call: null, m: c.message_id }) }, c.message_id) : null),
+        kv("settings", settings), kv("tools offered", (req.tools || []).join(", "))),
+      c.error ? el("div.error", {}, el("b", {}, c.outcome), ": ", c.error) : "",
+      el("h3", {}, "Prompt as sent" + (req.messages ? " (" + req.messages.length + " messages)" : "")),
+      req.messages ? el("div.prompt", {}, ...prompt) : el("p.dim", {}, "Not recorded for this call."),
+      el("h3", {}, "Response"),
+      ok ? el("div.response", {},
+        el("pre", {}, resp.content === null || resp.content === undefined ? "(no text)" : String(resp.content)),
+        resp.tool_calls && resp.tool_calls.length ? el("pre.dim", {}, JSON.stringify(resp.tool_calls, null, 2)) : "",
+        resp.finish_reason ? el("div.dim.small", {}, "finish reason: " + resp.finish_reason) : "")
+        : el("p.dim", {}, "No response: the call failed."));
+    view.hidden = false;
   }
 
   async function renderMembers() {
     const box = $("#tab-members");
-    const key = R.run_id + (R.live ? ":" + R.messages : "") + ":" + S.agent;
+    const key = R.run_id + (R.live ? ":" + R.last_seq : "") + ":" + S.agent;
     if (box.dataset.key === key) return;
     box.dataset.key = key;
     const agents = await api.agents(R.run_id);
@@ -826,7 +1227,7 @@
 
   async function renderGraph() {
     const box = $("#tab-graph");
-    const key = R.run_id + (R.live ? ":" + R.messages : "") + ":" + S.agent + ":" + S.from + ":" + S.to;
+    const key = R.run_id + (R.live ? ":" + R.last_seq : "") + ":" + S.agent + ":" + S.from + ":" + S.to;
     if (box.dataset.key === key) return;
     box.dataset.key = key;
     const g = await api.graph(R.run_id);
@@ -926,6 +1327,11 @@
 
   async function applyNow() {
     const next = parseHash();
+    if (next.compare && api.compare) {
+      S = next;
+      const ids = next.compare.split(",").filter(Boolean);
+      if (ids.length === 2) return showCompare(ids);
+    }
     if (!next.run) {
       if (cfg.default_run && !applyNow.used) {
         applyNow.used = true;
@@ -938,6 +1344,7 @@
     applyNow.used = true;
     const runChanged = !R || R.run_id !== next.run;
     const prevM = S.m;
+    const prevQ = S.q || "";
     S = next;
     if (runChanged) {
       // The first page goes out with the run's summary (used unless the run is live).
@@ -971,6 +1378,7 @@
         const page = W.prefetched;
         W.prefetched = null;
         W.total = page.total;
+        W.upto = page.upto === undefined ? null : page.upto;
         resetWindow(page);
         renderViewHead();
         scroller().scrollTop = 0;
@@ -982,10 +1390,12 @@
     } else {
       renderViewHead();
       const searched = await runSearch();
+      if ((S.q || "") !== prevQ) rehighlight();
       if (searched && H.list.length) { H.idx = -1; await hit(+1); }
       else if (S.m && S.m !== prevM && S.m !== selected) await goTo(S.m);
     }
     await renderPanel();
+    await renderCall();
   }
 
   /* ---------------------------------------------------------------- wiring */
@@ -995,6 +1405,7 @@
     const typing = tag === "INPUT" || tag === "TEXTAREA" || (ev.target && ev.target.isContentEditable);
     if (ev.key === "Escape") {
       $("#help").hidden = true;
+      if (S.call) navigate({ call: null }, true);
       if (typing) ev.target.blur();
       return;
     }
@@ -1039,16 +1450,35 @@
     $("#new-pill").addEventListener("click", queued(() => toBottom()));
     $("#help-btn").addEventListener("click", () => { $("#help").hidden = !$("#help").hidden; });
     $("#help").addEventListener("click", (ev) => { if (ev.target.id === "help") $("#help").hidden = true; });
+    $("#call-close").addEventListener("click", () => navigate({ call: null }, true));
+    $("#call-view").addEventListener("click", (ev) => { if (ev.target.id === "call-view") navigate({ call: null }, true); });
+    $("#runs-search").addEventListener("input", () => renderRunRows());
+    $("#runs-status").addEventListener("change", () => renderRunRows());
+    $("#compare-btn").addEventListener("click", () => {
+      if (picked.length === 2) navigate({ run: null, compare: picked.join(",") });
+    });
+    // Phone width: one pane at a time (threads, messages, details).
+    document.body.dataset.pane = "main";
+    for (const b of document.querySelectorAll("#mnav button")) {
+      b.addEventListener("click", () => {
+        document.body.dataset.pane = b.dataset.pane;
+        for (const x of document.querySelectorAll("#mnav button")) x.classList.toggle("on", x === b);
+      });
+    }
+    $("#mnav button[data-pane=main]").classList.add("on");
+    $("#threads").addEventListener("click", () => { if (document.body.dataset.pane === "threads") $("#mnav button[data-pane=main]").click(); });
     for (const b of document.querySelectorAll("#panel .tabs button")) {
       b.addEventListener("click", () => navigate({ tab: b.dataset.tab }, true));
     }
     setInterval(() => {
-      for (const t of document.querySelectorAll("time[data-ts]")) t.textContent = rel(Number(t.dataset.ts));
+      for (const t of document.querySelectorAll("time[data-ts] .rel")) t.textContent = rel(Number(t.parentNode.dataset.ts));
     }, 30000);
     if (!parseHash().run) {
       try { cfg = await api.config(); } catch (_e) { cfg = { default_run: null }; }
     }
     await apply();
+    // For tests and the curious: what the message window holds and has counted.
+    window.__coralWindow = () => ({ total: W.total, upto: W.upto, ids: [...W.ids], pending: W.pending.length, live: window.__coralLive || 0 });
     window.__coralReady = true;
   }
 
