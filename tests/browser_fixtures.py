@@ -460,10 +460,12 @@ def need_chromium() -> None:
         pytest.skip(f"{CHROMIUM} is missing: apt-get install -y chromium")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """A headless Debian Chromium driven by Playwright's sync API (no download): one
-    for the whole session (tests/conftest.py makes it visible to every module)."""
+    """A headless Debian Chromium driven by Playwright's sync API (no download), one
+    per test module (tests/conftest.py makes it visible to every module). Not one
+    per session: Playwright's sync API keeps an event loop running in the main
+    thread while it is open, and later tests (doctests of ``cg.run``) need it free."""
     need_chromium()
     from playwright.sync_api import sync_playwright
 

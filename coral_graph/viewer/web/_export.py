@@ -116,9 +116,8 @@ class _Site:
         text = dumps(data, ensure_ascii=False, separators=(",", ":"))
         text = text.replace("</", "<\\/").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
         key = dumps(name)
-        self.write(
-            f"data/{name}.js", f"(window.__coralData = window.__coralData || {{}})[{key}] = {text};\n"
-        )
+        head = "(window.__coralData = window.__coralData || {})"
+        self.write(f"data/{name}.js", f"{head}[{key}] = {text};\n")
 
     def finish(self) -> None:
         """Remove files of the earlier export this one did not write again."""
