@@ -501,3 +501,119 @@ def test_the_whole_answer_is_printed_on_a_terminal(echo_project: Path) -> None:
     assert proc.returncode == EXIT_OK, text
     assert answer in text.replace("\r\n", "\n")  # one line, wrapped by the terminal only
     assert "│" not in text
+
+
+# -- a store that fails: the result first, then one line, exit 3 --------------------------
+
+KILLER_PY = textwrap.dedent("""
+    import glob, os, signal
+    import anyio
+
+    async def killer(ctx, message):
+        # Kill this process's children: the store's writer.
+        for path in glob.glob(f"/proc/{os.getpid()}/task/*/children"):
+            for pid in open(path).read().split():
+                os.kill(int(pid), signal.SIGKILL)
+        await anyio.sleep(0.5)
+        await ctx.send_message(message.thread_id, "the answer survives", ["user"])
+""")
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
+def test_a_store_killed_mid_run_prints_the_result_then_one_line(tmp_path: Path) -> None:
+    from coral_graph.cli._app import EXIT_STORE
+
+    (tmp_path / "killer.py").write_text(KILLER_PY)
+    (tmp_path / "k.yaml").write_text("agents:\n  k: {python: 'killer.py:killer'}\ntask: go\n")
+    env = {**os.environ, "CORAL_DB": str(tmp_path / "k.db")}
+    proc = _cli("run", "k.yaml", cwd=tmp_path, env=env)
+    assert proc.returncode == EXIT_STORE, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "the answer survives"
+    assert lines[1].startswith("stop: answer · 1 messages")
+    [store_line] = [x for x in proc.stderr.splitlines() if x.startswith("store: ")]
+    assert "writer" in store_line
+    assert "Traceback" not in proc.stderr
+    proc = _cli("run", "k.yaml", "--json", cwd=tmp_path, env=env)
+    assert proc.returncode == EXIT_STORE
+    data = json.loads(proc.stdout)
+    assert data["answer"] == "the answer survives"
+    assert data["store_error"].startswith(store_line.removeprefix("store: ")[:20])
+
+
+def test_a_store_that_cannot_be_opened_stops_before_the_run(tmp_path: Path) -> None:
+    from coral_graph.cli._app import EXIT_STORE
+
+    (tmp_path / "bots.py").write_text(ECHO_PY)
+    (tmp_path / "echo.yaml").write_text(ECHO_YAML)
+    (tmp_path / "not-a-db").write_text("plain text, not SQLite\n" * 100)
+    proc = _cli("run", "echo.yaml", "--db", "not-a-db", cwd=tmp_path)
+    assert proc.returncode == EXIT_STORE
+    assert proc.stdout == ""
+    [line] = proc.stderr.splitlines()
+    assert line.startswith("store: cannot record the run in not-a-db: ")
+    assert line.endswith("(fix it, or pass --no-store to run without a transcript)")
+
+
+# -- resume ---------------------------------------------------------------------------------
+
+DYING_PY = textwrap.dedent("""
+    import os, time
+
+    async def relay(ctx, message):
+        other = "b" if ctx.name == "a" else "a"
+        if message.sender == "user":
+            th = await ctx.create_thread("relay", [other])
+            await ctx.send_message(th, "1", [other])
+            return
+        n = int(message.content)
+        if n == 5 and os.environ.get("DIE_AT_5"):
+            time.sleep(1.0)  # the store's timer thread commits what was sent
+            os._exit(9)      # the process dies mid-run
+        if n >= 8 and ctx.name == "a":
+            await ctx.send_message("t-1", f"done {n}", ["user"])
+        else:
+            await ctx.send_message(message.thread_id, str(n + 1), [other])
+""")
+DYING_YAML = """\
+name: relay
+agents:
+  a: {python: dying.py:relay}
+  b: {python: dying.py:relay}
+edges: ["a <-> b"]
+entry: [a]
+task: go
+"""
+
+
+def test_resume_from_anywhere_prints_the_run_block_and_refuses_a_wrong_graph(
+    tmp_path: Path,
+) -> None:
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    (proj / "dying.py").write_text(DYING_PY)
+    (proj / "relay.yaml").write_text(DYING_YAML)
+    (proj / "other.yaml").write_text(DYING_YAML.replace("  b: {", "  c: {").replace("b", "c"))
+    db = tmp_path / "r.db"
+    env = {**os.environ, "CORAL_DB": str(db)}
+    proc = _cli("run", "relay.yaml", cwd=proj, env={**env, "DIE_AT_5": "1"})
+    assert proc.returncode == 9
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    code_runs = _cli("runs", "--json", cwd=elsewhere, env=env)
+    [row] = json.loads(code_runs.stdout)
+    assert row["status"] == "interrupted"
+    assert row["graph_path"] == str(proj / "relay.yaml")  # absolute: resume works anywhere
+
+    proc = _cli("resume", "last", "--graph", str(proj / "other.yaml"), cwd=elsewhere, env=env)
+    assert proc.returncode == EXIT_BAD_INPUT
+    assert proc.stderr.startswith(
+        f"error: cannot resume: the graph relay lacks agents of run {row['run_id']}: b; "
+        f"resume it with the graph it was started from ({proj / 'relay.yaml'})"
+    )
+    proc = _cli("resume", "last", cwd=elsewhere, env=env)
+    assert proc.returncode == EXIT_OK, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] in ("done 8", "done 9", "done 10")
+    assert lines[1].startswith("stop: answer · ")
+    assert lines[2].startswith(f"run: {row['run_id']} saved in {db}")

@@ -477,7 +477,7 @@ def resume(
         raise typer.Exit(EXIT_INTERRUPTED) from None
     except CoralError as exc:
         close_store(store, problems)
-        raise _fail(f"cannot resume {row['run_id']}: {exc}") from None
+        raise _fail(f"cannot resume: {exc}") from None
     except Exception as exc:
         # The graph's agents did not fit the stored run (a bug in user code, or a
         # graph file that changed): typed, one line, nothing half-done is hidden.

@@ -82,6 +82,24 @@ def load_for_resume(
     return row, replay(events)
 
 
+def _check_graph(row: dict[str, Any], graph: AgentGraph) -> None:
+    """Refuse a graph that lacks agents of the stored run: their pending deliveries
+    would be dropped without a word, and the run would end ``idle``."""
+    snap = row.get("graph")
+    stored: dict[str, Any] = snap if isinstance(snap, dict) else {}
+    names = [a.get("name") for a in stored.get("agents") or () if isinstance(a, dict)]
+    missing = [str(n) for n in names if n and n not in graph]
+    if missing:
+        from coral_graph._errors import ConfigError
+
+        raise ConfigError(
+            f"the graph {graph.name or ''} lacks agents of run {row['run_id']}: "
+            f"{', '.join(missing)}; resume it with the graph it was started from "
+            f"({row.get('graph_path') or 'pass --graph PATH'})",
+            field="agents",
+        )
+
+
 async def resume_run(
     graph: AgentGraph,
     run_id: str,
@@ -105,6 +123,7 @@ async def resume_run(
     """
     row, state = load_for_resume(run_id, db)
     rid = row["run_id"]
+    _check_graph(row, graph)
     own = store is None
     st = store if store is not None else SQLiteStore(db, graph_path=row.get("graph_path"))
     st.mark_resumed(rid)
