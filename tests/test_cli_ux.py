@@ -617,3 +617,57 @@ def test_resume_from_anywhere_prints_the_run_block_and_refuses_a_wrong_graph(
     assert lines[0] in ("done 8", "done 9", "done 10")
     assert lines[1].startswith("stop: answer · ")
     assert lines[2].startswith(f"run: {row['run_id']} saved in {db}")
+
+
+# -- counts agree, lines stay whole -----------------------------------------------------
+
+
+def test_messages_count_the_same_in_the_live_line_the_result_and_the_store(
+    tmp_path: Path,
+) -> None:
+    import coral_graph as cg
+    from coral_graph.cli._output import Progress
+    from coral_graph.store import SQLiteStore, open_reader
+
+    @cg.agent
+    async def a(ctx: cg.AgentContext, message: cg.Message) -> None:
+        if message.sender == "user":
+            th = await ctx.create_thread("side", ["b"])
+            await ctx.send_message(th, "1", ["b"])
+        else:
+            await ctx.send_message("t-1", "done", ["user"])
+
+    @cg.agent
+    async def b(ctx: cg.AgentContext, message: cg.Message) -> None:
+        await ctx.send_message(message.thread_id, "2", ["a"])
+
+    graph = cg.AgentGraph()
+    graph.add_agent("a", a)
+    graph.add_agent("b", b)
+    graph.connect("a", "b", mutual=True)
+    progress = Progress()
+
+    async def main() -> Any:
+        with SQLiteStore(tmp_path / "c.db") as store:
+            async with cg.open_runtime(graph, store=store) as rt:
+                rt.subscribe(progress.on_event)
+                return await rt.run("go", entry=["a"])
+
+    result = cg.run_async(main)
+    with open_reader(tmp_path / "c.db") as rd:
+        stored = rd.run(result.run_id)["messages"]
+        shown = len(rd.messages(result.run_id))
+    assert progress.messages == result.messages == stored == 3
+    assert shown == 4  # `show` lists the task too; it is not counted as a message
+    _, out, _ = invoke("runs", "--db", str(tmp_path / "c.db"), "--json")
+    assert json.loads(out)[0]["messages"] == 3
+
+
+def test_piped_show_never_wraps_a_line(echo_project: Path) -> None:
+    long = " ".join(f"w{i}" for i in range(400))
+    code, out, err = invoke("run", "echo.yaml", "--task", long, "--json")
+    assert code == EXIT_OK, err
+    _, out, _ = invoke("show", "last", env={"COLUMNS": "40"})
+    assert f"    {long}" in out.splitlines()
+    _, out, _ = invoke("run", "echo.yaml", "--task", long, env={"COLUMNS": "40"})
+    assert out.splitlines()[0] == long
