@@ -65,6 +65,14 @@ SCRIPTS: dict[str, tuple[dict[str, list[str]], str]] = {
         },
         "Paris",
     ),
+    "auction.yaml": (
+        {
+            "small": ["STRATEGY: add the two numbers\nCOST: 40", "42"],
+            "large": ["STRATEGY: add them carefully\nCOST: 60"],
+            "critic": ["OK"],
+        },
+        "42",
+    ),
     "study-group.yaml": (
         {
             **{s: ["10:15", "10:15"] for s in ("solver-a", "solver-b", "solver-c")},

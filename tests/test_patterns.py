@@ -7,7 +7,7 @@ from pathlib import Path
 
 import coral_graph as cg
 from coral_graph.config import load_graph
-from coral_graph.testing import ScriptedModel
+from coral_graph.testing import NoisyModel, ScriptedModel
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
@@ -89,3 +89,93 @@ def test_a_proposer_that_fails_is_visible_not_hidden() -> None:
     # the layer waits for an answer that never comes: the run ends idle, with the error
     assert result.stop_reason == "idle"
     assert result.usage["p1c"].errors == 1
+
+
+# -- the strategy auction ------------------------------------------------------------
+
+_NAMES = [f"{a}{b}" for a in "bcdfg" for b in "aeiouy"]  # no digits: "text" tasks
+TEXT_QS = {f"What is the capital of {n}land?": f"{n}ville" for n in _NAMES}
+NUM_QS = {f"What is {i} * 13?": str(i * 13) for i in range(30)}
+JUDGE = """
+KEY = {key!r}
+
+async def judge(ctx, message):
+    text = message.content
+    q = next(q for q in KEY if q in text)
+    proposed = text.split("Proposed answer:", 1)[1].split("\\n", 1)[0].strip()
+    verdict = "OK" if proposed == KEY[q] else "WRONG"
+    await ctx.send_message(message.thread_id, verdict, [message.sender])
+"""
+
+
+def _auction_graph(tmp_path: Path) -> Path:
+    (tmp_path / "judge.py").write_text(JUDGE.format(key={**TEXT_QS, **NUM_QS}))
+    memory = tmp_path / "memory.db"
+    (tmp_path / "auction.yaml").write_text(
+        f"""
+name: auction-test
+defaults: {{mode: text, max_tokens: 16}}
+agents:
+  auction:
+    use: {CONFIGS.parent / "agents" / "auction"}
+    args:
+      bidders: [small, large]
+      prices: {{small: 0.01, large: 0.2}}
+      lam: 10.0
+      judge: judge
+      memory: {memory}
+  small: {{model: scripted/cheap}}
+  large: {{model: scripted/large}}
+  judge: {{kind: python, python: judge.py:judge}}
+edges:
+  - auction <-> small, large, judge
+entry: auction
+"""
+    )
+    return memory
+
+
+def test_the_auction_picks_the_cheap_model_when_it_suffices_and_the_large_one_when_not(
+    tmp_path: Path,
+) -> None:
+    memory = _auction_graph(tmp_path)
+    kinds = {**dict.fromkeys(TEXT_QS, "text"), **dict.fromkeys(NUM_QS, "numeric")}
+    answers = {**TEXT_QS, **NUM_QS}
+    wrong = ["0", "nowhere", "7"]
+    # the cheap model knows the facts but not the arithmetic; the large one knows both
+    cheap = NoisyModel(answers, {"text": 0.95, "numeric": 0.1}, wrong=wrong, kinds=kinds,
+                       cost_per_call=0.001, name="cheap")  # fmt: skip
+    large = NoisyModel(answers, 0.95, wrong=wrong, cost_per_call=0.02, name="large")
+    winners: dict[str, list[str]] = {"text": [], "numeric": []}
+    right = 0
+    spent = 0.0
+    try:
+        lg = load_graph(tmp_path / "auction.yaml")
+        for text_q, num_q in zip(TEXT_QS, NUM_QS, strict=True):
+            for q, kind in ((text_q, "text"), (num_q, "numeric")):
+                result = lg.run(q)
+                assert result.stop_reason == "answer", result.error
+                assert result.answer_message is not None
+                sale = result.answer_message.metadata["auction"]
+                assert sale["kind"] == kind
+                winners[kind].append(sale["winner"])
+                right += result.answer == answers[q]
+                spent += result.cost_usd
+    finally:
+        cheap.close()
+        large.close()
+    # facts: the cheap bidder suffices and wins nearly always
+    assert winners["text"].count("small") >= 27, winners["text"]
+    # arithmetic: the memory of failed auctions moves the work to the large bidder
+    assert winners["numeric"][-15:].count("large") >= 14, winners["numeric"]
+    assert right >= 50  # escalation on WRONG keeps the answers right
+    from coral_graph.config._pyload import load_object
+
+    auction_report = load_object("auction.py:auction_report", CONFIGS.parent / "agents" / "auction")
+    report = auction_report(memory)  # type: ignore[operator]
+    assert report["auctions"] == 60
+    assert 0.5 < report["cheapest_won_share"] < 0.8
+    # the report's money is the runs' own: bids, execution and checks all count
+    assert abs(report["spent_usd"] - spent) < 1e-9
+    assert abs(report["always_largest_usd"] - 60 * 0.02) < 1e-9
+    assert abs(report["saved_usd"] - (60 * 0.02 - spent)) < 1e-9

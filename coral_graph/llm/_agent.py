@@ -462,8 +462,10 @@ class LLMAgent:
                     cost_usd=self.price(model, prompt_tokens, max_out),
                 )
                 t0 = time.perf_counter()
+                t_start = t0  # when the call got past the concurrency cap
                 try:
                     async with model_limiter(model, self.max_concurrency):
+                        t_start = time.perf_counter()
                         with anyio.fail_after(self.timeout_s):
                             resp = await self.client.complete(request)
                 except TimeoutError as exc:
@@ -494,7 +496,10 @@ class LLMAgent:
                     )
                     raise
                 else:
-                    latency = time.perf_counter() - t0
+                    # Waiting (for the concurrency cap, or inside the client for an
+                    # engine context) is queue time, not the model's latency.
+                    queue = (t_start - t0) + max(0.0, resp.queue_s)
+                    latency = max(0.0, time.perf_counter() - t0 - queue)
                     p = resp.prompt_tokens or prompt_tokens
                     c = resp.completion_tokens or approx_tokens([{"content": resp.content or ""}])
                     cost = resp.cost_usd if resp.cost_usd is not None else self.price(model, p, c)
@@ -516,6 +521,7 @@ class LLMAgent:
                         "completion_tokens": counted.completion_tokens,
                         "cost_usd": counted.cost_usd,
                         "latency_s": round(latency, 6),
+                        "queue_s": round(queue, 6),
                     }
                     return resp, meta
                 ctx.record_llm_call(

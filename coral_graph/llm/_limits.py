@@ -2,9 +2,9 @@
 
 One :class:`anyio.CapacityLimiter` per model string and event loop, shared by every
 agent of the process that calls that model. When agents ask different caps for
-the same model, the smallest wins. Embedded models are capped at one call in
-flight (they run one generation at a time anyway; queueing here keeps worker
-threads free).
+the same model, the smallest wins. Embedded models are capped at the size of the
+engine's pool of contexts (``CORAL_GRAPH_EMBEDDED_CONTEXTS``): more would only
+wait for a context in a worker thread; queueing here keeps worker threads free.
 """
 
 from __future__ import annotations
@@ -40,7 +40,9 @@ def set_model_concurrency(model: str, limit: int | None) -> None:
 def _cap(model: str, requested: int | None) -> int | None:
     caps = [c for c in (requested, _defaults.get(model)) if c is not None]
     if model.startswith("embedded/"):
-        caps.append(1)
+        from coral_graph.llm._embedded import embedded_contexts
+
+        caps.append(embedded_contexts())
     return min(caps) if caps else None
 
 

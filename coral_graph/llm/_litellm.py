@@ -171,6 +171,7 @@ class LiteLLMClient:
             cost_usd=None,
             model=request.model,
             finish_reason=getattr(choice, "finish_reason", None),
+            queue_s=float((getattr(resp, "_hidden_params", None) or {}).get("coral_queue_s", 0.0)),
         )
 
     def count_tokens(

@@ -100,6 +100,8 @@ class ModelResponse:
             price it with the client's ``cost_usd``.
         model: the model that answered.
         finish_reason: ``stop``, ``length``, ``tool_calls`` ...
+        queue_s: seconds the request waited inside the client before it was served
+            (e.g. for a context of the embedded engine); not generation time.
     """
 
     content: str | None
@@ -109,6 +111,7 @@ class ModelResponse:
     cost_usd: float | None = None
     model: str = ""
     finish_reason: str | None = None
+    queue_s: float = 0.0
 
 
 @runtime_checkable
