@@ -73,6 +73,21 @@ SCRIPTS: dict[str, tuple[dict[str, list[str]], str]] = {
         },
         "42",
     ),
+    "router.yaml": ({"geographer": ["Lima"]}, "Lima"),
+    "gaia.yaml": (
+        {
+            "planner": [
+                "@researcher how many metres are in a kilometre?",
+                "@calculator 42.195 * 1000",
+                "@critic is 42195 metres right for 42.195 km?",
+                "@answerer 42195 metres",
+            ],
+            "researcher": ["1 km = 1000 m"],
+            "critic": ["OK"],
+            "answerer": ["FINAL: 42,195 metres"],
+        },
+        "42,195 metres",
+    ),
     "study-group.yaml": (
         {
             **{s: ["10:15", "10:15"] for s in ("solver-a", "solver-b", "solver-c")},

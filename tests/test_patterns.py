@@ -179,3 +179,46 @@ def test_the_auction_picks_the_cheap_model_when_it_suffices_and_the_large_one_wh
     assert abs(report["spent_usd"] - spent) < 1e-9
     assert abs(report["always_largest_usd"] - 60 * 0.02) < 1e-9
     assert abs(report["saved_usd"] - (60 * 0.02 - spent)) < 1e-9
+
+
+# -- the router ----------------------------------------------------------------------
+
+
+def test_the_router_sends_each_task_to_the_best_fitting_specialist_and_counts_load() -> None:
+    model = ScriptedModel(default="an answer", name="router-structure")
+    try:
+        lg = load_graph(CONFIGS / "router.yaml", model="scripted/router-structure")
+        tasks = {
+            "What is 17 * 23? Use exact arithmetic on the numbers.": "calculator",
+            "Which river flows through Cairo, and what country is it in?": "geographer",
+            "What is the plural of mouse? Spelling of words please.": "linguist",
+        }
+        for task, expert in tasks.items():
+            result = lg.run(task)
+            assert result.stop_reason == "answer", result.error
+            assert result.answer_message is not None
+            routed = result.answer_message.metadata["router"]
+            assert routed["chosen"] == [expert], routed["scores"]
+            assert routed["answered_by"] == expert
+            # only the chosen specialist worked
+            assert {n for n, u in result.usage.items() if u.turns} == {"gate", expert}
+        gate = lg.graph.spec("gate").agent
+        assert dict(gate.load) == {"calculator": 1, "geographer": 1, "linguist": 1}
+        assert routed["load"] == dict(gate.load)
+    finally:
+        model.close()
+
+
+def test_the_load_term_spreads_ties_across_specialists() -> None:
+    from coral_graph.config._pyload import load_object
+
+    router_cls = load_object("router.py:Router", CONFIGS.parent / "agents" / "router")
+    gate = router_cls(k=1, balance=0.5)  # type: ignore[operator]
+    same = {"a": "answers questions", "b": "answers questions"}
+    picks = []
+    for _ in range(4):
+        scores = gate.gate("questions", same)
+        best = max(same, key=lambda n: (scores[n], n == "a"))
+        gate.load.update([best])
+        picks.append(best)
+    assert picks == ["a", "b", "a", "b"]
