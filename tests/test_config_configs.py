@@ -42,9 +42,9 @@ SCRIPTS: dict[str, tuple[dict[str, list[str]], str]] = {
     "roleplay.yaml": (
         {
             "instructor": [
-                "@assistant write one line about waves",
-                "@assistant now one line about the moon",
-                "FINAL: Waves roll in.\nThe moon pulls them back.",
+                "Write one line about waves.",
+                "Now one line about the moon.",
+                "<CAMEL_TASK_DONE> Waves roll in.\nThe moon pulls them back.",
             ],
             "assistant": ["Waves roll in.", "The moon pulls them back."],
         },

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 import coral_graph as cg
 from coral_graph.config import load_graph
 from coral_graph.testing import NoisyModel, ScriptedModel
@@ -222,3 +224,50 @@ def test_the_load_term_spreads_ties_across_specialists() -> None:
         gate.load.update([best])
         picks.append(best)
     assert picks == ["a", "b", "a", "b"]
+
+
+# -- CAMEL role-play ---------------------------------------------------------------------
+
+
+def test_roleplay_passes_instructions_until_the_turn_limit() -> None:
+    replies = {
+        "instructor": ["Step one.", "Step two.", "Step three.", "never used"],
+        "assistant": ["did one", "did two", "did three"],
+    }
+    model = ScriptedModel(replies, name="camel-limit")  # type: ignore[arg-type]
+    try:
+        result = load_graph(
+            CONFIGS / "roleplay.yaml",
+            model="scripted/camel-limit",
+            overrides=["defaults.context=compact"],
+        ).run()
+    finally:
+        model.close()
+    assert result.stop_reason == "answer", result.error
+    assert result.answer == "did three"  # the turn limit (3): the assistant's last result
+    assert result.answer_message is not None
+    session = result.answer_message.metadata["roleplay"]
+    assert session["turns"] == 3
+    # every instruction reached the assistant, every result the instructor
+    asked = [str(r.messages[-1]["content"]) for r in model.requests if r.agent == "assistant"]
+    assert [a.split("Instruction: ")[-1] for a in asked] == [
+        "Step one.",
+        "Step two.",
+        "Step three.",
+    ]
+    assert "Turn limit reached" in str(
+        [r for r in model.requests if r.agent == "instructor"][-1].messages[-1]["content"]
+    )
+
+
+@pytest.mark.embedded
+@pytest.mark.slow
+def test_roleplay_delegates_on_the_embedded_model() -> None:
+    lg = load_graph(
+        CONFIGS / "roleplay.yaml",
+        overrides=["defaults.max_tokens=24", "agents.session.args.max_turns=1"],
+    )
+    result = lg.run()
+    assert result.stop_reason == "answer", (result.stop_reason, result.error)
+    assert result.usage["assistant"].llm_calls >= 1  # the assistant was asked: delegation
+    assert result.usage["instructor"].llm_calls >= 2
