@@ -19,7 +19,7 @@ __all__ = ["EXIT_BAD_INPUT", "EXIT_INTERRUPTED", "EXIT_NO_ANSWER", "EXIT_OK", "a
 
 # Command modules; each does `@app.command()` at import. Heavy imports stay inside
 # the command functions so `coral-graph --help` is fast.
-_COMMAND_MODULES = ("_run", "_store", "_view", "_bench", "_eval")
+_COMMAND_MODULES = ("_run", "_store", "_view", "_bench", "_eval", "_nats")
 
 for _mod in _COMMAND_MODULES:
     try:

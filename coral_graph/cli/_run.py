@@ -233,6 +233,15 @@ def run(
             "--mcp-allow-remote", help="Allow a non-loopback --mcp-host (prints a warning)."
         ),
     ] = False,
+    nats: Annotated[
+        str | None,
+        typer.Option(
+            "--nats", help="Run on the workers of this NATS server (docs/distributed.md)."
+        ),
+    ] = None,
+    wait_workers: Annotated[
+        float, typer.Option(help="With --nats: seconds to wait for a worker of every agent.")
+    ] = 10.0,
 ) -> None:
     """Run a graph on a task: live progress, then the whole answer, the stop reason,
     what failed, and where the run was saved."""
@@ -267,9 +276,14 @@ def run(
     live = _console(stderr=True) if tty and not has_human else None
     problems: list[BaseException] = []
     try:
-        result, _interrupted, problems = run_async(
-            lambda: _run_graph(lg, task, store, live, exporter)
-        )
+        if nats is not None:
+            from coral_graph.cli._nats import run_graph_nats
+
+            result = run_graph_nats(lg, task, store, nats, wait_workers)
+        else:
+            result, _interrupted, problems = run_async(
+                lambda: _run_graph(lg, task, store, live, exporter)
+            )
     except KeyboardInterrupt:
         close_store(store, problems)
         print("interrupted", file=sys.stderr)

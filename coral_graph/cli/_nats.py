@@ -1,0 +1,236 @@
+"""``coral-graph worker`` and ``coral-graph record``, and the NATS side of
+``coral-graph run --nats`` (see ``docs/distributed.md``).
+
+Exit codes: 0 done (a worker stopped by SIGTERM/SIGINT after finishing its turns),
+1 bad input: a broken graph file, an unreachable NATS URL or JetStream turned off,
+a graph that differs from the running workers' (the message names the difference).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from coral_graph.cli._app import EXIT_BAD_INPUT, EXIT_OK, app
+
+if TYPE_CHECKING:
+    from coral_graph._results import RunResult
+    from coral_graph.config import LoadedGraph
+
+__all__ = ["record", "run_graph_nats", "worker"]
+
+_NATS_ERRORS_HELP = "install the [nats] extra: pip install 'coral-graph[nats]'"
+
+
+def _err(message: str) -> typer.Exit:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    return typer.Exit(EXIT_BAD_INPUT)
+
+
+def _load(graph: Path, set_: list[str] | None, model: str | None) -> LoadedGraph:
+    from coral_graph._errors import ConfigError
+    from coral_graph.config import load_graph
+
+    try:
+        return load_graph(graph, overrides=set_ or (), model=model)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+
+
+def _nats_module() -> Any:
+    try:
+        import coral_graph.transport.nats as mod
+    except ImportError as exc:
+        raise _err(f"the NATS transport needs nats-py ({exc}); {_NATS_ERRORS_HELP}") from None
+    return mod
+
+
+async def _close_llm_clients() -> None:
+    if "coral_graph.llm" in sys.modules:
+        from coral_graph.llm import aclose_clients
+
+        await aclose_clients()
+
+
+def _on_signals(loop: asyncio.AbstractEventLoop, fn: Any) -> None:
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, fn)
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
+            pass
+
+
+@app.command()
+def worker(
+    graph: Annotated[Path, typer.Argument(help="The graph file (YAML).", show_default=False)],
+    nats: Annotated[
+        str, typer.Option("--nats", help="The NATS server, e.g. nats://127.0.0.1:4222.")
+    ],
+    agents: Annotated[
+        str | None,
+        typer.Option(
+            "--agents",
+            help="Comma-separated agents to host (default: every agent no live worker hosts).",
+        ),
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Run every LLM agent on this model.")
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", "-s", metavar="PATH=VALUE", help="Override a field (repeatable)."),
+    ] = None,
+    ack_wait: Annotated[
+        float,
+        typer.Option(
+            help="Seconds without a sign of life before a dead worker's delivery goes to "
+            "another worker (used when the graph's consumers are first made)."
+        ),
+    ] = 30.0,
+    connect_timeout: Annotated[
+        float, typer.Option(help="Seconds to wait for the NATS server.")
+    ] = 5.0,
+) -> None:
+    """Host agents of a graph for every run on it, until SIGTERM or Ctrl-C (then the
+    turns in progress finish and are acknowledged)."""
+    lg = _load(graph, set_, model)
+    mod = _nats_module()
+    wanted = [a.strip() for a in agents.split(",") if a.strip()] if agents else None
+
+    async def main() -> int:
+        from coral_graph._errors import CoralError
+
+        try:
+            link = await mod.connect(nats, timeout=connect_timeout, name="coral-graph-worker")
+        except mod.NatsUnavailableError as exc:
+            raise _err(str(exc)) from None
+        try:
+            w = mod.Worker(link, lg.graph, mod.identity_of(lg), wanted, ack_wait_s=ack_wait)
+            try:
+                hosted = await w.start()
+            except CoralError as exc:
+                raise _err(str(exc)) from None
+            if not hosted:
+                raise _err(
+                    "nothing to host: every agent of the graph has a live worker; "
+                    "pass --agents to host some anyway (workers of one agent share its inbox)"
+                )
+            _on_signals(asyncio.get_running_loop(), w.drain)
+            print(
+                f"worker {w.tag}: hosting {', '.join(hosted)} of graph {lg.graph.name!r} on {nats}",
+                file=sys.stderr,
+                flush=True,
+            )
+            await w.serve()
+            print(f"worker {w.tag}: stopped after {w.handled} deliveries", file=sys.stderr)
+            return EXIT_OK
+        finally:
+            await _close_llm_clients()
+            await link.close()
+
+    raise typer.Exit(asyncio.run(main()))
+
+
+@app.command()
+def record(
+    graph: Annotated[Path, typer.Argument(help="The graph file (YAML).", show_default=False)],
+    nats: Annotated[str, typer.Option("--nats", help="The NATS server.")],
+    db: Annotated[
+        Path | None,
+        typer.Option("--db", help="The transcript store (default: $CORAL_DB or .coral/coral.db)."),
+    ] = None,
+    run_id: Annotated[
+        str | None,
+        typer.Option("--run", help="Record this run (from its start) and exit at its end."),
+    ] = None,
+    connect_timeout: Annotated[
+        float, typer.Option(help="Seconds to wait for the NATS server.")
+    ] = 5.0,
+) -> None:
+    """Write the events of a graph's distributed runs into the SQLite store: one run
+    (--run), or every run that starts from now on until Ctrl-C. Use it with
+    ``coral-graph run --nats --no-store`` (else the run is recorded twice)."""
+    lg = check_only(graph)
+    mod = _nats_module()
+    from coral_graph.store import SQLiteStore
+
+    store = SQLiteStore(db, graph_path=graph)
+
+    async def main() -> int:
+        try:
+            link = await mod.connect(nats, timeout=connect_timeout, name="coral-graph-record")
+        except mod.NatsUnavailableError as exc:
+            raise _err(str(exc)) from None
+        names = mod.Names.for_graph(lg.graph.name)
+        stop = asyncio.Event()
+        _on_signals(asyncio.get_running_loop(), stop.set)
+        try:
+            if run_id is not None:
+                rec = mod.Recorder(link, names, run_id, store.on_event)
+                await rec.start()
+                done = asyncio.create_task(rec.finished.wait())
+                halt = asyncio.create_task(stop.wait())
+                await asyncio.wait({done, halt}, return_when=asyncio.FIRST_COMPLETED)
+                done.cancel()
+                halt.cancel()
+                await rec.aclose()
+                print(f"recorded {len(rec.events)} events of {run_id}", file=sys.stderr)
+            else:
+                n = await mod.record_all(link, names, store.on_event, stop)
+                print(f"recorded {n} events", file=sys.stderr)
+            return EXIT_OK
+        finally:
+            await link.close()
+
+    try:
+        code = asyncio.run(main())
+    finally:
+        store.close()
+    raise typer.Exit(code)
+
+
+def check_only(graph: Path) -> LoadedGraph:
+    from coral_graph._errors import ConfigError
+    from coral_graph.config import check_graph
+
+    try:
+        return check_graph(graph)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+
+
+def run_graph_nats(
+    lg: LoadedGraph, task: str, store: Any, url: str, wait_workers: float
+) -> RunResult:
+    """``coral-graph run --nats``: post the task for the workers and record the run.
+    Ctrl-C ends the run as ``cancelled`` on every worker."""
+    mod = _nats_module()
+    sink = store.on_event if store is not None else None
+
+    async def main() -> RunResult:
+        from coral_graph._errors import CoralError
+
+        try:
+            task_ = asyncio.current_task()
+            assert task_ is not None
+            _on_signals(asyncio.get_running_loop(), task_.cancel)
+            result: RunResult = await mod.run_on_nats(
+                lg, task, url, wait_workers_s=wait_workers, sink=sink
+            )
+            return result
+        except (mod.NatsUnavailableError, mod.GraphMismatchError) as exc:
+            raise _err(str(exc)) from None
+        except CoralError as exc:
+            raise _err(str(exc)) from None
+
+    try:
+        return asyncio.run(main())
+    except asyncio.CancelledError:
+        raise KeyboardInterrupt from None

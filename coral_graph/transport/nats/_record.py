@@ -1,0 +1,211 @@
+"""The recorder: a run's events, from every worker, in one order, into one transcript.
+
+Workers publish events with ``seq`` 0 on ``coral.<g>.<run>.events``; the recorder
+reads that subject in stream order, numbers the events 1, 2, 3 … (the stream's
+order is the run's order), keeps the run's threads and usage, and hands every event
+to a sink such as the SQLite store."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import time
+from collections.abc import Callable
+from typing import Any
+
+from nats.aio.msg import Msg
+from nats.js.api import DeliverPolicy
+
+from coral_graph._events import (
+    AgentErrored,
+    DeliveryHandled,
+    Event,
+    MessageSent,
+    ParticipantAdded,
+    ParticipantRemoved,
+    RunFinished,
+    ThreadClosed,
+    ThreadCreated,
+    event_from_dict,
+)
+from coral_graph._model import AgentUsage, Thread
+from coral_graph._types import AgentName, ThreadId
+from coral_graph.transport.nats._conn import Link
+from coral_graph.transport.nats._errors import WireError
+from coral_graph.transport.nats._names import Names
+from coral_graph.transport.nats._wire import decode
+
+__all__ = ["Recorder", "record_all"]
+
+
+class Recorder:
+    """Records one run's events (``sink`` gets each, numbered)."""
+
+    def __init__(
+        self,
+        link: Link,
+        names: Names,
+        run_id: str,
+        sink: Callable[[Event], None] | None = None,
+    ) -> None:
+        self.link = link
+        self.names = names
+        self.run_id = run_id
+        self.sink = sink
+        self.events: list[Event] = []
+        self.threads: dict[ThreadId, Thread] = {}
+        self.usage: dict[str, AgentUsage] = {}
+        self.workers: dict[str, set[str]] = {}  # agent -> the workers that handled its deliveries
+        self.redeliveries = 0
+        self.malformed = 0
+        self.late = 0
+        self.messages = 0
+        self.finished = asyncio.Event()
+        self._sub: Any = None
+        self._received = 0
+
+    async def start(self) -> None:
+        self._sub = await self.link.js.subscribe(
+            self.names.events(self.run_id),
+            cb=self._on_msg,
+            ordered_consumer=True,
+            deliver_policy=DeliverPolicy.ALL,
+        )
+
+    async def aclose(self) -> None:
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+
+    async def caught_up(self, timeout: float = 10.0) -> bool:
+        """Wait until every event published so far on the run's subject was read."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                info = await self._sub.consumer_info()
+                if info.num_pending == 0 and self._received >= info.delivered.consumer_seq:
+                    return True
+            except Exception:  # noqa: S110 - a reconnecting server: ask again
+                pass
+            await asyncio.sleep(0.02)
+        return False
+
+    def _usage(self, agent: str) -> AgentUsage:
+        u = self.usage.get(agent)
+        if u is None:
+            u = self.usage[agent] = AgentUsage()
+        return u
+
+    async def _on_msg(self, m: Msg) -> None:
+        self._received += 1
+        if self.finished.is_set():
+            self.late += 1  # after run_finished: not part of the transcript
+            return
+        try:
+            env = decode(m.data, "e")
+            ev = event_from_dict(dict(env["ev"]))
+        except (WireError, KeyError, TypeError, ValueError) as exc:
+            self.malformed += 1
+            ev = AgentErrored(
+                self.run_id, 0, time.time(), "user", None, "WireError",
+                f"skipped a malformed event on {m.subject}: {exc}", "", "continue",
+            )  # fmt: skip
+            env = {}
+        self.add(ev, env)
+
+    def add(self, ev: Event, env: dict[str, Any] | None = None) -> None:
+        """Number ``ev``, fold it into threads and usage, and hand it to the sink."""
+        ev = dataclasses.replace(ev, run_id=self.run_id, seq=len(self.events) + 1)  # type: ignore[type-var]
+        self.events.append(ev)
+        self._fold(ev, env or {})
+        if self.sink is not None:
+            self.sink(ev)
+        if isinstance(ev, RunFinished):
+            self.finished.set()
+
+    def _fold(self, ev: Event, env: dict[str, Any]) -> None:
+        if isinstance(ev, ThreadCreated):
+            self.threads[ThreadId(ev.thread_id)] = Thread(
+                ThreadId(ev.thread_id),
+                ev.name,
+                AgentName(ev.creator),
+                [AgentName(p) for p in ev.participants],
+                ev.ts,
+            )
+        elif isinstance(ev, MessageSent):
+            th = self.threads.get(ev.message.thread_id)
+            if th is not None:
+                th._messages.append(ev.message)
+            if ev.message.sender != "user":
+                self.messages += 1
+                self._usage(ev.message.sender).messages_sent += 1
+        elif isinstance(ev, DeliveryHandled):
+            u = self._usage(ev.agent)
+            u.turns += 1
+            u.deliveries += 1
+            spent = env.get("usage")
+            if isinstance(spent, dict):
+                u.llm_calls += int(spent.get("llm_calls", 0))
+                u.prompt_tokens += int(spent.get("prompt_tokens", 0))
+                u.completion_tokens += int(spent.get("completion_tokens", 0))
+                u.cost_usd += float(spent.get("cost_usd", 0.0))
+                u.llm_latency_s += float(spent.get("llm_latency_s", 0.0))
+            w = env.get("worker")
+            if isinstance(w, str):
+                self.workers.setdefault(ev.agent, set()).add(w)
+        elif isinstance(ev, AgentErrored):
+            if ev.error_type == "Redelivered":
+                self.redeliveries += 1
+            elif ev.agent != "user":
+                self._usage(ev.agent).errors += 1
+        elif isinstance(ev, ParticipantAdded | ParticipantRemoved | ThreadClosed):
+            th = self.threads.get(ThreadId(ev.thread_id))
+            if th is None:
+                return
+            if isinstance(ev, ParticipantAdded) and ev.agent not in th._pset:
+                th._participants.append(AgentName(ev.agent))
+                th._pset.add(ev.agent)
+            elif isinstance(ev, ParticipantRemoved) and ev.agent in th._pset:
+                th._participants.remove(AgentName(ev.agent))
+                th._pset.discard(ev.agent)
+            elif isinstance(ev, ThreadClosed):
+                th.closed = True
+                th.summary = ev.summary
+
+
+async def record_all(
+    link: Link, names: Names, sink: Callable[[Event], None], stop: asyncio.Event
+) -> int:
+    """Record every run of the graph that starts from now on, until ``stop`` is set.
+    Returns the number of events recorded."""
+    recs: dict[str, Recorder] = {}
+    skipped: set[str] = set()
+
+    async def on_msg(m: Msg) -> None:
+        rid = Names.run_of(m.subject)
+        if rid is None or rid in skipped:
+            return
+        rec = recs.get(rid)
+        if rec is None:
+            # A run that began before this recorder has no run_started here: skip it
+            # rather than store a transcript without its start.
+            try:
+                first = decode(m.data, "e")["ev"].get("kind")
+            except (WireError, KeyError, AttributeError):
+                first = None
+            if first != "run_started":
+                skipped.add(rid)
+                return
+            rec = recs[rid] = Recorder(link, names, rid, sink)
+        await rec._on_msg(m)
+
+    sub = await link.js.subscribe(
+        names.all_events, cb=on_msg, ordered_consumer=True, deliver_policy=DeliverPolicy.NEW
+    )
+    try:
+        await stop.wait()
+    finally:
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
+    return sum(len(r.events) for r in recs.values())

@@ -1,0 +1,36 @@
+"""Agents for the NATS tests: a pinger that counts rounds with a ponger."""
+
+from __future__ import annotations
+
+import os
+
+
+async def ping(ctx, message):
+    meta = dict(message.metadata or {})
+    if message.sender == "user":
+        rounds = int(os.environ.get("PP_ROUNDS", "3"))
+        th = await ctx.create_thread("work", ["pong"])
+        meta = {"task_thread": message.thread_id, "n": 1, "rounds": rounds}
+        await ctx.send_message(th.id, "ping 1", ["pong"], metadata=meta)
+        return
+    n = int(meta["n"])
+    if n >= int(meta["rounds"]):
+        await ctx.send_message(meta["task_thread"], f"done after {n} rounds", ["user"])
+        return
+    meta["n"] = n + 1
+    await ctx.send_message(message.thread_id, f"ping {n + 1}", ["pong"], metadata=meta)
+
+
+async def pong(ctx, message):
+    delay = float(os.environ.get("PP_PONG_DELAY", "0"))
+    if delay:
+        import asyncio
+
+        await asyncio.sleep(delay)
+    meta = dict(message.metadata or {})
+    await ctx.send_message(message.thread_id, "pong " + str(meta["n"]), ["ping"], metadata=meta)
+
+
+async def quiet(ctx, message):
+    """Replies to nobody: the run goes idle."""
+    await ctx.send_message(message.thread_id, "noted", [])

@@ -1,0 +1,182 @@
+"""The NATS JetStream transport with a real nats-server and workers as real
+processes: a run split over two workers, one transcript, idle across processes,
+and the bad inputs (unreachable server, JetStream off, a missing worker, another
+graph version, a malformed message)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from nats_fixtures import (
+    NatsServer,
+    Workers,
+    cli_args,
+    cli_env,
+    free_port,
+    needs_nats,
+    nats_server,  # noqa: F401
+    workers,  # noqa: F401
+)
+
+pytestmark = [needs_nats, pytest.mark.nats]
+
+DATA = Path(__file__).parent / "data" / "nats"
+
+
+@pytest.fixture
+def graph_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "graph"
+    shutil.copytree(DATA, d)
+    return d
+
+
+def _run_cli(*args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        cli_args(*args), capture_output=True, text=True, env=cli_env(), cwd=cwd, timeout=timeout
+    )
+
+
+def test_two_workers_one_run_one_transcript(
+    graph_dir: Path, nats_server: NatsServer, workers: Workers
+) -> None:
+    g = graph_dir / "pingpong.yaml"
+    w1 = workers.start(g, "--agents", "ping")
+    w2 = workers.start(g, "--agents", "pong")
+    db = graph_dir / "runs.db"
+    res = _run_cli(
+        "run", str(g), "--nats", nats_server.url, "--json", "--db", str(db), cwd=graph_dir
+    )
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["stop_reason"] == "answer"
+    assert out["answer"] == "done after 3 rounds"
+    assert out["usage"]["ping"]["turns"] == 4
+    assert out["usage"]["pong"]["turns"] == 3
+    # One transcript: the SQLite store has every message of both workers, in order.
+    from coral_graph.store import StoreReader
+
+    reader = StoreReader(db)
+    try:
+        events = reader.events(out["run_id"])
+    finally:
+        reader.close()
+    kinds = [e.kind for e in events]
+    assert kinds[0] == "run_started" and kinds[-1] == "run_finished"
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    sent = [e.message for e in events if e.kind == "message_sent"]  # type: ignore[union-attr]
+    assert [m.content for m in sent] == [
+        "play", "ping 1", "pong 1", "ping 2", "pong 2", "ping 3", "pong 3",
+        "done after 3 rounds",
+    ]  # fmt: skip
+    handled = [e for e in events if e.kind == "delivery_handled"]
+    assert {e.agent for e in handled} == {"ping", "pong"}  # type: ignore[union-attr]
+    # Each message says which worker process made it.
+    by = {m.sender: (m.metadata or {}).get("worker") for m in sent if m.sender != "user"}
+    assert by["ping"].endswith(f":{w1.proc.pid}")
+    assert by["pong"].endswith(f":{w2.proc.pid}")
+
+
+@pytest.mark.anyio
+async def test_idle_is_exact_across_workers(
+    graph_dir: Path, nats_server: NatsServer, workers: Workers
+) -> None:
+    from coral_graph.config import load_graph
+    from coral_graph.transport.nats import run_on_nats
+
+    g = graph_dir / "idle.yaml"
+    workers.start(g, "--agents", "first")
+    workers.start(g, "--agents", "second")
+    lg = load_graph(g)
+    for _ in range(3):
+        result = await run_on_nats(lg, "say something", nats_server.url)
+        assert result.stop_reason == "idle"
+        # idle came only after both turns ended on their own workers: both are recorded.
+        handled = sorted(e.agent for e in result.events if e.kind == "delivery_handled")  # type: ignore[union-attr]
+        assert handled == ["first", "second"]
+        assert result.messages == 2
+
+
+def test_unreachable_nats_is_a_clear_error(graph_dir: Path) -> None:
+    url = f"nats://127.0.0.1:{free_port()}"
+    t0 = time.monotonic()
+    res = _run_cli(
+        "worker", str(graph_dir / "pingpong.yaml"), "--nats", url, "--connect-timeout", "2",
+        cwd=graph_dir,
+    )  # fmt: skip
+    assert res.returncode == 1
+    assert "no NATS server answered" in res.stderr and url in res.stderr
+    assert time.monotonic() - t0 < 30
+    res = _run_cli(
+        "run", str(graph_dir / "pingpong.yaml"), "--nats", url, "--no-store", cwd=graph_dir
+    )
+    assert res.returncode == 1
+    assert "no NATS server answered" in res.stderr
+
+
+def test_jetstream_off_is_a_clear_error(graph_dir: Path, tmp_path: Path) -> None:
+    srv = NatsServer(tmp_path / "nojs", free_port(), jetstream=False)
+    srv.start()
+    try:
+        res = _run_cli("worker", str(graph_dir / "pingpong.yaml"), "--nats", srv.url, cwd=graph_dir)
+    finally:
+        srv.stop()
+    assert res.returncode == 1
+    assert "JetStream is not enabled" in res.stderr
+
+
+def test_an_agent_without_a_worker_is_named(
+    graph_dir: Path, nats_server: NatsServer, workers: Workers
+) -> None:
+    g = graph_dir / "pingpong.yaml"
+    workers.start(g, "--agents", "ping")
+    res = _run_cli(
+        "run", str(g), "--nats", nats_server.url, "--wait-workers", "1", "--json", "--no-store",
+        cwd=graph_dir,
+    )  # fmt: skip
+    assert res.returncode == 2
+    out = json.loads(res.stdout)
+    assert out["stop_reason"] == "error"
+    assert "no worker hosts pong" in out["error"]
+
+
+def test_a_worker_with_another_graph_version_is_refused(
+    graph_dir: Path, nats_server: NatsServer, workers: Workers
+) -> None:
+    g = graph_dir / "pingpong.yaml"
+    workers.start(g, "--agents", "ping")
+    other = graph_dir / "pingpong2.yaml"
+    other.write_text(g.read_text().replace("description: pongs", "description: pongs loudly"))
+    res = _run_cli(
+        "worker", str(other), "--nats", nats_server.url, "--agents", "pong", cwd=graph_dir
+    )
+    assert res.returncode == 1
+    assert "agent 'pong' is defined differently (description)" in res.stderr
+    res = _run_cli("run", str(other), "--nats", nats_server.url, "--no-store", cwd=graph_dir)
+    assert res.returncode == 1
+    assert "defined differently" in res.stderr
+
+
+@pytest.mark.anyio
+async def test_a_malformed_message_is_skipped_and_recorded(
+    graph_dir: Path, nats_server: NatsServer, workers: Workers
+) -> None:
+    from coral_graph.config import load_graph
+    from coral_graph.transport.nats import Names, open_link, run_on_nats
+
+    g = graph_dir / "pingpong.yaml"
+    w = workers.start(g, "--agents", "ping")
+    workers.start(g, "--agents", "pong")
+    lg = load_graph(g)
+    names = Names.for_graph(lg.graph.name)
+    async with open_link(nats_server.url) as link:
+        await link.js.publish(names.inbox("run-bogus", "ping"), b"\xc1 not msgpack")
+        await link.js.publish(names.inbox("run-bogus", "ping"), b"\x81\xa1x\x01")
+    result = await run_on_nats(lg, "play", nats_server.url)
+    assert result.stop_reason == "answer"
+    assert w.proc.poll() is None
+    assert w.output.count("skipped a malformed message") == 2
