@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Set up everything and run the whole check: lint, types, the test suite.
 # As root on Debian it first installs the system packages the tests drive
-# (Chromium for the web viewer's browser tests).
+# (Chromium for the web viewer's browser tests, nats-server for the NATS transport).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   need=()
   [ -x /usr/bin/chromium ] || need+=(chromium)
+  command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || need+=(nats-server)
   if [ "${#need[@]}" -gt 0 ]; then
     echo "test: installing ${need[*]} from Debian" >&2
     apt-get update -q

@@ -79,8 +79,8 @@ class NatsServer:
                 self.kill()
 
 
-@pytest.fixture
-def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
+@pytest.fixture(name="nats_server")
+def nats_server_fixture(tmp_path: Path) -> Iterator[NatsServer]:
     if NATS_SERVER is None:
         pytest.skip("nats-server is not installed")
     srv = NatsServer(tmp_path / "jetstream", free_port())
@@ -164,8 +164,8 @@ class Workers:
             w.close()
 
 
-@pytest.fixture
-def workers(nats_server: NatsServer) -> Iterator[Workers]:
+@pytest.fixture(name="workers")
+def workers_fixture(nats_server: NatsServer) -> Iterator[Workers]:
     ws = Workers(nats_server.url)
     try:
         yield ws

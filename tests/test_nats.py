@@ -18,9 +18,9 @@ from nats_fixtures import (
     cli_args,
     cli_env,
     free_port,
+    nats_server_fixture,  # noqa: F401 - a fixture
     needs_nats,
-    nats_server,  # noqa: F401
-    workers,  # noqa: F401
+    workers_fixture,  # noqa: F401 - a fixture
 )
 
 pytestmark = [needs_nats, pytest.mark.nats]
@@ -66,7 +66,8 @@ def test_two_workers_one_run_one_transcript(
     finally:
         reader.close()
     kinds = [e.kind for e in events]
-    assert kinds[0] == "run_started" and kinds[-1] == "run_finished"
+    assert kinds[0] == "run_started"
+    assert kinds[-1] == "run_finished"
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
     sent = [e.message for e in events if e.kind == "message_sent"]  # type: ignore[union-attr]
     assert [m.content for m in sent] == [
@@ -109,7 +110,8 @@ def test_unreachable_nats_is_a_clear_error(graph_dir: Path) -> None:
         cwd=graph_dir,
     )  # fmt: skip
     assert res.returncode == 1
-    assert "no NATS server answered" in res.stderr and url in res.stderr
+    assert "no NATS server answered" in res.stderr
+    assert url in res.stderr
     assert time.monotonic() - t0 < 30
     res = _run_cli(
         "run", str(graph_dir / "pingpong.yaml"), "--nats", url, "--no-store", cwd=graph_dir

@@ -68,7 +68,7 @@ def identity_of(loaded: Any) -> GraphIdentity:
 
 
 @contextlib.asynccontextmanager
-async def open_link(url: str, *, timeout: float = 5.0) -> AsyncIterator[Link]:
+async def open_link(url: str, *, timeout: float = 5.0) -> AsyncIterator[Link]:  # noqa: ASYNC109
     """A connection to the NATS server at ``url`` (JetStream checked), closed at the end."""
     link = await connect(url, timeout=timeout)
     try:

@@ -10,7 +10,6 @@ import contextlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-
 import nats
 import nats.errors
 import nats.js.errors
@@ -62,7 +61,7 @@ class Link:
             await self.nc.close()
 
 
-async def connect(url: str, *, timeout: float = 5.0, name: str = "coral-graph") -> Link:
+async def connect(url: str, *, timeout: float = 5.0, name: str = "coral-graph") -> Link:  # noqa: ASYNC109
     """Connect to ``url`` and check that JetStream is on.
 
     Raises:
@@ -95,7 +94,7 @@ async def connect(url: str, *, timeout: float = 5.0, name: str = "coral-graph") 
             ),
             timeout,
         )
-    except (asyncio.TimeoutError, TimeoutError):
+    except TimeoutError:
         last = f" (last error: {errors[-1]})" if errors else ""
         raise NatsUnavailableError(
             url,

@@ -214,7 +214,7 @@ class NatsContext:
             self._check_member(th)
             if agent in th._pset:
                 return False
-            th._participants.append(agent)
+            th._participants.append(AgentName(agent))
             th._pset.add(agent)
             return True
 
@@ -320,7 +320,7 @@ class NatsContext:
         answered = False
         for m in ms:
             if m in self._succ and m in th._pset:
-                targets.append(m)
+                targets.append(AgentName(m))
             elif m == USER and m in th._pset and self._may_answer:
                 answered = True
             else:

@@ -31,13 +31,13 @@ from coral_graph._events import (
     RunFinished,
     RunStarted,
     ThreadCreated,
+    event_to_dict,
 )
-from coral_graph._events import event_to_dict
 from coral_graph._graph import AgentGraph
 from coral_graph._model import Message, Thread
 from coral_graph._results import RunResult
 from coral_graph._runtime import new_run_id
-from coral_graph._types import USER, AgentName, MessageId, RunId, ThreadId
+from coral_graph._types import USER, MessageId, RunId, ThreadId
 from coral_graph.transport.nats._conn import DEFAULT_ACK_WAIT_S, Link, ensure_graph
 from coral_graph.transport.nats._names import GraphIdentity, Names
 from coral_graph.transport.nats._record import Recorder
@@ -246,7 +246,7 @@ class DistributedRun:
             pause = min(pause * 2, _POLL_S[1])
 
     async def _waiting_agents(self) -> list[str]:
-        out = []
+        out: list[str] = []
         for a in self.graph.agents:
             info = await self.link.js.consumer_info(self.names.inbox_stream, self.names.consumer(a))
             if info.num_pending or info.num_ack_pending:
@@ -293,7 +293,7 @@ class DistributedRun:
             await asyncio.wait_for(rec.finished.wait(), 10.0)
         return RunResult(
             run_id=self.run_id,
-            stop_reason=reason,
+            stop_reason=reason,  # type: ignore[arg-type]
             answer=answer.content if answer else None,
             answer_message=answer,
             error=r.get("error"),

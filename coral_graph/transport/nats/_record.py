@@ -78,7 +78,7 @@ class Recorder:
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()
 
-    async def caught_up(self, timeout: float = 10.0) -> bool:
+    async def caught_up(self, timeout: float = 10.0) -> bool:  # noqa: ASYNC109
         """Wait until every event published so far on the run's subject was read."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -86,7 +86,7 @@ class Recorder:
                 info = await self._sub.consumer_info()
                 if info.num_pending == 0 and self._received >= info.delivered.consumer_seq:
                     return True
-            except Exception:  # noqa: S110 - a reconnecting server: ask again
+            except Exception:
                 pass
             await asyncio.sleep(0.02)
         return False
@@ -116,7 +116,7 @@ class Recorder:
 
     def add(self, ev: Event, env: dict[str, Any] | None = None) -> None:
         """Number ``ev``, fold it into threads and usage, and hand it to the sink."""
-        ev = dataclasses.replace(ev, run_id=self.run_id, seq=len(self.events) + 1)  # type: ignore[type-var]
+        ev = dataclasses.replace(ev, run_id=self.run_id, seq=len(self.events) + 1)
         self.events.append(ev)
         self._fold(ev, env or {})
         if self.sink is not None:
@@ -165,7 +165,7 @@ class Recorder:
                 return
             if isinstance(ev, ParticipantAdded) and ev.agent not in th._pset:
                 th._participants.append(AgentName(ev.agent))
-                th._pset.add(ev.agent)
+                th._pset.add(AgentName(ev.agent))
             elif isinstance(ev, ParticipantRemoved) and ev.agent in th._pset:
                 th._participants.remove(AgentName(ev.agent))
                 th._pset.discard(ev.agent)

@@ -78,7 +78,8 @@ class RunState:
             e = await self.kv.get(f"r.{self.run_id}")
         except _KeyMissing:
             return None
-        assert e.value is not None and e.revision is not None
+        assert e.value is not None
+        assert e.revision is not None
         return decode(e.value, "run"), e.revision
 
     async def finish(
@@ -123,7 +124,8 @@ class RunState:
             raise UnknownThreadError(tid) from None
         except nats.js.errors.InvalidKeyError:
             raise UnknownThreadError(tid) from None
-        assert e.value is not None and e.revision is not None
+        assert e.value is not None
+        assert e.revision is not None
         return thread_from_header(decode(e.value, "th")), e.revision
 
     async def change_thread(self, tid: str, change: Callable[[Thread], bool]) -> Thread:
@@ -168,7 +170,8 @@ class RunState:
             e = await self.kv.get(f"{self.run_id}.b.{name}")
         except _KeyMissing:
             return 0, 0
-        assert e.value is not None and e.revision is not None
+        assert e.value is not None
+        assert e.revision is not None
         return decode(e.value, "n")["n"], e.revision
 
     async def reserve(self, name: str, amount: float, limit: float | None) -> float | None:

@@ -344,7 +344,7 @@ class Worker:
                         durable=names.consumer(agent), stream=names.inbox_stream
                     )
                 msgs = await sub.fetch(1, timeout=1.0)
-            except (nats.errors.TimeoutError, asyncio.TimeoutError):
+            except (TimeoutError, nats.errors.TimeoutError):
                 continue
             except (nats.errors.Error, nats.js.errors.Error, OSError) as exc:
                 # The server is restarting or unreachable: the client reconnects.
@@ -479,7 +479,9 @@ class Worker:
         limit = spec.turn_timeout_s or run.budgets.turn_timeout_s
         ctx.t0 = time.time()
         beat = asyncio.create_task(self._keep_alive(m))
-        task = asyncio.create_task(handle(ctx, msg))
+        # NatsContext has AgentContext's public shape (duck-typed: the core's context
+        # is bound to the in-process router).
+        task = asyncio.create_task(handle(ctx, msg))  # type: ignore[arg-type]
         run.turns.add(task)
         try:
             done, _ = await asyncio.wait({task}, timeout=limit)
