@@ -135,13 +135,15 @@ class Workers:
         self.url = url
         self.procs: list[WorkerProc] = []
 
-    def start(self, graph: Path, *extra: str, wait: bool = True) -> WorkerProc:
+    def start(
+        self, graph: Path, *extra: str, wait: bool = True, env: dict[str, str] | None = None
+    ) -> WorkerProc:
         proc = subprocess.Popen(
             cli_args("worker", str(graph), "--nats", self.url, *extra),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
-            env=cli_env(),
+            env={**cli_env(), **(env or {})},
             cwd=str(graph.parent),
         )
         w = WorkerProc(proc)

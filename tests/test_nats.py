@@ -182,3 +182,25 @@ async def test_a_malformed_message_is_skipped_and_recorded(
     assert result.stop_reason == "answer"
     assert w.proc.poll() is None
     assert w.output.count("skipped a malformed message") == 2
+
+
+@pytest.mark.anyio
+async def test_three_workers_racing_on_one_budget_never_overspend(
+    graph_dir: Path, nats_server: NatsServer, workers: Workers
+) -> None:
+    from coral_graph.config import load_graph
+    from coral_graph.transport.nats import run_on_nats
+
+    g = graph_dir / "race.yaml"
+    for a in ("a", "b", "c"):
+        workers.start(g, "--agents", a)
+    lg = load_graph(g)
+    result = await run_on_nats(lg, "go", nats_server.url)
+    assert result.stop_reason == "budget:messages"
+    sent = [e.message for e in result.events if e.kind == "message_sent"]  # type: ignore[union-attr]
+    assert len([m for m in sent if m.sender != "user"]) == 40
+    assert result.messages == 40
+    # All three took part (each posted before the budget ran out).
+    assert {m.sender for m in sent} == {"user", "a", "b", "c"}
+    # seqs in the task thread: no gap, no duplicate across the three processes.
+    assert sorted(m.seq for m in sent) == list(range(1, 42))

@@ -3,11 +3,11 @@
 Needs the ``[nats]`` extra (nats-py) and a NATS server with JetStream
 (``nats-server -js``). ``import coral_graph`` never imports this package.
 
->>> # doctest: +SKIP
->>> lg = coral_graph.config.load_graph("configs/specialists.yaml")
->>> async with open_link("nats://127.0.0.1:4222") as link:          # a worker
-...     await serve(link, lg, agents=["planner"])
->>> result = coral_graph.run_async(lambda: run_on_nats(lg, "task", "nats://127.0.0.1:4222"))
+A worker hosts agents (``coral-graph worker``, or :class:`Worker`);
+:func:`run_on_nats` starts a run on them and returns its result::
+
+    lg = coral_graph.config.load_graph("configs/specialists.yaml")
+    result = await run_on_nats(lg, "the task", "nats://127.0.0.1:4222")
 
 See ``docs/distributed.md``.
 """

@@ -22,15 +22,25 @@ async def ping(ctx, message):
 
 
 async def pong(ctx, message):
+    meta = dict(message.metadata or {})
+    marks = os.environ.get("PP_MARK_DIR")
+    if marks:  # lets a test see that a turn has begun (to kill the worker in it)
+        path = os.path.join(marks, f"pong-{meta['n']}-{os.getpid()}")
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY))
     delay = float(os.environ.get("PP_PONG_DELAY", "0"))
     if delay:
         import asyncio
 
         await asyncio.sleep(delay)
-    meta = dict(message.metadata or {})
     await ctx.send_message(message.thread_id, "pong " + str(meta["n"]), ["ping"], metadata=meta)
 
 
 async def quiet(ctx, message):
     """Replies to nobody: the run goes idle."""
     await ctx.send_message(message.thread_id, "noted", [])
+
+
+async def spam(ctx, message):
+    """Posts as fast as it can until a budget stops it."""
+    for i in range(10_000):
+        await ctx.send_message(message.thread_id, f"{ctx.name} {i}", [])

@@ -1,0 +1,130 @@
+"""Faults with real processes: a worker SIGKILLed mid-turn and started again, and
+the nats-server killed and restarted on the same store directory mid-run. The run
+finishes, nothing is lost or doubled, per-pair order is kept, the transcript is whole."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import anyio
+import pytest
+from nats_fixtures import (
+    NatsServer,
+    Workers,
+    nats_server_fixture,  # noqa: F401 - a fixture
+    needs_nats,
+    workers_fixture,  # noqa: F401 - a fixture
+)
+
+pytestmark = [needs_nats, pytest.mark.nats, pytest.mark.anyio]
+
+DATA = Path(__file__).parent / "data" / "nats"
+ROUNDS = 5
+
+
+@pytest.fixture
+def graph(tmp_path: Path) -> Path:
+    d = tmp_path / "graph"
+    shutil.copytree(DATA, d)
+    return d / "pingpong.yaml"
+
+
+def _work_messages(result: object) -> list[str]:
+    threads = result.threads  # type: ignore[attr-defined]
+    work = [t for t in threads.values() if t.name == "work"]
+    assert len(work) == 1
+    return [m.content for m in work[0].messages]
+
+
+def _expected() -> list[str]:
+    out = []
+    for n in range(1, ROUNDS + 1):
+        out += [f"ping {n}", f"pong {n}"]
+    return out
+
+
+def _marked(folder: Path, pattern: str) -> bool:
+    return bool(list(folder.glob(pattern)))
+
+
+async def _wait_for(folder: Path, pattern: str) -> None:
+    """Until a worker process marks the start of a turn (a file; another process
+    cannot set an anyio.Event)."""
+    with anyio.fail_after(60):
+        while not _marked(folder, pattern):  # noqa: ASYNC110
+            await anyio.sleep(0.01)
+
+
+async def test_worker_killed_mid_turn_then_restarted(
+    graph: Path, nats_server: NatsServer, workers: Workers, tmp_path: Path
+) -> None:
+    from coral_graph.config import load_graph
+    from coral_graph.transport.nats import run_on_nats
+
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    env = {"PP_ROUNDS": str(ROUNDS), "PP_MARK_DIR": str(marks), "PP_PONG_DELAY": "0.3"}
+    workers.start(graph, "--agents", "ping", "--ack-wait", "1", env=env)
+    pong = workers.start(graph, "--agents", "pong", "--ack-wait", "1", env=env)
+    lg = load_graph(graph)
+    result = None
+
+    async def drive() -> None:
+        nonlocal result
+        result = await run_on_nats(lg, "play", nats_server.url, wait_workers_s=30)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(drive)
+        # pong is inside its second turn (it marks the start, then sleeps 0.3 s):
+        # kill it there, with the delivery unacknowledged.
+        await _wait_for(marks, f"pong-2-{pong.proc.pid}")
+        pong.proc.kill()
+        pong.proc.wait(10)
+        workers.start(graph, "--agents", "pong", "--ack-wait", "1", env=env)
+    assert result is not None
+    assert result.stop_reason == "answer", result.error
+    assert result.answer == f"done after {ROUNDS} rounds"
+    # Nothing lost, nothing doubled, in order.
+    assert _work_messages(result) == _expected()
+    redelivered = [
+        e
+        for e in result.events
+        if e.kind == "agent_errored" and e.error_type == "Redelivered"  # type: ignore[union-attr]
+    ]
+    assert len(redelivered) == 1
+    assert redelivered[0].agent == "pong"  # type: ignore[union-attr]
+    # The second turn of pong began twice (killed, then redone), in two processes.
+    assert len(list(marks.glob("pong-2-*"))) == 2
+
+
+async def test_nats_server_restarted_mid_run(
+    graph: Path, nats_server: NatsServer, workers: Workers, tmp_path: Path
+) -> None:
+    from coral_graph.config import load_graph
+    from coral_graph.transport.nats import run_on_nats
+
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    env = {"PP_ROUNDS": str(ROUNDS), "PP_MARK_DIR": str(marks), "PP_PONG_DELAY": "0.3"}
+    workers.start(graph, "--agents", "ping", "--ack-wait", "2", env=env)
+    workers.start(graph, "--agents", "pong", "--ack-wait", "2", env=env)
+    lg = load_graph(graph)
+    result = None
+
+    async def drive() -> None:
+        nonlocal result
+        result = await run_on_nats(lg, "play", nats_server.url, wait_workers_s=30)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(drive)
+        await _wait_for(marks, "pong-2-*")
+        nats_server.kill()
+        t0 = time.monotonic()
+        nats_server.start()
+        assert time.monotonic() - t0 < 30
+    assert result is not None
+    assert result.stop_reason == "answer", result.error
+    assert result.answer == f"done after {ROUNDS} rounds"
+    assert _work_messages(result) == _expected()
