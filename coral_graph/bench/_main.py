@@ -203,6 +203,11 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args_in = sys.argv[1:] if argv is None else argv
+    if any(a == "--nats" or a.startswith("--nats=") for a in args_in):
+        from coral_graph.bench._nats import main as nats_main  # the workloads over NATS
+
+        return nats_main(args_in)
     parser = argparse.ArgumentParser(prog="coral-graph bench", description=__doc__)
     parser.add_argument("--repeat", type=int, default=3, help="runs per figure (median)")
     parser.add_argument("--only", default="", help="comma-separated workloads")

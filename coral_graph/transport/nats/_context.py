@@ -51,11 +51,12 @@ _USER_INFO = AgentInfo(USER, "the caller of the run; mention it to give the fina
 class NatsContext:
     """What an agent can do and see during one turn of a distributed run."""
 
-    def __init__(self, run: WorkerRun, name: AgentName, turn: str) -> None:
+    def __init__(self, run: WorkerRun, name: AgentName, turn: str, *, replay: bool = False) -> None:
         self._run = run
         self.name = name
         self.run_id = run.run_id
-        self._turn = turn  # stable across redeliveries: the delivery's stream seq
+        self._turn = turn  # "<thread>.<seq>.<agent>": the same for every copy of a delivery
+        self._replay = replay  # a redelivery: the interrupted attempt may have made things
         self._ops = 0
         self._succ = set(run.graph.successors(name))
         self._may_answer = name in run.answer_by
@@ -183,7 +184,7 @@ class NatsContext:
             members.append(self._check_addressable(p, "add"))
         run = self._run
         n = self._next_op()
-        ref = await run.state.made(self._turn, n)
+        ref = await run.state.made(self._turn, n) if self._replay else None
         if ref is not None:  # the replay of a turn that made this thread already
             return await run.replica.refresh_header(ref)
         th = Thread(
@@ -194,7 +195,7 @@ class NatsContext:
             time.time(),
         )
         await run.state.create_thread(th)
-        await run.state.remember(self._turn, n, th.id)
+        await run.remember(self._turn, n, th.id)
         run.replica.threads[th.id] = th
         await run.emit(
             ThreadCreated(run.run_id, 0, th.created_at, th.id, th.name, self.name, list(members))
@@ -326,7 +327,7 @@ class NatsContext:
             else:
                 self._bad_mention(m, th)
         n = self._next_op()
-        ref = await run.state.made(self._turn, n)
+        ref = await run.state.made(self._turn, n) if self._replay else None
         if ref is not None:
             # The replay of a turn a crash interrupted: this message was appended
             # already. Publish its deliveries again (the server drops the ones it
@@ -364,7 +365,7 @@ class NatsContext:
 
         local = run.replica.threads.get(tid)
         msg = await run.state.append(make, len(local._messages) if local is not None else 0)
-        await run.state.remember(self._turn, n, msg.id)
+        await run.remember(self._turn, n, msg.id)
         self.usage.messages_sent += 1
         await run.emit(MessageSent(run.run_id, 0, msg.timestamp, msg))
         await run.deliver(msg, targets)

@@ -70,6 +70,9 @@ class RunState:
     def __init__(self, kv: KeyValue, run_id: str) -> None:
         self.kv = kv
         self.run_id = run_id
+        # The last value and revision seen of each counter: tried first, so a
+        # counter this process alone changes costs one round trip, not two.
+        self._seen: dict[str, tuple[float, int]] = {}
 
     # -- the run record -----------------------------------------------------
 
@@ -175,20 +178,24 @@ class RunState:
         return decode(e.value, "n")["n"], e.revision
 
     async def reserve(self, name: str, amount: float, limit: float | None) -> float | None:
-        """Add ``amount`` to counter ``name`` unless that passes ``limit``; the new
+        """Add ``amount`` (>= 0) to counter ``name`` unless that passes ``limit``; the new
         total, or None (nothing added) when it would pass. Compare-and-set: two
         workers never both take the last unit."""
         key = f"{self.run_id}.b.{name}"
+        seen = self._seen.pop(name, None)
         while True:
-            value, rev = await self.counter(name)
+            value, rev = seen if seen is not None else await self.counter(name)
+            seen = None
             new = value + amount
             if limit is not None and new > limit:
+                # Counters only grow: a value seen earlier over the limit is over it now.
                 return None
             try:
                 if rev == 0:
-                    await self.kv.create(key, encode("n", n=new))
+                    new_rev = await self.kv.create(key, encode("n", n=new))
                 else:
-                    await self.kv.update(key, encode("n", n=new), last=rev)
+                    new_rev = await self.kv.update(key, encode("n", n=new), last=rev)
+                self._seen[name] = (new, new_rev)
                 return new
             except _CasFailed:
                 continue
@@ -203,8 +210,10 @@ class RunState:
         assert e.value is not None
         return str(decode(e.value, "c")["ref"])
 
-    async def remember(self, turn: str, n: int, ref: str) -> None:
-        await self.kv.put(f"{self.run_id}.c.{turn}.{n}", encode("c", ref=ref))
+    def key_subject(self, key: str) -> str:
+        """The subject a key of the bucket is stored under (to publish a put
+        without waiting)."""
+        return f"$KV.{self.kv._name}.{key}"
 
 
 class Replica:

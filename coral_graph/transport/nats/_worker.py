@@ -117,6 +117,9 @@ class WorkerRun:
         self.llm_totals = {k: 0.0 for k in _LLM_COUNTERS}
         self.pending_stop: str | None = None
         self._queued: list[Event] = []
+        # Acknowledgements of publishes sent without waiting: all of them are awaited
+        # (settle) before the turn's delivery is acknowledged.
+        self._unsettled: list[asyncio.Future[Any]] = []
 
     # -- events ---------------------------------------------------------------
 
@@ -125,7 +128,8 @@ class WorkerRun:
         self._queued.append(ev)
 
     async def emit(self, ev: Event, **extra: Any) -> None:
-        """Publish ``ev`` (after what was queued) and wait until the server has it."""
+        """Publish ``ev`` after what was queued. The server's acknowledgement is
+        awaited by :meth:`settle`, before the turn's delivery is acknowledged."""
         await self.flush()
         await self._publish(ev, extra)
 
@@ -136,7 +140,23 @@ class WorkerRun:
     async def _publish(self, ev: Event, extra: dict[str, Any]) -> None:
         w = self.worker
         data = encode("e", worker=w.tag, ev=event_to_dict(ev), **extra)
-        await w.link.js.publish(w.names.events(self.run_id), data)
+        await self.publish_later(w.names.events(self.run_id), data)
+
+    async def publish_later(
+        self, subject: str, data: bytes, headers: dict[str, str] | None = None
+    ) -> None:
+        """Publish without waiting for the server's acknowledgement (one connection
+        keeps the order); :meth:`settle` waits for all of them."""
+        fut = await self.worker.link.js.publish_async(subject, data, headers=headers)
+        self._unsettled.append(fut)
+
+    async def settle(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+        """Wait until the server has stored everything published so far; raises (and
+        so leaves the delivery unacknowledged) if it has not within ``timeout``."""
+        await self.flush()
+        pending, self._unsettled = self._unsettled, []
+        if pending:
+            await asyncio.wait_for(asyncio.gather(*pending), timeout)
 
     # -- deliveries and the stop ----------------------------------------------
 
@@ -149,12 +169,17 @@ class WorkerRun:
         if size > limit:
             raise MessageTooLargeError(size, limit)
 
+    async def remember(self, turn: str, n: int, ref: str) -> None:
+        """Remember what the n-th operation of ``turn`` made (for a replay)."""
+        await self.publish_later(self.state.key_subject(f"{self.run_id}.c.{turn}.{n}"),
+                                 encode("c", ref=ref))  # fmt: skip
+
     async def deliver(self, msg: Message, targets: list[AgentName]) -> None:
         """One delivery per target, de-duplicated by the server on its id."""
         w = self.worker
         data = msg.to_dict()
         for t in targets:
-            await w.link.js.publish(
+            await self.publish_later(
                 w.names.inbox(self.run_id, t),
                 encode("d", run=self.run_id, to=t, msg=data),
                 headers={"Nats-Msg-Id": f"{self.run_id}/{msg.id}>{t}"},
@@ -208,7 +233,7 @@ class WorkerRun:
                 self.pending_stop = f"budget:{name}"
                 raise BudgetExceededError(name, limit)
 
-    async def settle(self, usage: AgentUsage) -> None:
+    async def settle_llm(self, usage: AgentUsage) -> None:
         if usage.llm_calls:
             await self.state.reserve("llm_calls", usage.llm_calls, None)
             await self.state.reserve("tokens", usage.tokens, None)
@@ -361,7 +386,7 @@ class Worker:
     async def _guarded(self, agent: str, m: Msg) -> None:
         try:
             await self._handle(agent, m)
-        except (nats.errors.Error, nats.js.errors.Error, OSError) as exc:
+        except (TimeoutError, nats.errors.Error, nats.js.errors.Error, OSError) as exc:
             # The turn ran but its end could not be stored (the server went away):
             # the delivery is not acknowledged and comes again.
             self._log(
@@ -423,7 +448,10 @@ class Worker:
             await m.ack_sync()
             return
         meta = m.metadata
-        turn = str(meta.sequence.stream)
+        # A turn is known by what it handles (message, recipient), not by the stream
+        # sequence: a delivery published twice (a replay whose first copy the server
+        # no longer remembers) is still the same turn.
+        turn = f"{msg.thread_id}.{msg.seq}.{agent}"
         attempt = int(meta.num_delivered)
         sender = msg.sender
         if not ((sender == USER and agent in run.entry) or self.graph.has_edge(sender, agent)):
@@ -435,29 +463,36 @@ class Worker:
             )  # fmt: skip
             await m.ack_sync()
             return
+        # Has this turn begun before? A delivery comes again after a worker died in
+        # its turn, and also (with its delivery count reset) after a nats-server that
+        # was killed lost its newest acknowledgements: so ask the bucket, not the count.
+        replay = await run.state.made(turn, 0) is not None
         b = run.budgets
-        if b.max_turns is not None and await run.state.made(turn, 0) is None:
-            if await run.state.reserve(f"turns.{agent}", 1, b.max_turns) is None:
-                await run.stop("budget:turns")
-                await m.ack_sync()
-                return
-            await run.state.remember(turn, 0, "turn")
-        if attempt > 1:
+        if not replay:
+            if b.max_turns is not None:
+                if await run.state.reserve(f"turns.{agent}", 1, b.max_turns) is None:
+                    await run.stop("budget:turns")
+                    await m.ack_sync()
+                    return
+            await run.remember(turn, 0, "turn")
+        if replay or attempt > 1:
             await run.emit(
                 AgentErrored(
                     run_id, 0, time.time(), agent, msg.id, "Redelivered",
-                    f"delivery {msg.id} handled again (attempt {attempt}): the worker that "
-                    "had it stopped before the end of its turn", "", "continue",
+                    f"delivery {msg.id} handled again (attempt {attempt}): its earlier "
+                    "handling did not reach its acknowledgement (a worker or the NATS "
+                    "server stopped)", "", "continue",
                 )
             )  # fmt: skip
         await run.replica.catch_up(msg.thread_id, msg.seq)
         await run.load_llm_totals()
-        ctx = NatsContext(run, AgentName(agent), turn)
+        ctx = NatsContext(run, AgentName(agent), turn, replay=replay or attempt > 1)
         ok = await self._turn(run, agent, ctx, msg, m)
         if run.finished and run.stop_reason is not None and ok is None:
+            await run.settle()
             await m.ack_sync()  # cancelled because the run ended
             return
-        await run.settle(ctx.usage)
+        await run.settle_llm(ctx.usage)
         if run.pending_stop is not None:
             await run.stop(run.pending_stop)
             run.pending_stop = None
@@ -467,6 +502,10 @@ class Worker:
             attempt=attempt,
             usage=ctx.usage.to_dict(),
         )
+        # The turn's messages, deliveries and events are stored before the ack: so a
+        # crash loses nothing, and "no unacknowledged delivery" means "no turn whose
+        # effects are still on their way" (the idle scan relies on it).
+        await run.settle()
         await m.ack_sync()
         self.handled += 1
 
