@@ -204,3 +204,76 @@ async def test_three_workers_racing_on_one_budget_never_overspend(
     assert {m.sender for m in sent} == {"user", "a", "b", "c"}
     # seqs in the task thread: no gap, no duplicate across the three processes.
     assert sorted(m.seq for m in sent) == list(range(1, 42))
+
+
+@pytest.mark.anyio
+async def test_a_message_over_max_payload_is_a_clear_error_to_the_sender(
+    graph_dir: Path, nats_server: NatsServer, workers: Workers
+) -> None:
+    from coral_graph.config import load_graph
+    from coral_graph.transport.nats import run_on_nats
+
+    g = graph_dir / "oversize.yaml"
+    workers.start(g)
+    result = await run_on_nats(load_graph(g), "send something big", nats_server.url)
+    assert result.stop_reason == "answer"
+    assert result.answer is not None
+    assert result.answer.startswith("MessageTooLargeError: the message is ")
+    assert "max_payload" in result.answer
+    # Nothing of the refused message was appended: the answer is message 2.
+    assert result.answer_message is not None
+    assert result.answer_message.seq == 2
+
+
+def test_record_writes_runs_started_elsewhere(
+    graph_dir: Path, nats_server: NatsServer, workers: Workers
+) -> None:
+    import subprocess as sp
+    import threading
+
+    g = graph_dir / "pingpong.yaml"
+    workers.start(g, "--agents", "ping")
+    workers.start(g, "--agents", "pong")
+    db = graph_dir / "recorded.db"
+    rec = sp.Popen(
+        cli_args("record", str(g), "--nats", nats_server.url, "--db", str(db)),
+        stderr=sp.PIPE, text=True, env=cli_env(), cwd=graph_dir,
+    )  # fmt: skip
+    try:
+        assert rec.stderr is not None
+        ready = threading.Event()
+        lines: list[str] = []
+
+        def read() -> None:
+            assert rec.stderr is not None
+            for line in rec.stderr:
+                lines.append(line)
+                if "recording the runs" in line:
+                    ready.set()
+            ready.set()
+
+        t = threading.Thread(target=read, daemon=True)
+        t.start()
+        assert ready.wait(60), "".join(lines)
+        res = _run_cli(
+            "run", str(g), "--nats", nats_server.url, "--json", "--no-store", cwd=graph_dir
+        )
+        assert res.returncode == 0, res.stderr
+        run_id = json.loads(res.stdout)["run_id"]
+    finally:
+        rec.terminate()
+        rec.wait(20)
+        t.join(5)
+        rec.stderr.close()  # type: ignore[union-attr]
+    assert rec.returncode == 0, "".join(lines)
+    from coral_graph.store import StoreReader
+
+    reader = StoreReader(db)
+    try:
+        events = reader.events(run_id)
+    finally:
+        reader.close()
+    assert events[0].kind == "run_started"
+    assert events[-1].kind == "run_finished"
+    sent = [e.message.content for e in events if e.kind == "message_sent"]  # type: ignore[union-attr]
+    assert sent[-1] == "done after 3 rounds"

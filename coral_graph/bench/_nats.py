@@ -344,7 +344,12 @@ def _split(agents: list[str], k: int) -> list[list[str]]:
 
 
 async def _bench(
-    url: str, folder: Path, sizes: dict[str, int], repeat: int, log: Any
+    url: str,
+    folder: Path,
+    sizes: dict[str, int],
+    repeat: int,
+    log: Any,
+    scaling: Sequence[int] = (1, 2, 4),
 ) -> dict[str, Any]:
     from coral_graph.transport.nats import open_link
 
@@ -404,17 +409,17 @@ async def _bench(
                 f"p99 {fl['p99_us'] / 1000:6.2f} ms | {ratio:.2f}x floor "
                 f"({c['deliveries']} deliveries, {c['stop_reason']})"
             )
-        scaling = {}
-        for k in (1, 2, 4):
+        by_workers: dict[str, float] = {}
+        for k in scaling:
             runs = []
             for _ in range(repeat):
                 runs.append(await _coral(url, folder, f"bench-fan{k}", fan_yaml(f"bench-fan{k}"),
                                          _split(["sender", *sinks], k),
                                          {"to": sinks, "messages": fan_m}))  # fmt: skip
             dps = median([r["deliveries_per_s"] for r in runs])
-            scaling[str(k)] = dps
+            by_workers[str(k)] = dps
             log(f"fanout over {k} worker process(es): {dps:9.0f} deliveries/s")
-        out["fanout_scaling"] = scaling
+        out["fanout_scaling"] = by_workers
     return out
 
 
@@ -425,7 +430,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--scaling", default="1,2,4", help="worker counts for fanout")
     args, _ = parser.parse_known_args(argv)
+    scaling = [int(k) for k in args.scaling.split(",") if k.strip()]
     sizes = {
         "rounds": 100, "ring_agents": 4, "ring_tokens": 4, "ring_hops": 400,
         "fanout_participants": 8, "fanout_messages": 50,
@@ -446,7 +453,7 @@ def main(argv: list[str] | None = None) -> int:
         url = args.nats or (server.url if server else "")
         log(f"coral-graph bench --nats on {url} (sizes {sizes}, {repeat} runs, medians)")
         try:
-            out = asyncio.run(_bench(url, folder, sizes, repeat, log))
+            out = asyncio.run(_bench(url, folder, sizes, repeat, log, scaling))
         finally:
             if server is not None:
                 server.close()

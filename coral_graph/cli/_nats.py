@@ -182,7 +182,16 @@ def record(
                 await rec.aclose()
                 print(f"recorded {len(rec.events)} events of {run_id}", file=sys.stderr)
             else:
-                n = await mod.record_all(link, names, store.on_event, stop)
+
+                def ready() -> None:
+                    print(
+                        f"recording the runs of graph {lg.graph.name!r} from {nats} into "
+                        f"{store.path} (Ctrl-C to stop)",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+
+                n = await mod.record_all(link, names, store.on_event, stop, ready)
                 print(f"recorded {n} events", file=sys.stderr)
             return EXIT_OK
         finally:

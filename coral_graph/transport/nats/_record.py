@@ -175,7 +175,11 @@ class Recorder:
 
 
 async def record_all(
-    link: Link, names: Names, sink: Callable[[Event], None], stop: asyncio.Event
+    link: Link,
+    names: Names,
+    sink: Callable[[Event], None],
+    stop: asyncio.Event,
+    on_ready: Callable[[], None] | None = None,
 ) -> int:
     """Record every run of the graph that starts from now on, until ``stop`` is set.
     Returns the number of events recorded."""
@@ -203,6 +207,8 @@ async def record_all(
     sub = await link.js.subscribe(
         names.all_events, cb=on_msg, ordered_consumer=True, deliver_policy=DeliverPolicy.NEW
     )
+    if on_ready is not None:
+        on_ready()  # subscribed: every run that starts from now on is recorded
     try:
         await stop.wait()
     finally:

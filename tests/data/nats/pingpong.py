@@ -44,3 +44,13 @@ async def spam(ctx, message):
     """Posts as fast as it can until a budget stops it."""
     for i in range(10_000):
         await ctx.send_message(message.thread_id, f"{ctx.name} {i}", [])
+
+
+async def oversize(ctx, message):
+    """Tries a message over the server's max payload; answers with what it was told."""
+    try:
+        await ctx.send_message(
+            message.thread_id, "big", ["user"], metadata={"blob": "x" * 2_000_000}
+        )
+    except Exception as exc:
+        await ctx.send_message(message.thread_id, f"{type(exc).__name__}: {exc}", ["user"])

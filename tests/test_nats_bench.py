@@ -1,0 +1,31 @@
+"""``coral-graph bench --nats`` runs its workloads and its floor on the same pattern:
+a smoke test at tiny sizes (never a speed assertion)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from nats_fixtures import NatsServer, nats_server_fixture, needs_nats  # noqa: F401
+
+pytestmark = [needs_nats, pytest.mark.nats]
+
+
+def test_bench_nats_measures_the_same_pattern_as_its_floor(
+    nats_server: NatsServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from coral_graph.bench._main import main
+
+    assert main(["--nats", nats_server.url, "--quick", "--json", "--scaling", "2"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    stops = {"pingpong": "answer", "ring": "idle", "fanout": "idle"}
+    for name, stop in stops.items():
+        fig = out[name]
+        assert fig["coral"]["stop_reason"] == stop
+        # The same number of deliveries on both sides: the same pattern and sizes.
+        assert fig["coral"]["deliveries"] == fig["floor"]["deliveries"] > 0
+        assert fig["coral"]["deliveries_per_s"] > 0
+        assert fig["ratio"] == pytest.approx(
+            fig["coral"]["deliveries_per_s"] / fig["floor"]["deliveries_per_s"]
+        )
+    assert set(out["fanout_scaling"]) == {"2"}
