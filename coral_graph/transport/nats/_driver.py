@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import nats.errors
 import nats.js.errors
@@ -37,7 +37,7 @@ from coral_graph._graph import AgentGraph
 from coral_graph._model import Message, Thread
 from coral_graph._results import RunResult
 from coral_graph._runtime import new_run_id
-from coral_graph._types import USER, MessageId, RunId, ThreadId
+from coral_graph._types import USER, MessageId, RunId, StopReason, ThreadId
 from coral_graph.transport.nats._conn import DEFAULT_ACK_WAIT_S, Link, ensure_graph
 from coral_graph.transport.nats._names import GraphIdentity, Names
 from coral_graph.transport.nats._record import Recorder
@@ -279,7 +279,7 @@ class DistributedRun:
         cur = await state.record()
         r: dict[str, Any] = cur[0] if cur is not None else {}
         answer = Message.from_dict(r["answer"]) if r.get("answer") else None
-        reason = str(r.get("stop_reason") or "error")
+        reason = cast("StopReason", str(r.get("stop_reason") or "error"))
         ended = float(r.get("ended_at") or time.time())
         usage = {n: u for n, u in rec.usage.items()}
         await self._emit(
@@ -293,7 +293,7 @@ class DistributedRun:
             await asyncio.wait_for(rec.finished.wait(), 10.0)
         return RunResult(
             run_id=self.run_id,
-            stop_reason=reason,  # type: ignore[arg-type]
+            stop_reason=reason,
             answer=answer.content if answer else None,
             answer_message=answer,
             error=r.get("error"),
@@ -301,7 +301,7 @@ class DistributedRun:
             messages=rec.messages,
             duration_s=ended - t0,
             threads=dict(rec.threads),
-            events=list(rec.events),
+            log=list(rec.events),
         )
 
     async def _cancel(self, state: RunState, t0: float) -> None:
