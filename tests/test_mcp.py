@@ -296,6 +296,21 @@ async def test_secret_host_and_origin_are_checked(hub: MCPHub) -> None:
                 other = await http.get(eps.urls["probe"]["sse_url"] + "?agentId=peer")
                 assert other.status_code == 403
                 assert "does not match" in other.text
+                # A flood of guesses is refused, and the agent still gets in.
+                statuses: list[int] = []
+
+                async def guess(i: int) -> None:
+                    r = await http.post(f"{base}/mcp/v1/guess{i:04d}/mcp", json=init)
+                    statuses.append(r.status_code)
+
+                async with anyio.create_task_group() as tg:
+                    for i in range(100):
+                        tg.start_soon(guess, i)
+                assert statuses == [401] * 100
+            from mcp import Client
+
+            async with Client(url) as client:
+                assert len((await client.list_tools()).tools) == 14
             handle.cancel()
             await handle.wait()
             async with httpx.AsyncClient() as http:

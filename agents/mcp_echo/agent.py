@@ -27,6 +27,7 @@ from typing import Any
 
 import anyio
 from mcp import Client
+from mcp.shared.exceptions import MCPError
 
 WAIT_MS = 30_000  # one wait_for_mentions call; the run's own budgets bound the rest
 
@@ -55,9 +56,14 @@ async def main() -> None:
         while True:
             try:
                 got = await call(client, "wait_for_mentions", timeoutMs=WAIT_MS)
+            except MCPError:
+                # The endpoint is gone: its run ended (HTTP 410) while we were away.
+                print(f"{me}: the run is over", flush=True)
+                return
             except RuntimeError as exc:
                 if "RunEndedError" in str(exc):
-                    return  # the run is over
+                    print(f"{me}: the run is over", flush=True)
+                    return
                 raise
             for message in got["messages"]:
                 reply = respond(message["content"], message["senderId"])

@@ -171,6 +171,10 @@ class MCPToolbox:
             yield turn
 
     async def _connect(self, stack: contextlib.AsyncExitStack, index: int) -> Any:
+        import anyio
+
+        # The first import of the SDK takes a second or more: not on the event loop.
+        await anyio.to_thread.run_sync(_import_client)
         from mcp import Client
 
         server = self.servers[index]
@@ -301,6 +305,12 @@ class _Turn:
             duration_s=time.perf_counter() - t0,
         )
         return text, ok
+
+
+def _import_client() -> None:
+    import mcp
+
+    del mcp
 
 
 def _result_text(result: Any) -> str:

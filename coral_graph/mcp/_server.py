@@ -393,6 +393,9 @@ class MCPHub:
             return
         self.check_host()
         self._users = 1
+        # Importing the SDK and Uvicorn takes a second or more: not on the event loop,
+        # where it would stall every agent of the run.
+        await anyio.to_thread.run_sync(preload_sdk)
         self._ready = anyio.Event()
         self._done = anyio.Event()
         failure: Exception | None = None
@@ -584,6 +587,17 @@ class MCPHub:
             await ep.handle(inner, receive, send, parts[3])
         finally:
             self._in_flight -= 1
+
+
+def preload_sdk() -> None:
+    """Import the MCP SDK and Uvicorn (call it in a worker thread)."""
+    import mcp.server.lowlevel
+    import mcp.server.sse
+    import mcp.server.streamable_http_manager
+    import mcp_types
+    import uvicorn
+
+    del mcp, mcp_types, uvicorn
 
 
 _default: MCPHub | None = None
