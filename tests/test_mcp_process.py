@@ -3,6 +3,7 @@ crashes under on_error, bad commands named; and the YAML kinds and CLI flags."""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -181,3 +182,25 @@ def test_cli_refuses_a_remote_mcp_host_without_the_flag(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["run", str(path), "--no-store", "--mcp-host", "0.0.0.0"])
     assert result.exit_code == 1
     assert "--mcp-allow-remote" in result.stderr
+
+
+async def test_a_process_that_ignores_sigterm_is_killed() -> None:
+    stubborn = (
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "print('ignoring SIGTERM', flush=True); time.sleep(120)"
+    )
+    worker = ProcessAgent(
+        ["python", "-c", stubborn], hub=MCPHub(), connect_timeout_s=0.5, stop_grace_s=0.2
+    )
+    result = await run(graph(worker))
+    assert result.stop_reason == "error"
+    assert result.error is not None
+    assert "did not connect" in result.error
+    started = next(
+        e for e in result.events
+        if isinstance(e, cg.AgentLogged) and e.data and e.data.get("event") == "started"
+    )  # fmt: skip
+    assert started.data is not None
+    pid = started.data["pid"]
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # SIGKILL after the grace period; reaped
