@@ -9,7 +9,7 @@ import pytest
 
 import coral_graph as cg
 from coral_graph._types import AgentName, RunId, ThreadId
-from coral_graph.transport import LocalTransport, RunTransport
+from coral_graph.transport import LocalRun, LocalTransport, RunTransport
 
 
 class _Port:
@@ -69,3 +69,69 @@ def test_local_threads_update_checks_the_id_and_counters_respect_limits() -> Non
     c.release_nowait("messages", 1)
     assert c.value("messages") == 1
     assert c.reserve_nowait("tokens", 10**9, None)
+
+
+class _AckingRun(LocalRun):
+    """The local transport seen as a remote one would be: not immediate, acks wanted,
+    every send going through the async forms."""
+
+    __slots__ = ("acks", "sends")
+    needs_ack = True
+    immediate = False
+
+    def __init__(self, port: Any) -> None:
+        super().__init__(port)
+        self.acks: list[tuple[str, str]] = []
+        self.sends: list[tuple[tuple[str, ...], str]] = []
+
+    async def send(self, targets: Any, msg: cg.Message) -> None:
+        self.sends.append((tuple(targets), msg.id))
+        await super().send(targets, msg)
+
+    def ack(self, agent: AgentName, msg: cg.Message) -> None:
+        self.acks.append((agent, msg.id))
+
+
+class _AckingTransport:
+    def __init__(self) -> None:
+        self.runs: list[_AckingRun] = []
+
+    def open_run(self, port: Any) -> _AckingRun:
+        run = _AckingRun(port)
+        self.runs.append(run)
+        return run
+
+
+def test_a_transport_that_is_not_immediate_gets_async_sends_and_an_ack_per_delivery() -> None:
+    @cg.agent
+    async def boss(ctx: cg.AgentContext, message: cg.Message) -> None:
+        if message.sender == "user":
+            th = await ctx.create_thread("work", ["helper"])
+            await ctx.send_message(th, "do it", ["helper"])
+            return
+        await ctx.close_thread(message.thread_id, "done")
+        await ctx.send_message(ctx.threads()[0], "all done", ["user"])
+
+    class Helper:
+        async def run(self, ctx: cg.AgentContext) -> None:
+            for m in await ctx.wait_for_mentions(5):
+                await ctx.send_message(m.thread_id, "did it", ["boss"])
+
+    g = cg.AgentGraph()
+    g.add_agent("boss", boss)
+    g.add_agent("helper", Helper())
+    g.connect("boss", "helper", mutual=True)
+    transport = _AckingTransport()
+
+    async def main() -> cg.RunResult:
+        async with cg.open_runtime(g, transport=transport) as rt:
+            return await rt.run("go", entry=["boss"])
+
+    result = cg.run_async(main)
+    assert result.answer == "all done"
+    (link,) = transport.runs
+    handled = [(e.agent, e.message_id) for e in result.events if e.kind == "delivery_handled"]
+    assert sorted(link.acks) == sorted(handled)
+    assert ("boss", "t-1#1") in link.acks  # the task, acked after boss's turn
+    assert ("helper", "t-2#1") in link.acks  # taken through wait_for_mentions
+    assert [ids for _, ids in link.sends] == ["t-2#1", "t-2#2"]  # the task is sent at start
