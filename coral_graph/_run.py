@@ -450,6 +450,12 @@ class _Run:
         self._start_loops()
         poster.send_message_nowait(th, self.task, self.entry)
 
+    def join(self, tg: TaskGroup) -> None:
+        """Host this process's agents in a run another process started: loop agents
+        hosted here start; handler agents wake on what the transport feeds them."""
+        self.tg = tg
+        self._start_loops()
+
     def restore(self, tg: TaskGroup, snap: RunSnapshot) -> None:
         """Continue a stored run: its events, threads, usage and counters come back,
         loop agents restart and every pending delivery is delivered again."""

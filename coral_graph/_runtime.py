@@ -287,12 +287,33 @@ class Runtime:
         run = self._new_run(task, entry, answer_by, budgets, run_id)
         return await self._execute(run, snapshot=snapshot)
 
+    async def join(
+        self,
+        run_id: str,
+        task: str = "",
+        *,
+        entry: Sequence[str] | None = None,
+        answer_by: Iterable[str] | None = None,
+        budgets: Budgets | None = None,
+    ) -> RunResult:
+        """Host this process's agents in run ``run_id``, started by another process
+        of a distributed transport (``open_runtime(graph, transport=...)``).
+
+        Nothing is posted and no ``run_started`` / ``run_finished`` is recorded here
+        (the process that started the run records them): the transport feeds the
+        agents it hosts here, loop agents it hosts start, and the call returns when
+        the run stops (the transport's stop reaches every worker). The result is
+        this process's share: its agents' usage and events."""
+        run = self._new_run(task, entry, answer_by, budgets, run_id)
+        return await self._execute(run, joining=True)
+
     async def _execute(
         self,
         run: _Run,
         *,
         snapshot: RunSnapshot | None = None,
         handle: RunHandle | None = None,
+        joining: bool = False,
     ) -> RunResult:
         rid = run.run_id
         r = run.router
@@ -307,6 +328,8 @@ class Runtime:
                     tg.cancel_scope.deadline = anyio.current_time() + run.budgets.timeout_s
                 if snapshot is not None:
                     run.restore(tg, snapshot)
+                elif joining:
+                    run.join(tg)
                 elif not r.finished:
                     run.start(tg)
                 if handle is not None:
@@ -323,14 +346,16 @@ class Runtime:
         except BaseException:
             if not r.finished:
                 r.stop("cancelled")
-            run.record_finish()
+            if not joining:
+                run.record_finish()
             raise
         finally:
             self._runs.pop(rid, None)
             _gc_run_ended()
             with anyio.CancelScope(shield=True):
                 await run.link.aclose()
-        run.record_finish()
+        if not joining:
+            run.record_finish()
         # No local for the result: this frame outlives the call (the tracebacks of the
         # cancelled tasks reach it), and would keep the result alive with it.
         return run.take_result()

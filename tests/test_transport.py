@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -135,3 +136,54 @@ def test_a_transport_that_is_not_immediate_gets_async_sends_and_an_ack_per_deliv
     assert ("boss", "t-1#1") in link.acks  # the task, acked after boss's turn
     assert ("helper", "t-2#1") in link.acks  # taken through wait_for_mentions
     assert [ids for _, ids in link.sends] == ["t-2#1", "t-2#2"]  # the task is sent at start
+
+
+class _FeedingRun(LocalRun):
+    """A worker's side of a run started elsewhere: it feeds one delivery after
+    start(), and decides quiescence as a distributed transport would (here: the
+    first time this process is quiet after the feed)."""
+
+    __slots__ = ("stops",)
+
+    def __init__(self, port: Any) -> None:
+        super().__init__(port)
+        self.stops: list[str] = []
+
+    async def start(self) -> None:
+        th = self.threads.create_nowait("remote", AgentName("a"), [AgentName("a"), AgentName("b")])
+        msg = cg.Message(f"{th.id}#1", th.id, 1, AgentName("a"), "from elsewhere", ("b",), 0.0)  # type: ignore[arg-type]
+        th._messages.append(msg)
+        asyncio.get_running_loop().call_soon(self._port.feed, AgentName("b"), msg)
+
+    def stopped(self, reason: str) -> None:
+        self.stops.append(reason)
+
+
+def test_join_hosts_agents_of_a_run_started_elsewhere() -> None:
+    got: list[str] = []
+
+    @cg.agent
+    async def b(ctx: cg.AgentContext, message: cg.Message) -> None:
+        got.append(message.content)
+
+    g = cg.AgentGraph()
+    g.add_agent("a", b)
+    g.add_agent("b", b)
+    g.connect("a", "b", mutual=True)
+    runs: list[_FeedingRun] = []
+
+    class T:
+        def open_run(self, port: Any) -> _FeedingRun:
+            runs.append(_FeedingRun(port))
+            return runs[-1]
+
+    async def main() -> cg.RunResult:
+        async with cg.open_runtime(g, transport=T()) as rt:
+            return await rt.join("run-elsewhere", entry=["a"])
+
+    result = cg.run_async(main)
+    assert got == ["from elsewhere"]
+    assert result.stop_reason == "idle"
+    assert runs[0].stops == ["idle"]
+    kinds = [e.kind for e in result.events]
+    assert kinds == ["delivery_handled"]  # no run_started/run_finished: the starter records them

@@ -32,6 +32,12 @@ Lifecycle of one run::
     rt.stopped(reason)                 # the run ended here: tell every worker
     await rt.aclose()                  # let go of connections (also on error)
 
+The process that starts a run calls ``Runtime.run`` (it records ``run_started``,
+posts the task and records ``run_finished``); every other worker process calls
+``Runtime.join(run_id, ...)`` on the same graph and transport: it hosts the agents
+its transport feeds (``hosts``), starts the loop agents it hosts, records nothing
+of the run's start and end, and returns when the run's stop reaches it.
+
 Guarantees a transport must give (the tests of the protocol run over every
 transport and check them):
 
