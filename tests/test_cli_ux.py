@@ -671,3 +671,17 @@ def test_piped_show_never_wraps_a_line(echo_project: Path) -> None:
     assert f"    {long}" in out.splitlines()
     _, out, _ = invoke("run", "echo.yaml", "--task", long, env={"COLUMNS": "40"})
     assert out.splitlines()[0] == long
+
+
+def test_agents_lists_as_json_and_as_whole_lines_when_piped() -> None:
+    code, out, _ = invoke("agents", "--json")
+    assert code == EXIT_OK
+    listed = json.loads(out)
+    names = [a["name"] for a in listed]
+    assert {"planner", "calculator", "tally"} <= set(names)
+    assert all(set(a) == {"name", "kind", "scope", "folder", "shadowed", "description"}
+               for a in listed)  # fmt: skip
+    _, out, _ = invoke("agents", env={"COLUMNS": "40"})
+    lines = out.splitlines()
+    assert lines[0].split() == ["name", "kind", "scope", "description"]
+    assert [line.split()[0] for line in lines[1:]] == names

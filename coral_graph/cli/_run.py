@@ -437,6 +437,7 @@ def agents(
     graph: Annotated[
         Path | None, typer.Option("--graph", "-g", help="Resolve as this graph file would.")
     ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="The listing as a JSON list.")] = False,
 ) -> None:
     """List the agents/ registry, in resolution order (or show one definition)."""
     from rich.markup import escape
@@ -465,6 +466,7 @@ def agents(
         table.add_column(col)
     from coral_graph.config._source import escape_text, read_source
 
+    listed: list[dict[str, Any]] = []
     for entry, shadowed in list_registry(gdir):
         # The loader with its caps (a hostile agent.yaml must not hang the listing);
         # no environment: a listing shows no value read from it.
@@ -478,4 +480,32 @@ def agents(
             else f"[bold]{escape(entry.name)}[/]"
         )
         table.add_row(nm, kind, f"{entry.scope}: {entry.folder.parent}", escape(desc))
-    out.print(table)
+        listed.append(
+            {
+                "name": entry.name,
+                "kind": kind,
+                "scope": entry.scope,
+                "folder": str(entry.folder),
+                "shadowed": bool(shadowed),
+                "description": desc,
+            }
+        )
+    if as_json:
+        from coral_graph.cli._text import json_text
+
+        print(json_text(listed, indent=2))
+    elif not sys.stdout.isatty():  # a pipe: a header and whole lines, never wrapped
+        from coral_graph.cli._text import columns
+
+        rows = [
+            [
+                a["name"] + (" (shadowed)" if a["shadowed"] else ""),
+                a["kind"],
+                f"{a['scope']}: {Path(a['folder']).parent}",
+                a["description"],
+            ]
+            for a in listed
+        ]
+        print("\n".join(columns(["name", "kind", "scope", "description"], rows)))
+    else:
+        out.print(table)
