@@ -441,6 +441,7 @@ def resume(
     """Continue an interrupted run: pending deliveries are delivered again, budgets
     continue from what was spent. Prints the same result block as `run`."""
     from coral_graph import ConfigError, CoralError, run_async
+    from coral_graph._runtime import check_ready
     from coral_graph.cli._output import print_result, result_json
     from coral_graph.cli._run import close_store, exit_code
     from coral_graph.store import SQLiteStore, StoreError
@@ -464,6 +465,10 @@ def resume(
     except OSError as exc:
         raise _fail(f"cannot read the graph {path}: {exc.strerror or exc}") from None
     g: AgentGraph = lg.graph
+    try:
+        check_ready(g)  # a missing key or an unknown model: before anything runs
+    except CoralError as exc:
+        raise _fail(str(exc)) from None
     try:
         store = SQLiteStore(db, graph_path=path.resolve())
     except StoreError as exc:
