@@ -669,3 +669,52 @@ def test_deep_metadata_is_refused() -> None:
         deep = {"d": deep}
     with pytest.raises(cg.InvalidMetadataError, match="nested"):
         plain_metadata({"x": deep})
+
+
+# -- the tools: what the validator accepts is what the schema promises -----------
+
+_names = st.sampled_from(["a", "b", "planner", "user", "BAD NAME", "", "@a", "a" * 70, "x-1"])
+_json_leaf = st.none() | st.booleans() | st.integers(-5, 100) | st.floats(-5, 100) | _names
+_values = st.recursive(_json_leaf, lambda inner: st.lists(inner, max_size=3), max_leaves=5)
+_keys = st.sampled_from(
+    ["thread_id", "name", "participants", "summary", "content", "mentions", "timeout_s", "x"]
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    tool=st.sampled_from(
+        [
+            "list_agents",
+            "create_thread",
+            "add_participant",
+            "remove_participant",
+            "close_thread",
+            "send_message",
+            "wait_for_mentions",
+        ]
+    ),
+    args=st.dictionaries(_keys, _values, max_size=4),
+)
+def test_tool_arguments_accepted_satisfy_the_generated_schema(
+    tool: str, args: dict[str, Any]
+) -> None:
+    """Every rule the tool's JSON schema states is enforced: arguments the schema
+    accepts are accepted, and whatever is accepted (as read) satisfies the schema."""
+    import json
+
+    import jsonschema
+
+    from coral_graph._ops import ToolArgumentError, parse_call
+    from coral_graph.llm import TOOL_SCHEMAS
+
+    schema = next(t for t in TOOL_SCHEMAS if t["function"]["name"] == tool)["function"]
+    params = schema["parameters"]
+    valid = jsonschema.Draft202012Validator(params).is_valid(args)
+    try:
+        op = parse_call(tool, json.dumps(args))
+    except ToolArgumentError:
+        assert not valid, f"the schema accepts {args} but the call was refused"
+        return
+    read = op.model_dump(exclude_unset=True)
+    assert jsonschema.Draft202012Validator(params).is_valid(read), (args, read)
