@@ -724,3 +724,44 @@ def test_graph_and_agents_escape_text_from_files(
         assert "\x07" not in out + err, args
     code, out, _ = invoke("graph", "g.yaml")
     assert "\\x1b]52;c;aGk=" in out
+
+
+def test_a_bad_python_reference_in_a_registry_definition_is_placed_there(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path, "agents/tool/agent.yaml", "kind: python\ndescription: x\npython: tool.py:Tol\n")
+    write(tmp_path, "agents/tool/tool.py", ECHO.replace("echo", "Tool"))
+    write(tmp_path, "g.yaml", "agents:\n  a: {use: tool}\n  b: {use: tool, python: '../x.py:A'}\n")
+    with pytest.raises(ConfigError) as info:
+        check_graph("g.yaml")
+    assert problems_of(info) == [
+        "g.yaml:3:26: agents.b.python: file ../x.py is outside the folder of the YAML "
+        "file that names it (.); python: files must be inside that folder: move the file "
+        'there, or install it and write "package.module:Name"',
+        'agents/tool/agent.yaml:3:9: python: tool.py has no "Tol" — did you mean "Tool"?',
+    ]
+
+
+def test_a_secret_in_a_process_or_tool_server_env_is_flagged(tmp_path: Path) -> None:
+    f = write(
+        tmp_path,
+        "g.yaml",
+        """
+        agents:
+          p: {kind: process, command: [python, p.py], env: {GITHUB_TOKEN: ghp-live-1}}
+          q:
+            model: openai/x
+            tools: [{command: [srv], env: {OPENAI_API_KEY: sk-live-2, LOG_LEVEL: debug}}]
+          r: {kind: process, command: [python, p.py], env: {GITHUB_TOKEN: "${TOKEN}"}}
+        edges: [p -> q, p -> r]
+        """,
+    )
+    with pytest.raises(ConfigError) as info:
+        check_graph(f, env={"TOKEN": "ghp-live-3"})
+    lines = [line.removeprefix(f"{f}:") for line in problems_of(info)]
+    assert [line.split(": ")[1] for line in lines] == [
+        "agents.p.env.GITHUB_TOKEN",
+        "agents.q.tools[0].env.OPENAI_API_KEY",
+    ]
+    assert "live" not in str(info.value)

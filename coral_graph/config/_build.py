@@ -22,7 +22,7 @@ from coral_graph.config._pyload import (
     reraise_if_fatal,
 )
 from coral_graph.config._resolve import ResolvedAgent, resolve_all
-from coral_graph.config._source import Loc, Origin, Problem, Source, format_path
+from coral_graph.config._source import Loc, Problem, Source, format_path
 from coral_graph.config._spec import MODEL_FIELDS, AgentDef, GraphSpec, ModelSettings
 
 __all__ = ["LoadedGraph", "build_loaded"]
@@ -159,7 +159,7 @@ class _Unbuilt:
 
 
 def _check_python(
-    src: Source, spec_agents: Mapping[str, AgentDef], agents: dict[str, ResolvedAgent]
+    src: Source, agents: dict[str, ResolvedAgent]
 ) -> tuple[dict[str, StaticRef], list[Problem]]:
     """Check every ``python:`` reference statically (nothing is imported)."""
     found: dict[str, StaticRef] = {}
@@ -171,20 +171,17 @@ def _check_python(
         try:
             found[name] = check_ref(ref, r.base_dir)
         except PythonRefError as exc:
-            problems.append(_python_problem(src, spec_agents, r, str(exc)))
+            problems.append(_python_problem(src, r, str(exc)))
     return found, problems
 
 
-def _python_problem(
-    src: Source, spec_agents: Mapping[str, AgentDef], r: ResolvedAgent, message: str
-) -> Problem:
+def _python_problem(src: Source, r: ResolvedAgent, message: str) -> Problem:
     """A problem of an agent's ``python:`` reference, placed where it was written
     (the graph file, or the registry definition it came from)."""
     ploc: Loc = ("agents", r.name, "python")
-    own = spec_agents.get(r.name)
-    in_graph = own is None or "python" in own.model_fields_set or r.use is None
-    origin = src.origin(ploc) if in_graph or r.use is None else Origin(str(r.use.file))
-    return Problem(origin, format_path(ploc), message)
+    origin = r.python_origin or src.origin(ploc)
+    field = format_path(ploc) if origin.file == src.file else "python"
+    return Problem(origin, field, message)
 
 
 def _unreached(
@@ -249,7 +246,7 @@ def build_loaded(
         src, spec_agents, defaults, graph_dir=graph_dir, env=env, model=model
     )
     problems += more
-    static, more = _check_python(src, spec_agents, agents)
+    static, more = _check_python(src, agents)
     problems += more
     secrets = {**src.secrets, **secrets}
     if problems or spec is None:
@@ -271,6 +268,9 @@ def build_loaded(
                 else:
                     obj = _Unbuilt("python")
                     description = description or static[name].doc
+            elif r.kind in ("process", "external") and not build_llm:
+                obj = _Unbuilt(r.kind)  # checked only: no endpoint, no process
+                description = description or ""
             elif r.kind in ("process", "external"):
                 if hub is None:
                     from coral_graph.mcp import MCPHub
@@ -304,7 +304,7 @@ def build_loaded(
                 metadata=d.metadata,
             )
         except PythonRefError as exc:
-            problems.append(_python_problem(src, spec_agents, r, str(exc)))
+            problems.append(_python_problem(src, r, str(exc)))
         except ConfigError as exc:
             problems.append(Problem(src.origin(loc, key=True), format_path(loc), exc.message))
     if not problems:

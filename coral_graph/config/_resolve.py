@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from coral_graph._types import NAME_PATTERN, USER
 from coral_graph.config._problems import describe, did_you_mean, problems_from_validation
 from coral_graph.config._registry import RegistryEntry, find_agent, search_path
-from coral_graph.config._source import Loc, Problem, Source, format_path, read_source
+from coral_graph.config._source import Loc, Origin, Problem, Source, format_path, read_source
 from coral_graph.config._spec import MODEL_FIELDS, AgentDef, ModelSettings
 from coral_graph.config._validate import check_refs, free_form_problems
 
@@ -54,6 +54,8 @@ class ResolvedAgent:
         definition: the effective fields (``use`` resolved away).
         use: the registry entry it started from, if any.
         base_dir: the folder Python references are resolved against.
+        python_origin: where ``python:`` was written (the graph file or a registry
+            definition), for problems of the reference.
     """
 
     name: str
@@ -61,6 +63,7 @@ class ResolvedAgent:
     definition: AgentDef
     use: RegistryEntry | None = None
     base_dir: Path = field(default_factory=Path.cwd)
+    python_origin: Origin | None = None
 
 
 def _display(path: Path) -> Path:
@@ -116,13 +119,14 @@ class _Resolver:
 
     def resolve(
         self, name: str, own: AgentDef, src: Source, loc: Loc, base_dir: Path, depth: int = 0
-    ) -> tuple[dict[str, Any], Path, RegistryEntry | None] | None:
+    ) -> tuple[dict[str, Any], Path, RegistryEntry | None, Origin | None] | None:
         """The effective fields of ``own`` (merged over its ``use:`` chain), the folder
-        for Python references of each field, and the registry entry."""
+        for its Python reference, the registry entry, and where ``python:`` was set."""
         fields = own.model_dump(exclude_unset=True)
         use = fields.pop("use", None)
+        py_origin = src.origin((*loc, "python")) if "python" in fields else None
         if use is None:
-            return fields, base_dir, None
+            return fields, base_dir, None, py_origin
         if depth > 8:
             self.problems.append(
                 Problem(
@@ -155,11 +159,11 @@ class _Resolver:
         inner = self.resolve(name, base_def, base_src, (), entry.folder, depth + 1)
         if inner is None:
             return None
-        merged, inner_dir, _ = inner
+        merged, inner_dir, _, inner_origin = inner
         # A `python:` set here is relative to this file; one inherited, to its own.
         py_dir = base_dir if "python" in fields else inner_dir
         merged.update(fields)
-        return merged, py_dir, entry
+        return merged, py_dir, entry, py_origin or inner_origin
 
 
 def resolve_all(
@@ -197,7 +201,7 @@ def resolve_all(
         got = res.resolve(name, own, src, loc, graph_dir)
         if got is None:
             continue
-        fields, py_dir, entry = got
+        fields, py_dir, entry, py_origin = got
         kind = fields.get("kind") or (
             "python" if fields.get("python") else "process" if fields.get("command") else "llm"
         )
@@ -237,7 +241,9 @@ def resolve_all(
             fields = {**defaults, **fields}
             if model is not None:
                 fields["model"] = model
-        agents[name] = ResolvedAgent(name, kind, AgentDef.model_validate(fields), entry, py_dir)
+        agents[name] = ResolvedAgent(
+            name, kind, AgentDef.model_validate(fields), entry, py_dir, py_origin
+        )
     edges, ref_problems = check_refs(src)
     problems.extend(ref_problems)
     return agents, edges, problems, res.secrets

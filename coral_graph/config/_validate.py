@@ -46,12 +46,14 @@ def validate_spec(src: Source) -> tuple[GraphSpec | None, list[Problem]]:
     return spec, []
 
 
-_FREE_FORM = ("extra", "args", "metadata")
-"""Fields whose mappings hold any keys: the schema cannot check them."""
+_FREE_FORM = ("extra", "args", "metadata", "env", "tools")
+"""Fields whose mappings hold any keys (``tools`` holds ``env`` mappings): the
+schema cannot check them."""
 
 
 def free_form_problems(src: Source, *, agent_file: bool = False) -> list[Problem]:
-    """What the schema cannot see inside ``extra``, ``args`` and ``metadata``: a
+    """What the schema cannot see inside ``extra``, ``args``, ``metadata`` and
+    ``env`` (a process agent's, or a tool server's): a
     secret written into the file under a key that names one (``api_key``, ``token``,
     ``Authorization`` … — a value from ``${NAME}`` is fine), and numbers that are
     not finite (the transcript is JSON)."""
