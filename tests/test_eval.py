@@ -320,8 +320,10 @@ def test_a_killed_eval_resumes_where_it_stopped(tmp_path: Path) -> None:
             proc.wait(10)
     assert proc.returncode == 130, err
     assert "--resume" in err
+    # resumed without --dataset: the eval's own dataset file is read again
+    resume_cmd = [c for c in cmd if c not in ("-d", str(data))]
     resumed = subprocess.run(
-        [*cmd, "--resume", "last", "--json"],
+        [*resume_cmd, "--resume", "last", "--json"],
         env={**env, "FAST": "1"},
         capture_output=True,
         text=True,

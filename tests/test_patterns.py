@@ -271,3 +271,18 @@ def test_roleplay_delegates_on_the_embedded_model() -> None:
     assert result.stop_reason == "answer", (result.stop_reason, result.error)
     assert result.usage["assistant"].llm_calls >= 1  # the assistant was asked: delegation
     assert result.usage["instructor"].llm_calls >= 2
+
+
+@pytest.mark.embedded
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["voting-5.yaml", "moa.yaml", "router.yaml"])
+def test_patterns_run_on_the_embedded_model(name: str) -> None:
+    lg = load_graph(CONFIGS / name, overrides=["defaults.max_tokens=8"])
+    result = lg.run()
+    # a 135M model's wording is not tested: the pattern's structure is
+    assert result.stop_reason == "answer", (result.stop_reason, result.error)
+    assert result.error is None
+    assert result.answer_message is not None
+    llm = [n for n, u in result.usage.items() if u.llm_calls]
+    expected = {"voting-5.yaml": 5, "moa.yaml": 7, "router.yaml": 1}[name]
+    assert len(llm) == expected, llm

@@ -182,7 +182,9 @@ def eval_cmd(
             tables.close()
         if prior is None:
             raise _fail(f"no eval {resume!r} to resume; list them with --list")
-        dataset = str(prior["dataset"])
+        source = str(prior["source"])
+        # a bundled set by its name; a file by the path it was read from
+        dataset = str(prior["dataset"]) if source.startswith("bundled:") else source
         seed = prior["seed"]
     if dataset is None:
         raise _fail("give --dataset NAME (facts, choice, arithmetic) or --dataset FILE.jsonl")
