@@ -177,12 +177,17 @@ class RunState:
         assert e.revision is not None
         return decode(e.value, "n")["n"], e.revision
 
+    def saw_counter(self, name: str, value: float, revision: int) -> None:
+        seen = self._seen.get(name)
+        if seen is None or seen[1] < revision:
+            self._seen[name] = (value, revision)
+
     async def reserve(self, name: str, amount: float, limit: float | None) -> float | None:
         """Add ``amount`` (>= 0) to counter ``name`` unless that passes ``limit``; the new
         total, or None (nothing added) when it would pass. Compare-and-set: two
         workers never both take the last unit."""
         key = f"{self.run_id}.b.{name}"
-        seen = self._seen.pop(name, None)
+        seen = self._seen.get(name)
         while True:
             value, rev = seen if seen is not None else await self.counter(name)
             seen = None
@@ -195,7 +200,7 @@ class RunState:
                     new_rev = await self.kv.create(key, encode("n", n=new))
                 else:
                     new_rev = await self.kv.update(key, encode("n", n=new), last=rev)
-                self._seen[name] = (new, new_rev)
+                self.saw_counter(name, new, new_rev)
                 return new
             except _CasFailed:
                 continue
@@ -255,6 +260,12 @@ class Replica:
                     self._header(decode(entry.value, "th"))
                 elif parts[0] == "m" and len(parts) == 3:
                     self._message(Message.from_dict(decode(entry.value, "m")["msg"]))
+                elif parts[0] == "b" and entry.revision is not None:
+                    # A counter changed (here or in another worker): keep the newest
+                    # view, so the next reservation's compare-and-set usually holds.
+                    self.state.saw_counter(
+                        ".".join(parts[1:]), decode(entry.value, "n")["n"], entry.revision
+                    )
             except (WireError, KeyError, TypeError, ValueError) as exc:
                 self.problems.append(f"{entry.key}: {exc}")
             self._changed.set()
