@@ -277,3 +277,40 @@ def test_record_writes_runs_started_elsewhere(
     assert events[-1].kind == "run_finished"
     sent = [e.message.content for e in events if e.kind == "message_sent"]  # type: ignore[union-attr]
     assert sent[-1] == "done after 3 rounds"
+
+
+@pytest.mark.parametrize(
+    ("graph", "task"), [("probe.yaml", "probe"), ("pingpong.yaml", "play"), ("idle.yaml", "hi")]
+)
+@pytest.mark.anyio
+async def test_same_outcome_in_one_process_and_over_nats(
+    graph_dir: Path, nats_server: NatsServer, workers: Workers, graph: str, task: str
+) -> None:
+    """The protocol's rules and a run's outcome are the same on both transports: the
+    graph runs in this process, then with its agents split over two workers."""
+    from coral_graph import open_runtime
+    from coral_graph.config import load_graph
+    from coral_graph.transport.nats import run_on_nats
+
+    g = graph_dir / graph
+    lg = load_graph(g)
+    async with open_runtime(lg.graph, budgets=lg.budgets) as rt:
+        local = await rt.run(task, entry=lg.entry, answer_by=lg.answer_by)
+    agents = list(lg.graph.agents)
+    workers.start(g, "--agents", ",".join(agents[::2]))
+    workers.start(g, "--agents", ",".join(agents[1::2]))
+    remote = await run_on_nats(lg, task, nats_server.url)
+    assert remote.stop_reason == local.stop_reason
+    assert remote.answer == local.answer
+    assert remote.messages == local.messages
+    for name, u in local.usage.items():
+        if u.turns:
+            assert remote.usage[name].turns == u.turns, name
+            assert remote.usage[name].messages_sent == u.messages_sent, name
+    if graph == "probe.yaml":
+        assert local.answer is not None
+        assert local.answer.split(" | ")[0].split() == [
+            "NotAParticipantError", "UnknownAgentError", "InvalidMentionError",
+            "UnknownThreadError", "EdgeNotAllowedError", "ok", "ok", "NotAParticipantError",
+            "ok", "ThreadClosedError", "ContentTooLargeError",
+        ]  # fmt: skip

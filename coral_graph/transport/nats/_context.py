@@ -19,6 +19,7 @@ from coral_graph._errors import (
     BudgetExceededError,
     ContentTooLargeError,
     EdgeNotAllowedError,
+    InvalidArgumentError,
     InvalidMentionError,
     NotAParticipantError,
     RuntimeClosedError,
@@ -36,7 +37,7 @@ from coral_graph._events import (
     ToolCalled,
 )
 from coral_graph._model import AgentInfo, AgentUsage, Message, Thread
-from coral_graph._types import USER, AgentName, MessageId, ThreadId
+from coral_graph._types import MAX_THREAD_NAME, USER, AgentName, MessageId, ThreadId
 
 if TYPE_CHECKING:
     from coral_graph.transport.nats._worker import WorkerRun
@@ -44,6 +45,15 @@ if TYPE_CHECKING:
 __all__ = ["NatsContext"]
 
 ThreadRef = Thread | ThreadId | str
+
+
+def _tid(thread: ThreadRef) -> str:
+    if isinstance(thread, str):
+        return thread
+    if isinstance(thread, Thread):
+        return thread.id
+    raise InvalidArgumentError("thread_id", f"a thread id is a string, not {type(thread).__name__}")
+
 
 _USER_INFO = AgentInfo(USER, "the caller of the run; mention it to give the final answer")
 
@@ -103,14 +113,14 @@ class NatsContext:
         return sorted(ts, key=lambda t: t.created_at)
 
     def _local(self, thread: ThreadRef) -> Thread:
-        tid = thread if isinstance(thread, str) else thread.id
+        tid = _tid(thread)
         th = self._run.replica.threads.get(tid)
         if th is None:
             raise UnknownThreadError(tid)
         return th
 
     async def _member(self, thread: ThreadRef) -> Thread:
-        tid = thread if isinstance(thread, str) else thread.id
+        tid = _tid(thread)
         th = await self._run.replica.refresh_header(tid)
         self._check_member(th)
         return th
@@ -174,7 +184,12 @@ class NatsContext:
         """Open a thread with ``participants``; this agent is added as its creator."""
         self._check_active()
         if not isinstance(name, str) or not name.strip():
-            raise ValueError("a thread needs a non-empty name, e.g. 'research'")
+            raise InvalidArgumentError("name", "a thread needs a non-empty name, e.g. 'research'")
+        name = name.strip()
+        if len(name) > MAX_THREAD_NAME:
+            raise InvalidArgumentError(
+                "name", f"a thread name has at most {MAX_THREAD_NAME} characters, not {len(name)}"
+            )
         if isinstance(participants, str):
             participants = [participants]
         members: list[AgentName] = [self.name]
@@ -209,7 +224,7 @@ class NatsContext:
         """Add ``name`` to the thread; adding a participant twice does nothing."""
         self._check_active()
         agent = self._check_addressable(name, "add")
-        tid = thread if isinstance(thread, str) else thread.id
+        tid = _tid(thread)
 
         def change(th: Thread) -> bool:
             self._check_member(th)
@@ -237,7 +252,7 @@ class NatsContext:
     async def remove_participant(self, thread: ThreadRef, name: str) -> None:
         """Remove ``name`` (possibly this agent itself) from the thread."""
         self._check_active()
-        tid = thread if isinstance(thread, str) else thread.id
+        tid = _tid(thread)
 
         def change(th: Thread) -> bool:
             self._check_member(th)
@@ -260,7 +275,7 @@ class NatsContext:
     async def close_thread(self, thread: ThreadRef, summary: str = "") -> None:
         """Close the thread: its messages stay, ``summary`` is stored, sends fail."""
         self._check_active()
-        tid = thread if isinstance(thread, str) else thread.id
+        tid = _tid(thread)
 
         def change(th: Thread) -> bool:
             self._check_member(th)
@@ -303,8 +318,8 @@ class NatsContext:
         """
         self._check_active()
         run = self._run
-        tid = thread if isinstance(thread, str) else thread.id
-        th = await self._member(tid)
+        # The order of the checks is the in-process one (coral_graph._rules): the
+        # content, the mentions' form, then the thread.
         if not isinstance(content, str):
             raise TypeError(f"message content must be a string, not {type(content).__name__}")
         if len(content) > run.max_content_chars:
@@ -317,6 +332,8 @@ class NatsContext:
             raise InvalidMentionError(
                 repr(mentions), "each mention is an agent name (a string)"
             ) from None
+        tid = _tid(thread)
+        th = await self._member(tid)
         targets: list[AgentName] = []
         answered = False
         for m in ms:

@@ -54,3 +54,34 @@ async def oversize(ctx, message):
         )
     except Exception as exc:
         await ctx.send_message(message.thread_id, f"{type(exc).__name__}: {exc}", ["user"])
+
+
+async def prober(ctx, message):
+    """Breaks each rule once and answers with the error types, in order."""
+    seen = []
+
+    async def attempt(op):
+        try:
+            await op()
+            seen.append("ok")
+        except Exception as exc:
+            seen.append(type(exc).__name__)
+
+    th = await ctx.create_thread("probe", ["helper"])
+    await attempt(lambda: ctx.send_message(th.id, "hi", ["stranger"]))  # no edge
+    await attempt(lambda: ctx.send_message(th.id, "hi", ["nobody"]))  # unknown agent
+    await attempt(lambda: ctx.send_message(th.id, "hi", ["prober"]))  # itself
+    await attempt(lambda: ctx.send_message("t-missing", "hi", []))  # unknown thread
+    await attempt(lambda: ctx.create_thread("x", ["stranger"]))  # no edge
+    await attempt(lambda: ctx.add_participant(th.id, "helper"))  # twice: nothing
+    await attempt(lambda: ctx.remove_participant(th.id, "helper"))
+    await attempt(lambda: ctx.send_message(th.id, "hi", ["helper"]))  # not a participant
+    await attempt(lambda: ctx.close_thread(th.id, "done"))
+    await attempt(lambda: ctx.send_message(th.id, "hi", []))  # closed
+    await attempt(lambda: ctx.send_message(th.id, "x" * 200_000, []))  # too large
+    names = sorted(a.name for a in await ctx.list_agents())
+    await ctx.send_message(message.thread_id, " ".join(seen) + " | " + ",".join(names), ["user"])
+
+
+async def helper(ctx, message):
+    pass
