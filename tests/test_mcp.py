@@ -417,3 +417,27 @@ async def test_disconnect_and_reconnect_lose_nothing(hub: MCPHub) -> None:
     assert handled == ["t-2#1", "t-2#2", "t-2#3"]
     events = [e.data["event"] for e in eps.logs if e.data and e.agent == "outsider"]
     assert events[:4] == ["endpoint", "connected", "disconnected", "connected"]
+
+
+async def test_budgets_count_an_external_agents_messages(hub: MCPHub) -> None:
+    from mcp import Client
+
+    eps = Endpoints()
+    with anyio.fail_after(60):
+        async with cg.open_runtime(
+            probe_graph(ExternalAgent("sends", hub=hub)), budgets=cg.Budgets(max_messages=1)
+        ) as rt:
+            rt.subscribe(eps.on_event)
+            handle = rt.start("hello", entry=["peer"])
+            await eps.ready.wait()
+            async with Client(eps.urls["probe"]["url"]) as client:
+                call = Probe(client)
+                _, data = await call("create_thread", threadName="t", participantIds=["peer"])
+                tid = data["thread"]["id"]
+                err, _ = await call("send_message", threadId=tid, content="one", mentions=[])
+                assert not err
+                err, data = await call("send_message", threadId=tid, content="two", mentions=[])
+                assert (err, data["error"]) == (True, "BudgetExceededError")
+                result = await handle.wait()
+    assert result.stop_reason == "budget:messages"
+    assert result.usage["probe"].messages_sent == 1
