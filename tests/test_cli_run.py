@@ -83,7 +83,7 @@ def test_run_prints_the_answer_and_how_to_open_the_run(project: Path) -> None:
     assert code == EXIT_OK, err
     lines = out.splitlines()
     assert lines[0] == "echo: hi"
-    assert lines[1].startswith("stop: answer · 1 messages · 0 tokens")
+    assert lines[1].startswith("stop: answer · 2 messages · 0 tokens")  # the task and the answer
     run_id = lines[2].split()[1]
     assert f"coral-graph show {run_id}" in lines[2]
     assert stored_stop_reason(project / "runs.db", run_id) == "answer"

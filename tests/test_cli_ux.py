@@ -385,7 +385,7 @@ def test_runs_piped_has_a_header_stable_columns_and_whole_ids(echo_project: Path
             "time", "task",
         ]  # fmt: skip
         assert [line.split()[0] for line in lines[1:]] == ids[::-1]  # never cut
-        assert all(line.split()[4:9] == ["finished", "answer", "1", "0", "0"] for line in lines[1:])
+        assert all(line.split()[4:9] == ["finished", "answer", "2", "0", "0"] for line in lines[1:])
         assert lines[1].endswith("task 2 second line")  # one line per run
     code, out, _ = invoke("runs", "--json")
     data = json.loads(out)
@@ -530,7 +530,7 @@ def test_a_store_killed_mid_run_prints_the_result_then_one_line(tmp_path: Path) 
     assert proc.returncode == EXIT_STORE, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0] == "the answer survives"
-    assert lines[1].startswith("stop: answer · 1 messages")
+    assert lines[1].startswith("stop: answer · 2 messages")
     [store_line] = [x for x in proc.stderr.splitlines() if x.startswith("store: ")]
     assert "writer" in store_line
     assert "Traceback" not in proc.stderr
@@ -657,10 +657,16 @@ def test_messages_count_the_same_in_the_live_line_the_result_and_the_store(
     with open_reader(tmp_path / "c.db") as rd:
         stored = rd.run(result.run_id)["messages"]
         shown = len(rd.messages(result.run_id))
-    assert progress.messages == result.messages == stored == 3
-    assert shown == 4  # `show` lists the task too; it is not counted as a message
+    # "messages" everywhere a person reads it: the transcript, the task included ...
     _, out, _ = invoke("runs", "--db", str(tmp_path / "c.db"), "--json")
-    assert json.loads(out)[0]["messages"] == 3
+    [listed] = json.loads(out)
+    _, out, _ = invoke("show", result.run_id, "--db", str(tmp_path / "c.db"), "--json")
+    assert progress.messages == shown == listed["messages"] == 4
+    assert json.loads(out)["run"]["messages"] == 4
+    _, out, _ = invoke("show", result.run_id, "--db", str(tmp_path / "c.db"))
+    assert " · 4 messages · " in out
+    # ... and what the budget counts, the task left out, under its own name.
+    assert result.messages == stored == listed["messages_sent"] == 3
 
 
 def test_piped_show_never_wraps_a_line(echo_project: Path) -> None:

@@ -94,7 +94,8 @@ def test_runs_and_show(tmp_path: Path, relay: Path) -> None:
     assert "answer" in out
     assert "relay" in out
     code, out, _ = _invoke("runs", "--db", str(db), "--json")
-    assert json.loads(out)[0]["messages"] == 41
+    listed = json.loads(out)[0]
+    assert (listed["messages"], listed["messages_sent"]) == (42, 41)  # the task counted once
     code, out, _ = _invoke("show", rid, "--db", str(db), "--plain")
     assert code == 0
     assert "a → @b" in out

@@ -7,9 +7,10 @@ was saved, and at last a store problem in one line. Every text that comes from t
 run goes through :func:`coral_graph.cli._text.safe`.
 
 "Messages" means the same everywhere (the live line, the summary, ``runs``,
-``show``'s totals, ``--json``): the messages sent during the run — by agents, and
-by ``user`` after the task; the task itself is not counted. It is also what
-``budgets.max_messages`` limits.
+``show``, ``--json``, the web viewer): every message of the run's transcript, the
+task included — what ``show`` lists. ``messages_sent`` (in ``--json``) leaves the
+task out: it is what ``budgets.max_messages`` limits and what
+``RunResult.messages`` and the store's ``runs.messages`` column hold.
 """
 
 from __future__ import annotations
@@ -26,13 +27,12 @@ if TYPE_CHECKING:
 
     from coral_graph import AgentUsage, Event, RunResult
 
-__all__ = ["Progress", "failures_line", "is_task", "print_result", "result_json"]
+__all__ = ["Progress", "failures_line", "message_count", "print_result", "result_json"]
 
 
-def is_task(thread_id: str, seq: int, sender: str) -> bool:
-    """Whether a message is the run's task (the first message of thread ``t-1``,
-    from ``user``): the one message "messages" does not count."""
-    return seq == 1 and thread_id == "t-1" and sender == "user"
+def message_count(result: RunResult) -> int:
+    """The messages of the run's transcript, the task included (see the module doc)."""
+    return sum(len(th) for th in result.threads.values())
 
 
 def failures_line(usage: dict[str, AgentUsage] | dict[str, dict[str, Any]]) -> str | None:
@@ -54,8 +54,12 @@ def failures_line(usage: dict[str, AgentUsage] | dict[str, dict[str, Any]]) -> s
 
 
 def result_json(result: RunResult, **extra: Any) -> str:
-    """The result as one JSON line (``extra`` keys first)."""
-    return json_text({**extra, **result.to_dict()})
+    """The result as one JSON line (``extra`` keys first); ``messages`` counts the
+    transcript (the task included), ``messages_sent`` what the agents sent."""
+    data = {**extra, **result.to_dict()}
+    data["messages"] = message_count(result)
+    data["messages_sent"] = result.messages
+    return json_text(data)
 
 
 def print_result(
@@ -69,7 +73,7 @@ def print_result(
     """The result block of ``run`` and ``resume`` on stdout (see the module doc)."""
     total = result.total
     summary = (
-        f"stop: {result.stop_reason} · {result.messages} messages · "
+        f"stop: {result.stop_reason} · {message_count(result)} messages · "
         f"{total.tokens:,} tokens · ${result.cost_usd:.4f} · {result.duration_s:.1f}s"
     )
     failed = failures_line(result.usage)
@@ -151,8 +155,7 @@ class Progress:
         kind = event.kind
         if kind == "message_sent":
             msg = event.message  # type: ignore[union-attr]
-            if not is_task(msg.thread_id, msg.seq, msg.sender):
-                self.messages += 1
+            self.messages += 1
             for m in msg.mentions:
                 if m != "user":
                     self.queued[m] = self.queued.get(m, 0) + 1

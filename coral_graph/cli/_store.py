@@ -85,6 +85,7 @@ _RUN_KEYS = (
     "answer",
     "error",
     "messages",
+    "messages_sent",
     "tokens",
     "cost_usd",
     "failures",
@@ -93,6 +94,21 @@ _RUN_KEYS = (
     "duration_s",
     "graph_path",
 )
+
+
+def _count_the_task(row: dict[str, Any]) -> None:
+    """The store's ``messages`` leaves the task out (it is what the message budget
+    counts); shown to people, "messages" is the whole transcript, the task included,
+    as in the viewer. Both are kept: ``messages`` and ``messages_sent``."""
+    sent = int(row.get("messages") or 0)
+    row["messages_sent"] = sent
+    row["messages"] = sent + 1
+
+
+def _run_row(reader: StoreReader, rid: str) -> dict[str, Any]:
+    row = reader.run(rid)
+    _count_the_task(row)
+    return row
 
 
 def _failures(usage: Any) -> dict[str, int]:
@@ -126,6 +142,7 @@ def runs(
         path = reader.path
     for r in rows:
         r["failures"] = _failures(r.get("usage"))
+        _count_the_task(r)
     if as_json:
         print(json_text([{k: r.get(k) for k in _RUN_KEYS} for r in rows], indent=2))
         return
@@ -241,6 +258,7 @@ def show(
     try:
         try:
             info = reader.run(run)
+            _count_the_task(info)
         except StoreError as exc:
             raise _fail(str(exc)) from None
         rid = info["run_id"]
@@ -298,7 +316,7 @@ def show(
         lines.extend(render_messages(st, msgs, tools, threads, failures))
         last = msgs[-1]["gseq"] if msgs else 0
         if not follow:
-            lines.extend(render_totals(st, reader.run(rid), reader.usage(rid)))
+            lines.extend(render_totals(st, _run_row(reader, rid), reader.usage(rid)))
             if not (tty and not plain and not no_pager and _page(lines)):
                 _emit(lines)
             return
@@ -346,7 +364,7 @@ def _follow(
             running = False  # one more read: what was committed with the end of the run
             continue
         time.sleep(interval)
-    _emit(render_totals(st, reader.run(rid), reader.usage(rid)))
+    _emit(render_totals(st, _run_row(reader, rid), reader.usage(rid)))
 
 
 # -- export / import ----------------------------------------------------------------------
