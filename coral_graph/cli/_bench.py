@@ -32,12 +32,21 @@ def bench(
         bool,
         typer.Option("--mcp", help="Also round trips between external agents over MCP."),
     ] = False,
+    clock: Annotated[
+        str,
+        typer.Option(
+            "--clock",
+            metavar="wall|cpu",
+            help="Time with the wall clock, or with the process's CPU time (steadier on a "
+            "shared, loaded machine).",
+        ),
+    ] = "wall",
 ) -> None:
     """Run the routing benchmarks (pingpong, ring, fanout, idle) beside the asyncio.Queue
     floor measured in the same run."""
     from coral_graph.bench._main import main
 
-    argv = ["--repeat", str(repeat)]
+    argv = ["--repeat", str(repeat), "--clock", clock]
     if only:
         argv += ["--only", only]
     flags = (("--quick", quick), ("--json", as_json), ("--store", store), ("--tokens", tokens),
