@@ -394,3 +394,61 @@ def test_an_immutable_store_is_refused_at_open_and_left_as_it_was(tmp_path: Path
     assert hashlib.sha256(db.read_bytes()).hexdigest() == before
     with open_reader(db) as rd:
         assert rd.run(RID)["status"] == "finished"
+
+
+# -- a new store appears whole --------------------------------------------------------
+
+
+def _eval_tables(db: str, barrier: Any, q: Any) -> None:
+    from coral_graph.eval._runner import EvalTables
+
+    barrier.wait()
+    try:
+        EvalTables(Path(db)).close()
+        q.put("ok")
+    except Exception as exc:
+        q.put(f"{type(exc).__name__}: {exc}")
+
+
+def test_a_new_store_path_exists_only_once_its_schema_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from coral_graph.store import _schema
+
+    db = tmp_path / "s" / "new.db"
+    seen: list[bool] = []
+    real = _schema.ensure_schema
+
+    def spy(conn: Any, path: str) -> None:
+        seen.append(db.exists())
+        real(conn, path)
+
+    monkeypatch.setattr(_schema, "ensure_schema", spy)
+    SQLiteStore(db).close()
+    # the schema was written while nobody could open the path (a reader polling for
+    # it, or eval's tables, would otherwise find a file without meta)
+    assert seen[0] is False
+    assert sorted(p.name for p in db.parent.iterdir() if not p.name.startswith("new.db")) == []
+    with open_reader(db) as rd:
+        assert rd.schema_version == 4
+
+
+def test_eval_tables_and_stores_created_at_once_share_one_store(tmp_path: Path) -> None:
+    db = tmp_path / "e.db"
+    ctx = multiprocessing.get_context("fork")
+    barrier = ctx.Barrier(8)
+    q = ctx.Queue()
+    procs = [
+        ctx.Process(target=_eval_tables if i % 2 else _create, args=(str(db), barrier, q))
+        for i in range(8)
+    ]
+    for p in procs:
+        p.start()
+    got = [q.get(timeout=60) for _ in procs]
+    for p in procs:
+        p.join(30)
+    assert got == ["ok"] * 8
+    with open_reader(db) as rd:
+        assert rd.schema_version == 4
+        names = {r[0] for r in rd._conn.execute("SELECT name FROM sqlite_master")}
+    assert {"meta", "runs", "coral_evals"} <= names

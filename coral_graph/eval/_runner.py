@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack, nullcontext
@@ -95,9 +94,12 @@ class EvalTables:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        self.conn.execute("PRAGMA busy_timeout = 10000")
+        # The store's own writer connection: a new file gets the store's schema (in
+        # one step) before the eval's tables, so it stays a coral-graph store that
+        # ``runs``/``show`` and the next SQLiteStore accept.
+        from coral_graph.store._schema import connect_writer
+
+        self.conn = connect_writer(path)
         self.conn.executescript(_SCHEMA)
 
     def close(self) -> None:

@@ -15,6 +15,8 @@ with a newer version is refused with :class:`StoreVersionError`.
 from __future__ import annotations
 
 import json
+import os
+import secrets
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -308,6 +310,43 @@ def ensure_schema(conn: sqlite3.Connection, path: str) -> None:
                 )
 
 
+def _open(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(
+        str(path), isolation_level=None, check_same_thread=False, cached_statements=256
+    )
+    conn.execute("PRAGMA busy_timeout = 10000")
+    return conn
+
+
+def _create_whole(path: Path) -> None:
+    """Make a new store at ``path`` in one step: schema and WAL mode are written
+    to a private file beside it, which is then hard-linked into place.
+
+    Nobody ever sees ``path`` empty or half made: a reader polling for the file, or
+    a second program writing its own tables into it (``eval``), would otherwise
+    find a file without ``meta`` and call it "not a coral-graph store". When two
+    processes create at once the link of the later one fails and it uses the
+    first one's file. Where hard links are refused (some file systems) the file
+    is left for the caller to create in place, serialised by BEGIN IMMEDIATE."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.new")
+    try:
+        conn = _open(tmp)
+        try:
+            ensure_schema(conn, str(path))
+            conn.execute("PRAGMA journal_mode = WAL")
+        finally:
+            conn.close()  # the last connection: the WAL is checkpointed and removed
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # another process made it first: same schema, use theirs
+        except OSError:
+            pass  # no hard links here: created in place by the caller
+    finally:
+        for leftover in (tmp, tmp.with_name(tmp.name + "-wal"), tmp.with_name(tmp.name + "-shm")):
+            leftover.unlink(missing_ok=True)
+
+
 def connect_writer(path: Path) -> sqlite3.Connection:
     """A writer's connection to ``path``: created, schema ensured, WAL mode.
 
@@ -323,10 +362,9 @@ def connect_writer(path: Path) -> sqlite3.Connection:
         raise write_error(str(path), fault_kind(exc), f"cannot create its folder: {exc}") from None
     conn: sqlite3.Connection | None = None
     try:
-        conn = sqlite3.connect(
-            str(path), isolation_level=None, check_same_thread=False, cached_statements=256
-        )
-        conn.execute("PRAGMA busy_timeout = 10000")
+        if not path.exists():
+            _create_whole(path)
+        conn = _open(path)
         ensure_schema(conn, str(path))
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
     except sqlite3.Error as exc:
