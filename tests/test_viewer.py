@@ -466,3 +466,27 @@ def test_event_stream_never_ends_before_the_last_messages(
     got = [json.loads(d)["id"] for _, kind, d in events if kind == "message"]
     assert got == [m["message_id"] for m in small.messages]
     assert events[-1][1] == "end"
+
+
+def test_cli_view_listens_before_it_prints_its_url(
+    small: SmallRun, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whoever reads the printed URL may connect at once: the socket already listens
+    (a connection waits in the backlog until the server accepts it), it is not only
+    bound until Uvicorn's loop starts."""
+    import socket
+
+    import uvicorn
+
+    seen: list[str] = []
+
+    def run(self: Any, sockets: list[socket.socket]) -> None:
+        host, port = sockets[0].getsockname()[:2]
+        with socket.create_connection((host, port), timeout=5):
+            seen.append("connected")
+
+    monkeypatch.setattr(uvicorn.Server, "run", run)
+    r = CliRunner().invoke(cli_app, ["view", "--db", str(small.db), "--port", "0"])
+    assert r.exit_code == 0, r.output
+    assert "coral-graph viewer on http://127.0.0.1:" in r.output
+    assert seen == ["connected"]

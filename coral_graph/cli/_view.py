@@ -145,6 +145,9 @@ def view(
     except OSError as exc:
         sock.close()
         raise _fail(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    # Listen before the URL is printed: whoever reads it may connect at once, and
+    # uvicorn calls listen() only once its loop is up (until then: refused).
+    sock.listen(2048)
     bound = sock.getsockname()[1]
     url_host = host
     if ":" in url_host and not url_host.startswith("["):
