@@ -487,3 +487,21 @@ def test_token_efficiency_scenario() -> None:
         count=lambda ms, tools: sum(len(str(m.get("content") or "")) // 4 + 4 for m in ms)
     )
     assert again == report  # scripted: the same every time
+
+
+def test_llm_agent_and_yaml_share_one_declaration_of_the_model_settings() -> None:
+    import inspect
+
+    from coral_graph.config import ModelSettings
+
+    params = set(inspect.signature(LLMAgent.__init__).parameters) - {"self"}
+    assert set(ModelSettings.model_fields) <= params
+    # the YAML's bounds hold in Python too, naming the argument
+    with pytest.raises(ValueError, match=r"temperature"):
+        LLMAgent("openai/x", temperature=3.0)
+    with pytest.raises(ValueError, match=r"top_p"):
+        LLMAgent("openai/x", top_p=0)
+    with pytest.raises(ValueError, match=r"max_steps"):
+        LLMAgent("openai/x", max_steps=0)
+    with pytest.raises(ValueError, match=r"mode"):
+        LLMAgent("openai/x", mode="chat")  # type: ignore[arg-type]

@@ -252,7 +252,8 @@ class GraphSpec(_Strict):
     edges:
     - a <-> b
     entry: a
-    >>> GraphSpec.from_yaml(spec.to_yaml()) == spec
+    >>> from coral_graph.config import parse_spec
+    >>> parse_spec(spec.to_yaml()) == spec
     True
     """
 
@@ -311,14 +312,6 @@ class GraphSpec(_Strict):
             allow_unicode=True,
             default_flow_style=False,
         )
-
-    @classmethod
-    def from_yaml(cls, text: str, *, file: str = "<string>") -> GraphSpec:
-        """Parse and validate YAML text (registry names are not resolved here;
-        see :func:`coral_graph.config.load_graph` for the whole pipeline)."""
-        from coral_graph.config._load import parse_spec
-
-        return parse_spec(text, file)
 
 
 _AGENT_ORDER = {

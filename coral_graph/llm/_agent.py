@@ -172,16 +172,27 @@ class LLMAgent:
     ) -> None:
         if not isinstance(model, str) or not model.strip():
             raise ValueError("model must be a model string such as 'openai/gpt-4o-mini'")
-        if mode not in ("auto", "tools", "text"):
-            raise ValueError(f"mode must be 'auto', 'tools' or 'text', not {mode!r}")
-        if max_steps < 1:
-            raise ValueError("max_steps must be at least 1")
-        if context not in ("auto", "compact", "full"):
-            raise ValueError(f"context must be 'auto', 'compact' or 'full', not {context!r}")
-        if retries < 0:
-            raise ValueError("retries must be >= 0")
-        if max_concurrency is not None and max_concurrency < 1:
-            raise ValueError("max_concurrency must be at least 1 (or None: no cap)")
+        # One declaration of the model settings: the YAML's ModelSettings checks
+        # these arguments too, with the same bounds and the same messages' fields.
+        _check_settings(
+            model=model,
+            mode=mode,
+            temperature=temperature,
+            top_p=top_p,
+            seed=seed,
+            max_tokens=max_tokens,
+            stop=list(stop) if stop else None,
+            api_base=api_base,
+            api_key_env=api_key_env,
+            max_steps=max_steps,
+            timeout_s=timeout_s,
+            retries=retries,
+            fallbacks=list(fallbacks),
+            context_tokens=context_tokens,
+            max_concurrency=max_concurrency,
+            extra=dict(extra) if extra else None,
+            context=context,
+        )
         self.model = model
         self.system_prompt = system_prompt
         # Never empty: the graph would fall back to this class's docstring.
@@ -579,6 +590,22 @@ def _response_record(resp: ModelResponse) -> dict[str, Any]:
         ],
         "finish_reason": resp.finish_reason,
     }
+
+
+def _check_settings(**settings: Any) -> None:
+    """Validate LLMAgent's model settings with the YAML's :class:`ModelSettings`
+    (one declaration of the fields and their bounds); a bad one is a ValueError
+    naming the argument."""
+    from pydantic import ValidationError
+
+    from coral_graph.config._spec import ModelSettings
+
+    try:
+        ModelSettings.model_validate(settings)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise ValueError(f"LLMAgent({where}=...): {err['msg']}") from None
 
 
 def _describe(system_prompt: str, model: str) -> str:
