@@ -266,7 +266,10 @@ _nasty = st.one_of(
     st.binary(max_size=6),
     st.just(Ext.ext),
     st.just(msgpack.Timestamp(5, 0)),
-    st.just(_nest(100)),
+    # a fresh object per draw: a later mutation may write inside it, and a shared
+    # one (st.just) grew from example to example, even into a cycle (RecursionError
+    # on one run, not on its replay)
+    st.builds(_nest, st.just(100)),
     st.dictionaries(
         st.one_of(st.text(max_size=3), st.integers(), st.binary(max_size=2)),
         st.integers(),
