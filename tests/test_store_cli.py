@@ -36,6 +36,10 @@ async def relay(ctx, message):
     if delay:
         await anyio.sleep(delay)
     n = int(message.content)
+    gate = os.environ.get("RELAY_GATE")
+    if gate and n == int(os.environ["RELAY_GATE_AT"]):
+        # a named pipe: blocks until the test opens it for writing and closes it
+        await anyio.to_thread.run_sync(lambda: open(gate).read())
     if n >= limit and ctx.name == "a":
         await ctx.send_message("t-1", f"done {n}", ["user"], metadata={"model": "m", "tokens": 7})
     else:
@@ -250,15 +254,30 @@ def test_sigkill_mid_run_then_resume(
 
 
 def test_show_follow_tails_a_run_written_by_another_process(tmp_path: Path, relay: Path) -> None:
+    import threading
+
     db = tmp_path / "live.db"
     script = tmp_path / "writer.py"
     script.write_text(WRITER)
-    env = {**os.environ, "RELAY_LIMIT": "30", "RELAY_SLEEP": "0.05"}
+    gate = tmp_path / "gate"
+    os.mkfifo(gate)
+    # The writer stops after message 10 until the follower has printed it: "live" is
+    # a handshake, not a race between the two processes' speeds.
+    env = {**os.environ, "RELAY_LIMIT": "30", "RELAY_GATE": str(gate), "RELAY_GATE_AT": "10"}
     writer = subprocess.Popen([sys.executable, str(script), str(db), str(relay)], env=env)
     follower: subprocess.Popen[str] | None = None
+    released = False
+
+    def release() -> None:
+        nonlocal released
+        if not released:
+            released = True
+            with open(gate, "w"):
+                pass
+
     try:
-        deadline = time.monotonic() + 30
-        while True:  # wait for the run to be in the store
+        deadline = time.monotonic() + 60
+        while True:  # wait for the run to be in the store (it cannot end before the gate)
             assert writer.poll() is None, "the writer process ended before it was followed"
             assert time.monotonic() < deadline, "the run never showed up in the store"
             time.sleep(0.02)
@@ -274,12 +293,21 @@ def test_show_follow_tails_a_run_written_by_another_process(tmp_path: Path, rela
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         assert follower.stdout is not None
+        watchdog = threading.Timer(90, follower.kill)  # a hang fails, never blocks CI
+        watchdog.start()
         lines: list[tuple[str, bool]] = []  # (line, was the writer still running)
-        for line in follower.stdout:
-            lines.append((line.rstrip("\n"), writer.poll() is None))
+        try:
+            for line in follower.stdout:
+                lines.append((line.rstrip("\n"), writer.poll() is None))
+                if line.strip() == "10":
+                    release()
+        finally:
+            watchdog.cancel()
         assert follower.wait(30) == 0, follower.stderr.read() if follower.stderr else ""
         assert writer.wait(30) == 0
     finally:
+        if not released and writer.poll() is None:
+            writer.kill()
         for p in (writer, follower):
             if p is not None and p.poll() is None:
                 p.kill()
