@@ -128,3 +128,33 @@ async def test_nats_server_restarted_mid_run(
     assert result.stop_reason == "answer", result.error
     assert result.answer == f"done after {ROUNDS} rounds"
     assert _work_messages(result) == _expected()
+
+
+async def test_a_run_whose_worker_is_gone_for_good_stops_naming_the_agent(
+    graph: Path, nats_server: NatsServer, workers: Workers, tmp_path: Path
+) -> None:
+    from coral_graph.config import load_graph
+    from coral_graph.transport.nats import run_on_nats
+
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    env = {"PP_ROUNDS": str(ROUNDS), "PP_MARK_DIR": str(marks), "PP_PONG_DELAY": "0.3"}
+    workers.start(graph, "--agents", "ping", env=env)
+    pong = workers.start(graph, "--agents", "pong", env=env)
+    lg = load_graph(graph)
+    result = None
+
+    async def drive() -> None:
+        nonlocal result
+        result = await run_on_nats(lg, "play", nats_server.url, wait_workers_s=1)
+
+    with anyio.fail_after(60):  # never hangs
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(drive)
+            await _wait_for(marks, f"pong-2-{pong.proc.pid}")
+            pong.proc.kill()
+            pong.proc.wait(10)
+    assert result is not None
+    assert result.stop_reason == "error"
+    assert result.error is not None
+    assert "no worker hosts pong" in result.error
