@@ -83,7 +83,7 @@ async def connect(url: str, *, timeout: float = 5.0, name: str = "coral-graph") 
     try:
         nc = await asyncio.wait_for(
             nats.connect(
-                servers=[url],
+                servers=[u.strip() for u in url.split(",") if u.strip()],  # a cluster
                 name=name,
                 connect_timeout=min(2.0, timeout),
                 allow_reconnect=True,
