@@ -44,7 +44,7 @@ def nan_db(tmp_path: Path) -> Path:
             "low": float("-inf"),
             "nested": [float("nan")],
         },
-        {"model": "m", "tokens": 3},
+        {"model": "m", "tokens": 3, "latency_s": float("nan"), "cost_usd": "free"},
     ]
     record(db, synthetic_run(metas))
     return db
@@ -66,6 +66,9 @@ def test_non_finite_floats_are_valid_json_in_show_viewer_and_exports(
     from coral_graph.viewer.query import RunReader
     from coral_graph.viewer.web import create_app
 
+    code, out, err = _cli("show", RID, "--db", str(nan_db))
+    assert code == 0, err
+    assert "message 2" in out
     code, out, _ = _cli("show", RID, "--json", "--db", str(nan_db))
     assert code == 0
     got = _strict_json(out)
@@ -79,6 +82,7 @@ def test_non_finite_floats_are_valid_json_in_show_viewer_and_exports(
         items = _strict_json(r.text)["items"]
         assert len(items) == 2
         assert items[0]["metadata"]["cost"] == "Infinity"
+        assert items[1]["metadata"]["latency_s"] == "NaN"
 
     from coral_graph.viewer.web import export_run
 
@@ -212,6 +216,27 @@ def test_damaged_pages_give_one_clear_error(tmp_path: Path, where: str) -> None:
             assert r.exit_code == EXIT_BAD_INPUT
             assert ".recover" in r.stderr, (args, r.stderr)
             assert "Traceback" not in r.stderr
+
+
+def test_the_viewer_answers_a_damaged_page_with_the_recovery_recipe(tmp_path: Path) -> None:
+    from starlette.testclient import TestClient
+
+    from coral_graph.viewer.query import RunReader
+    from coral_graph.viewer.web import create_app
+
+    db = tmp_path / "pages.db"
+    record(db, synthetic_run([{"pad": "x" * 300, "i": i} for i in range(300)]))
+    reader = RunReader(db)
+    _flip_pages(db, 2, db.stat().st_size // 4096 - 3)
+    answers = []
+    with TestClient(create_app(reader), base_url="http://127.0.0.1:8000") as c:
+        for url in ("/api/runs", f"/api/runs/{RID}", f"/api/runs/{RID}/messages?limit=500"):
+            r = c.get(url)
+            answers.append(r.status_code)
+            if r.status_code != 200:
+                assert r.status_code == 500
+                assert ".recover" in r.json()["error"]
+    assert 500 in answers
 
 
 # -- exports never replace what coral-graph did not write ----------------------------
