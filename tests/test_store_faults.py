@@ -228,6 +228,18 @@ def test_any_metadata_leaves_every_event_stored(tmp_path: Path, metas: list[Any]
 
 
 def _create(db: str, barrier: Any, q: Any) -> None:
+    from coral_graph.store import _schema
+
+    check = _schema.check_meta
+
+    def slow_check(*args: Any) -> Any:
+        # Widen the window between looking at the file and creating the schema,
+        # so that a check made outside the write lock fails every time.
+        got = check(*args)
+        time.sleep(0.05)
+        return got
+
+    _schema.check_meta = slow_check  # type: ignore[assignment]  # a forked child's own copy
     barrier.wait()
     try:
         SQLiteStore(db).close()
@@ -237,6 +249,21 @@ def _create(db: str, barrier: Any, q: Any) -> None:
 
 
 def _import(path: str, db: str, barrier: Any, q: Any) -> None:
+    import contextlib
+
+    from coral_graph.store import _export
+
+    begin = _export.write_transaction
+
+    @contextlib.contextmanager
+    def slow_begin(conn: Any) -> Any:
+        # Widen the window before the write lock: an "is it new?" check made
+        # before taking the lock then sees the run missing in every process.
+        time.sleep(0.05)
+        with begin(conn) as c:
+            yield c
+
+    _export.write_transaction = slow_begin  # type: ignore[assignment]  # the child's own copy
     barrier.wait()
     try:
         import_run(path, db)
@@ -261,7 +288,7 @@ def _race(target: Any, args: tuple[Any, ...], n: int) -> list[str]:
 
 
 def test_processes_creating_one_new_store_at_once_all_succeed(tmp_path: Path) -> None:
-    for trial in range(3):
+    for trial in range(2):
         db = tmp_path / f"new{trial}" / "c.db"
         got = _race(_create, (str(db),), 12)
         assert got == ["ok"] * 12
@@ -276,7 +303,7 @@ def test_processes_importing_one_export_at_once_import_it_once(tmp_path: Path) -
     out = tmp_path / "run.cgx"
     with open_reader(src) as rd, open(out, "wb") as f:
         export_run(rd, RID, f)
-    for trial in range(3):
+    for trial in range(2):
         db = tmp_path / f"dst{trial}.db"
         SQLiteStore(db).close()
         got = _race(_import, (str(out), str(db)), 5)
