@@ -288,7 +288,7 @@ def _race(target: Any, args: tuple[Any, ...], n: int) -> list[str]:
 
 
 def test_processes_creating_one_new_store_at_once_all_succeed(tmp_path: Path) -> None:
-    for trial in range(2):
+    for trial in range(4):
         db = tmp_path / f"new{trial}" / "c.db"
         got = _race(_create, (str(db),), 12)
         assert got == ["ok"] * 12

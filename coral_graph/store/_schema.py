@@ -18,6 +18,7 @@ import json
 import os
 import secrets
 import sqlite3
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -310,6 +311,25 @@ def ensure_schema(conn: sqlite3.Connection, path: str) -> None:
                 )
 
 
+def _wal(conn: sqlite3.Connection, wait_s: float = 10.0) -> str:
+    """Switch to WAL mode; returns the mode in force. Leaving the rollback journal
+    of a new file takes an exclusive lock for which SQLite does not wait (its busy
+    handler is not called): processes creating one store at once retry here."""
+    deadline = time.monotonic() + wait_s
+    pause = 0.002
+    while True:
+        try:
+            return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+        except sqlite3.OperationalError as exc:
+            busy = getattr(exc, "sqlite_errorname", "").startswith("SQLITE_BUSY") or (
+                "locked" in str(exc)
+            )
+            if not busy or time.monotonic() > deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
+
+
 def _open(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(
         str(path), isolation_level=None, check_same_thread=False, cached_statements=256
@@ -366,7 +386,7 @@ def connect_writer(path: Path) -> sqlite3.Connection:
             _create_whole(path)
         conn = _open(path)
         ensure_schema(conn, str(path))
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        mode = _wal(conn)
     except sqlite3.Error as exc:
         if conn is not None:
             conn.close()
