@@ -392,6 +392,44 @@ class LiveRun:
             self.started.set()
 
 
+class LiveFailingRun(LiveRun):
+    """A run written by another thread whose agent, once the test lets it
+    (:meth:`go`), records two failed model calls on the task it is handling and
+    then raises: failures that arrive after the message they belong to."""
+
+    def _main(self) -> None:
+        live = self
+        g = cg.AgentGraph("live failures")
+
+        @cg.agent(description="calls a model that refuses it")
+        async def caller(ctx: cg.AgentContext, message: cg.Message) -> None:
+            live.run_id = ctx.run_id
+            await anyio.sleep(0.3)  # let the store flush the run and the task
+            live.started.set()
+            await anyio.to_thread.run_sync(live._ticks.acquire)
+            for attempt in (1, 2):
+                ctx.record_llm_call(
+                    model="openai/refuses",
+                    prompt_tokens=0,
+                    completion_tokens=0,
+                    cost_usd=0.0,
+                    latency_s=0.01,
+                    outcome="LLMAuthenticationError",
+                    error=f"{FAIL_TEXT} (attempt {attempt})",
+                    attempt=attempt,
+                    request={"messages": [{"role": "user", "content": message.content}]},
+                )
+            raise RuntimeError("no model would answer")
+
+        g.add_agent("caller", caller)
+        try:
+            with SQLiteStore(self.db, flush_interval=0.02) as store:
+                self.result = cg.run(g, "try the model", entry=["caller"], store=store)
+        except BaseException as exc:
+            self.error = exc
+            self.started.set()
+
+
 # -- serving and browsing -----------------------------------------------------------------
 
 

@@ -24,6 +24,7 @@ import pytest
 from browser_fixtures import (
     CLI,
     FAIL_TEXT,
+    LiveFailingRun,
     LiveRun,
     LLMRuns,
     Page,
@@ -389,13 +390,55 @@ def test_members_and_counts_update_live(viewer: Viewer, runs: Runs, browser: Any
         pg.page.locator("#live-badge").wait_for(state="hidden", timeout=10_000)
         counts = pg.page.locator("#threads li.thread").first.inner_text()
         assert f"{total} messages" in counts
-        state = pg.page.evaluate("window.__coralWindow()")
-        assert pg.page.locator("#view-head .count").inner_text().startswith(f"{total} messages"), (
-            json.dumps(state)
+        # The view's own count and rows: the stream may still be reconnecting (it is
+        # recycled every 0.6 s here) when the run's summary already says finished.
+        wait_js(
+            pg,
+            "document.querySelector('#view-head .count').textContent"
+            f".startsWith('{total} messages')",
         )
+        with open_reader(runs.db) as r:
+            stored = [m["message_id"] for m in r.messages(live.run_id)]
+        wait_js(pg, f"window.__coralWindow().ids.length === {len(stored)}")
+        state = pg.page.evaluate("window.__coralWindow()")
+        assert state["ids"] == stored, json.dumps(state)
+        assert state["total"] == total
     finally:
         live.go()
         pg.close()
+
+
+def test_failures_of_a_live_run_show_on_the_rows_already_shown(
+    viewer: Viewer, runs: Runs, page: Page
+) -> None:
+    live = LiveFailingRun(runs.db, n=1)
+    live.start()
+    try:
+        assert live.run_id is not None
+        p = page.page
+        p.goto(url(viewer, live.run_id))
+        ready(page)
+        task = p.locator("#list article.msg").first
+        task.wait_for()
+        assert task.locator(".calls").count() == 0
+        live.go()
+        live.join()
+        chips = task.locator(".calls a.call.failed")
+        chips.first.wait_for(timeout=20_000)
+        assert chips.count() == 2
+        assert "attempt 2" in chips.nth(1).inner_text()
+        task.locator(".error").first.wait_for()
+        assert "no model would answer" in task.inner_text()
+        banner = p.locator("#banner")
+        wait_js(
+            page, "document.querySelector('#banner').textContent.includes('2 of 2 model calls')"
+        )
+        assert "Incorrect API key" in banner.inner_text()
+        wait_js(page, "/⚠ 3 errors/.test(document.querySelector('#run-meta').textContent)")
+        no_sideways_scroll(page)
+        shot(page, "30-live-failures")
+    finally:
+        live.go()
 
 
 def test_static_export_works_from_file_url(runs: Runs, tmp_path: Path, browser: Any) -> None:

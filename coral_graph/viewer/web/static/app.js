@@ -510,7 +510,7 @@
     $("#run-title").replaceChildren(el("span.graph-name", {}, R.graph_name || "run"), " ", el("span.mono.dim.rid", {}, R.run_id));
     $("#live-badge").hidden = !R.live;
     const bits = [
-      num(R.messages) + " messages",
+      num(R.messages) + (R.messages === 1 ? " message" : " messages"),
       num(R.tokens) + " tokens",
       usd(R.cost_usd),
       secs(R.duration_s),
@@ -537,7 +537,7 @@
     const errs = R.threads.reduce((a, t) => a + t.errors, 0);
     items.push(el("li.thread" + (S.thread ? "" : ".active"), { dataset: { thread: "" }, onclick: () => navigate({ thread: null, m: null }) },
       el("div.t-name", {}, el("span.t-state", {}, "≡"), "All threads"),
-      el("div.t-counts", {}, num(total) + " messages", errs ? el("span.err-count", {}, " · ⚠ " + num(errs)) : "")));
+      el("div.t-counts", {}, num(total) + (total === 1 ? " message" : " messages"), errs ? el("span.err-count", {}, " · ⚠ " + num(errs)) : "")));
     for (const t of R.threads) {
       const unread = Math.max(0, t.messages - seen(t.thread_id));
       const active = S.thread === t.thread_id;
@@ -554,7 +554,7 @@
           el("span.t-state", { title: t.state }, t.state === "closed" ? "✓" : "●"),
           el("span.t-title", {}, t.name || t.thread_id),
           unread && !active ? el("span.badge", { title: "unread since you last looked" }, String(unread)) : ""),
-        el("div.t-counts", {}, num(t.messages) + " messages", t.errors ? el("span.err-count", {}, " · ⚠ " + num(t.errors)) : ""),
+        el("div.t-counts", {}, num(t.messages) + (t.messages === 1 ? " message" : " messages"), t.errors ? el("span.err-count", {}, " · ⚠ " + num(t.errors)) : ""),
         t.summary ? el("div.t-summary", { title: t.summary }, t.summary) : "",
         people));
     }
@@ -576,7 +576,7 @@
       parts.push(el("h2", {}, "All threads"));
       parts.push(el("div.sub.task", { title: R.task }, "Task: ", (R.task || "").slice(0, 300)));
     }
-    parts.push(el("div.sub.count", {}, W.total === null ? "" : num(W.total) + " messages in this view"));
+    parts.push(el("div.sub.count", {}, W.total === null ? "" : num(W.total) + (W.total === 1 ? " message" : " messages") + " in this view"));
     head.replaceChildren(...parts);
     document.documentElement.style.setProperty("--head-h", head.offsetHeight + "px");
   }
@@ -1016,12 +1016,31 @@
       if (!R) return;
       const fresh = await api.run(R.run_id);
       if (!R || fresh.run_id !== R.run_id) return;
+      const failuresChanged = fresh.error_count !== R.error_count || fresh.llm_calls !== R.llm_calls;
       R = fresh;
       renderRunHeader();
       renderThreads();
       renderViewHead();
+      // Calls and errors come after the message they belong to: show them on its row.
+      if (failuresChanged) await refreshRows();
       await renderPanel(); // live Members, graph and timeline counts
     }, 700);
+  }
+
+  /* Render the rows on screen again from the server (their calls, tools and errors
+   * may have grown since they were first shown), keeping the place and selection. */
+  async function refreshRows() {
+    if (!W.items.length || W.loading) return;
+    const page = await api.messages(S.run, { ...filterParams(S, false), after: W.items[0].gseq - 1, limit: Math.min(500, W.items.length) });
+    for (const m of page.items) {
+      const old = rowOf(m.id);
+      const i = W.items.findIndex((x) => x.id === m.id);
+      if (!old || i < 0) continue;
+      W.items[i] = m;
+      const row = renderRow(m);
+      if (old.classList.contains("selected")) row.classList.add("selected");
+      old.replaceWith(row);
+    }
   }
   function closeStream() {
     if (stream) { stream.close(); stream = null; }
