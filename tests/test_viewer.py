@@ -79,6 +79,11 @@ def test_run_summary_and_threads(client: TestClient, small: SmallRun) -> None:
     assert review["summary"].startswith("checked")
     assert review["errors"] == 1
     assert review["messages"] == 4
+    # "messages" is the whole transcript, the task included, in every count shown.
+    assert run["messages"] == task["messages"] + review["messages"] == len(small.messages)
+    page = client.get(f"/api/runs/{small.run_id}/messages", params={"count": "1"}).json()
+    assert page["total"] == run["messages"]
+    assert page["upto"] == max(m["gseq"] for m in small.messages)
     assert [p["agent"] for p in review["participants"]] == ["planner", "solver", "critic"]
     assert client.get("/api/runs/nope").status_code == 404
 
