@@ -19,7 +19,7 @@ import typer
 from coral_graph.cli._app import EXIT_BAD_INPUT, EXIT_OK, app
 
 if TYPE_CHECKING:
-    from coral_graph._results import RunResult
+    from coral_graph import RunResult
     from coral_graph.config import LoadedGraph
 
 __all__ = ["record", "run_graph_nats", "worker"]
@@ -33,7 +33,7 @@ def _err(message: str) -> typer.Exit:
 
 
 def _load(graph: Path, set_: list[str] | None, model: str | None) -> LoadedGraph:
-    from coral_graph._errors import ConfigError
+    from coral_graph import ConfigError
     from coral_graph.config import load_graph
 
     try:
@@ -104,7 +104,7 @@ def worker(
     wanted = [a.strip() for a in agents.split(",") if a.strip()] if agents else None
 
     async def main() -> int:
-        from coral_graph._errors import CoralError
+        from coral_graph import CoralError
 
         try:
             link = await mod.connect(nats, timeout=connect_timeout, name="coral-graph-worker")
@@ -205,7 +205,7 @@ def record(
 
 
 def check_only(graph: Path) -> LoadedGraph:
-    from coral_graph._errors import ConfigError
+    from coral_graph import ConfigError
     from coral_graph.config import check_graph
 
     try:
@@ -224,7 +224,7 @@ def run_graph_nats(
     sink = store.on_event if store is not None else None
 
     async def main() -> RunResult:
-        from coral_graph._errors import CoralError
+        from coral_graph import CoralError
 
         try:
             task_ = asyncio.current_task()
