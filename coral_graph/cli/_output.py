@@ -127,6 +127,10 @@ def _stdout_console() -> Console:
 # -- live progress -------------------------------------------------------------------
 
 
+LIVE_LOG_SOURCES = frozenset({"mcp", "watchdog"})
+"""The ``agent_logged`` sources the live view of ``run`` prints."""
+
+
 class Progress:
     """Counts what a run does, from its events. ``on_event`` is on the runtime's hot
     path: it only updates counters and queues lines; a timer task draws them."""
@@ -180,6 +184,11 @@ class Progress:
             self.errors += 1
             err = event
             self._line("err", str(err.agent), (), f"{err.error_type}: {err.error}")  # type: ignore[union-attr]
+        elif kind == "agent_logged" and event.source in LIVE_LOG_SOURCES:  # type: ignore[union-attr]
+            # MCP endpoints (the URL an external agent connects at), connections,
+            # blocked-loop notices; a process's own output is left to `show`.
+            src = event.source  # type: ignore[union-attr]
+            self._line("log", event.agent, (src,), event.text)  # type: ignore[union-attr]
 
     def busy(self) -> list[str]:
         return [a for a, n in self.queued.items() if n > 0]
@@ -213,6 +222,11 @@ class Progress:
             short = one_line(text, 160)
             if what == "err":
                 console.print(f"[red]✗ {safe_markup(who)}: {safe_markup(short)}[/]")
+                continue
+            if what == "log":  # whole: a URL cut short is no use
+                src = safe_markup(mentions[0] if mentions else "")
+                line = safe_markup(one_line(text))
+                console.print(f"[dim]▸ {safe_markup(who)} \\[{src}] {line}[/]", soft_wrap=True)
                 continue
             to = " ".join("@" + safe(m) for m in mentions)
             console.print(

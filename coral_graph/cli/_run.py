@@ -274,6 +274,11 @@ def run(
     tty = sys.stderr.isatty() and not as_json
     has_human = any(r.kind == "human" for r in lg.agents.values())
     live = _console(stderr=True) if tty and not has_human else None
+    if live is not None and any(r.kind == "external" for r in lg.agents.values()):
+        from coral_graph.mcp import graph_hubs
+
+        for hub in graph_hubs(lg.graph):
+            hub.announce = False  # the live view prints the endpoint URLs from their events
     problems: list[BaseException] = []
     try:
         if nats is not None:

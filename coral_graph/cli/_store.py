@@ -239,6 +239,13 @@ def show(
         bool, typer.Option("--follow", "-f", help="Keep printing new messages until the run ends.")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="The transcript as JSON.")] = False,
+    no_logs: Annotated[
+        bool,
+        typer.Option(
+            "--no-logs",
+            help="Leave out the agents' log lines (process output, MCP endpoints, notices).",
+        ),
+    ] = False,
     plain: Annotated[bool, typer.Option("--plain", help="No colours, styles or pager.")] = False,
     no_pager: Annotated[
         bool, typer.Option("--no-pager", help="Print everything, even on a terminal.")
@@ -280,11 +287,15 @@ def show(
             msgs = msgs[:limit]
         llm_failed = reader.llm_calls(rid, failed=True)
         errors = reader.errors(rid)
+        logs = (
+            [] if no_logs else _logs_shown(reader.logs(rid), msgs, thread, agent, grep, tail, limit)
+        )
         if as_json:
             out = {
                 "run": info,
                 "threads": thread_rows,
                 "messages": msgs,
+                "logs": [{"kind": "log", **log} for log in logs],
                 "tool_calls": reader.tool_calls(rid),
                 "errors": errors,
                 "llm_errors": llm_failed,
@@ -313,7 +324,7 @@ def show(
             + f" · {safe(info['graph_name'] or '-')} · {safe(info['status'])} · task: {task}"
         ]
         tools = fold_tools(msgs, reader.tool_calls(rid)) if msgs else {}
-        lines.extend(render_messages(st, msgs, tools, threads, failures))
+        lines.extend(render_messages(st, msgs, tools, threads, failures, logs))
         last = msgs[-1]["gseq"] if msgs else 0
         if not follow:
             lines.extend(render_totals(st, _run_row(reader, rid), reader.usage(rid)))
@@ -321,7 +332,8 @@ def show(
                 _emit(lines)
             return
         _emit(lines)
-        _follow(reader, rid, st, thread, agent, grep, last, interval)
+        seen_log = max([log["seq"] for log in reader.logs(rid)] + [0])
+        _follow(reader, rid, st, thread, agent, grep, last, interval, None if no_logs else seen_log)
     except KeyboardInterrupt:
         raise typer.Exit(EXIT_INTERRUPTED) from None
     except StoreError as exc:
@@ -329,6 +341,32 @@ def show(
     finally:
         _warn_problems(reader)
         reader.close()
+
+
+def _logs_shown(
+    logs: list[dict[str, Any]],
+    msgs: list[dict[str, Any]],
+    thread: str | None,
+    agent: str | None,
+    grep: str | None,
+    tail: int | None,
+    limit: int | None,
+) -> list[dict[str, Any]]:
+    """The log lines that go with the messages shown: none for one thread (a log line
+    belongs to no thread), the agent's own with ``--agent``, those containing the
+    text with ``--grep``, and within the messages' span with ``--tail``/``--limit``."""
+    if thread is not None:
+        return []
+    out = [
+        log
+        for log in logs
+        if (agent is None or log["agent"] == agent)
+        and (grep is None or grep.casefold() in log["text"].casefold())
+    ]
+    if msgs and (tail is not None or limit is not None):
+        lo, hi = msgs[0]["gseq"], msgs[-1]["gseq"]
+        out = [log for log in out if lo <= log["seq"] <= hi]
+    return out
 
 
 def _follow(
@@ -340,8 +378,10 @@ def _follow(
     grep: str | None,
     last: int,
     interval: float,
+    seen_log: int | None,
 ) -> None:
-    """Print new messages (and failures) until the run ends, then the totals."""
+    """Print new messages (failures, and log lines unless ``seen_log`` is None) until
+    the run ends, then the totals."""
     seen_fail = max([f["seq"] for f in reader.llm_calls(rid, failed=True)] + [0])
     seen_err = max([e["seq"] for e in reader.errors(rid)] + [0])
     running = True
@@ -353,9 +393,14 @@ def _follow(
         seen_fail = max([f["seq"] for f in fails] + [seen_fail])
         seen_err = max([e["seq"] for e in errs] + [seen_err])
         failures = [f for f in [*fails, *errs] if agent is None or f["agent"] == agent]
-        if msgs or failures:
+        logs: list[dict[str, Any]] = []
+        if seen_log is not None:
+            new_logs = reader.logs(rid, seen_log)
+            seen_log = max([log["seq"] for log in new_logs] + [seen_log])
+            logs = _logs_shown(new_logs, msgs, thread, agent, grep, None, None)
+        if msgs or failures or logs:
             tools = fold_tools(msgs, reader.tool_calls(rid)) if msgs else {}
-            _emit(render_messages(st, msgs, tools, threads, failures))
+            _emit(render_messages(st, msgs, tools, threads, failures, logs))
             if msgs:
                 last = msgs[-1]["gseq"]
         if not running:

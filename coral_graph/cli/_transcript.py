@@ -169,7 +169,10 @@ def _message(heads: _Heads, m: dict[str, Any], tools: list[dict[str, Any]], out:
             out.append("    " + st.dim(f"▸ {usage}"))
 
 
-def _failure(st: Style, f: dict[str, Any]) -> str:
+def _aside(st: Style, f: dict[str, Any]) -> str:
+    """A line between the messages: an agent's log line (dim), or a failure (red)."""
+    if "source" in f:  # an agent_logged event
+        return st.dim(f"  ▸ {safe(f['agent'])} [{safe(f['source'])}] {one_line(f['text'])}")
     if "outcome" in f:  # a model call
         why = f.get("error") or f.get("outcome")
         return st.red(f"  ✗ {safe(f['agent'])}: LLM call failed: {one_line(why)}")
@@ -185,10 +188,12 @@ def render_messages(
     tools: dict[str, list[dict[str, Any]]],
     threads: dict[str, str],
     failures: Iterable[dict[str, Any]] = (),
+    logs: Iterable[dict[str, Any]] = (),
 ) -> list[str]:
     """The lines of ``messages``, with ``failures`` (failed model calls and agent
-    errors, each with its event ``seq``) placed where they happened."""
-    fails = sorted(failures, key=lambda f: f["seq"])
+    errors) and ``logs`` (agent_logged events), each with its event ``seq``, placed
+    where they happened."""
+    fails = sorted([*failures, *logs], key=lambda f: f["seq"])
     heads = _Heads(st, threads)
     out: list[str] = []
     i = 0
@@ -197,11 +202,11 @@ def render_messages(
     for m in messages:
         if nxt is not None and nxt < m["gseq"]:
             while i < len(fails) and fails[i]["seq"] < m["gseq"]:
-                out.append(_failure(st, fails[i]))
+                out.append(_aside(st, fails[i]))
                 i += 1
             nxt = fails[i]["seq"] if i < len(fails) else None
         _message(heads, m, tools.get(m["message_id"], no_tools) if tools else no_tools, out)
-    out.extend(_failure(st, f) for f in fails[i:])
+    out.extend(_aside(st, f) for f in fails[i:])
     return out
 
 

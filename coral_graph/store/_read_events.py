@@ -284,3 +284,30 @@ class EventReads(ReadGuard):
             )
         row = self._conn.execute(sql, (run_id,)).fetchone()
         return int(row[0] or 0)
+
+    @guarded
+    def logs(self, run_id: str, after_seq: int = 0) -> list[dict[str, Any]]:
+        """The run's ``agent_logged`` events after ``after_seq``, in order, as dicts
+        with ``seq``, ``ts``, ``agent``, ``source``, ``text`` and ``data`` (a row that
+        does not decode is left out; see :attr:`problems`)."""
+        rows = self._conn.execute(
+            "SELECT data FROM events WHERE run_id = ? AND kind = 'agent_logged' AND seq > ? "
+            "ORDER BY seq",
+            (run_id, after_seq),
+        ).fetchall()
+        out = []
+        for (data,) in rows:
+            d = self._unpack(run_id, data) if data is not None else None
+            if d is None:
+                continue
+            out.append(
+                {
+                    "seq": d["seq"],
+                    "ts": d.get("ts"),
+                    "agent": str(d.get("agent") or ""),
+                    "source": str(d.get("source") or ""),
+                    "text": str(d.get("text") or ""),
+                    "data": d.get("data"),
+                }
+            )
+        return out
