@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import textwrap
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -158,3 +159,79 @@ def test_the_live_view_prints_mcp_lines_safely() -> None:
     assert "▸ a [watchdog] blocked [x]\\x1b[2J" in out
     assert "chatter" not in out
     assert not RAW_CONTROL.search(out), repr(out)
+
+
+GATED_PY = textwrap.dedent("""
+    import os, anyio
+
+    async def gated(ctx, message):
+        ctx.log("first line")  # (a message to the user would end the run: the answer)
+        while not os.path.exists(os.environ["GATE"]):
+            await anyio.sleep(0.02)
+        ctx.log("second line \\x1b[2J")
+        await ctx.send_message(message.thread_id, "done", ["user"])
+""")
+
+
+def test_show_follow_prints_log_lines_as_they_come(tmp_path: Path) -> None:
+    """``show --follow`` on a run another process is writing: a line logged after the
+    follower started is printed by the follow loop, safe, in its place."""
+    import os
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    from coral_graph.store import open_reader
+
+    (tmp_path / "bots.py").write_text(GATED_PY)
+    (tmp_path / "g.yaml").write_text("agents:\n  gated: {python: 'bots.py:gated'}\ntask: go\n")
+    db, gate = tmp_path / "runs.db", tmp_path / "gate"
+    env = {**os.environ, "GATE": str(gate)}
+    cli = [sys.executable, "-c", "from coral_graph.cli import main; main()"]
+    writer = subprocess.Popen(
+        [*cli, "run", "g.yaml", "--db", str(db), "--json"],
+        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    follower = None
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # the run is in the store (it cannot end before the gate)
+            assert writer.poll() is None, writer.stderr.read() if writer.stderr else ""
+            assert time.monotonic() < deadline, "the run never showed up in the store"
+            time.sleep(0.05)
+            try:
+                with open_reader(db) as rd:
+                    if rd.list_runs():
+                        break
+            except Exception:
+                continue
+        follower = subprocess.Popen(
+            [*cli, "show", "last", "--follow", "--db", str(db), "--interval", "0.05"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert follower.stdout is not None
+        head = follower.stdout.readline()  # its first screen is out: the rest is followed
+        gate.touch()
+        watchdog = threading.Timer(60, follower.kill)  # a hang fails, never blocks CI
+        watchdog.start()
+        try:
+            out = head + follower.stdout.read()  # (communicate() would lose what readline buffered)
+        finally:
+            watchdog.cancel()
+        _, err = follower.communicate(timeout=30)
+        assert follower.returncode == EXIT_OK, err
+        _, werr = writer.communicate(timeout=30)
+        assert writer.returncode == EXIT_OK, werr
+    finally:
+        for p in (writer, follower):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.communicate(timeout=10)
+    body = _body(out)
+    assert "  ▸ gated [agent] first line" in body
+    assert "  ▸ gated [agent] second line \\x1b[2J" in body
+    assert not RAW_CONTROL.search(out), repr(out)
+    done = next(i for i, line in enumerate(body) if line.strip() == "done")
+    assert body.index("  ▸ gated [agent] second line \\x1b[2J") < done
+    assert body.count("  ▸ gated [agent] first line") == 1  # printed once, not again

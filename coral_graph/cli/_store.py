@@ -287,9 +287,8 @@ def show(
             msgs = msgs[:limit]
         llm_failed = reader.llm_calls(rid, failed=True)
         errors = reader.errors(rid)
-        logs = (
-            [] if no_logs else _logs_shown(reader.logs(rid), msgs, thread, agent, grep, tail, limit)
-        )
+        all_logs = [] if no_logs else reader.logs(rid)
+        logs = _logs_shown(all_logs, msgs, thread, agent, grep, tail, limit)
         if as_json:
             out = {
                 "run": info,
@@ -332,7 +331,9 @@ def show(
                 _emit(lines)
             return
         _emit(lines)
-        seen_log = max([log["seq"] for log in reader.logs(rid)] + [0])
+        # What the first screen read, not a second read: a line stored in between is
+        # printed by the follow loop, not lost.
+        seen_log = max([log["seq"] for log in all_logs] + [0])
         _follow(reader, rid, st, thread, agent, grep, last, interval, None if no_logs else seen_log)
     except KeyboardInterrupt:
         raise typer.Exit(EXIT_INTERRUPTED) from None
