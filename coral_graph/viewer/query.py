@@ -15,19 +15,22 @@ first or the 100,000th screen of a run costs the same: one index range scan.
 from __future__ import annotations
 
 from coral_graph.viewer._base import RunNotFoundError
+from coral_graph.viewer._evals import EvalNotFoundError, EvalQueries
 from coral_graph.viewer._filters import KINDS, Filters
+from coral_graph.viewer._logs import LogQueries
 from coral_graph.viewer._runs import RunQueries
 from coral_graph.viewer._stats import StatsQueries, percentile
 
-__all__ = ["KINDS", "Filters", "RunNotFoundError", "RunReader", "percentile"]
+__all__ = ["KINDS", "EvalNotFoundError", "Filters", "RunNotFoundError", "RunReader", "percentile"]
 
 
 # The queries live in private modules by responsibility: _filters (Filters and the
 # WHERE clauses), _base (connections, cache, run lookup), _runs (runs, threads and
-# message pages), _stats (per-agent statistics, the mention graph).
+# message pages), _stats (per-agent statistics, the mention graph), _logs (agent_logged
+# lines and MCP endpoints), _evals (the tables of `coral-graph eval`).
 
 
-class RunReader(RunQueries, StatsQueries):
+class RunReader(RunQueries, StatsQueries, LogQueries, EvalQueries):
     """Read-only access to the runs of one SQLite database.
 
     Thread-safe: each thread gets its own read-only connection (the web server

@@ -212,6 +212,15 @@ def create_app(
     async def timeline(request: Request) -> Response:
         return _json(await call(reader.timeline, request.path_params["run_id"]))
 
+    async def evals(request: Request) -> Response:
+        return _json(await call(reader.evals))
+
+    async def eval_items(request: Request) -> Response:
+        return _json(await call(reader.eval_items, request.path_params["eval_id"]))
+
+    async def logs(request: Request) -> Response:
+        return _json(await call(reader.logs, request.path_params["run_id"]))
+
     async def events(request: Request) -> Response:
         rid = request.path_params["run_id"]
         await call(reader.status, rid)  # 404 before the stream starts
@@ -279,6 +288,8 @@ def create_app(
             Route("/index.html", index),
             Route("/api/config", config),
             Route("/api/runs", runs),
+            Route("/api/evals", evals),
+            Route("/api/evals/{eval_id}", eval_items),
             Route(base, run),
             Route(base + "/messages", messages),
             Route(base + "/search", search),
@@ -289,6 +300,7 @@ def create_app(
             Route(base + "/llm_calls", llm_calls),
             Route(base + "/llm_calls/{seq:int}", llm_call),
             Route(base + "/timeline", timeline),
+            Route(base + "/logs", logs),
             Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
         ],
         exception_handlers={

@@ -44,6 +44,7 @@ _FIXED = (
     "data/agents.js",
     "data/graph.js",
     "data/timeline.js",
+    "data/logs.js",
     "data/calls.js",
 )
 
@@ -223,6 +224,7 @@ def _export(reader: RunReader, run_id: str, out: Path, force: bool) -> Path:
     site.script("agents", reader.agents(run_id))
     site.script("graph", reader.graph(run_id))
     site.script("timeline", reader.timeline(run_id))
+    site.script("logs", reader.logs(run_id))
     # Every model call in full (prompt and response): the inspector reads them here.
     site.script("calls", reader.llm_calls(run_id, full=True))
     site.finish()

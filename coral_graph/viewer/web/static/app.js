@@ -16,7 +16,7 @@
   const KINDS = ["task", "answer", "llm", "tool"];
   const FILTER_KEYS = ["thread", "agent", "from", "to", "kind", "errors"];
   const STATE_KEYS = ["run", "thread", "agent", "from", "to", "kind", "errors", "q", "m", "tab", "call", "compare"];
-  const TABS = ["members", "graph", "timeline", "run"];
+  const TABS = ["members", "graph", "timeline", "logs", "run"];
 
   const $ = (sel, root) => (root || document).querySelector(sel);
 
@@ -161,6 +161,8 @@
       live: true,
       config: () => getJSON("api/config"),
       runs: () => getJSON("api/runs"),
+      evals: () => getJSON("api/evals"),
+      evalItems: (id) => getJSON("api/evals/" + encodeURIComponent(id)),
       run: (rid) => getJSON(base(rid)),
       messages: (rid, p) => getJSON(base(rid) + "/messages?" + qs(p)),
       search: (rid, p) => getJSON(base(rid) + "/search?" + qs(p)),
@@ -168,6 +170,7 @@
       agents: (rid) => getJSON(base(rid) + "/agents"),
       graph: (rid) => getJSON(base(rid) + "/graph"),
       timeline: (rid) => getJSON(base(rid) + "/timeline"),
+      logs: (rid) => getJSON(base(rid) + "/logs"),
       llmCall: (rid, seq) => getJSON(base(rid) + "/llm_calls/" + Number(seq)),
       compare: true,
       eventsUrl: (rid, after) => base(rid) + "/events?after=" + after,
@@ -252,6 +255,7 @@
       agents: () => data("agents"),
       graph: () => data("graph"),
       timeline: () => data("timeline"),
+      logs: () => data("logs"),
       llmCall: async (_rid, seq) => {
         const hit = (await data("calls")).find((c) => c.seq === Number(seq));
         if (!hit) throw new Error("no model call at seq " + seq);
@@ -343,6 +347,7 @@
     R = null;
     showOnly("#runs-view");
     setBanner(null);
+    setEndpoints(null);
     $("#run-title").textContent = "";
     $("#run-meta").textContent = "";
     $("#live-badge").hidden = true;
@@ -351,6 +356,40 @@
     $("#runs-empty").hidden = runsCache.length > 0;
     $("#compare-btn").hidden = !api.compare;
     renderRunRows();
+    renderEvals(api.evals ? await api.evals() : []);
+  }
+
+  /* The evals of `coral-graph eval` in this store (none: the section stays hidden):
+   * per config its accuracy; a click lists the items, each linked to its run. */
+  function renderEvals(evals) {
+    $("#evals").hidden = !evals.length;
+    const pct = (x) => (x === null || x === undefined ? "–" : (100 * x).toFixed(1) + "%");
+    $("#evals-table tbody").replaceChildren(...evals.map((e) => {
+      const items = el("tr.eval-items", { hidden: true }, el("td", { colspan: 5 }));
+      const open = el("button.link.eval-open", { type: "button", title: "show the items",
+        onclick: async () => {
+          items.hidden = !items.hidden;
+          if (items.hidden || items.dataset.loaded) return;
+          items.dataset.loaded = "1";
+          const d = await api.evalItems(e.eval_id);
+          items.firstChild.replaceChildren(el("table.eval-items-table", {},
+            el("thead", {}, el("tr", {}, ...["config", "item", "run", "stop reason", "extracted", "score", "tokens", "error"].map((h) => el("th", {}, h)))),
+            el("tbody", {}, ...d.items.map((it) => el("tr" + (it.error || it.scorer_error ? ".failed" : ""), {},
+              el("td", {}, it.config), el("td.mono", {}, it.item_id),
+              el("td.mono", {}, it.run_id && it.run_stored ? el("a", { href: hashOf({ run: it.run_id, tab: "members" }) }, it.run_id) : (it.run_id || "–")),
+              el("td", {}, it.stop_reason), el("td", {}, it.extracted === null ? "–" : it.extracted),
+              el("td.num", {}, String(it.score)), el("td.num", {}, num(it.tokens)),
+              el("td.err-text", {}, it.error || it.scorer_error || ""))))));
+        } }, e.eval_id);
+      const head = el("tr.eval-row", { dataset: { eval: e.eval_id } },
+        el("td.mono", {}, open),
+        el("td", { title: e.source }, e.dataset),
+        el("td", {}, ...e.configs.map((c) => el("div.eval-config", { title: c.errors ? c.errors + " failed" : "" },
+          el("b", {}, c.config), " ", pct(c.accuracy), el("span.dim", {}, " (" + c.done + "/" + e.n + ")")))),
+        el("td.num", {}, num(e.n)),
+        el("td.started", {}, timeEl(e.created)));
+      return [head, items];
+    }).flat());
   }
 
   function runMatches(r, q, status) {
@@ -448,6 +487,7 @@
     closeStream();
     R = null;
     setBanner(null);
+    setEndpoints(null);
     showOnly("#compare-view");
     $("#run-title").textContent = "compare";
     $("#run-meta").textContent = "";
@@ -502,7 +542,21 @@
     showOnly("#run-view");
     renderRunHeader();
     renderThreads();
+    setEndpoints(null);
     if (api.live && R.live) openStream(R.last_gseq || 0);
+    api.logs(rid).then((lg) => { if (R && R.run_id === rid) setEndpoints(lg.endpoints); })
+      .catch((err) => toast("logs: " + String(err.message || err)));
+  }
+
+  /* Where an outsider connects: the MCP endpoint of each external (or process) agent,
+   * from the run's agent_logged events. Text only. */
+  function setEndpoints(eps) {
+    const box = $("#endpoints");
+    if (!eps || !eps.length) { box.hidden = true; box.replaceChildren(); return; }
+    box.replaceChildren(...eps.map((e) => el("div.endpoint-line", {},
+      agentTag(e.agent), " connects at ", el("code.endpoint-url", { title: "MCP, streamable HTTP" }, e.url),
+      e.sse_url ? el("span.dim", {}, "  (SSE: ", el("code", {}, e.sse_url), ")") : "")));
+    box.hidden = false;
   }
 
   function renderRunHeader() {
@@ -1106,7 +1160,33 @@
     if (S.tab === "members") await renderMembers();
     else if (S.tab === "graph") await renderGraph();
     else if (S.tab === "timeline") await renderTimeline();
+    else if (S.tab === "logs") await renderLogs();
     else renderRunTab();
+  }
+
+  /* ---------------------------------------------------------------- logs */
+
+  /* What agents printed (stdout/stderr of process agents), their MCP connections and
+   * blocked-loop notices (watchdog), oldest first, each line as text. */
+  async function renderLogs() {
+    const box = $("#tab-logs");
+    const key = R.run_id + (R.live ? ":" + R.last_seq : "");
+    if (box.dataset.key === key) return;
+    box.dataset.key = key;
+    const lg = await api.logs(R.run_id);
+    setEndpoints(lg.endpoints);
+    const head = el("div.dim.logs-count", {}, lg.total === 1 ? "1 log line" : num(lg.total) + " log lines",
+      lg.truncated ? " (the last " + num(lg.lines.length) + " shown)" : "");
+    if (!lg.lines.length) {
+      box.replaceChildren(head, el("p.dim", {}, "Nothing logged: process agents' output, MCP connections and blocked-loop notices show here."));
+      return;
+    }
+    box.replaceChildren(head, el("div.logs", {}, ...lg.lines.map((l) =>
+      el("div.log-line.log-" + (/^[a-z]+$/.test(l.source) ? l.source : "other"), { dataset: { seq: String(l.seq) } },
+        el("span.log-time.dim", {}, timeEl(l.ts)), " ",
+        l.agent ? agentTag(l.agent) : "", " ",
+        el("span.log-source", {}, l.source), " ",
+        el("span.log-text", {}, l.text)))));
   }
 
   /* ---------------------------------------------------------------- timeline */
