@@ -100,7 +100,7 @@ class Ledger:
     process have settled stops the run: never an overspend, at worst an early stop.)
     """
 
-    __slots__ = ("counters", "limits", "reserved_calls", "reserved_cost_usd", "reserved_tokens")
+    __slots__ = ("counters", "limits", "reserved_calls")
 
     def __init__(self, counters: Counters, budgets: Budgets) -> None:
         self.counters = counters
@@ -109,9 +109,9 @@ class Ledger:
             "tokens": budgets.max_tokens,
             "cost_usd": budgets.max_cost_usd,
         }
+        # Calls of this process in flight: while there are some, a call that does
+        # not fit waits for them instead of stopping the run.
         self.reserved_calls = 0
-        self.reserved_tokens = 0
-        self.reserved_cost_usd = 0.0
 
     @property
     def calls(self) -> int:
@@ -148,9 +148,23 @@ class Ledger:
             assert limit is not None
             raise BudgetExceededError(_BUDGET[name], limit, self._detail(name, amount))
         self.reserved_calls += 1
-        self.reserved_tokens += p + c
-        self.reserved_cost_usd += usd
         return Reservation(1, p, c, usd)
+
+    def check(self, *, calls: int, tokens: int, cost_usd: float) -> None:
+        """Raise :class:`BudgetExceededError` if spending this now could pass a limit
+        (counting what is spent and reserved); hold nothing."""
+        counters = self.counters
+        for name, amount in (("llm_calls", calls), ("tokens", tokens), ("cost_usd", cost_usd)):
+            limit = self.limits[name]
+            if limit is not None and counters.value(name) + amount > limit:
+                raise BudgetExceededError(_BUDGET[name], limit, self._detail(name, amount))
+
+    def spend(self, *, tokens: int, cost_usd: float) -> None:
+        """Count one call made without a reservation, as reported."""
+        counters = self.counters
+        counters.reserve_nowait("llm_calls", 1, None)
+        counters.reserve_nowait("tokens", tokens, None)
+        counters.reserve_nowait("cost_usd", cost_usd, None)
 
     def _detail(self, name: str, amount: float) -> str:
         used = self.counters.value(name)
@@ -163,8 +177,6 @@ class Ledger:
     def _free(self, res: Reservation) -> None:
         res.open = False
         self.reserved_calls -= res.calls
-        self.reserved_tokens -= res.tokens
-        self.reserved_cost_usd = max(0.0, self.reserved_cost_usd - res.cost_usd)
 
     def _adjust(self, name: str, reserved: float, spent: float) -> None:
         if spent < reserved:

@@ -354,25 +354,11 @@ class _Run:
 
     def check_llm_budget(self, *, tokens: int, cost_usd: float, calls: int) -> None:
         self.check_active()
-        b = self.budgets
-        c = self.counters
-        if b.max_llm_calls is not None and c.value("llm_calls") + calls > b.max_llm_calls:
-            self.stop_budget("llm_calls")
-            raise BudgetExceededError("llm_calls", b.max_llm_calls)
-        used = int(c.value("tokens"))
-        if b.max_tokens is not None and used + tokens > b.max_tokens:
-            self.stop_budget("tokens")
-            raise BudgetExceededError(
-                "tokens", b.max_tokens, f"{used} used, the next call may use {tokens}"
-            )
-        spent = c.value("cost_usd")
-        if b.max_cost_usd is not None and spent + cost_usd > b.max_cost_usd:
-            self.stop_budget("cost")
-            raise BudgetExceededError(
-                "cost",
-                b.max_cost_usd,
-                f"${spent:.6f} spent, the next call may cost ${cost_usd:.6f}",
-            )
+        try:
+            self.ledger.check(calls=calls, tokens=tokens, cost_usd=cost_usd)
+        except BudgetExceededError as exc:
+            self.stop_budget(exc.budget)  # type: ignore[arg-type]
+            raise
 
     async def reserve_llm(
         self, *, prompt_tokens: int, completion_tokens: int, cost_usd: float
@@ -406,10 +392,7 @@ class _Run:
             ev.set()
 
     def record_llm_spend(self, tokens: int, cost_usd: float) -> None:
-        c = self.counters
-        c.reserve_nowait("llm_calls", 1, None)
-        c.reserve_nowait("tokens", tokens, None)
-        c.reserve_nowait("cost_usd", cost_usd, None)
+        self.ledger.spend(tokens=tokens, cost_usd=cost_usd)
 
     def stop_budget(self, name: BudgetName) -> None:
         self.router.stop(budget_stop(name))
