@@ -198,24 +198,27 @@ class NatsContext:
                 continue
             members.append(self._check_addressable(p, "add"))
         run = self._run
-        n = self._next_op()
-        ref = await run.state.made(self._turn, n) if self._replay else None
-        if ref is not None:  # the replay of a turn that made this thread already
-            return await run.replica.refresh_header(ref)
-        th = Thread(
-            ThreadId(f"t-{secrets.token_hex(4)}"),
-            name.strip()[:200],
-            self.name,
-            members,
-            time.time(),
-        )
-        await run.state.create_thread(th)
-        await run.remember(self._turn, n, th.id)
-        run.replica.threads[th.id] = th
-        await run.emit(
-            ThreadCreated(run.run_id, 0, th.created_at, th.id, th.name, self.name, list(members))
-        )
-        return th
+        with self._run.committing():
+            n = self._next_op()
+            ref = await run.state.made(self._turn, n) if self._replay else None
+            if ref is not None:  # the replay of a turn that made this thread already
+                return await run.replica.refresh_header(ref)
+            th = Thread(
+                ThreadId(f"t-{secrets.token_hex(4)}"),
+                name.strip()[:200],
+                self.name,
+                members,
+                time.time(),
+            )
+            await run.state.create_thread(th)
+            await run.remember(self._turn, n, th.id)
+            run.replica.threads[th.id] = th
+            await run.emit(
+                ThreadCreated(
+                    run.run_id, 0, th.created_at, th.id, th.name, self.name, list(members)
+                )
+            )
+            return th
 
     def add_participant_nowait(self, thread: ThreadRef, name: str) -> None:
         self._needs_await("add_participant")
@@ -235,16 +238,17 @@ class NatsContext:
             return True
 
         run = self._run
-        before = await run.replica.refresh_header(tid)
-        self._check_member(before)
-        if agent in before._pset:
-            return
-        th = await run.state.change_thread(tid, change)
-        th._messages = before._messages
-        run.replica.threads[tid] = th
-        await run.emit(
-            ParticipantAdded(run.run_id, 0, time.time(), th.id, agent, self.name, th.last_seq)
-        )
+        with self._run.committing():
+            before = await run.replica.refresh_header(tid)
+            self._check_member(before)
+            if agent in before._pset:
+                return
+            th = await run.state.change_thread(tid, change)
+            th._messages = before._messages
+            run.replica.threads[tid] = th
+            await run.emit(
+                ParticipantAdded(run.run_id, 0, time.time(), th.id, agent, self.name, th.last_seq)
+            )
 
     def remove_participant_nowait(self, thread: ThreadRef, name: str) -> None:
         self._needs_await("remove_participant")
@@ -263,11 +267,12 @@ class NatsContext:
             return True
 
         run = self._run
-        before = await run.replica.refresh_header(tid)
-        th = await run.state.change_thread(tid, change)
-        th._messages = before._messages
-        run.replica.threads[tid] = th
-        await run.emit(ParticipantRemoved(run.run_id, 0, time.time(), th.id, name, self.name))
+        with self._run.committing():
+            before = await run.replica.refresh_header(tid)
+            th = await run.state.change_thread(tid, change)
+            th._messages = before._messages
+            run.replica.threads[tid] = th
+            await run.emit(ParticipantRemoved(run.run_id, 0, time.time(), th.id, name, self.name))
 
     def close_thread_nowait(self, thread: ThreadRef, summary: str = "") -> None:
         self._needs_await("close_thread")
@@ -284,11 +289,14 @@ class NatsContext:
             return True
 
         run = self._run
-        before = await run.replica.refresh_header(tid)
-        th = await run.state.change_thread(tid, change)
-        th._messages = before._messages
-        run.replica.threads[tid] = th
-        await run.emit(ThreadClosed(run.run_id, 0, time.time(), th.id, self.name, th.summary or ""))
+        with self._run.committing():
+            before = await run.replica.refresh_header(tid)
+            th = await run.state.change_thread(tid, change)
+            th._messages = before._messages
+            run.replica.threads[tid] = th
+            await run.emit(
+                ThreadClosed(run.run_id, 0, time.time(), th.id, self.name, th.summary or "")
+            )
 
     def send_message_nowait(
         self,
@@ -343,52 +351,53 @@ class NatsContext:
                 answered = True
             else:
                 self._bad_mention(m, th)
-        n = self._next_op()
-        ref = await run.state.made(self._turn, n) if self._replay else None
-        if ref is not None:
-            # The replay of a turn a crash interrupted: this message was appended
-            # already. Publish its deliveries again (the server drops the ones it
-            # has by their message id) and hand back the same message.
-            old_tid, _, seq = ref.rpartition("#")
-            old = await run.state.message(old_tid, int(seq))
-            if old is not None:
-                await run.deliver(old, targets)
-                if answered:
-                    await run.stop("answer", answer=old)
-                return old
-        run.check_payload(tid, content, ms, metadata)
-        if await run.state.reserve("messages", 1, run.budgets.max_messages) is None:
-            limit = run.budgets.max_messages or 0
-            await run.stop("budget:messages")
-            raise BudgetExceededError("messages", limit)
-        me = self.name
-        # Which worker process wrote it: the transcript of a distributed run says
-        # where each message was made.
-        meta = dict(metadata) if metadata else {}
-        meta["worker"] = run.worker.tag
+        with self._run.committing():
+            n = self._next_op()
+            ref = await run.state.made(self._turn, n) if self._replay else None
+            if ref is not None:
+                # The replay of a turn a crash interrupted: this message was appended
+                # already. Publish its deliveries again (the server drops the ones it
+                # has by their message id) and hand back the same message.
+                old_tid, _, seq = ref.rpartition("#")
+                old = await run.state.message(old_tid, int(seq))
+                if old is not None:
+                    await run.deliver(old, targets)
+                    if answered:
+                        await run.stop("answer", answer=old)
+                    return old
+            run.check_payload(tid, content, ms, metadata)
+            if await run.state.reserve("messages", 1, run.budgets.max_messages) is None:
+                limit = run.budgets.max_messages or 0
+                await run.stop("budget:messages")
+                raise BudgetExceededError("messages", limit)
+            me = self.name
+            # Which worker process wrote it: the transcript of a distributed run says
+            # where each message was made.
+            meta = dict(metadata) if metadata else {}
+            meta["worker"] = run.worker.tag
 
-        def make(seq: int) -> Message:
-            return Message(
-                MessageId(f"{tid}#{seq}"),
-                th.id,
-                seq,
-                me,
-                content,
-                ms,  # type: ignore[arg-type]
-                time.time(),
-                reply_to,  # type: ignore[arg-type]
-                meta,
-            )
+            def make(seq: int) -> Message:
+                return Message(
+                    MessageId(f"{tid}#{seq}"),
+                    th.id,
+                    seq,
+                    me,
+                    content,
+                    ms,  # type: ignore[arg-type]
+                    time.time(),
+                    reply_to,  # type: ignore[arg-type]
+                    meta,
+                )
 
-        local = run.replica.threads.get(tid)
-        msg = await run.state.append(make, len(local._messages) if local is not None else 0)
-        await run.remember(self._turn, n, msg.id)
-        self.usage.messages_sent += 1
-        await run.emit(MessageSent(run.run_id, 0, msg.timestamp, msg))
-        await run.deliver(msg, targets)
-        if answered:
-            await run.stop("answer", answer=msg)
-        return msg
+            local = run.replica.threads.get(tid)
+            msg = await run.state.append(make, len(local._messages) if local is not None else 0)
+            await run.remember(self._turn, n, msg.id)
+            self.usage.messages_sent += 1
+            await run.emit(MessageSent(run.run_id, 0, msg.timestamp, msg))
+            await run.deliver(msg, targets)
+            if answered:
+                await run.stop("answer", answer=msg)
+            return msg
 
     def _bad_mention(self, m: object, th: Thread) -> NoReturn:
         if not isinstance(m, str):

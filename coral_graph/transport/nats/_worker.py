@@ -18,7 +18,7 @@ import socket
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import nats.errors
@@ -114,6 +114,11 @@ class WorkerRun:
         self.finished = record["status"] != "running"
         self.stop_reason: str | None = record.get("stop_reason")
         self.turns: set[asyncio.Task[Any]] = set()
+        # Turns inside an operation that changes shared state (reserve, append, emit,
+        # deliver): a stop or a timeout cancels them when the operation is complete,
+        # never half-way (a reserved message is always appended and recorded).
+        self._committing: dict[asyncio.Task[Any], int] = {}
+        self._cancel_later: set[asyncio.Task[Any]] = set()
         self.llm_totals = {k: 0.0 for k in _LLM_COUNTERS}
         self.pending_stop: str | None = None
         self._queued: list[Event] = []
@@ -204,7 +209,32 @@ class WorkerRun:
         current = asyncio.current_task()
         for t in list(self.turns):
             if t is not current:
-                t.cancel()
+                self.cancel_turn(t)
+
+    def cancel_turn(self, task: asyncio.Task[Any]) -> None:
+        """Cancel a turn now, or as soon as its operation in progress is complete."""
+        if task in self._committing:
+            self._cancel_later.add(task)
+        else:
+            task.cancel()
+
+    @contextlib.contextmanager
+    def committing(self) -> Iterator[None]:
+        """Around one operation that changes shared state: not cancelled half-way."""
+        task = asyncio.current_task()
+        if task is None or task not in self.turns:
+            yield
+            return
+        self._committing[task] = self._committing.get(task, 0) + 1
+        try:
+            yield
+        finally:
+            n = self._committing.pop(task) - 1
+            if n:
+                self._committing[task] = n
+            elif task in self._cancel_later:
+                self._cancel_later.discard(task)
+                task.cancel()  # delivered at the turn's next await
 
     # -- LLM budgets -----------------------------------------------------------
 
@@ -525,7 +555,7 @@ class Worker:
         try:
             done, _ = await asyncio.wait({task}, timeout=limit)
             if not done:
-                task.cancel()
+                run.cancel_turn(task)
                 with contextlib.suppress(BaseException):
                     await task
                 from coral_graph._errors import TurnTimeoutError
