@@ -315,12 +315,19 @@ class AgentContext(_Rules):
         slot = self._slot
         return len(slot.inbox) if slot is not None else 0
 
-    async def wait_for_mentions(self, timeout: float | None = None) -> list[Message]:  # noqa: ASYNC109
+    async def wait_for_mentions(
+        self,
+        timeout: float | None = None,  # noqa: ASYNC109
+        *,
+        idle_after: float = 0.0,
+    ) -> list[Message]:
         """All unread mentions of this agent across its threads, oldest first.
 
         Blocks until at least one arrives or ``timeout`` seconds pass (then returns
         ``[]``). While it waits the agent does not count as busy, so a run whose
-        agents all wait with nothing queued ends as ``idle``.
+        agents all wait with nothing queued ends as ``idle``; with ``idle_after``
+        it counts as busy for the first ``idle_after`` seconds of the wait (an agent
+        driven over a network may have a call on its way: see ``coral_graph.mcp``).
         """
         slot = self._slot
         if slot is None:
@@ -335,12 +342,18 @@ class AgentContext(_Rules):
                 raise ConcurrentWaitError(self.name)
             fut = r.park(slot)
             timer = r.loop.call_later(timeout, _timeout_cb, fut) if timeout is not None else None
-            r.set_active(slot, False)
+            settle = None
+            if idle_after > 0:
+                settle = r.loop.call_later(idle_after, r.set_active, slot, False)
+            else:
+                r.set_active(slot, False)
             try:
                 await fut
             finally:
                 if timer is not None:
                     timer.cancel()
+                if settle is not None:
+                    settle.cancel()
                 if slot.waiter is fut:
                     slot.waiter = None
                 r.set_active(slot, True)

@@ -173,8 +173,8 @@ def _short(fig: dict[str, Any]) -> str:
 def format_table(rows: list[dict[str, Any]]) -> str:
     """The rows as an aligned text table."""
     lines = [
-        f"{'workload':<14}{'impl':<13}{'figures (median)':<62}{'÷ floor':>9}",
-        "-" * 98,
+        f"{'workload':<14}{'impl':<17}{'figures (median)':<62}{'÷ floor':>9}",
+        "-" * 102,
     ]
     for row in rows:
         figs = {
@@ -196,7 +196,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         )
         ratio = row.get("ratio_to_floor")
         lines.append(
-            f"{row['workload']:<14}{row['impl']:<13}{text:<62}"
+            f"{row['workload']:<14}{row['impl']:<17}{text:<62}"
             f"{(f'{ratio:.2f}x' if isinstance(ratio, float) else ''):>9}"
         )
     return "\n".join(lines)

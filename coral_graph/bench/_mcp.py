@@ -1,18 +1,34 @@
 """``coral-graph bench --mcp``: message round trips between two external agents over
-MCP, beside a floor measured in the same run.
+MCP, beside references measured in the same run with the same client.
 
-* **ours**: agents ``a`` and ``b`` of one graph are external agents, each driven by
-  the official ``mcp`` client in its own process over streamable HTTP on 127.0.0.1.
-  One round trip: ``a`` calls ``send_message`` (mentioning ``b``) then
-  ``wait_for_mentions``; ``b``'s ``wait_for_mentions`` returns, it replies with
-  ``send_message``; ``a``'s wait returns. Full semantics: edges, threads, events.
-* **floor**: a bare SDK low-level server (one ``echo`` tool, the same Uvicorn and
-  streamable HTTP session manager) and the same client calling ``echo`` once per
-  round trip.
+Every client is the official ``mcp`` client in its own process, over streamable HTTP
+on 127.0.0.1. One round trip: ``a`` sends a message mentioning ``b``, ``b``'s
+``wait_for_mentions`` returns it, ``b`` replies mentioning ``a``, ``a``'s wait
+returns the reply. Full semantics: edges, threads, budgets, events.
 
-Figures: round trips per second, p50 and p99 round-trip latency (µs), and ours ÷
-floor (throughput). The client processes print their latencies as JSON; run this
-module with ``client MODE URL N WARMUP`` to be one.
+* **coral-graph** (the main figure): each agent keeps one ``wait_for_mentions`` in
+  flight while it sends (MCP allows concurrent requests; the server keeps an agent
+  busy while one of its calls is being served, see ``coral_graph.mcp``). This is how
+  a fast agent is written: a listener task that always waits, and replies sent as
+  soon as a message arrives. Each round trip still needs two calls end to end
+  (``a``'s send reaching the server, ``b``'s reply reaching it).
+* **coral-graph-seq**: one call at a time, as Coral's own agents do: ``a`` sends,
+  then waits; ``b`` waits, then replies.
+* **floor**: a bare SDK low-level server (one ``echo`` tool, the same Uvicorn, the
+  SDK's streamable HTTP session manager) called once per round trip.
+* **floor-2calls**: the same server called twice in sequence per round trip: what
+  two calls end to end cost at the least, so the reader sees what bounds the
+  ratio.
+* **floor-relay**: the round trip itself on the bare SDK server, no runtime: a
+  mailbox of two tools, ``post(to, text)`` and ``take(me)`` (blocks until a text for
+  ``me`` arrives), driven like coral-graph-seq. What the SDK and the client cost for
+  a message round trip, calls that wait for the other side included.
+
+Figures: round trips per second (over the wall time of the measured loop), p50 and
+p99 round-trip latency (µs) and, for each, its throughput ÷ the floor's (the median
+of the per-repeat ratios; all ran back to back in each repeat, in a rotating
+order). The client processes print their latencies as JSON; run this module with
+``client MODE URL N WARMUP`` to be one.
 """
 
 from __future__ import annotations
@@ -28,6 +44,7 @@ from collections.abc import Callable
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 
 __all__ = ["mcp_bench"]
 
@@ -39,10 +56,11 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def _figures(rtts_us: list[float]) -> dict[str, float]:
-    total_s = sum(rtts_us) / 1e6
+def _figures(out: dict[str, Any]) -> dict[str, float]:
+    rtts_us: list[float] = out["rtts"]
+    wall = out["wall_s"]
     return {
-        "round_trips_per_s": len(rtts_us) / total_s if total_s else 0.0,
+        "round_trips_per_s": len(rtts_us) / wall if wall else 0.0,
         "p50_us": statistics.median(rtts_us),
         "p99_us": _percentile(rtts_us, 0.99),
     }
@@ -51,16 +69,17 @@ def _figures(rtts_us: list[float]) -> dict[str, float]:
 def _spawn(mode: str, url: str, n: int, warmup: int) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "coral_graph.bench._mcp", "client", mode, url, str(n), str(warmup)],
-        stdout=subprocess.PIPE if mode != "pong" else None,
+        stdout=None if mode.endswith(("pong", "pong-c")) else subprocess.PIPE,
         text=True,
     )
 
 
-async def _collect(proc: subprocess.Popen[str]) -> list[float]:
+async def _collect(proc: subprocess.Popen[str]) -> dict[str, Any]:
     out = await anyio.to_thread.run_sync(proc.communicate)
     if proc.returncode != 0:
         raise RuntimeError(f"the bench client failed with code {proc.returncode}")
-    return [float(x) for x in json.loads(out[0].strip().splitlines()[-1])]
+    result: dict[str, Any] = json.loads(out[0].strip().splitlines()[-1])
+    return result
 
 
 # -- the floor: a bare SDK server ---------------------------------------------------------
@@ -73,19 +92,24 @@ async def _floor_server() -> Any:
     from mcp.server.lowlevel import Server
     from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 
+    obj: dict[str, Any] = {"type": "object"}
+    tools = [types.Tool(name=n, description=n, input_schema=obj) for n in ("echo", "post", "take")]
+    # The mailbox of the relay reference: post(to, text) and take(me) blocks until a
+    # text for ``me`` arrives (what a message round trip needs, with no runtime).
+    boxes = {me: anyio.create_memory_object_stream[dict[str, Any]](1000) for me in ("a", "b")}
+
     async def list_tools(ctx: Any, params: Any) -> types.ListToolsResult:
-        return types.ListToolsResult(
-            tools=[
-                types.Tool(
-                    name="echo",
-                    description="echo",
-                    input_schema={"type": "object", "properties": {"text": {"type": "string"}}},
-                )
-            ]
-        )
+        return types.ListToolsResult(tools=tools)
 
     async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
-        data = {"text": (params.arguments or {}).get("text", "")}
+        args = params.arguments or {}
+        if params.name == "post":
+            data = {"from": args["me"], "text": args["text"]}
+            boxes[args["to"]][0].send_nowait(data)
+        elif params.name == "take":
+            data = await boxes[args["me"]][1].receive()
+        else:
+            data = {"text": args.get("text", "")}
         return types.CallToolResult(
             content=[types.TextContent(type="text", text=json.dumps(data))],
             structured_content=data,
@@ -123,25 +147,34 @@ async def _floor_server() -> Any:
         finally:
             served.set()
 
-    async with manager.run(), anyio.create_task_group() as tg:
-        tg.start_soon(serve)
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}/mcp"
-        uv.should_exit = True
-        with anyio.move_on_after(3):
-            await served.wait()
-        tg.cancel_scope.cancel()
+    async with contextlib.AsyncExitStack() as stack:
+        for box in boxes.values():  # closed at the end, as every stream must be
+            for end in box:
+                await stack.enter_async_context(end)
+        async with manager.run(), anyio.create_task_group() as tg:
+            tg.start_soon(serve)
+            yield f"http://127.0.0.1:{sock.getsockname()[1]}/mcp"
+            uv.should_exit = True
+            with anyio.move_on_after(3):
+                await served.wait()
+            tg.cancel_scope.cancel()
     sock.close()
 
 
-async def _floor_once(n: int, warmup: int) -> list[float]:
+async def _floor_once(mode: str, n: int, warmup: int) -> dict[str, Any]:
     async with _floor_server() as url:
-        return await _collect(_spawn("echo", url, n, warmup))
+        if mode != "relay":
+            return await _collect(_spawn(mode, url, n, warmup))
+        pong = _spawn("relay-pong", url, n, warmup)
+        out = await _collect(_spawn("relay-ping", url, n, warmup))
+        await anyio.to_thread.run_sync(pong.wait)
+        return out
 
 
 # -- ours: two external agents ------------------------------------------------------------
 
 
-async def _ours_once(n: int, warmup: int) -> list[float]:
+async def _ours_once(pattern: str, n: int, warmup: int) -> dict[str, Any]:
     import coral_graph as cg
     from coral_graph.mcp import ExternalAgent, MCPHub
 
@@ -167,61 +200,132 @@ async def _ours_once(n: int, warmup: int) -> list[float]:
         rt.subscribe(on_event)
         handle = rt.start("bench", entry=["a"])
         await ready.wait()
-        pong = _spawn("pong", urls["b"], n, warmup)
-        rtts = await _collect(_spawn("ping", urls["a"], n, warmup))
+        pong = _spawn("pong" + pattern, urls["b"], n, warmup)
+        out = await _collect(_spawn("ping" + pattern, urls["a"], n, warmup))
         result = await handle.wait()
         await anyio.to_thread.run_sync(pong.wait)
     if result.stop_reason != "answer":
         raise RuntimeError(f"the MCP bench run ended with {result.stop_reason}: {result.error}")
-    return rtts
+    return out
+
+
+IMPLS: dict[str, tuple[str, str]] = {
+    "floor": ("floor", "echo"),
+    "floor-2calls": ("floor", "echo2"),
+    "floor-relay": ("floor", "relay"),
+    "coral-graph": ("ours", "-c"),
+    "coral-graph-seq": ("ours", ""),
+}
+"""Row name -> (server, client mode)."""
+
+
+def _measure(impl: str, round_trips: int, warmup: int) -> dict[str, float]:
+    server, mode = IMPLS[impl]
+    if server == "floor":
+        return _figures(anyio.run(_floor_once, mode, round_trips, warmup))
+    return _figures(anyio.run(_ours_once, mode, round_trips, warmup))
 
 
 def mcp_bench(
     *, round_trips: int = 500, warmup: int = 50, repeats: int = 3,
     log: Callable[[str], None] = print,
 ) -> dict[str, dict[str, Any]]:  # fmt: skip
-    """Interleaved floor and ours, ``repeats`` times; medians of the per-repeat figures
-    (the ratio is the median of the per-repeat ratios: floor and ours ran back to
-    back)."""
-    floor: list[dict[str, float]] = []
-    ours: list[dict[str, float]] = []
+    """The rows of :data:`IMPLS`, ``repeats`` times each, interleaved (each
+    repeat runs all four back to back, starting one further along the list); medians
+    of the per-repeat figures, and each row's ratio to the floor as the median of the
+    per-repeat ratios."""
+    names = list(IMPLS)
+    samples: dict[str, list[dict[str, float]]] = {k: [] for k in names}
     for i in range(repeats):
-        floor.append(_figures(anyio.run(_floor_once, round_trips, warmup)))
-        ours.append(_figures(anyio.run(_ours_once, round_trips, warmup)))
+        for impl in names[i % len(names) :] + names[: i % len(names)]:
+            samples[impl].append(_measure(impl, round_trips, warmup))
         log(
-            f"    repeat {i + 1}: floor {floor[-1]['round_trips_per_s']:,.1f}/s, "
-            f"ours {ours[-1]['round_trips_per_s']:,.1f}/s"
+            f"    repeat {i + 1}: "
+            + ", ".join(f"{k} {samples[k][-1]['round_trips_per_s']:,.1f}/s" for k in names)
         )
-
-    def med(rows: list[dict[str, float]]) -> dict[str, Any]:
-        return {k: statistics.median(r[k] for r in rows) for k in rows[0]} | {"repeats": repeats}
-
-    f, o = med(floor), med(ours)
-    o["ratio_to_floor"] = statistics.median(
-        a["round_trips_per_s"] / b["round_trips_per_s"] for a, b in zip(ours, floor, strict=True)
-    )
-    return {"floor": f, "coral-graph": o}
+    out: dict[str, dict[str, Any]] = {}
+    floor = samples["floor"]
+    for impl in names:
+        rows = samples[impl]
+        fig: dict[str, Any] = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+        fig["repeats"] = repeats
+        if impl != "floor":
+            fig["ratio_to_floor"] = statistics.median(
+                a["round_trips_per_s"] / b["round_trips_per_s"]
+                for a, b in zip(rows, floor, strict=True)
+            )
+        out[impl] = fig
+    return out
 
 
 # -- the client processes -------------------------------------------------------------------
 
 
-async def _client(mode: str, url: str, n: int, warmup: int) -> list[float]:
+async def _listen(call: Any, peer: str, out: Any) -> None:
+    """Keep one ``wait_for_mentions`` in flight; hand each message from ``peer`` over."""
+    from mcp.shared.exceptions import MCPError
+
+    async with out:
+        while True:
+            try:
+                res = await call("wait_for_mentions", {"timeoutMs": 60000})
+            except MCPError:
+                return  # the run is over: its endpoint answers 410
+            if res.is_error:
+                return  # the run ended during the wait
+            msgs = (res.structured_content or {}).get("messages", [])
+            got = [m for m in msgs if m["senderId"] == peer]
+            for m in got:
+                out.send_nowait(m)
+            if got:
+                # Let the reply go out before the next wait is written.
+                await anyio.lowlevel.checkpoint()
+
+
+async def _client(mode: str, url: str, n: int, warmup: int) -> dict[str, Any]:
     from mcp import Client
     from mcp.shared.exceptions import MCPError
 
     rtts: list[float] = []
     clock = time.perf_counter
+    started = 0.0
     async with Client(url) as client:
         call = client.call_tool
-        if mode == "echo":
+        if mode in ("echo", "echo2"):
+            calls = 2 if mode == "echo2" else 1
             for i in range(warmup + n):
+                if i == warmup:
+                    started = clock()
                 t0 = clock()
-                res = await call("echo", {"text": PAYLOAD})
+                for _ in range(calls):
+                    res = await call("echo", {"text": PAYLOAD})
+                    assert not res.is_error
                 if i >= warmup:
                     rtts.append((clock() - t0) * 1e6)
-                assert not res.is_error
-            return rtts
+            return {"rtts": rtts, "wall_s": clock() - started}
+        if mode == "relay-pong":
+            for _ in range(warmup + n):
+                taken = (await call("take", {"me": "b"})).structured_content or {}
+                await call("post", {"me": "b", "to": "a", "text": taken["text"]})
+            return {}
+        if mode == "relay-ping":
+            for i in range(warmup + n):
+                if i == warmup:
+                    started = clock()
+                t0 = clock()
+                await call("post", {"me": "a", "to": "b", "text": PAYLOAD})
+                await call("take", {"me": "a"})
+                if i >= warmup:
+                    rtts.append((clock() - t0) * 1e6)
+            return {"rtts": rtts, "wall_s": clock() - started}
+        if mode == "pong-c":
+            send, inbox = anyio.create_memory_object_stream[Any](1000)
+            async with anyio.create_task_group() as tg, inbox:
+                tg.start_soon(_listen, call, "a", send)
+                async for m in inbox:
+                    reply = {"threadId": m["threadId"], "content": m["content"], "mentions": ["a"]}
+                    await call("send_message", reply)
+            return {}
         if mode == "pong":
             msgs: list[Any] = []
             while True:
@@ -231,9 +335,9 @@ async def _client(mode: str, url: str, n: int, warmup: int) -> list[float]:
                 try:
                     res = await call("wait_for_mentions", {"timeoutMs": 60000})
                 except MCPError:
-                    return rtts  # the run is over: its endpoint answers 410
+                    return {}  # the run is over: its endpoint answers 410
                 if res.is_error:
-                    return rtts  # the run ended during the wait
+                    return {}  # the run ended during the wait
                 msgs = [
                     m
                     for m in (res.structured_content or {}).get("messages", [])
@@ -244,7 +348,26 @@ async def _client(mode: str, url: str, n: int, warmup: int) -> list[float]:
         th = await call("create_thread", {"threadName": "bench", "participantIds": ["b"]})
         tid = (th.structured_content or {})["thread"]["id"]
         ping = {"threadId": tid, "content": PAYLOAD, "mentions": ["b"]}
+        done = {"threadId": "t-1", "content": "done", "mentions": ["user"]}
+        if mode == "ping-c":
+            send, inbox = anyio.create_memory_object_stream[Any](1000)
+            async with anyio.create_task_group() as tg, inbox:
+                tg.start_soon(_listen, call, "b", send)
+                for i in range(warmup + n):
+                    if i == warmup:
+                        started = clock()
+                    t0 = clock()
+                    await call("send_message", ping)
+                    await inbox.receive()
+                    if i >= warmup:
+                        rtts.append((clock() - t0) * 1e6)
+                wall = clock() - started
+                await call("send_message", done)
+                tg.cancel_scope.cancel()
+            return {"rtts": rtts, "wall_s": wall}
         for i in range(warmup + n):
+            if i == warmup:
+                started = clock()
             t0 = clock()
             await call("send_message", ping)
             got: list[Any] = []
@@ -253,12 +376,13 @@ async def _client(mode: str, url: str, n: int, warmup: int) -> list[float]:
                 got = (res.structured_content or {}).get("messages", [])
             if i >= warmup:
                 rtts.append((clock() - t0) * 1e6)
-        await call("send_message", {"threadId": "t-1", "content": "done", "mentions": ["user"]})
-        return rtts
+        wall = clock() - started
+        await call("send_message", done)
+        return {"rtts": rtts, "wall_s": wall}
 
 
 if __name__ == "__main__" and len(sys.argv) == 6 and sys.argv[1] == "client":
     _mode, _url, _n, _w = sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
-    _rtts = anyio.run(_client, _mode, _url, _n, _w)
-    if _mode != "pong":
-        print(json.dumps([round(x, 1) for x in _rtts]))
+    _out = anyio.run(_client, _mode, _url, _n, _w)
+    if _out:
+        print(json.dumps({"rtts": [round(x, 1) for x in _out["rtts"]], "wall_s": _out["wall_s"]}))

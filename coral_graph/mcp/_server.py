@@ -29,9 +29,10 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 import anyio
+import anyio.lowlevel
 from anyio.abc import TaskGroup
 
-from coral_graph.mcp._tools import ToolError, call_tool, state_view, tool_specs
+from coral_graph.mcp._tools import WAIT_TOOLS, ToolError, call_tool, state_view, tool_specs
 
 if TYPE_CHECKING:
     from mcp.server.lowlevel import Server
@@ -47,6 +48,14 @@ _MAX_SESSIONS = 16
 """Open MCP sessions per agent endpoint (a flood of connections is refused)."""
 _MAX_REQUESTS = 512
 """Requests in flight across the hub before new ones get 503."""
+IDLE_SETTLE_S = 0.25
+"""How long an agent's ``wait_for_mentions`` must be pending before the agent counts
+as idle. A client may keep a wait in flight while it sends (MCP allows concurrent
+requests): its send can reach the server just after its wait, and the run must not
+end ``idle`` in between. Calls that did reach the server keep the agent busy
+until they finish (see :meth:`Endpoint.call`)."""
+_MAX_BODY = 4 * 1024 * 1024
+"""The SDK's request body limit (a larger body goes to the SDK, which refuses it)."""
 
 
 def is_loopback(host: str) -> bool:
@@ -70,6 +79,9 @@ class Endpoint:
         self.run_id = ctx.run_id
         self._scopes: set[anyio.CancelScope] = set()
         self._calling = anyio.Event()
+        self._busy_calls = 0
+        self._no_busy_calls: anyio.Event | None = None
+        self._server_info: dict[str, Any] = {}
         self.connected = anyio.Event()
         self.gone = anyio.Event()
         self.back = anyio.Event()
@@ -191,6 +203,14 @@ class Endpoint:
                 ]
             )
 
+        global _MODERN
+        if not _MODERN:
+            from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+
+            _MODERN = frozenset(MODERN_PROTOCOL_VERSIONS)
+        self._server_info = {
+            "io.modelcontextprotocol/serverInfo": {"name": "coral-graph", "version": "0.1.0"}
+        }
         self._server = Server(
             "coral-graph",
             version="0.1.0",
@@ -219,16 +239,31 @@ class Endpoint:
     async def call(
         self, name: str, arguments: dict[str, Any] | None
     ) -> tuple[dict[str, Any], bool]:
-        """Run one tool call; returns the result object and whether it is an error."""
+        """Run one tool call; returns the result object and whether it is an error.
+
+        Every call other than a wait keeps the agent busy while it runs: a wait of
+        the same agent that arrives meanwhile starts waiting (and the agent counts
+        as idle, after :data:`IDLE_SETTLE_S`) only once those calls are done.
+        """
         self.seen()
         t0 = time.perf_counter()
         cs = anyio.CancelScope()
         self._scopes.add(cs)
         self._calling.set()
+        busy = name not in WAIT_TOOLS
+        if busy:
+            self._busy_calls += 1
         try:
             with cs:
                 try:
-                    return await call_tool(self.ctx, name, arguments), False
+                    result = await call_tool(
+                        self.ctx,
+                        name,
+                        arguments,
+                        before_wait=self._busy_calls_done,
+                        idle_after=IDLE_SETTLE_S,
+                    )
+                    return result, False
                 except ToolError as exc:
                     data = exc.to_dict()
         except BaseException:
@@ -240,6 +275,11 @@ class Endpoint:
             self._scopes.discard(cs)
             if not self._scopes:
                 self._calling = anyio.Event()
+            if busy:
+                self._busy_calls -= 1
+                if self._busy_calls == 0 and self._no_busy_calls is not None:
+                    self._no_busy_calls.set()
+                    self._no_busy_calls = None
         if cs.cancelled_caught:
             data = {
                 "ok": False,
@@ -256,6 +296,12 @@ class Endpoint:
         )
         return data, True
 
+    async def _busy_calls_done(self) -> None:
+        while self._busy_calls:
+            if self._no_busy_calls is None:
+                self._no_busy_calls = anyio.Event()
+            await self._no_busy_calls.wait()
+
     def close(self) -> None:
         """End the endpoint: calls in flight return "run ended", new ones get 410."""
         self.closed = True
@@ -265,11 +311,16 @@ class Endpoint:
 
     # -- HTTP ---------------------------------------------------------------------------
 
-    async def handle(self, scope: Scope, receive: Receive, send: Send, rest: str) -> None:
+    async def handle(
+        self, scope: Scope, receive: Receive, send: Send, rest: str, headers: dict[str, str]
+    ) -> None:
         if rest == "mcp":
             method = scope["method"]
             if method == "DELETE":
                 self.lost("the client ended its session")
+            elif method == "POST" and FAST_PATH and headers.get(_VERSION) in _MODERN:
+                await self._post(scope, receive, send, headers)
+                return
             await self._http.handle_request(scope, receive, send)
             return
         # SSE: GET opens the stream, POST carries the client's messages.
@@ -289,6 +340,153 @@ class Endpoint:
                     self.lost("its SSE stream closed")
             return
         await self._sse.handle_post_message(scope, receive, send)
+
+    async def _post(
+        self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str]
+    ) -> None:
+        """A POST of the current protocol (one request, one response, no session).
+
+        ``tools/call`` is the hot path of every agent: a well-formed one is answered
+        here, with the same JSON the SDK's server gives (a test compares them byte
+        for byte), without the SDK's per-request machinery (request models, task
+        group, tracing spans, response models). Everything else, and any request
+        this does not fully accept, goes to the SDK unchanged, which answers it or
+        refuses it with the protocol's error.
+        """
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more and size <= _MAX_BODY:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away before its request was complete
+            chunk = message.get("body", b"")
+            chunks.append(chunk)
+            size += len(chunk)
+            more = message.get("more_body", False)
+        call = None if more else _tools_call(b"".join(chunks), scope, headers)
+        if call is None:
+            await self._http.handle_request(scope, _replay(chunks, more, receive), send)
+            return
+        request_id, name, arguments = call
+        if name in WAIT_TOOLS and not self.ctx.pending_mentions():
+            # A wait can last a minute: a client that goes away cancels it before it
+            # takes anything (as the SDK's streaming response does).
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_cancel_on_disconnect, receive, tg.cancel_scope)
+                data, is_error = await self.call(name, arguments)
+                await self._respond(send, request_id, data, is_error)
+                tg.cancel_scope.cancel()
+            return
+        data, is_error = await self.call(name, arguments)
+        if name not in WAIT_TOOLS:
+            # A send may have woken another agent's wait: its answer goes out first
+            # (it is on that agent's critical path, this one is not).
+            await anyio.lowlevel.checkpoint()
+        await self._respond(send, request_id, data, is_error)
+
+    async def _respond(
+        self, send: Send, request_id: str | int, data: dict[str, Any], is_error: bool
+    ) -> None:
+        result = {
+            "content": [{"text": json.dumps(data, ensure_ascii=False), "type": "text"}],
+            "isError": is_error,
+            "resultType": "complete",
+            "structuredContent": data,
+            "_meta": self._server_info,
+        }
+        body = json.dumps(
+            {"jsonrpc": "2.0", "id": request_id, "result": result}, separators=(",", ":")
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-length", str(len(body)).encode()),
+                    (b"content-type", b"application/json"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+FAST_PATH = True
+"""Answer well-formed ``tools/call`` POSTs without the SDK's per-request machinery
+(tests turn it off to compare the two answers)."""
+_VERSION = "mcp-protocol-version"
+_MODERN: frozenset[str] = frozenset()
+_ROUTING: frozenset[str] = frozenset({"mcp-protocol-version", "mcp-method", "mcp-name"})
+_PARAMS = frozenset({"name", "arguments", "_meta"})
+
+
+def _accepts(headers: dict[str, str]) -> bool:
+    """Whether the Accept header takes JSON and SSE (the SDK's streaming mode
+    requires both)."""
+    types = {t.split(";")[0].strip().lower() for t in headers.get("accept", "").split(",")}
+    if "*/*" in types:
+        return True
+    return bool(types & {"application/json", "application/*"}) and bool(
+        types & {"text/event-stream", "text/*"}
+    )
+
+
+def _tools_call(
+    body: bytes, scope: Scope, headers: dict[str, str]
+) -> tuple[str | int, str, dict[str, Any] | None] | None:
+    """``(id, tool name, arguments)`` of a ``tools/call`` request the SDK would
+    accept as it is, or None to hand the request to the SDK."""
+    if not headers.get("content-type", "").startswith("application/json") or not _accepts(headers):
+        return None
+    if any(k.startswith("mcp-param-") for k in headers):
+        return None
+    try:
+        d = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    if (
+        type(d) is not dict
+        or d.keys() != {"jsonrpc", "id", "method", "params"}
+        or d["jsonrpc"] != "2.0"
+        or d["method"] != "tools/call"
+    ):
+        return None
+    request_id, params = d["id"], d["params"]
+    if type(request_id) not in (str, int) or type(params) is not dict or params.keys() - _PARAMS:
+        return None
+    name, arguments = params.get("name"), params.get("arguments")
+    if type(name) is not str or (arguments is not None and type(arguments) is not dict):
+        return None
+    seen: set[str] = set()
+    for k, _v in scope["headers"]:
+        key = k.decode("latin-1").lower()
+        if key in _ROUTING:
+            if key in seen:
+                return None  # the SDK names the duplicated header
+            seen.add(key)
+    from mcp.shared.inbound import InboundModernRoute, classify_inbound_request
+
+    if not isinstance(classify_inbound_request(d, headers=headers), InboundModernRoute):
+        return None
+    return request_id, name, arguments
+
+
+def _replay(chunks: list[bytes], more: bool, receive: Receive) -> Receive:
+    """``receive`` with the body already read given back first."""
+    pending = [{"type": "http.request", "body": b"".join(chunks), "more_body": more}]
+
+    async def replay() -> Any:
+        if pending:
+            return pending.pop()
+        return await receive()
+
+    return replay
+
+
+async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    scope.cancel()
 
 
 async def _plain(send: Send, status: int, text: str) -> None:
@@ -584,7 +782,7 @@ class MCPHub:
             # The SSE transport tells the client where to POST relative to root_path.
             inner = dict(scope)
             inner["root_path"] = scope.get("root_path", "") + f"/mcp/v1/{secret}"
-            await ep.handle(inner, receive, send, parts[3])
+            await ep.handle(inner, receive, send, parts[3], headers)
         finally:
             self._in_flight -= 1
 

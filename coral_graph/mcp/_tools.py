@@ -14,7 +14,7 @@ Results are JSON objects (the server sends them as JSON text and as
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from coral_graph._errors import CoralError, RuntimeClosedError
@@ -118,6 +118,8 @@ _DEFAULTED = frozenset({"includeDetails", "mentions"})
 _V0 = tuple(_SPECS)
 TOOL_NAMES: tuple[str, ...] = (*_V0, *(f"coral_{n}" for n in _V0))
 """Coral v0's seven names, then the ``coral_`` aliases of v1.0."""
+WAIT_TOOLS = frozenset(n for n in TOOL_NAMES if n.removeprefix("coral_") == "wait_for_mentions")
+"""The tools that block until a mention arrives (the agent counts as idle meanwhile)."""
 
 
 class ToolError(Exception):
@@ -229,9 +231,18 @@ def state_view(ctx: AgentContext) -> dict[str, Any]:
 
 
 async def call_tool(
-    ctx: AgentContext, name: str, arguments: Mapping[str, Any] | None
+    ctx: AgentContext,
+    name: str,
+    arguments: Mapping[str, Any] | None,
+    *,
+    before_wait: Callable[[], Awaitable[None]] | None = None,
+    idle_after: float = 0.0,
 ) -> dict[str, Any]:
     """Run tool ``name`` for the agent of ``ctx``; returns the result object.
+
+    ``before_wait`` is awaited before a ``wait_for_mentions`` starts waiting, and
+    ``idle_after`` is passed on to :meth:`~coral_graph.AgentContext.wait_for_mentions`
+    (the server uses both so that a call still in flight keeps the agent busy).
 
     Raises:
         ToolError: unknown tool, bad arguments, or a rule of the protocol broken
@@ -246,6 +257,8 @@ async def call_tool(
         raise _bad(name, "the arguments must be a JSON object")
     args = _check(name, base, arguments or {})
     try:
+        if base == "wait_for_mentions":
+            return await _wait(ctx, args["timeoutMs"], before_wait, idle_after)
         return await _run(ctx, base, args)
     except (CoralError, ValueError, TypeError) as exc:
         if isinstance(exc, RuntimeClosedError):
@@ -287,15 +300,24 @@ async def _run(ctx: AgentContext, base: str, args: dict[str, Any]) -> dict[str, 
     if base == "send_message":
         msg = await ctx.send_message(args["threadId"], args["content"], args.get("mentions", []))
         return {"ok": True, "status": "Message sent successfully", "message": message_view(msg)}
-    # wait_for_mentions
-    ms = args["timeoutMs"]
+    raise AssertionError(base)  # pragma: no cover - every tool is handled above
+
+
+async def _wait(
+    ctx: AgentContext,
+    ms: float,
+    before_wait: Callable[[], Awaitable[None]] | None,
+    idle_after: float,
+) -> dict[str, Any]:
     if ms < 0 or ms > MAX_WAIT_MS:
         raise ToolError(
             "InvalidArgumentsError",
             f"wait_for_mentions: timeoutMs must be between 0 and {MAX_WAIT_MS}, not {ms:g}; "
             "call it again to wait longer",
         )
-    msgs = await ctx.wait_for_mentions(ms / 1000.0)
+    if before_wait is not None:
+        await before_wait()
+    msgs = await ctx.wait_for_mentions(ms / 1000.0, idle_after=idle_after)
     return {
         "ok": True,
         "status": "Messages received" if msgs else "No new messages within the timeout",
