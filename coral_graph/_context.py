@@ -234,18 +234,26 @@ class AgentContext(_Rules):
         # The common cases inline (this is the hot path); the helpers do the rest.
         t = type(thread)
         tid: ThreadId = thread.id if t is Thread else thread if t is str else _tid(thread)  # type: ignore[assignment, union-attr]
-        if type(content) is not str or len(content) > self._run.max_content_chars:
+        if type(content) is not str or len(content) > self._max_chars:
             content = self._content(content)
         ms = mentions if type(mentions) is tuple and len(mentions) < 2 else self._mentions(mentions)
         if metadata is not None:
             metadata = plain_metadata(metadata)
         counts = self._counts
-        if counts and not self._reserve("messages", 1, self._run.max_messages):
+        if counts and not self._reserve("messages", 1, self._max_messages):
             self._over_messages()
+        live = self._live
         try:
-            msg, targets, answered = self._threads.update_nowait(
-                tid, self._post, content, ms, reply_to, metadata
-            )
+            if live is not None:
+                # An immediate transport's thread is live: the rule applies to it directly.
+                th = live(tid)
+                if th is None:
+                    raise UnknownThreadError(tid)
+                msg, targets, answered = self._post(th, content, ms, reply_to, metadata)
+            else:
+                msg, targets, answered = self._threads.update_nowait(
+                    tid, self._post, content, ms, reply_to, metadata
+                )
         except BaseException:
             if counts:
                 self._run.counters.release_nowait("messages", 1)
@@ -253,7 +261,12 @@ class AgentContext(_Rules):
         slot = self._slot
         if slot is not None:
             slot.usage.messages_sent += 1
-        r.sent(msg)
+        if r.sinks or r.rec_q is not None:
+            r.sent(msg)
+        else:
+            # Router.sent without the call: message_sent kept as the message and its seq.
+            r.events.append(msg)
+            r.sent_seq(r.next_seq())
         if targets:
             self._send(targets, msg)
         if answered:
@@ -375,7 +388,7 @@ class AgentContext(_Rules):
         now = time.time()
         link = run.link
         for m in msgs:
-            r.handled(self.name, m.id, "wait", True, 0.0, now)
+            r.handled(self.name, m.id, "wait", True, now, now)
             if link.needs_ack:
                 link.ack(self.name, m)
         return msgs

@@ -77,8 +77,8 @@ class RunResult:
         events: every event of the run, in order.
     """
 
-    # The run records its commonest events (message_sent, delivery_handled) as plain
-    # tuples of their fields when nobody subscribes; they are built on first access.
+    # The run records its commonest events (message_sent, delivery_handled) as columns
+    # (a HandledLog) when nobody subscribes; they are built on first access.
 
     run_id: RunId
     stop_reason: StopReason

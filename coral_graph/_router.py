@@ -102,48 +102,46 @@ def _emit_nothing(event: Event) -> None:
 
 
 class HandledLog:
-    """The ``delivery_handled`` events of a run while nothing subscribes, kept as
-    columns: a run's commonest event then costs no object, no float objects and
-    nothing for the cyclic GC to scan. :func:`merge_events` builds the events."""
+    """A run's two commonest events while nothing subscribes, kept as columns: they
+    then cost no event object, no float or int objects and nothing for the cyclic
+    GC to scan. :func:`merge_events` builds the events.
 
-    __slots__ = ("agent", "dur", "mid", "ok", "seq", "ts", "via")
+    ``message_sent``: the run's event list holds the :class:`Message` itself; the
+    k-th such message has the seq ``sent[k]`` (its ``ts`` is the message's).
+
+    ``delivery_handled`` (five appends, see :meth:`Router.handled`), entry ``i``:
+    ``seq[i]``; the turn's start and end ``times[2i]``, ``times[2i+1]`` (``ts`` is
+    the end, ``duration_s`` the difference); ``refs[2i]`` the tuple ``(agent, via,
+    ok)`` (one per agent and outcome, shared) and ``refs[2i+1]`` the message id."""
+
+    __slots__ = ("refs", "sent", "seq", "times")
 
     def __init__(self) -> None:
+        self.sent = array("q")
         self.seq = array("q")
-        self.ts = array("d")
-        self.dur = array("d")
-        self.agent: list[str] = []
-        self.mid: list[str] = []
-        self.via: list[DeliveryVia] = []
-        self.ok = bytearray()
+        self.times = array("d")
+        self.refs: list[Any] = []
 
     def __len__(self) -> int:
         return len(self.seq)
 
 
 def merge_events(run_id: str, events: list[Any], log: HandledLog) -> list[Event]:
-    """``events`` (events, and ``message_sent`` kept as ``(run_id, seq, ts, message)``)
-    with the events of ``log`` put in, all in ``seq`` order."""
-    seqs, ts, dur, agent, mid, via, ok = (
-        log.seq,
-        log.ts,
-        log.dur,
-        log.agent,
-        log.mid,
-        log.via,
-        log.ok,
-    )
+    """``events`` (events, and ``message_sent`` kept as its message) with the events
+    of ``log`` put in, all in ``seq`` order."""
+    seqs, times, refs, sent = log.seq, log.times, log.refs, log.sent
 
     def handled(i: int) -> DeliveryHandled:
-        return DeliveryHandled(
-            run_id, seqs[i], ts[i], agent[i], mid[i], via[i], bool(ok[i]), dur[i]
-        )
+        agent, via, ok = refs[2 * i]
+        t0, t1 = times[2 * i], times[2 * i + 1]
+        return DeliveryHandled(run_id, seqs[i], t1, agent, refs[2 * i + 1], via, ok, t1 - t0)
 
     out: list[Event] = []
-    n, i = len(seqs), 0
+    n, i, k = len(seqs), 0, 0
     for ev in events:
-        if type(ev) is tuple:
-            ev = MessageSent(*ev)
+        if type(ev) is Message:
+            ev = MessageSent(run_id, sent[k], ev.timestamp, ev)
+            k += 1
         while i < n and seqs[i] < ev.seq:
             out.append(handled(i))
             i += 1
@@ -168,7 +166,7 @@ class Router:
         self.slots: dict[str, Slot] = {}
         self.pending = 0
         self.busy = 0
-        # Events, and delivery_handled events as plain tuples (see ``handled``).
+        # Events, and message_sent events as their bare message (see HandledLog).
         self.events: list[Any] = []
         self.finished = False
         self.stop_reason: StopReason | None = None
@@ -181,7 +179,8 @@ class Router:
         # Set by the run: start the worker of a handler-style agent, make a slot.
         self.spawn: Callable[[Slot], None] = _no_spawn
         self.make_slot: Callable[[str], Slot] = _no_slot
-        self._sinks = sinks
+        # The runtime's subscribers (a live list: subscribing reaches runs going).
+        self.sinks = sinks
         self._recorder = recorder
         self._on_recorder_error = on_recorder_error
         self.rec_q: deque[Any] | None = None
@@ -190,8 +189,8 @@ class Router:
             self.set_recorder(recorder)
         events_append = self.events.append
         hl = self.handled_log = HandledLog()
-        h_seq, h_ts, h_dur = hl.seq.append, hl.ts.append, hl.dur.append
-        h_agent, h_mid, h_via, h_ok = hl.agent.append, hl.mid.append, hl.via.append, hl.ok.append
+        h_seq, h_time, h_ref = hl.seq.append, hl.times.append, hl.refs.append
+        self.sent_seq = hl.sent.append
         router = self
 
         def fanout(event: Event) -> None:
@@ -220,39 +219,39 @@ class Router:
                 if len(rq) >= router.rec_lim:
                     router.rec_drain()
 
-        def handled(
-            agent: str, mid: str, via: DeliveryVia, ok: bool, dur: float, ts: float
-        ) -> None:
-            """Emit ``delivery_handled``, the commonest event. Without subscribers it is
-            kept as the plain tuple of its fields (``RunResult.events`` builds the
-            event on first access), and the store gets ``(kind, *fields)``: making
-            the event object is most of this function's cost."""
+        def handled(agent: str, mid: str, via: DeliveryVia, ok: bool, t0: float, t1: float) -> None:
+            """Emit ``delivery_handled`` of a turn from ``t0`` to ``t1``, the commonest
+            event. Without subscribers it goes into the columns of
+            :class:`HandledLog` (``RunResult.events`` builds the event on first
+            access; a handler's worker writes them itself, see ``_run.py``), and the
+            store gets ``(kind, *fields)``: making the event object is most of this
+            function's cost."""
             seq = router.next_seq()
             if sinks:
-                ev = DeliveryHandled(run_id, seq, ts, agent, mid, via, ok, dur)
+                ev = DeliveryHandled(run_id, seq, t1, agent, mid, via, ok, t1 - t0)
                 events_append(ev)
                 fanout(ev)
             else:
                 h_seq(seq)
-                h_ts(ts)
-                h_dur(dur)
-                h_agent(agent)
-                h_mid(mid)
-                h_via(via)
-                h_ok(ok)
+                h_time(t0)
+                h_time(t1)
+                h_ref((agent, via, ok))
+                h_ref(mid)
             rq = router.rec_q
             if rq is not None:
-                rq.append(("delivery_handled", run_id, seq, ts, agent, mid, via, ok, dur))
+                rq.append(("delivery_handled", run_id, seq, t1, agent, mid, via, ok, t1 - t0))
                 if len(rq) >= router.rec_lim:
                     router.rec_drain()
 
         def sent(msg: Message) -> None:
-            """Emit ``message_sent``; kept as ``(run_id, seq, ts, message)`` when nothing
-            listens (as ``handled`` keeps its events)."""
+            """Emit ``message_sent``; kept as the message and its seq in
+            :class:`HandledLog` when nothing listens (``AgentContext.send_message_nowait``
+            does the same without the call)."""
             if sinks or router.rec_q is not None:
                 emit(MessageSent(run_id, router.next_seq(), msg.timestamp, msg))
             else:
-                events_append((run_id, router.next_seq(), msg.timestamp, msg))
+                events_append(msg)
+                router.sent_seq(router.next_seq())
 
         self.emit = emit
         self.handled = handled
@@ -300,7 +299,7 @@ class Router:
 
     def add_sink(self, fn: Sink) -> None:
         """Call ``fn(event)`` for every event of every run of this runtime from now on."""
-        self._sinks.append(fn)
+        self.sinks.append(fn)
 
     # -- inboxes ------------------------------------------------------------------
 
@@ -367,6 +366,7 @@ class Router:
         """Let go of the run's bulk (events, inboxes) once its result is taken."""
         self.events = []
         self.handled_log = HandledLog()
+        self.sent_seq = self.handled_log.sent.append
         self.emit = _emit_nothing
         self.handled = _handled_nothing
         self.sent = _sent_nothing
@@ -377,7 +377,7 @@ class Router:
 
 
 def _handled_nothing(
-    agent: str, mid: str, via: DeliveryVia, ok: bool, dur: float, ts: float
+    agent: str, mid: str, via: DeliveryVia, ok: bool, t0: float, t1: float
 ) -> None:
     """A released router's ``handled``."""
 

@@ -47,6 +47,10 @@ class _Rules:
 
     __slots__ = (
         "_counts",
+        "_live",
+        "_max_chars",
+        "_max_inbox",
+        "_max_messages",
         "_may_answer",
         "_r",
         "_reserve",
@@ -72,6 +76,11 @@ class _Rules:
         self._run = run
         self._r = run.router
         self._threads = run.threads
+        self._live = run.threads.get_nowait if run.link.immediate else None
+        # The run's limits, read on the hot path.
+        self._max_chars = run.max_content_chars
+        self._max_inbox = run.max_inbox
+        self._max_messages = run.max_messages
         self._send = run.link.send_nowait
         self._reserve = run.counters.reserve_nowait
         self._slot = slot
@@ -134,7 +143,7 @@ class _Rules:
         th: Thread,
         content: str,
         ms: tuple[AgentName, ...],
-        reply_to: MessageId | None,
+        reply_to: MessageId | str | None,
         metadata: Mapping[str, Any] | None,
     ) -> tuple[Message, list[AgentName], bool]:
         """Check a send against the thread and append it: the message, the agents that
@@ -150,7 +159,7 @@ class _Rules:
         if ms:
             succ = self._succ
             slots = self._r.slots
-            limit = self._run.max_inbox
+            limit = self._max_inbox
             for m in ms:
                 # Fast path: an edge to m (never to oneself: graphs have no self-loops,
                 # and "user" is not a node) and m in the thread.
@@ -203,13 +212,13 @@ class _Rules:
     def _content(self, content: object) -> str:
         if type(content) is not str and not isinstance(content, str):
             raise TypeError(f"message content must be a string, not {type(content).__name__}")
-        limit = self._run.max_content_chars
+        limit = self._max_chars
         if len(content) > limit:
             raise ContentTooLargeError(len(content), limit)
         return content
 
     def _over_messages(self) -> NoReturn:
-        limit = self._run.max_messages
+        limit = self._max_messages
         self._run.stop_budget("messages")
         raise BudgetExceededError("messages", limit or 0)
 

@@ -216,7 +216,10 @@ class RunTransport(Protocol):
     """Whether the core must call :meth:`ack` (False for the local transport)."""
     immediate: bool
     """Whether every method completes at once (the local transport): the core then
-    serves the async operations through the ``*_nowait`` forms, without awaiting."""
+    serves the async operations through the ``*_nowait`` forms, without awaiting,
+    and posts a message by applying its rule to the thread ``threads.get_nowait``
+    returns, which must be the live thread (no ``update_nowait`` call on the hot
+    path)."""
 
     async def start(self) -> None:
         """Prepare the run (connect, create streams and consumers) before the first send."""

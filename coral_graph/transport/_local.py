@@ -23,14 +23,13 @@ R = TypeVar("R")
 class LocalThreads:
     """The threads of a run in this process: live :class:`Thread` objects by id."""
 
-    __slots__ = ("_ids", "threads")
+    __slots__ = ("_ids", "get_nowait", "threads")
 
     def __init__(self) -> None:
         self.threads: dict[ThreadId, Thread] = {}
         self._ids = itertools.count(1)
-
-    def get_nowait(self, thread_id: ThreadId) -> Thread | None:
-        return self.threads.get(thread_id)
+        # The live thread by id (the dict's own get: no Python frame on the hot path).
+        self.get_nowait: Callable[[ThreadId], Thread | None] = self.threads.get
 
     async def get(self, thread_id: ThreadId) -> Thread | None:
         return self.threads.get(thread_id)
