@@ -19,6 +19,7 @@ from coral_graph._errors import (
     ConcurrentWaitError,
     NotAParticipantError,
     RuntimeClosedError,
+    UnknownAgentError,
     UnknownThreadError,
 )
 from coral_graph._events import (
@@ -342,51 +343,88 @@ class AgentContext(_Rules):
         it counts as busy for the first ``idle_after`` seconds of the wait (an agent
         driven over a network may have a call on its way: see ``coral_graph.mcp``).
         """
-        slot = self._slot
-        if slot is None:
-            raise RuntimeClosedError("the user's context has no inbox")
-        run = self._run
-        run.check_active()
-        r = self._r
+        slot = self._inbox_slot()
         if not slot.inbox:
             if timeout is not None and timeout <= 0:
                 return []
-            if slot.waiter is not None:
-                raise ConcurrentWaitError(self.name)
-            fut = r.park(slot)
-            timer = r.loop.call_later(timeout, _timeout_cb, fut) if timeout is not None else None
-            settle = None
-            if idle_after > 0:
-                settle = r.loop.call_later(idle_after, r.set_active, slot, False)
-            else:
-                r.set_active(slot, False)
-            try:
-                await fut
-            finally:
-                if timer is not None:
-                    timer.cancel()
-                if settle is not None:
-                    settle.cancel()
-                if slot.waiter is fut:
-                    slot.waiter = None
-                r.set_active(slot, True)
-        return self._drain(slot)
-
-    def _drain(self, slot: Slot) -> list[Message]:
+            await self._park(slot, timeout, idle_after)
         if not slot.inbox:
             return []
-        run = self._run
-        usage = slot.usage
+        self._turn(slot)
+        return self._handled(slot, self._r.take_all(slot))
+
+    async def wait_for_mention(
+        self,
+        timeout: float | None = None,  # noqa: ASYNC109
+        *,
+        sender: str | None = None,
+        idle_after: float = 0.0,
+    ) -> Message | None:
+        """The oldest unread mention of this agent (from ``sender``, if given), taken
+        alone: the other unread mentions stay queued for later waits.
+
+        Blocks like :meth:`wait_for_mentions`; returns None when ``timeout`` seconds
+        pass first. While it waits for ``sender``, the unread mentions of others are
+        still work queued for this agent: the run does not end ``idle`` meanwhile.
+        """
+        slot = self._inbox_slot()
+        if sender is not None and sender != USER and not self._run.is_agent(sender):
+            raise UnknownAgentError(sender, self._run.specs)
+        r = self._r
+        deadline = None if timeout is None else r.loop.time() + timeout
+        while True:
+            for i, m in enumerate(slot.inbox):
+                if sender is None or m.sender == sender:
+                    self._turn(slot)
+                    return self._handled(slot, [r.take_at(slot, i)])[0]
+            left = None if deadline is None else deadline - r.loop.time()
+            if left is not None and left <= 0:
+                return None
+            await self._park(slot, left, idle_after)
+
+    def _inbox_slot(self) -> Slot:
+        slot = self._slot
+        if slot is None:
+            raise RuntimeClosedError("the user's context has no inbox")
+        self._run.check_active()
+        return slot
+
+    async def _park(self, slot: Slot, limit_s: float | None, idle_after: float) -> None:
+        """Wait for the next delivery (or ``limit_s`` seconds), not counting as busy
+        meanwhile (after ``idle_after`` seconds)."""
+        if slot.waiter is not None:
+            raise ConcurrentWaitError(self.name)
+        r = self._r
+        fut = r.park(slot)
+        timer = r.loop.call_later(limit_s, _timeout_cb, fut) if limit_s is not None else None
+        settle = None
+        if idle_after > 0:
+            settle = r.loop.call_later(idle_after, r.set_active, slot, False)
+        else:
+            r.set_active(slot, False)
+        try:
+            await fut
+        finally:
+            if timer is not None:
+                timer.cancel()
+            if settle is not None:
+                settle.cancel()
+            if slot.waiter is fut:
+                slot.waiter = None
+            r.set_active(slot, True)
+
+    def _turn(self, slot: Slot) -> None:
         if slot.spec is not None and slot.spec.is_loop:
             # As for a handler's worker: the turn past the budget is not taken and its
             # deliveries stay queued.
-            run.check_turns(slot)
-            usage.turns += 1
-        r = self._r
-        msgs = r.take_all(slot)
-        usage.deliveries += len(msgs)
+            self._run.check_turns(slot)
+            slot.usage.turns += 1
+
+    def _handled(self, slot: Slot, msgs: list[Message]) -> list[Message]:
+        slot.usage.deliveries += len(msgs)
         now = time.time()
-        link = run.link
+        r = self._r
+        link = self._run.link
         for m in msgs:
             r.handled(self.name, m.id, "wait", True, now, now)
             if link.needs_ack:

@@ -322,6 +322,13 @@ class Router:
         self.pending -= len(msgs)
         return msgs
 
+    def take_at(self, slot: Slot, index: int) -> Message:
+        """The delivery at ``index`` of the inbox; the others stay queued."""
+        msg = slot.inbox[index]
+        del slot.inbox[index]
+        self.pending -= 1
+        return msg
+
     def park(self, slot: Slot) -> asyncio.Future[None]:
         """A future that the next delivery to ``slot`` completes."""
         fut: asyncio.Future[None] = self.loop.create_future()

@@ -188,7 +188,7 @@ async def test_every_tool_error_is_an_error_result_with_the_api_message(hub: MCP
                 call = Probe(client)
                 listed = {t.name for t in (await client.list_tools()).tools}
                 assert {"list_agents", "wait_for_mentions", "coral_send_message"} <= listed
-                assert len(listed) == 14
+                assert len(listed) == 17  # v0 seven, their coral_ aliases, three 1.2 waits
 
                 err, data = await call("list_agents", includeDetails=False)
                 assert not err
@@ -310,7 +310,7 @@ async def test_secret_host_and_origin_are_checked(hub: MCPHub) -> None:
             from mcp import Client
 
             async with Client(url) as client:
-                assert len((await client.list_tools()).tools) == 14
+                assert len((await client.list_tools()).tools) == 17
             handle.cancel()
             await handle.wait()
             async with httpx.AsyncClient() as http:

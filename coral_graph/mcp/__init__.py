@@ -8,8 +8,9 @@ and LLM agents use MCP tool servers.
 * :class:`MCPHub`: the HTTP server of their endpoints (127.0.0.1 by default, one
   secret per agent and run).
 
-Both speak Coral's seven tools (v0 names and the ``coral_`` aliases of v1.0) with
-coral-graph's rules behind them; see ``docs/mcp.md``. Importing this package does
+Both speak Coral's seven tools (v0 names and the ``coral_`` aliases of v1.0) and
+Coral 1.2's single-message waits, with coral-graph's rules behind them; see
+``docs/mcp.md``. Importing this package does
 not import the MCP SDK: it loads when a server starts.
 """
 

@@ -32,7 +32,14 @@ import anyio
 import anyio.lowlevel
 from anyio.abc import TaskGroup
 
-from coral_graph.mcp._tools import WAIT_TOOLS, ToolError, call_tool, state_view, tool_specs
+from coral_graph.mcp._tools import (
+    WAIT_TOOLS,
+    ToolError,
+    call_tool,
+    instruction_text,
+    state_view,
+    tool_specs,
+)
 
 if TYPE_CHECKING:
     from mcp.server.lowlevel import Server
@@ -43,6 +50,7 @@ if TYPE_CHECKING:
 __all__ = ["Endpoint", "MCPHub", "default_hub"]
 
 STATE_URI = "coral://state"
+INSTRUCTION_URI = "coral://instruction"
 _LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 _MAX_SESSIONS = 16
 """Open MCP sessions per agent endpoint (a flood of connections is refused)."""
@@ -180,7 +188,14 @@ class Endpoint:
                         description="This agent's view of the run: the agents it can reach, "
                         "its threads and their messages",
                         mime_type="application/json",
-                    )
+                    ),
+                    types.Resource(
+                        uri=INSTRUCTION_URI,
+                        name="instruction",
+                        description="How to use the tools in this run, and the agents this "
+                        "one can reach",
+                        mime_type="text/markdown",
+                    ),
                 ]
             )
 
@@ -188,19 +203,21 @@ class Endpoint:
             ctx: Any, params: types.ReadResourceRequestParams
         ) -> types.ReadResourceResult:
             endpoint.seen()
-            if str(params.uri) != STATE_URI:
+            uri = str(params.uri)
+            if uri == STATE_URI:
+                text = json.dumps(state_view(endpoint.ctx), ensure_ascii=False)
+                mime = "application/json"
+            elif uri == INSTRUCTION_URI:
+                text, mime = instruction_text(endpoint.ctx), "text/markdown"
+            else:
                 from mcp.shared.exceptions import MCPError
 
                 raise MCPError(
-                    -32602, f"unknown resource {params.uri}; the resource is {STATE_URI}"
+                    -32602,
+                    f"unknown resource {uri}; the resources are {STATE_URI} and {INSTRUCTION_URI}",
                 )
-            text = json.dumps(state_view(endpoint.ctx), ensure_ascii=False)
             return types.ReadResourceResult(
-                contents=[
-                    types.TextResourceContents(
-                        uri=STATE_URI, mime_type="application/json", text=text
-                    )
-                ]
+                contents=[types.TextResourceContents(uri=uri, mime_type=mime, text=text)]
             )
 
         global _MODERN
@@ -215,7 +232,8 @@ class Endpoint:
             "coral-graph",
             version="0.1.0",
             instructions=f"You are agent {self.name} of a coral-graph run. Use the tools to "
-            "talk to the other agents; read coral://state for your threads.",
+            "talk to the other agents; read coral://instruction for how, and coral://state "
+            "for your threads.",
             on_list_tools=list_tools,
             on_call_tool=call,
             # Without it the SDK runs the whole tools/list handler before every

@@ -2,8 +2,11 @@
 schemas, argument checks and results. No MCP import here: the server wraps these.
 
 Names and arguments are exactly Coral v0's (``list_agents(includeDetails)``,
-``create_thread(threadName, participantIds)`` …) and the ``coral_``-prefixed aliases
-of Coral v1.0, which take the same arguments. The rules behind them are
+``create_thread(threadName, participantIds)`` …), the ``coral_``-prefixed aliases
+of Coral v1.0, which take the same arguments (and Coral 1.1+'s ``participantNames``
+/ ``participantName``), and Coral 1.2's single-message waits
+(``coral_wait_for_mention``, ``coral_wait_for_message``, ``coral_wait_for_agent``;
+see ``docs/mcp.md`` for how they map). The rules behind them are
 coral-graph's (edges enforced, typed errors): a violation is a :class:`ToolError`
 carrying the same message the Python API gives.
 
@@ -28,6 +31,7 @@ __all__ = [
     "TOOL_NAMES",
     "ToolError",
     "call_tool",
+    "instruction_text",
     "message_view",
     "state_view",
     "thread_view",
@@ -109,16 +113,60 @@ _SPECS: dict[str, tuple[str, dict[str, Any], list[str]]] = {
         },
         ["timeoutMs"],
     ),
+    # Coral 1.1/1.2's single-message waits (only with the coral_ prefix).
+    "wait_for_mention": (
+        "Wait for one message that mentions you, from any agent in any thread, and return "
+        "it (the others stay unread for later waits). Returns no message when maxWaitMs "
+        "passes first.",
+        {},
+        [],
+    ),
+    "wait_for_message": (
+        "Wait for one message to you and return it. In coral-graph a message reaches you "
+        "when it mentions you, so this is coral_wait_for_mention; read coral://state for "
+        "the rest of your threads.",
+        {},
+        [],
+    ),
+    "wait_for_agent": (
+        "Wait for one message from a specific agent that mentions you, in any thread, and "
+        "return it (the others stay unread for later waits).",
+        {"agentName": {**_STR, "description": "Name of the agent to wait for"}},
+        ["agentName"],
+    ),
 }
+_SINGLE_WAIT_PROPS: dict[str, Any] = {
+    "currentUnixTime": {
+        "type": "number",
+        "description": "Accepted for Coral compatibility and not needed: unread mentions "
+        "stay unread until a wait takes them",
+    },
+    "maxWaitMs": {
+        "type": "number",
+        "description": f"Longest wait in milliseconds (default and cap {MAX_WAIT_MS})",
+    },
+}
+for _base in ("wait_for_mention", "wait_for_message", "wait_for_agent"):
+    _SPECS[_base][1].update(_SINGLE_WAIT_PROPS)
+_SINGLE_WAITS = frozenset({"wait_for_mention", "wait_for_message", "wait_for_agent"})
+
+# Coral 1.1 renamed two arguments of the thread tools; each tool takes either
+# spelling (the coral_ tools show the new one, the v0 tools the old one).
+_RENAMED = {"participantIds": "participantNames", "participantId": "participantName"}
 
 # Required in Coral's schemas, but Coral's own input models default them: accepted
 # when left out, as Coral does.
 _DEFAULTED = frozenset({"includeDetails", "mentions"})
 
-_V0 = tuple(_SPECS)
-TOOL_NAMES: tuple[str, ...] = (*_V0, *(f"coral_{n}" for n in _V0))
-"""Coral v0's seven names, then the ``coral_`` aliases of v1.0."""
-WAIT_TOOLS = frozenset(n for n in TOOL_NAMES if n.removeprefix("coral_") == "wait_for_mentions")
+_V0 = tuple(n for n in _SPECS if n not in _SINGLE_WAITS)
+TOOL_NAMES: tuple[str, ...] = (
+    *_V0,
+    *(f"coral_{n}" for n in _V0),
+    *(f"coral_{n}" for n in _SPECS if n in _SINGLE_WAITS),
+)
+"""Coral v0's seven names, their ``coral_`` aliases of v1.0, then Coral 1.2's
+single-message waits."""
+WAIT_TOOLS = frozenset(n for n in TOOL_NAMES if n.removeprefix("coral_").startswith("wait_for_"))
 """The tools that block until a mention arrives (the agent counts as idle meanwhile)."""
 
 
@@ -144,6 +192,9 @@ def tool_specs() -> list[tuple[str, str, dict[str, Any]]]:
     out = []
     for name in TOOL_NAMES:
         desc, props, required = _SPECS[name.removeprefix("coral_")]
+        if name.startswith("coral_"):
+            props = {_RENAMED.get(k, k): v for k, v in props.items()}
+            required = [_RENAMED.get(k, k) for k in required]
         schema = {"type": "object", "properties": props, "required": required}
         out.append((name, desc, schema))
     return out
@@ -155,6 +206,11 @@ def _bad(tool: str, text: str) -> ToolError:
 
 def _check(tool: str, base: str, args: Mapping[str, Any]) -> dict[str, Any]:
     _desc, props, required = _SPECS[base]
+    for old, new in _RENAMED.items():
+        if old in props and new in args:
+            if old in args:
+                raise _bad(tool, f"give {new!r} or {old!r} (its Coral v0 name), not both")
+            args = {old if k == new else k: v for k, v in args.items()}
     unknown = sorted(set(args) - set(props))
     if unknown:
         raise _bad(
@@ -230,6 +286,41 @@ def state_view(ctx: AgentContext) -> dict[str, Any]:
     }
 
 
+def instruction_text(ctx: AgentContext) -> str:
+    """What ``coral://instruction`` shows (markdown, as Coral 1.2's): who the agent
+    is, how threads, mentions and waits work, and the agents it can reach."""
+    agents = ctx.list_agents_nowait()
+    lines = [
+        "# coral-graph",
+        "",
+        f"You are agent `{ctx.name}` of a coral-graph run (`{ctx.run_id}`). The other agents "
+        "do not see your output: talk to them only with the tools.",
+        "",
+        "# Threads and mentions",
+        "",
+        "Every message goes into a thread. `coral_create_thread` opens one with agents you "
+        "can reach (you are added); `coral_send_message` posts into a thread you are in. A "
+        "message wakes only the agents it mentions: mention each agent you want to act on "
+        "it. `coral_close_thread` closes a thread with a summary.",
+        "",
+        "# Waiting",
+        "",
+        "`wait_for_mentions` returns all your unread mentions; `coral_wait_for_mention` (or "
+        "`coral_wait_for_message`) one at a time, oldest first; `coral_wait_for_agent` the "
+        f"oldest from one agent. A wait lasts at most {MAX_WAIT_MS // 1000} s: call it again "
+        "to keep waiting. Unread mentions stay unread until a wait takes them.",
+        "",
+        "# The agents you can reach",
+        "",
+        "Edges are enforced: you can add to threads and mention only these agents.",
+        "",
+    ]
+    lines += [f"- `{a.name}`: {a.description}" for a in agents]
+    if any(a.name == "user" for a in agents):
+        lines += ["", "Mention `user` to give the final answer: that ends the run."]
+    return "\n".join(lines) + "\n"
+
+
 async def call_tool(
     ctx: AgentContext,
     name: str,
@@ -259,6 +350,8 @@ async def call_tool(
     try:
         if base == "wait_for_mentions":
             return await _wait(ctx, args["timeoutMs"], before_wait, idle_after)
+        if base in _SINGLE_WAITS:
+            return await _wait_one(ctx, name, args, before_wait, idle_after)
         return await _run(ctx, base, args)
     except (CoralError, ValueError, TypeError) as exc:
         if isinstance(exc, RuntimeClosedError):
@@ -322,4 +415,27 @@ async def _wait(
         "ok": True,
         "status": "Messages received" if msgs else "No new messages within the timeout",
         "messages": [message_view(m) for m in msgs],
+    }
+
+
+async def _wait_one(
+    ctx: AgentContext,
+    tool: str,
+    args: dict[str, Any],
+    before_wait: Callable[[], Awaitable[None]] | None,
+    idle_after: float,
+) -> dict[str, Any]:
+    # As Coral 1.2: maxWaitMs defaults to the cap and is clamped to it.
+    ms = min(args.get("maxWaitMs", MAX_WAIT_MS), MAX_WAIT_MS)
+    if ms < 0:
+        raise _bad(tool, f"maxWaitMs must be 0 or more (up to {MAX_WAIT_MS}), not {ms:g}")
+    if before_wait is not None:
+        await before_wait()
+    msg = await ctx.wait_for_mention(
+        ms / 1000.0, sender=args.get("agentName"), idle_after=idle_after
+    )
+    return {
+        "ok": True,
+        "status": "Message received" if msg is not None else "Timeout reached",
+        "message": message_view(msg) if msg is not None else None,
     }
