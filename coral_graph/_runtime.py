@@ -1,4 +1,10 @@
-"""open_runtime(): owns every task of its runs, the event stream, budgets and results."""
+"""open_runtime(): owns every task of its runs, their budgets and results.
+
+:class:`Runtime` starts, resumes and joins runs (each a ``coral_graph._run._Run``)
+inside one task group, and watches the event loop for agents that block it. Who
+receives its events — subscribers, the store, event streams — is its base
+class's (``coral_graph._sinks``).
+"""
 
 from __future__ import annotations
 
@@ -15,7 +21,7 @@ from anyio.abc import TaskGroup
 
 from coral_graph._budgets import Budgets
 from coral_graph._errors import RuntimeClosedError
-from coral_graph._events import AgentLogged, Event
+from coral_graph._events import AgentLogged
 from coral_graph._results import RunHandle, RunResult, RunSnapshot
 from coral_graph._run import _Run
 from coral_graph._sinks import (
@@ -23,7 +29,7 @@ from coral_graph._sinks import (
     EventSink,
     _gc_run_ended,
     _gc_run_started,
-    _is_recorder,
+    _Subscriptions,
 )
 from coral_graph._streams import EventStream
 from coral_graph._types import RunId
@@ -64,7 +70,7 @@ def new_run_id() -> RunId:
     return RunId(f"run-{int(time.time() * 1000):x}-{secrets.token_hex(3)}")
 
 
-class Runtime:
+class Runtime(_Subscriptions):
     """The runtime of one graph; get it from :func:`open_runtime`."""
 
     def __init__(
@@ -81,82 +87,11 @@ class Runtime:
         self.budgets = budgets
         self.max_inbox = max_inbox
         self.max_content_chars = max_content_chars
-        self._sinks: list[Callable[[Event], None]] = []
-        self._recorder: BatchRecorder | None = None
-        self.sink_errors: list[tuple[Callable[[Event], None], BaseException]] = []
+        _Subscriptions.__init__(self)
         self._tg: TaskGroup | None = None
         self._runs: dict[RunId, _Run] = {}
-        self._streams: list[EventStream] = []
-        self._pressure = 0
-        self._relief: anyio.Event | None = None
         self._open = False
         self.watchdog: LoopWatchdog | None = None
-
-    # -- events -------------------------------------------------------------------
-
-    def subscribe(self, fn: Callable[[Event], None]) -> Callable[[], None]:
-        """Call ``fn(event)`` for every event from now on; returns an unsubscribe
-        function. ``fn`` runs on the hot path: keep it fast, batch slow work (a
-        store attaches with :meth:`attach`)."""
-        self._sinks.append(fn)
-        return lambda: self._remove_sink(fn)
-
-    def _remove_sink(self, fn: Callable[[Event], None]) -> None:
-        if fn in self._sinks:
-            self._sinks.remove(fn)
-
-    def attach(self, store: EventSink) -> Callable[[], None]:
-        """Record every event from now on into ``store``; returns a detach function.
-
-        A :class:`BatchRecorder` (such as the SQLite store) becomes the runtime's
-        recorder and gets events through its queue, without a call per event (one
-        recorder at a time); any other :class:`EventSink` is subscribed."""
-        if _is_recorder(store):
-            if self._recorder is not None and self._recorder is not store:
-                raise RuntimeClosedError("the runtime already records into another store")
-            self._set_recorder(store)
-            return lambda: self._drop_recorder(store)
-        return self.subscribe(store.on_event)
-
-    def _set_recorder(self, rec: BatchRecorder) -> None:
-        self._recorder = rec
-        for run in self._runs.values():  # runs already going record from now on
-            run.router.set_recorder(rec)
-
-    def _drop_recorder(self, rec: BatchRecorder) -> None:
-        if self._recorder is rec:
-            self._recorder = None
-            for run in self._runs.values():
-                run.router.set_recorder(None)
-
-    def _recorder_failed(self, rec: BatchRecorder, exc: BaseException) -> None:
-        if self._recorder is rec:
-            self.sink_errors.append((rec.on_event, exc))
-        self._drop_recorder(rec)
-
-    def _on_sink_error(self, fn: Callable[[Event], None], exc: BaseException) -> None:
-        # A broken subscriber must not break the run: it is detached and kept here.
-        self._remove_sink(fn)
-        self.sink_errors.append((fn, exc))
-
-    def events(self, run_id: str | None = None, *, max_buffer: int = 10_000) -> EventStream:
-        """An async stream of events (of one run, or all), from now on."""
-        stream = EventStream(self, run_id, max_buffer)
-        self._streams.append(stream)
-        self._sinks.append(stream.on_event)
-        return stream
-
-    def _relieve(self) -> None:
-        self._pressure -= 1
-        if self._pressure <= 0 and self._relief is not None:
-            self._relief.set()
-            self._relief = None
-
-    async def _wait_relief(self) -> None:
-        while self._pressure > 0:
-            if self._relief is None:
-                self._relief = anyio.Event()
-            await self._relief.wait()
 
     # -- runs -----------------------------------------------------------------------
 

@@ -1,13 +1,30 @@
-"""Event sinks (stores, recorders) and the cyclic-GC setting of running runs."""
+"""Who receives a runtime's events, and the cyclic-GC setting of running runs.
+
+* :class:`EventSink` and :class:`BatchRecorder`: what a store is to the runtime;
+* :class:`_Subscriptions` (a base of :class:`~coral_graph.Runtime`): its
+  subscribers, its recorder (one store at a time, fed through its queue), its
+  event streams and their back-pressure, and the sinks that failed;
+* the GC setting while runs are going (see ``_gc_run_started``).
+"""
 
 from __future__ import annotations
 
 import gc
 import os
 from collections import deque
-from typing import Any, Protocol, TypeGuard
+from typing import TYPE_CHECKING, Any, Protocol, TypeGuard
 
+import anyio
+
+from coral_graph._errors import RuntimeClosedError
 from coral_graph._events import Event
+from coral_graph._streams import EventStream
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from coral_graph._run import _Run
+    from coral_graph._types import RunId
 
 __all__ = ["BatchRecorder", "EventSink"]
 
@@ -68,3 +85,81 @@ def _gc_run_ended() -> None:
 
 def _is_recorder(obj: object) -> TypeGuard[BatchRecorder]:
     return all(hasattr(obj, a) for a in ("batch_queue", "batch_size", "drain", "on_event"))
+
+
+class _Subscriptions:
+    """The receiving end of a runtime's events (see the module docstring)."""
+
+    _runs: dict[RunId, _Run]
+
+    def __init__(self) -> None:
+        self._sinks: list[Callable[[Event], None]] = []
+        self._recorder: BatchRecorder | None = None
+        self.sink_errors: list[tuple[Callable[[Event], None], BaseException]] = []
+        self._streams: list[EventStream] = []
+        self._pressure = 0
+        self._relief: anyio.Event | None = None
+
+    def subscribe(self, fn: Callable[[Event], None]) -> Callable[[], None]:
+        """Call ``fn(event)`` for every event from now on; returns an unsubscribe
+        function. ``fn`` runs on the hot path: keep it fast, batch slow work (a
+        store attaches with :meth:`attach`)."""
+        self._sinks.append(fn)
+        return lambda: self._remove_sink(fn)
+
+    def _remove_sink(self, fn: Callable[[Event], None]) -> None:
+        if fn in self._sinks:
+            self._sinks.remove(fn)
+
+    def attach(self, store: EventSink) -> Callable[[], None]:
+        """Record every event from now on into ``store``; returns a detach function.
+
+        A :class:`BatchRecorder` (such as the SQLite store) becomes the runtime's
+        recorder and gets events through its queue, without a call per event (one
+        recorder at a time); any other :class:`EventSink` is subscribed."""
+        if _is_recorder(store):
+            if self._recorder is not None and self._recorder is not store:
+                raise RuntimeClosedError("the runtime already records into another store")
+            self._set_recorder(store)
+            return lambda: self._drop_recorder(store)
+        return self.subscribe(store.on_event)
+
+    def _set_recorder(self, rec: BatchRecorder) -> None:
+        self._recorder = rec
+        for run in self._runs.values():  # runs already going record from now on
+            run.router.set_recorder(rec)
+
+    def _drop_recorder(self, rec: BatchRecorder) -> None:
+        if self._recorder is rec:
+            self._recorder = None
+            for run in self._runs.values():
+                run.router.set_recorder(None)
+
+    def _recorder_failed(self, rec: BatchRecorder, exc: BaseException) -> None:
+        if self._recorder is rec:
+            self.sink_errors.append((rec.on_event, exc))
+        self._drop_recorder(rec)
+
+    def _on_sink_error(self, fn: Callable[[Event], None], exc: BaseException) -> None:
+        # A broken subscriber must not break the run: it is detached and kept here.
+        self._remove_sink(fn)
+        self.sink_errors.append((fn, exc))
+
+    def events(self, run_id: str | None = None, *, max_buffer: int = 10_000) -> EventStream:
+        """An async stream of events (of one run, or all), from now on."""
+        stream = EventStream(self, run_id, max_buffer)
+        self._streams.append(stream)
+        self._sinks.append(stream.on_event)
+        return stream
+
+    def _relieve(self) -> None:
+        self._pressure -= 1
+        if self._pressure <= 0 and self._relief is not None:
+            self._relief.set()
+            self._relief = None
+
+    async def _wait_relief(self) -> None:
+        while self._pressure > 0:
+            if self._relief is None:
+                self._relief = anyio.Event()
+            await self._relief.wait()

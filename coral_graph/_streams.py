@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from coral_graph._events import Event
 
 if TYPE_CHECKING:
-    from coral_graph._runtime import Runtime
+    from coral_graph._sinks import _Subscriptions
 
 __all__ = ["EventStream"]
 
@@ -25,7 +25,7 @@ class EventStream:
     ``run_finished`` event; a stream of all runs ends when the runtime closes.
     """
 
-    def __init__(self, rt: Runtime, run_id: str | None, max_buffer: int) -> None:
+    def __init__(self, rt: _Subscriptions, run_id: str | None, max_buffer: int) -> None:
         self._rt = rt
         self._run_id = run_id
         self._buf: deque[Event] = deque()
