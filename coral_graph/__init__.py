@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from coral_graph._agent import Agent, FunctionAgent, LoopAgent, agent
+from coral_graph._blocked import handle_interrupts
 from coral_graph._budgets import Budgets
 from coral_graph._context import AgentContext
 from coral_graph._errors import (
@@ -180,6 +181,7 @@ __all__ = [
     "agent",
     "event_from_dict",
     "event_to_dict",
+    "handle_interrupts",
     "load_graph",
     "open_runtime",
     "run",

@@ -20,11 +20,12 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
 
-__all__ = ["BlockedLoop", "LoopWatchdog", "holder", "install_interrupt"]
+__all__ = ["BlockedLoop", "LoopWatchdog", "handle_interrupts", "holder", "install_interrupt"]
 
 HARD_EXIT_AFTER_S = 5.0
 """After a second Ctrl-C, how long the process may take to end before it is ended hard."""
@@ -172,3 +173,37 @@ def install_interrupt(
 
     signal.signal(signal.SIGINT, handler)
     return restore
+
+
+@contextmanager
+def handle_interrupts(on_first: Callable[[], None], *, exit_code: int = 130) -> Iterator[None]:
+    """Ctrl-C handling for a program that runs agents, inside the ``with`` block.
+
+    The first Ctrl-C calls ``on_first`` on the running event loop (cancel the run:
+    ``RunHandle.cancel``); the second raises :class:`KeyboardInterrupt` at once, even
+    while an agent blocks the loop, and ends the process with ``exit_code`` should
+    anything swallow it (see :func:`install_interrupt`). The previous handler comes
+    back at the end of the block. Outside the main thread, where Python cannot
+    install signal handlers, it does nothing. ``coral-graph run`` uses it.
+
+    >>> import coral_graph as cg
+    >>> @cg.agent
+    ... async def quiet(ctx, message):
+    ...     pass
+    >>> g = cg.AgentGraph(); g.add_agent("a", quiet)
+    >>> async def main():
+    ...     async with cg.open_runtime(g) as rt:
+    ...         handle = rt.start("task", entry=["a"])
+    ...         with cg.handle_interrupts(handle.cancel):
+    ...             return await handle.wait()
+    >>> cg.run_async(main).stop_reason
+    'idle'
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    restore = install_interrupt(asyncio.get_running_loop(), on_first, exit_code=exit_code)
+    try:
+        yield
+    finally:
+        restore()

@@ -322,6 +322,20 @@ class AgentGraph:
             self._require(a)
         return ent, ans
 
+    def check_ready(self) -> None:
+        """Ask every agent that has a ``check_ready()`` (an LLM agent checks its API
+        key and model name) whether it can work; the first one that cannot raises.
+
+        Every run does this before its task is posted, so a missing key is reported
+        at once rather than as failed calls. Call it yourself before the event loop
+        starts to keep the first check's import of litellm off the loop (the CLI
+        does).
+        """
+        for spec in self._specs.values():
+            check = getattr(spec.agent, "check_ready", None)
+            if callable(check):
+                check()
+
     def snapshot(self) -> dict[str, Any]:
         """Plain data: name, description, agents (name, description, kind), edges."""
         return {

@@ -53,18 +53,6 @@ __all__ = [
 ]
 
 
-def check_ready(graph: AgentGraph) -> None:
-    """Before the task is posted: every agent with a ``check_ready()`` (an LLM agent
-    checks its API key and model name) confirms it can work; its error stops the run
-    from starting, so a missing key is reported at once, not as failed calls. Every
-    run does this; call it before the event loop starts to keep the first check's
-    import of litellm off the loop."""
-    for name in graph:
-        check = getattr(graph.spec(name).agent, "check_ready", None)
-        if callable(check):
-            check()
-
-
 def new_run_id() -> RunId:
     """A new, time-sortable run id such as ``run-18c9f2a3b41-5e2f1a``."""
     return RunId(f"run-{int(time.time() * 1000):x}-{secrets.token_hex(3)}")
@@ -115,7 +103,7 @@ class Runtime(_Subscriptions):
         if not isinstance(task, str):
             raise TypeError("task must be a string")
         ent, ans = self.graph.validate(entry, answer_by)
-        check_ready(self.graph)
+        self.graph.check_ready()
         return _Run(
             run_id=RunId(run_id) if run_id is not None else new_run_id(),
             graph=self.graph,
@@ -411,7 +399,7 @@ def run(
     'HELLO'
     """
 
-    check_ready(graph)  # off the event loop: the first check may import litellm
+    graph.check_ready()  # off the event loop: the first check may import litellm
 
     async def main() -> RunResult:
         refused: Exception | None = None

@@ -9,8 +9,7 @@ import sys
 import anyio
 import pytest
 
-from coral_graph.bench import _coral, _floor
-from coral_graph.bench._util import percentile
+from coral_graph.bench import percentile, workload
 
 pytestmark = pytest.mark.anyio
 
@@ -23,20 +22,20 @@ def test_percentile_nearest_rank() -> None:
 
 async def test_ring_delivers_exactly_the_budgeted_hops() -> None:
     with anyio.fail_after(30):
-        fig = await _coral.ring(n=20, tokens=4, hops=400)
+        fig = await workload("coral-graph", "ring", n=20, tokens=4, hops=400)
     assert fig["deliveries"] == 400
     assert fig["deliveries_per_s"] > 0
 
 
 async def test_fanout_every_participant_counts_every_message() -> None:
     with anyio.fail_after(30):
-        fig = await _coral.fanout(participants=5, messages=40)
+        fig = await workload("coral-graph", "fanout", participants=5, messages=40)
     assert fig["deliveries"] == 200
 
 
 async def test_pingpong_times_every_round_trip() -> None:
     with anyio.fail_after(30):
-        fig = await _coral.pingpong(warmup=5, rounds=50)
+        fig = await workload("coral-graph", "pingpong", warmup=5, rounds=50)
     assert fig["p99_rtt_us"] >= fig["p50_rtt_us"] > 0
     # task + (5 + 50) pings and pongs, each a message_sent and a delivery_handled event
     assert fig["events"] > 4 * 55
@@ -44,8 +43,8 @@ async def test_pingpong_times_every_round_trip() -> None:
 
 async def test_floor_matches_the_same_workloads() -> None:
     with anyio.fail_after(30):
-        ring = await _floor.ring(n=20, tokens=4, hops=400)
-        fan = await _floor.fanout(participants=5, messages=40)
+        ring = await workload("floor", "ring", n=20, tokens=4, hops=400)
+        fan = await workload("floor", "fanout", participants=5, messages=40)
     assert ring["deliveries"] == 400
     assert fan["deliveries"] == 200
 

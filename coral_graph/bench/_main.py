@@ -68,6 +68,23 @@ def _runners(cfg: BenchConfig, mod: Any) -> dict[str, Runner]:
     }
 
 
+_IMPLS: dict[str, Any] = {"floor": _floor, "coral-graph": _coral}
+
+
+async def workload(impl: str, name: str, **sizes: int) -> dict[str, Any]:
+    """Run workload ``name`` (``pingpong``, ``ring`` or ``fanout``) once on ``impl``
+    (``coral-graph`` or ``floor``) with the given sizes, and return its figures.
+
+    Sizes: pingpong ``warmup``, ``rounds``; ring ``n``, ``tokens``, ``hops``;
+    fanout ``participants``, ``messages``. Figures as in BENCH.md (and
+    ``deliveries``/``events``, to check that the work was done)."""
+    mod = _IMPLS.get(impl)
+    if mod is None or name not in ("pingpong", "ring", "fanout"):
+        raise ValueError(f"unknown workload {impl!r}/{name!r}")
+    figures: dict[str, Any] = await getattr(mod, name)(**sizes)
+    return figures
+
+
 def _idle_subprocess(impl: str, agents: int) -> dict[str, Any]:
     out = subprocess.run(
         [sys.executable, "-m", "coral_graph.bench._idle", impl, str(agents)],
@@ -86,7 +103,7 @@ def _medians(samples: list[dict[str, Any]]) -> dict[str, Any]:
 
 def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """Run the workloads; return one row per (workload, impl) with median figures."""
-    impls: dict[str, Any] = {"floor": _floor, "coral-graph": _coral}
+    impls: dict[str, Any] = dict(_IMPLS)
     if importlib.util.find_spec("autogen_core") is not None:
         from coral_graph.bench import _autogen
 

@@ -13,6 +13,7 @@ Exit codes (documented in the README and in ``coral-graph --help``):
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -37,6 +38,26 @@ app = typer.Typer(
     rich_markup_mode="rich",
     pretty_exceptions_enable=False,
 )
+
+
+# -- options that several commands take: declared once ------------------------------
+
+ModelOption = Annotated[
+    str | None, typer.Option("--model", "-m", help="Run every LLM agent on this model.")
+]
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        "-s",
+        metavar="PATH=VALUE",
+        help="Override a field, e.g. --set budgets.max_messages=20 (repeatable).",
+    ),
+]
+DbOption = Annotated[
+    Path | None,
+    typer.Option("--db", help="The transcript store (default: $CORAL_DB or .coral/coral.db)."),
+]
 
 
 def _show_version(value: bool) -> None:

@@ -9,7 +9,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from coral_graph.cli._app import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, app
+from coral_graph.cli._app import (
+    EXIT_BAD_INPUT,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    DbOption,
+    ModelOption,
+    SetOption,
+    app,
+)
 
 if TYPE_CHECKING:
     from coral_graph.eval._runner import EvalReport
@@ -125,17 +133,9 @@ def eval_cmd(
         str | None,
         typer.Option("--resume", help="Finish an interrupted eval (its id, or 'last')."),
     ] = None,
-    model: Annotated[
-        str | None, typer.Option("--model", "-m", help="Run every LLM agent on this model.")
-    ] = None,
-    set_: Annotated[
-        list[str] | None,
-        typer.Option("--set", "-s", metavar="PATH=VALUE", help="Override a field (repeatable)."),
-    ] = None,
-    db: Annotated[
-        Path | None,
-        typer.Option("--db", help="The store (default: $CORAL_DB or .coral/coral.db)."),
-    ] = None,
+    model: ModelOption = None,
+    set_: SetOption = None,
+    db: DbOption = None,
     list_: Annotated[bool, typer.Option("--list", help="List the evals in the store.")] = False,
     show: Annotated[
         str | None, typer.Option("--show", help="Print a stored eval's table (id or 'last').")

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from coral_graph.cli._app import EXIT_BAD_INPUT, EXIT_OK, app
+from coral_graph.cli._app import EXIT_BAD_INPUT, EXIT_OK, DbOption, ModelOption, SetOption, app
 
 if TYPE_CHECKING:
     from coral_graph import RunResult
@@ -79,13 +79,8 @@ def worker(
             help="Comma-separated agents to host (default: every agent no live worker hosts).",
         ),
     ] = None,
-    model: Annotated[
-        str | None, typer.Option("--model", "-m", help="Run every LLM agent on this model.")
-    ] = None,
-    set_: Annotated[
-        list[str] | None,
-        typer.Option("--set", "-s", metavar="PATH=VALUE", help="Override a field (repeatable)."),
-    ] = None,
+    model: ModelOption = None,
+    set_: SetOption = None,
     ack_wait: Annotated[
         float,
         typer.Option(
@@ -141,10 +136,7 @@ def worker(
 def record(
     graph: Annotated[Path, typer.Argument(help="The graph file (YAML).", show_default=False)],
     nats: Annotated[str, typer.Option("--nats", help="The NATS server.")],
-    db: Annotated[
-        Path | None,
-        typer.Option("--db", help="The transcript store (default: $CORAL_DB or .coral/coral.db)."),
-    ] = None,
+    db: DbOption = None,
     run_id: Annotated[
         str | None,
         typer.Option("--run", help="Record this run (from its start) and exit at its end."),

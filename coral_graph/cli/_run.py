@@ -21,6 +21,9 @@ from coral_graph.cli._app import (
     EXIT_NO_ANSWER,
     EXIT_OK,
     EXIT_STORE,
+    DbOption,
+    ModelOption,
+    SetOption,
     app,
 )
 from coral_graph.cli._output import print_result, result_json
@@ -66,12 +69,10 @@ async def _run_graph(
     """Run ``task``; the first Ctrl-C cancels the run (recorded as ``cancelled``), a
     second one aborts at once. Returns the result, whether it was interrupted, and
     what the store raised while recording (it is detached then; the run goes on)."""
-    import asyncio
 
     import anyio
 
-    from coral_graph import open_runtime
-    from coral_graph._blocked import install_interrupt
+    from coral_graph import handle_interrupts, open_runtime
     from coral_graph.cli._output import Progress
 
     interrupted = False
@@ -102,13 +103,8 @@ async def _run_graph(
                     await anyio.sleep(0.1)
 
         # A Python-level handler (not the loop's): a second Ctrl-C ends the process
-        # even when an agent holds the event loop (see coral_graph._blocked).
-        restore = (
-            install_interrupt(asyncio.get_running_loop(), on_first_sigint)
-            if threading_main()
-            else None
-        )
-        try:
+        # even when an agent holds the event loop.
+        with handle_interrupts(on_first_sigint):
             async with anyio.create_task_group() as tg:
                 if live is not None:
                     tg.start_soon(draw)
@@ -118,9 +114,6 @@ async def _run_graph(
                     failed = exc
                 finally:
                     tg.cancel_scope.cancel()
-        finally:
-            if restore is not None:
-                restore()
         if live is not None:
             progress.flush_lines(live)
         sink_errors = [exc for _, exc in rt.sink_errors]
@@ -132,13 +125,6 @@ async def _run_graph(
     if failed is not None:
         raise failed
     return result, interrupted, sink_errors
-
-
-def threading_main() -> bool:
-    """Signal handlers can only be installed from the main thread."""
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
 
 
 def _open_otel(endpoint: str) -> Any:
@@ -193,23 +179,10 @@ def run(
         Path | None,
         typer.Option("--task-file", "-f", help="Read the task from a file ('-': stdin)."),
     ] = None,
-    model: Annotated[
-        str | None, typer.Option("--model", "-m", help="Run every LLM agent on this model.")
-    ] = None,
-    set_: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--set",
-            "-s",
-            metavar="PATH=VALUE",
-            help="Override a field, e.g. --set budgets.max_messages=20 (repeatable).",
-        ),
-    ] = None,
+    model: ModelOption = None,
+    set_: SetOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON result.")] = False,
-    db: Annotated[
-        Path | None,
-        typer.Option("--db", help="The transcript store (default: $CORAL_DB or .coral/coral.db)."),
-    ] = None,
+    db: DbOption = None,
     no_store: Annotated[bool, typer.Option("--no-store", help="Do not record the run.")] = False,
     otel: Annotated[
         str | None,
@@ -246,7 +219,6 @@ def run(
     """Run a graph on a task: live progress, then the whole answer, the stop reason,
     what failed, and where the run was saved."""
     from coral_graph import ConfigError, CoralError, run_async
-    from coral_graph._runtime import check_ready
     from coral_graph.config import load_graph
 
     if task is not None and task_file is not None:
@@ -264,7 +236,7 @@ def run(
         raise _fail(f"no task: pass --task TEXT or --task-file F, or set task: in {graph}")
     _print_warnings(lg)
     try:
-        check_ready(lg.graph)  # a missing key or an unknown model: before anything runs
+        lg.graph.check_ready()  # a missing key or an unknown model: before anything runs
     except CoralError as exc:
         raise _fail(one_line(exc)) from None
     exporter = _open_otel(otel) if otel is not None else None
@@ -324,7 +296,7 @@ def run(
 def _setup_mcp(lg: LoadedGraph, host: str | None, port: int | None, allow_remote: bool) -> None:
     """Point the graph's MCP endpoint at --mcp-host/--mcp-port; external agents' URLs
     are printed to stderr when the run starts."""
-    from coral_graph._errors import ConfigError
+    from coral_graph import ConfigError
     from coral_graph.mcp import graph_hubs
 
     for hub in graph_hubs(lg.graph):
@@ -367,10 +339,7 @@ def _print_warnings(lg: LoadedGraph) -> None:
 @app.command()
 def validate(
     graphs: Annotated[list[Path], typer.Argument(help="Graph files to check.", show_default=False)],
-    set_: Annotated[
-        list[str] | None,
-        typer.Option("--set", "-s", metavar="PATH=VALUE", help="Override a field."),
-    ] = None,
+    set_: SetOption = None,
 ) -> None:
     """Check graph files and report every problem (exit 1 if any). Runs no code:
     python: references are read, not imported (that happens when a run starts)."""

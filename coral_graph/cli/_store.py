@@ -26,6 +26,7 @@ from coral_graph.cli._app import (
     EXIT_CODES_HELP,
     EXIT_INTERRUPTED,
     EXIT_STORE,
+    DbOption,
     app,
 )
 from coral_graph.cli._text import columns, json_text, one_line, safe
@@ -43,11 +44,6 @@ if TYPE_CHECKING:
     from coral_graph.store import StoreReader
 
 __all__ = ["export", "import_", "resume", "runs", "show"]
-
-DbOption = Annotated[
-    Path | None,
-    typer.Option("--db", help="The store (default: $CORAL_DB or .coral/coral.db)."),
-]
 
 
 def _fail(message: str) -> typer.Exit:
@@ -505,7 +501,6 @@ def resume(
     """Continue an interrupted run: pending deliveries are delivered again, budgets
     continue from what was spent. Prints the same result block as `run`."""
     from coral_graph import ConfigError, CoralError, run_async
-    from coral_graph._runtime import check_ready
     from coral_graph.cli._output import print_result, result_json
     from coral_graph.cli._run import close_store, exit_code
     from coral_graph.store import SQLiteStore, StoreError
@@ -530,7 +525,7 @@ def resume(
         raise _fail(f"cannot read the graph {path}: {exc.strerror or exc}") from None
     g: AgentGraph = lg.graph
     try:
-        check_ready(g)  # a missing key or an unknown model: before anything runs
+        g.check_ready()  # a missing key or an unknown model: before anything runs
     except CoralError as exc:
         raise _fail(str(exc)) from None
     try:

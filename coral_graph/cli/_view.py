@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 import typer
 
-from coral_graph.cli._app import EXIT_BAD_INPUT, app
+from coral_graph.cli._app import EXIT_BAD_INPUT, DbOption, app
 
 
 def _is_loopback(host: str) -> bool:
@@ -57,10 +57,7 @@ def view(
         str | None,
         typer.Argument(help="A run id (a unique prefix, or 'last'). Default: the list of runs."),
     ] = None,
-    db: Annotated[
-        Path | None,
-        typer.Option("--db", help="The store (default: $CORAL_DB or .coral/coral.db)."),
-    ] = None,
+    db: DbOption = None,
     port: Annotated[int, typer.Option("--port", help="The port; 0 picks a free one.")] = 0,
     host: Annotated[
         str,
