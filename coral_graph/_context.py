@@ -16,6 +16,8 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+import anyio
+
 from coral_graph._accounting import _Accounting
 from coral_graph._errors import (
     ConcurrentWaitError,
@@ -293,24 +295,29 @@ class AgentContext(_Accounting):
         ms = self._mentions(mentions)
         if metadata is not None:
             metadata = plain_metadata(metadata)
-        if self._counts and not await run.counters.reserve("messages", 1, run.max_messages):
-            self._over_messages()
-        try:
-            msg, targets, answered = await self._threads.update(
-                tid,
-                self._post,
-                content,
-                ms,
-                reply_to,
-                metadata,
-            )
-        except BaseException:
-            if self._counts:
-                run.counters.release_nowait("messages", 1)
-            raise
-        self._sent(msg)
-        if targets:
-            await run.link.send(targets, msg)
+        # Shared state changes over the network here: a stop or a turn timeout that
+        # cancels the turn does so once the message is reserved, appended, recorded
+        # and sent, or before it is reserved, never half-way (the budget it took
+        # would be neither spent nor given back in time).
+        with anyio.CancelScope(shield=True):
+            if self._counts and not await run.counters.reserve("messages", 1, run.max_messages):
+                self._over_messages()
+            try:
+                msg, targets, answered = await self._threads.update(
+                    tid,
+                    self._post,
+                    content,
+                    ms,
+                    reply_to,
+                    metadata,
+                )
+            except BaseException:
+                if self._counts:
+                    run.counters.release_nowait("messages", 1)
+                raise
+            self._sent(msg)
+            if targets:
+                await run.link.send(targets, msg)
         if answered:
             run.answer(msg)
         return msg

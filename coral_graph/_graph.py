@@ -322,16 +322,18 @@ class AgentGraph:
             self._require(a)
         return ent, ans
 
-    def check_ready(self) -> None:
-        """Ask every agent that has a ``check_ready()`` (an LLM agent checks its API
-        key and model name) whether it can work; the first one that cannot raises.
+    def check_ready(self, agents: Iterable[str] | None = None) -> None:
+        """Ask every agent (or each of ``agents``) that has a ``check_ready()`` (an LLM
+        agent checks its API key and model name) whether it can work; the first one
+        that cannot raises.
 
         Every run does this before its task is posted, so a missing key is reported
         at once rather than as failed calls. Call it yourself before the event loop
         starts to keep the first check's import of litellm off the loop (the CLI
-        does).
+        does). A worker of a distributed run checks only the agents it hosts.
         """
-        for spec in self._specs.values():
+        specs = self._specs
+        for spec in specs.values() if agents is None else (specs[a] for a in agents):
             check = getattr(spec.agent, "check_ready", None)
             if callable(check):
                 check()

@@ -171,6 +171,8 @@ class Router:
         self.finished = False
         self.stop_reason: StopReason | None = None
         self.error: str | None = None
+        # The message that answered the task (set by the run before its stop).
+        self.answer: Message | None = None
         self.ended_at: float | None = None
         self.loop = asyncio.get_running_loop()
         self.done: asyncio.Future[None] = self.loop.create_future()

@@ -171,7 +171,7 @@ class _Run(_Turns):
 
     def answer(self, msg: Message) -> None:
         if not self.router.finished:
-            self.answer_msg = msg
+            self.answer_msg = self.router.answer = msg
             self.router.stop("answer")
 
     # -- start and stop ---------------------------------------------------------------

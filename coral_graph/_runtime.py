@@ -32,7 +32,7 @@ from coral_graph._sinks import (
     _Subscriptions,
 )
 from coral_graph._streams import EventStream
-from coral_graph._types import RunId
+from coral_graph._types import AgentName, RunId
 from coral_graph.transport._local import LocalTransport
 
 if TYPE_CHECKING:
@@ -95,6 +95,8 @@ class Runtime(_Subscriptions):
         answer_by: Iterable[str] | None,
         budgets: Budgets | None,
         run_id: str | None,
+        *,
+        joining: bool = False,
     ) -> _Run:
         if not self._open:
             raise RuntimeClosedError(
@@ -103,8 +105,9 @@ class Runtime(_Subscriptions):
         if not isinstance(task, str):
             raise TypeError("task must be a string")
         ent, ans = self.graph.validate(entry, answer_by)
-        self.graph.check_ready()
-        return _Run(
+        if not joining:
+            self.graph.check_ready()
+        run = _Run(
             run_id=RunId(run_id) if run_id is not None else new_run_id(),
             graph=self.graph,
             task=task,
@@ -116,6 +119,10 @@ class Runtime(_Subscriptions):
             runtime=self,
             transport=self.transport,
         )
+        if joining:
+            # Only the agents that run in this process must be able to work here.
+            self.graph.check_ready([a for a in self.graph if run.link.hosts(AgentName(a))])
+        return run
 
     async def run(
         self,
@@ -174,7 +181,7 @@ class Runtime(_Subscriptions):
         agents it hosts here, loop agents it hosts start, and the call returns when
         the run stops (the transport's stop reaches every worker). The result is
         this process's share: its agents' usage and events."""
-        run = self._new_run(task, entry, answer_by, budgets, run_id)
+        run = self._new_run(task, entry, answer_by, budgets, run_id, joining=True)
         return await self._execute(run, joining=True)
 
     async def _execute(

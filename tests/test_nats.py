@@ -300,7 +300,8 @@ async def test_same_outcome_in_one_process_and_over_nats(
     workers.start(g, "--agents", ",".join(agents[::2]))
     workers.start(g, "--agents", ",".join(agents[1::2]))
     remote = await run_on_nats(lg, task, nats_server.url)
-    assert remote.stop_reason == local.stop_reason
+    errors = [e for e in remote.events if e.kind == "agent_errored"]
+    assert remote.stop_reason == local.stop_reason, (remote.error, errors)
     assert remote.answer == local.answer
     assert remote.messages == local.messages
     for name, u in local.usage.items():
@@ -314,3 +315,29 @@ async def test_same_outcome_in_one_process_and_over_nats(
             "UnknownThreadError", "EdgeNotAllowedError", "ok", "ok", "NotAParticipantError",
             "ok", "ThreadClosedError", "ContentTooLargeError",
         ]  # fmt: skip
+
+
+@pytest.mark.anyio
+async def test_a_loop_agent_on_a_worker_runs_through_the_core(
+    graph_dir: Path, nats_server: NatsServer, workers: Workers
+) -> None:
+    """A loop-style agent (``async def run(ctx)`` pulling with ``wait_for_mentions``)
+    on its own worker: it answers, and a run where it stays silent ends ``idle``
+    (it waits for mentions with nothing queued), never by a timeout."""
+    from coral_graph.config import load_graph
+    from coral_graph.transport.nats import run_on_nats
+
+    g = graph_dir / "loop.yaml"
+    workers.start(g, "--agents", "asker")
+    workers.start(g, "--agents", "echoer")
+    lg = load_graph(g)
+    result = await run_on_nats(lg, "hello", nats_server.url)
+    assert result.stop_reason == "answer", result.error
+    assert result.answer == "got: echo: hello"
+    handled = [(e.agent, e.via) for e in result.events if e.kind == "delivery_handled"]  # type: ignore[union-attr]
+    assert ("echoer", "wait") in handled
+    t0 = time.monotonic()
+    quiet = await run_on_nats(lg, "hush", nats_server.url)
+    assert quiet.stop_reason == "idle", quiet.error
+    assert quiet.messages == 1  # asker's question; the loop agent took it and said nothing
+    assert time.monotonic() - t0 < 25  # well before the loop agent's 30 s wait ends

@@ -236,7 +236,8 @@ def run(
         raise _fail(f"no task: pass --task TEXT or --task-file F, or set task: in {graph}")
     _print_warnings(lg)
     try:
-        lg.graph.check_ready()  # a missing key or an unknown model: before anything runs
+        if nats is None:  # with --nats the agents run (and are checked) on the workers
+            lg.graph.check_ready()  # a missing key or an unknown model: before anything runs
     except CoralError as exc:
         raise _fail(one_line(exc)) from None
     exporter = _open_otel(otel) if otel is not None else None

@@ -117,6 +117,17 @@ class RouterPort(Protocol):
         """Whether the run has stopped (locally, or by a stop from elsewhere)."""
         ...
 
+    @property
+    def error(self) -> str | None:
+        """Why the run stopped with ``error`` (None otherwise)."""
+        ...
+
+    @property
+    def answer(self) -> Message | None:
+        """The message that answered the task, once the run stopped with ``answer``
+        (a distributed transport hands it to the other processes with the stop)."""
+        ...
+
     def feed(self, agent: AgentName, msg: Message) -> None:
         """Put one delivery of ``msg`` into ``agent``'s local inbox and wake it.
 

@@ -3,8 +3,10 @@
 Needs the ``[nats]`` extra (nats-py) and a NATS server with JetStream
 (``nats-server -js``). ``import coral_graph`` never imports this package.
 
-A worker hosts agents (``coral-graph worker``, or :class:`Worker`);
-:func:`run_on_nats` starts a run on them and returns its result::
+A worker hosts agents (``coral-graph worker``, or :class:`Worker`) through the
+core: a runtime on the graph with a :class:`NatsTransport` joins each run
+(``Runtime.join``); :func:`run_on_nats` starts a run on them and returns its
+result::
 
     lg = coral_graph.config.load_graph("configs/specialists.yaml")
     result = await run_on_nats(lg, "the task", "nats://127.0.0.1:4222")
@@ -23,7 +25,6 @@ from coral_graph._events import Event
 from coral_graph._graph import AgentGraph
 from coral_graph._results import RunResult
 from coral_graph.transport.nats._conn import DEFAULT_ACK_WAIT_S, Link, connect
-from coral_graph.transport.nats._context import NatsContext
 from coral_graph.transport.nats._driver import DistributedRun, is_quiet
 from coral_graph.transport.nats._errors import (
     GraphMismatchError,
@@ -33,6 +34,7 @@ from coral_graph.transport.nats._errors import (
 )
 from coral_graph.transport.nats._names import GraphIdentity, Names, graph_identity
 from coral_graph.transport.nats._record import Recorder, record_all
+from coral_graph.transport.nats._run import NatsRun, NatsTransport
 from coral_graph.transport.nats._worker import Worker, live_workers
 
 __all__ = [
@@ -42,7 +44,8 @@ __all__ = [
     "GraphMismatchError",
     "Link",
     "MessageTooLargeError",
-    "NatsContext",
+    "NatsRun",
+    "NatsTransport",
     "NatsUnavailableError",
     "Names",
     "Recorder",

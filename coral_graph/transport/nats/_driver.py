@@ -50,14 +50,32 @@ __all__ = ["DistributedRun", "is_quiet"]
 _POLL_S = (0.002, 0.2)  # the idle scan's pause: starts short, doubles while busy
 
 
-async def is_quiet(link: Link, names: Names, agents: Sequence[str]) -> bool:
-    """One exact scan: nothing queued for, and nothing in a turn of, any agent."""
+async def is_quiet(
+    link: Link,
+    names: Names,
+    agents: Sequence[str],
+    state: RunState | None = None,
+    loop_workers: Sequence[str] = (),
+) -> bool:
+    """One exact scan: nothing queued for, and nothing in a turn of, any agent, and
+    no worker hosting loop agents busy (``loop_workers``: their ids).
+
+    A delivery's turn is over when it is acknowledged, and what it published is
+    stored before that; a loop agent's worker marks itself busy before it
+    acknowledges what the agent took, and quiet only after what it published is
+    stored. So work moves from one place the scan reads to another without a gap,
+    and a scan that sees all zeros with the inbox stream's last sequence unchanged
+    saw a quiet moment."""
     js = link.js
     before = (await js.stream_info(names.inbox_stream)).state.last_seq
     for a in agents:
         info = await js.consumer_info(names.inbox_stream, names.consumer(a))
         if info.num_pending or info.num_ack_pending:
             return False
+    if state is not None:
+        for wid in loop_workers:
+            if await state.busy(wid) is not False:
+                return False  # busy, or not joined yet
     after = (await js.stream_info(names.inbox_stream)).state.last_seq
     return before == after
 
@@ -146,6 +164,13 @@ class DistributedRun:
             decode(m.data, "stop")
             self._stopped.set()
 
+    async def _announce(self) -> None:
+        """Tell the workers the run started (those hosting loop agents join it)."""
+        with contextlib.suppress(Exception):
+            await self.link.nc.publish(
+                self.names.ctl(self.run_id), encode("start", run=self.run_id)
+            )
+
     async def _post(self, state: RunState, task: str, t0: float) -> None:
         rid = self.run_id
         g = self.graph
@@ -161,11 +186,12 @@ class DistributedRun:
         if not await self._wait_workers():
             return
         members = [USER, *self.entry]
+        await self._announce()
         th = Thread(ThreadId(f"t-task-{rid[-6:]}"), "task", USER, members, time.time())
+        msg = Message(MessageId(f"{th.id}#1"), th.id, 1, USER, task, tuple(self.entry), time.time())
+        th._messages.append(msg)
         await state.create_thread(th)
         await self._emit(ThreadCreated(rid, 0, th.created_at, th.id, th.name, USER, list(members)))
-        msg = Message(MessageId(f"{th.id}#1"), th.id, 1, USER, task, tuple(self.entry), time.time())
-        await state.append(lambda seq: msg, 0)
         await self._emit(MessageSent(rid, 0, msg.timestamp, msg))
         for e in self.entry:
             await self.link.js.publish(
@@ -211,6 +237,9 @@ class DistributedRun:
         orphan_since: dict[str, float] = {}
         last_workers = 0.0
         hosted: set[str] = set(self.graph.agents)
+        # Workers hosting loop agents: the run is not idle while one is busy or has
+        # not joined yet.
+        loop_workers = [str(w["id"]) for w in await live_workers(self.workers) if w.get("loops")]
         while not self._stopped.is_set():
             try:
                 cur = await state.record()
@@ -219,13 +248,19 @@ class DistributedRun:
                 if timeout is not None and time.time() - t0 > timeout:
                     await self._stop(state, "budget:time")
                     return
-                if await is_quiet(self.link, self.names, self.graph.agents):
+                if await is_quiet(self.link, self.names, self.graph.agents, state, loop_workers):
                     await self._stop(state, "idle")
                     return
                 now = time.monotonic()
                 if now - last_workers > 1.0:
                     last_workers = now
-                    hosted = {a for w in await live_workers(self.workers) for a in w["agents"]}
+                    live = await live_workers(self.workers)
+                    hosted = {a for w in live for a in w["agents"]}
+                    loop_workers = [str(w["id"]) for w in live if w.get("loops")]
+                    for wid in loop_workers:
+                        if await state.busy(wid) is None:
+                            await self._announce()  # a worker that missed the start
+                            break
                     for a in self.graph.agents:
                         if a in hosted:
                             orphan_since.pop(a, None)

@@ -21,6 +21,7 @@ from coral_graph._events import (
     AgentErrored,
     DeliveryHandled,
     Event,
+    LLMCalled,
     MessageSent,
     ParticipantAdded,
     ParticipantRemoved,
@@ -61,6 +62,10 @@ class Recorder:
         self.malformed = 0
         self.late = 0
         self.messages = 0
+        # Ids of messages and threads recorded: the replay of a turn that a crash
+        # interrupted makes the same ones again, and their events come twice.
+        self._seen_ids: set[str] = set()
+        self._wait_turns: set[tuple[str, float]] = set()
         self.finished = asyncio.Event()
         self._sub: Any = None
         self._received = 0
@@ -116,9 +121,21 @@ class Recorder:
 
     def add(self, ev: Event, env: dict[str, Any] | None = None) -> None:
         """Number ``ev``, fold it into threads and usage, and hand it to the sink."""
+        env = env or {}
+        if isinstance(ev, MessageSent | ThreadCreated):
+            key = ev.message.id if isinstance(ev, MessageSent) else f"thread:{ev.thread_id}"
+            if key in self._seen_ids:
+                return  # made again by a replayed turn: recorded once
+            self._seen_ids.add(key)
+            w = env.get("worker")
+            if isinstance(ev, MessageSent) and isinstance(w, str) and not w.startswith("run:"):
+                # The transcript says which worker process made each message.
+                meta = dict(ev.message.metadata or {})
+                meta.setdefault("worker", w)
+                ev = dataclasses.replace(ev, message=ev.message._replace(metadata=meta))
         ev = dataclasses.replace(ev, run_id=self.run_id, seq=len(self.events) + 1)
         self.events.append(ev)
-        self._fold(ev, env or {})
+        self._fold(ev, env)
         if self.sink is not None:
             self.sink(ev)
         if isinstance(ev, RunFinished):
@@ -142,18 +159,22 @@ class Recorder:
                 self._usage(ev.message.sender).messages_sent += 1
         elif isinstance(ev, DeliveryHandled):
             u = self._usage(ev.agent)
-            u.turns += 1
             u.deliveries += 1
-            spent = env.get("usage")
-            if isinstance(spent, dict):
-                u.llm_calls += int(spent.get("llm_calls", 0))
-                u.prompt_tokens += int(spent.get("prompt_tokens", 0))
-                u.completion_tokens += int(spent.get("completion_tokens", 0))
-                u.cost_usd += float(spent.get("cost_usd", 0.0))
-                u.llm_latency_s += float(spent.get("llm_latency_s", 0.0))
+            if ev.via == "handle":
+                u.turns += 1
+            elif (ev.agent, ev.ts) not in self._wait_turns:
+                # A loop agent's wait_for_mentions takes its deliveries in one turn
+                # (its delivery_handled events share their time).
+                self._wait_turns.add((ev.agent, ev.ts))
+                u.turns += 1
             w = env.get("worker")
             if isinstance(w, str):
                 self.workers.setdefault(ev.agent, set()).add(w)
+        elif isinstance(ev, LLMCalled):
+            u = self._usage(ev.agent)
+            u.add_llm_call(ev.prompt_tokens, ev.completion_tokens, ev.cost_usd, ev.latency_s)
+            if ev.outcome != "ok":
+                u.llm_errors += 1
         elif isinstance(ev, AgentErrored):
             if ev.error_type == "Redelivered":
                 self.redeliveries += 1

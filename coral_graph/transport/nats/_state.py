@@ -1,17 +1,27 @@
 """A run's shared state in the graph's key-value bucket, changed only by
-compare-and-set, and each worker's read replica of it.
+compare-and-set, and each process's read replica of it.
 
 Keys (inside bucket ``coral_<g>``), for run ``R``:
 
 * ``r.R`` — the run record; its ``status`` goes ``running`` -> ``finished`` once, by
   CAS, so exactly one stop reason wins however many workers stop it at once;
-* ``R.t.<thread>`` — a thread's header (name, creator, participants, closed, summary);
-* ``R.m.<thread>.<seq>`` — message ``seq`` of the thread, made with ``create``
-  (fails if the key exists): the seq is taken by whoever creates the key, so there
-  are no gaps and no two messages with one seq;
-* ``R.b.<budget>`` — a counter, reserved by CAS before anything is spent;
+* ``R.t.<thread>`` — a thread's header: name, creator, participants, closed,
+  summary, ``last_seq`` and the last message itself. Appending a message is one
+  compare-and-set of the header (the seq is taken by whoever's CAS holds: no gaps,
+  no two messages with one seq);
+* ``R.m.<thread>.<seq>`` — message ``seq`` of the thread. It is written after the
+  header CAS that appended it, and the next writer of the thread writes it again
+  (idempotently) before its own CAS if it has not seen it stored: so whenever the
+  header says ``last_seq = n``, messages ``1 … n-1`` are in their keys and ``n`` is
+  in the header;
+* ``R.b.<counter>`` — a counter (messages, turns, LLM calls, tokens, cost),
+  reserved by CAS before anything is spent;
 * ``R.c.<turn>.<n>`` — what the ``n``-th operation of turn ``<turn>`` made, so the
-  replay of a turn that a crash interrupted reuses it instead of making it twice.
+  replay of a turn that a crash interrupted makes the same thread and message ids
+  again instead of new ones;
+* ``R.busy.<worker>`` — whether a worker hosting loop agents has work in hand (the
+  idle scan reads it: a loop agent between two ``wait_for_mentions`` holds no
+  delivery).
 """
 
 from __future__ import annotations
@@ -19,26 +29,42 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
 from typing import Any
 
 import nats.errors
 import nats.js.errors
 from nats.js.kv import KeyValue
 
-from coral_graph._errors import UnknownThreadError
+from coral_graph._errors import CoralError, UnknownThreadError
 from coral_graph._model import Message, Thread
 from coral_graph._types import AgentName, ThreadId
 from coral_graph.transport.nats._errors import WireError
 from coral_graph.transport.nats._wire import decode, encode
 
-__all__ = ["Replica", "RunState"]
+__all__ = ["CasFailed", "Header", "Replica", "RunState"]
 
-_KeyMissing = (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError)
-_CasFailed = nats.js.errors.KeyWrongLastSequenceError
+_KeyMissing = (
+    nats.js.errors.KeyNotFoundError,
+    nats.js.errors.KeyDeletedError,
+    nats.js.errors.InvalidKeyError,
+)
+CasFailed = nats.js.errors.KeyWrongLastSequenceError
 
 
-def header_record(th: Thread) -> bytes:
+class Header:
+    """A thread's header as stored: the thread (without its messages), its revision,
+    how many messages it has and the last of them."""
+
+    __slots__ = ("last", "last_seq", "rev", "thread")
+
+    def __init__(self, thread: Thread, rev: int, last_seq: int, last: Message | None) -> None:
+        self.thread = thread
+        self.rev = rev
+        self.last_seq = last_seq
+        self.last = last
+
+
+def header_record(th: Thread, last: Message | None) -> bytes:
     return encode(
         "th",
         id=th.id,
@@ -48,10 +74,13 @@ def header_record(th: Thread) -> bytes:
         closed=th.closed,
         summary=th.summary,
         created_at=th.created_at,
+        last_seq=len(th._messages),
+        last=last.to_dict() if last is not None else None,
     )
 
 
-def thread_from_header(h: dict[str, Any]) -> Thread:
+def parse_header(raw: bytes, rev: int) -> Header:
+    h = decode(raw, "th")
     th = Thread(
         ThreadId(h["id"]),
         str(h["name"]),
@@ -61,7 +90,8 @@ def thread_from_header(h: dict[str, Any]) -> Thread:
     )
     th.closed = bool(h["closed"])
     th.summary = h.get("summary")
-    return th
+    last = Message.from_dict(h["last"]) if h.get("last") else None
+    return Header(th, rev, int(h.get("last_seq") or 0), last)
 
 
 class RunState:
@@ -73,6 +103,11 @@ class RunState:
         # The last value and revision seen of each counter: tried first, so a
         # counter this process alone changes costs one round trip, not two.
         self._seen: dict[str, tuple[float, int]] = {}
+
+    def key_subject(self, key: str) -> str:
+        """The subject a key of the bucket is stored under (to publish a put
+        without waiting for it)."""
+        return f"$KV.{self.kv._name}.{key}"
 
     # -- the run record -----------------------------------------------------
 
@@ -112,61 +147,49 @@ class RunState:
             try:
                 await self.kv.update(f"r.{self.run_id}", encode("run", **rec), last=rev)
                 return True
-            except _CasFailed:
+            except CasFailed:
                 continue
 
     # -- threads and messages -----------------------------------------------
 
-    async def create_thread(self, th: Thread) -> None:
-        await self.kv.create(f"{self.run_id}.t.{th.id}", header_record(th))
+    def _tkey(self, tid: str) -> str:
+        return f"{self.run_id}.t.{tid}"
 
-    async def header(self, tid: str) -> tuple[Thread, int]:
+    def message_key(self, tid: str, seq: int) -> str:
+        return f"{self.run_id}.m.{tid}.{seq}"
+
+    async def create_thread(self, th: Thread) -> int:
+        """Store a new thread (with the messages it holds: none, or the task); its revision."""
+        last = th._messages[-1] if th._messages else None
+        for m in th._messages:
+            await self.kv.put(self.message_key(th.id, m.seq), encode("m", msg=m.to_dict()))
+        rev: int = await self.kv.create(self._tkey(th.id), header_record(th, last))
+        return rev
+
+    async def header(self, tid: str) -> Header:
         try:
-            e = await self.kv.get(f"{self.run_id}.t.{tid}")
+            e = await self.kv.get(self._tkey(tid))
         except _KeyMissing:
-            raise UnknownThreadError(tid) from None
-        except nats.js.errors.InvalidKeyError:
             raise UnknownThreadError(tid) from None
         assert e.value is not None
         assert e.revision is not None
-        return thread_from_header(decode(e.value, "th")), e.revision
+        return parse_header(e.value, e.revision)
 
-    async def change_thread(self, tid: str, change: Callable[[Thread], bool]) -> Thread:
-        """Apply ``change`` to the newest header until the CAS holds. ``change`` checks
-        the rules (it may raise) and returns False when there is nothing to write."""
-        while True:
-            th, rev = await self.header(tid)
-            if not change(th):
-                return th
-            try:
-                await self.kv.update(f"{self.run_id}.t.{tid}", header_record(th), last=rev)
-                return th
-            except _CasFailed:
-                continue
-
-    async def append(self, make: Callable[[int], Message], start: int) -> Message:
-        """Create the next message key of a thread, trying seqs from ``start`` + 1 up:
-        ``make(seq)`` builds the message for a seq."""
-        seq = start + 1
-        while True:
-            msg = make(seq)
-            try:
-                await self.kv.create(
-                    f"{self.run_id}.m.{msg.thread_id}.{seq}", encode("m", msg=msg.to_dict())
-                )
-                return msg
-            except _CasFailed:
-                seq += 1
+    async def update_header(self, th: Thread, rev: int, last: Message | None) -> int:
+        """Write ``th``'s header if it is still at revision ``rev``; its new revision.
+        Raises :data:`CasFailed` when another process changed it meanwhile."""
+        new: int = await self.kv.update(self._tkey(th.id), header_record(th, last), last=rev)
+        return new
 
     async def message(self, tid: str, seq: int) -> Message | None:
         try:
-            e = await self.kv.get(f"{self.run_id}.m.{tid}.{seq}")
+            e = await self.kv.get(self.message_key(tid, seq))
         except _KeyMissing:
             return None
         assert e.value is not None
         return Message.from_dict(decode(e.value, "m")["msg"])
 
-    # -- budgets ------------------------------------------------------------
+    # -- counters -------------------------------------------------------------
 
     async def counter(self, name: str) -> tuple[float, int]:
         try:
@@ -177,23 +200,30 @@ class RunState:
         assert e.revision is not None
         return decode(e.value, "n")["n"], e.revision
 
+    def seen(self, name: str) -> float:
+        """The counter's value as last seen here (0 when never seen)."""
+        s = self._seen.get(name)
+        return s[0] if s is not None else 0
+
     def saw_counter(self, name: str, value: float, revision: int) -> None:
         seen = self._seen.get(name)
         if seen is None or seen[1] < revision:
             self._seen[name] = (value, revision)
 
     async def reserve(self, name: str, amount: float, limit: float | None) -> float | None:
-        """Add ``amount`` (>= 0) to counter ``name`` unless that passes ``limit``; the new
+        """Add ``amount`` to counter ``name`` unless that passes ``limit``; the new
         total, or None (nothing added) when it would pass. Compare-and-set: two
         workers never both take the last unit."""
         key = f"{self.run_id}.b.{name}"
         seen = self._seen.get(name)
         while True:
+            cached = seen is not None
             value, rev = seen if seen is not None else await self.counter(name)
             seen = None
             new = value + amount
             if limit is not None and new > limit:
-                # Counters only grow: a value seen earlier over the limit is over it now.
+                if cached:
+                    continue  # the value seen here may be old (a release since): read it
                 return None
             try:
                 if rev == 0:
@@ -202,35 +232,61 @@ class RunState:
                     new_rev = await self.kv.update(key, encode("n", n=new), last=rev)
                 self.saw_counter(name, new, new_rev)
                 return new
-            except _CasFailed:
+            except CasFailed:
                 continue
 
     # -- replays ------------------------------------------------------------
 
+    def made_key(self, turn: str, n: int) -> str:
+        return f"{self.run_id}.c.{turn}.{n}"
+
     async def made(self, turn: str, n: int) -> str | None:
+        """What the ``n``-th operation of ``turn`` made (a thread or message id)."""
         try:
-            e = await self.kv.get(f"{self.run_id}.c.{turn}.{n}")
+            e = await self.kv.get(self.made_key(turn, n))
         except _KeyMissing:
             return None
         assert e.value is not None
         return str(decode(e.value, "c")["ref"])
 
-    def key_subject(self, key: str) -> str:
-        """The subject a key of the bucket is stored under (to publish a put
-        without waiting)."""
-        return f"$KV.{self.kv._name}.{key}"
+    # -- busy flags of workers with loop agents --------------------------------
+
+    def busy_key(self, worker_id: str) -> str:
+        return f"{self.run_id}.busy.{worker_id}"
+
+    async def busy(self, worker_id: str) -> bool | None:
+        """The worker's flag: True busy, False quiet, None not joined yet."""
+        try:
+            e = await self.kv.get(self.busy_key(worker_id))
+        except _KeyMissing:
+            return None
+        return e.value == b"1"
+
+
+class ThreadGapError(CoralError):
+    """A thread's message is missing from the bucket (it never is, unless the
+    bucket was changed by hand or lost data)."""
 
 
 class Replica:
-    """A worker's read copy of one run's threads, fed by a watch of the bucket.
+    """A process's read copy of one run's threads, fed by a watch of the bucket.
 
-    The bucket is one stream, so the watch applies writes in the order they were
-    made: once the replica holds message ``seq`` of a thread it holds everything
-    written before that message was (the thread's header, earlier messages)."""
+    The copy holds live :class:`Thread` objects (changed in place, as the local
+    transport's are). ``revs`` says which header revision a thread reflects, with
+    all its messages; a thread that lags has no entry there and is read fresh from
+    the bucket before it is changed."""
 
     def __init__(self, state: RunState) -> None:
         self.state = state
         self.threads: dict[str, Thread] = {}
+        # Per thread: the revision of the newest header applied (participants, state),
+        # its message count, and the revision at which the copy is complete (that
+        # header and all its messages).
+        self.hrevs: dict[str, int] = {}
+        self.last_seqs: dict[str, int] = {}
+        self.revs: dict[str, int] = {}
+        # The highest seq of each thread whose message key is known to be stored.
+        self.stored: dict[str, int] = {}
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._watcher: Any = None
@@ -256,10 +312,15 @@ class Replica:
                 continue
             parts = entry.key[len(prefix) :].split(".")
             try:
-                if parts[0] == "t" and len(parts) == 2:
-                    self._header(decode(entry.value, "th"))
+                if parts[0] == "t" and len(parts) == 2 and entry.revision is not None:
+                    self.apply(parse_header(entry.value, entry.revision))
                 elif parts[0] == "m" and len(parts) == 3:
-                    self._message(Message.from_dict(decode(entry.value, "m")["msg"]))
+                    msg = Message.from_dict(decode(entry.value, "m")["msg"])
+                    self.stored[msg.thread_id] = max(self.stored.get(msg.thread_id, 0), msg.seq)
+                    th = self.threads.get(msg.thread_id)
+                    if th is not None and msg.seq == len(th._messages) + 1:
+                        th._messages.append(msg)
+                        self._check_complete(th)
                 elif parts[0] == "b" and entry.revision is not None:
                     # A counter changed (here or in another worker): keep the newest
                     # view, so the next reservation's compare-and-set usually holds.
@@ -270,28 +331,59 @@ class Replica:
                 self.problems.append(f"{entry.key}: {exc}")
             self._changed.set()
 
-    def _header(self, h: dict[str, Any]) -> None:
-        new = thread_from_header(h)
-        old = self.threads.get(new.id)
-        if old is not None:
-            new._messages = old._messages
-        self.threads[new.id] = new
-
-    def _message(self, msg: Message) -> None:
-        th = self.threads.get(msg.thread_id)
+    def apply(self, h: Header) -> Thread:
+        """Bring the thread up to header ``h`` (in place), if ``h`` is newer."""
+        new = h.thread
+        tid = new.id
+        th = self.threads.get(tid)
         if th is None:
-            return  # the header comes first in the stream; a stray key is ignored
-        if msg.seq == len(th._messages) + 1:
-            th._messages.append(msg)
+            th = self.threads[tid] = new
+        if self.hrevs.get(tid, -1) < h.rev:
+            if th is not new:
+                _copy_header(th, new)
+            self.hrevs[tid] = h.rev
+            self.last_seqs[tid] = h.last_seq
+        msgs = th._messages
+        if h.last is not None and len(msgs) == h.last.seq - 1:
+            msgs.append(h.last)  # messages only grow: an older header's last one is right
+        self._check_complete(th)
+        return th
+
+    def _check_complete(self, th: Thread) -> None:
+        tid = th.id
+        if len(th._messages) == self.last_seqs.get(tid, -1):
+            self.revs[tid] = self.hrevs[tid]
+        else:
+            self.revs.pop(tid, None)
 
     def has(self, tid: str, seq: int) -> bool:
         th = self.threads.get(tid)
         return th is not None and len(th._messages) >= seq
 
-    async def catch_up(self, tid: str, seq: int, wait_s: float = 2.0) -> None:
-        """Make sure the replica holds thread ``tid`` up to ``seq``: wait for the
-        watch, then read what is still missing straight from the bucket (a watch
-        that lags after a reconnect must not stall a turn)."""
+    async def load(self, tid: str) -> Thread:
+        """The thread as stored now: its header read fresh, its messages completed."""
+        h = await self.state.header(tid)
+        th = self.apply(h)
+        if tid in self.revs:
+            return th
+        msgs = th._messages
+        while len(msgs) < h.last_seq - 1:
+            m = await self.state.message(tid, len(msgs) + 1)
+            if m is None:
+                raise ThreadGapError(
+                    f"message {len(msgs) + 1} of thread {tid} is missing from the bucket "
+                    f"{self.state.kv._name}"
+                )
+            msgs.append(m)
+        if h.last is not None and len(msgs) == h.last_seq - 1:
+            msgs.append(h.last)
+        self._check_complete(th)
+        return th
+
+    async def catch_up(self, tid: str, seq: int, wait_s: float = 0.25) -> None:
+        """Make sure the copy holds thread ``tid`` up to ``seq``: wait briefly for the
+        watch, then read what is still missing from the bucket (a watch that lags
+        after a reconnect must not stall a turn)."""
         deadline = time.monotonic() + wait_s
         while not self.has(tid, seq):
             left = deadline - time.monotonic()
@@ -300,24 +392,39 @@ class Replica:
             self._changed.clear()
             with contextlib.suppress(asyncio.TimeoutError, TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), left)
-        if self.has(tid, seq):
-            return
-        th, _ = await self.state.header(tid)
-        old = self.threads.get(tid)
-        if old is not None:
-            th._messages = old._messages
-        self.threads[tid] = th
-        while len(th._messages) < seq:
-            msg = await self.state.message(tid, len(th._messages) + 1)
-            if msg is None:
-                break
-            th._messages.append(msg)
+        if not self.has(tid, seq):
+            with contextlib.suppress(UnknownThreadError):
+                await self.load(tid)
 
-    async def refresh_header(self, tid: str) -> Thread:
-        """The thread with its newest header (participants, state) from the bucket."""
-        th, _ = await self.state.header(tid)
-        old = self.threads.get(tid)
-        if old is not None:
-            th._messages = old._messages
-        self.threads[tid] = th
-        return th
+    def committed(self, th: Thread, work: Thread, rev: int, n0: int) -> None:
+        """This process changed ``th`` (the live copy), whose messages were ``n0``
+        before, as ``work`` shows, at revision ``rev``."""
+        tid = th.id
+        if self.hrevs.get(tid, -1) < rev:
+            _copy_header(th, work)
+            self.hrevs[tid] = rev
+            self.last_seqs[tid] = len(work._messages)
+        msgs = th._messages
+        if len(msgs) == n0:
+            msgs.extend(work._messages[n0:])
+        self._check_complete(th)
+
+
+def _copy_header(th: Thread, src: Thread) -> None:
+    th._participants[:] = src._participants
+    th._pset = set(src._participants)
+    th.closed = src.closed
+    th.summary = src.summary
+
+
+def scratch(th: Thread, n: int | None = None) -> Thread:
+    """A copy of ``th`` (its first ``n`` messages) for a change to be tried on."""
+    c = Thread(th.id, th.name, th.creator, list(th._participants), th.created_at)
+    c.closed = th.closed
+    c.summary = th.summary
+    c._messages = th._messages[:n] if n is not None else list(th._messages)
+    return c
+
+
+def nats_errors() -> tuple[type[BaseException], ...]:
+    return (nats.errors.Error, nats.js.errors.Error)

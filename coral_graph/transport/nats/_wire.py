@@ -23,6 +23,7 @@ _REQUIRED: dict[str, tuple[str, ...]] = {
     "d": ("run", "to", "msg"),  # a delivery of one message to one agent
     "e": ("worker", "ev"),  # an event, from the worker that made it
     "stop": ("run", "reason"),  # a run ended
+    "start": ("run",),  # a run started (workers hosting loop agents join it)
     "th": ("id", "name", "creator", "participants", "closed"),  # a thread's header
     "m": ("msg",),  # a message of a thread
     "run": ("status", "graph_hash", "task", "entry", "answer_by", "budgets"),

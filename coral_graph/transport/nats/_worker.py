@@ -1,53 +1,57 @@
 """A worker: one process hosting some agents of a graph for every run on that graph.
 
+The agents run through the core: the worker opens a runtime on the graph with a
+:class:`~coral_graph.transport.nats.NatsTransport` and joins each run
+(``Runtime.join``) when the run's first delivery for one of its agents arrives,
+or when the run starts if it hosts loop agents. Turns, error policies, turn
+timeouts, budgets and the protocol's rules are the core's; the worker pulls.
+
 Each hosted agent has one durable pull consumer (``in_<agent>``, one delivery in
 flight). A delivery is acknowledged only after the turn that handled it ended and
-its events were stored on the server, so a worker that dies mid-turn loses nothing:
-the server gives the delivery again (to a restarted worker, or to another one that
-hosts the agent) once ``ack_wait`` passes without a sign of life.
+what the turn published (messages, deliveries, events) is stored on the server,
+so a worker that dies mid-turn loses nothing: the server gives the delivery again
+(to a restarted worker, or to another one that hosts the agent) once ``ack_wait``
+passes without a sign of life.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import os
 import secrets
 import socket
 import sys
 import time
-import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
+import anyio
 import nats.errors
 import nats.js.errors
+from anyio.abc import TaskGroup
 from nats.aio.msg import Msg
 from nats.js.kv import KeyValue
 
 from coral_graph._budgets import Budgets
-from coral_graph._errors import BudgetExceededError
-from coral_graph._events import AgentErrored, DeliveryHandled, Event, event_to_dict
+from coral_graph._errors import ConfigError, UnknownAgentError
+from coral_graph._events import AgentErrored, Event
 from coral_graph._graph import AgentGraph
-from coral_graph._model import AgentUsage, Message
-from coral_graph._types import USER, AgentName
+from coral_graph._model import Message
+from coral_graph._runtime import Runtime, open_runtime
+from coral_graph._types import AgentName, RunId
 from coral_graph.transport.nats._conn import DEFAULT_ACK_WAIT_S, Link, ensure_graph
-from coral_graph.transport.nats._context import NatsContext
-from coral_graph.transport.nats._errors import (
-    GraphMismatchError,
-    MessageTooLargeError,
-    WireError,
-)
+from coral_graph.transport.nats._errors import GraphMismatchError, WireError
 from coral_graph.transport.nats._names import GraphIdentity, Names
-from coral_graph.transport.nats._state import Replica, RunState
+from coral_graph.transport.nats._run import NatsRun, NatsTransport
+from coral_graph.transport.nats._state import RunState
 from coral_graph.transport.nats._wire import decode, encode
 
-__all__ = ["HEARTBEAT_S", "Worker", "WorkerRun", "check_identity", "live_workers"]
+__all__ = ["HEARTBEAT_S", "Worker", "check_identity", "live_workers"]
 
 HEARTBEAT_S = 1.0
 """How often a worker refreshes its record; one silent for 5 of these is gone."""
-_LLM_COUNTERS = ("llm_calls", "tokens", "cost")
+_ENDED_KEEP = 1000  # ids of runs that ended here, remembered to drop late deliveries
 
 
 async def live_workers(workers: KeyValue) -> list[dict[str, Any]]:
@@ -96,180 +100,6 @@ async def _identity(kv: KeyValue) -> GraphIdentity | None:
     return GraphIdentity.from_dict(decode(e.value, "g")["identity"])
 
 
-class WorkerRun:
-    """What one worker knows of one run: its record, shared state and replica."""
-
-    def __init__(self, worker: Worker, run_id: str, record: dict[str, Any]) -> None:
-        self.worker = worker
-        self.run_id = run_id
-        self.graph: AgentGraph = worker.graph
-        self.task = str(record["task"])
-        self.entry = [AgentName(a) for a in record["entry"]]
-        self.answer_by = {AgentName(a) for a in record["answer_by"]}
-        self.budgets = Budgets(**record["budgets"])
-        self.max_content_chars = int(record.get("max_content_chars") or 100_000)
-        self.graph_hash = str(record["graph_hash"])
-        self.state = RunState(worker.kv, run_id)
-        self.replica = Replica(self.state)
-        self.finished = record["status"] != "running"
-        self.stop_reason: str | None = record.get("stop_reason")
-        self.turns: set[asyncio.Task[Any]] = set()
-        # Turns inside an operation that changes shared state (reserve, append, emit,
-        # deliver): a stop or a timeout cancels them when the operation is complete,
-        # never half-way (a reserved message is always appended and recorded).
-        self._committing: dict[asyncio.Task[Any], int] = {}
-        self._cancel_later: set[asyncio.Task[Any]] = set()
-        self.llm_totals = {k: 0.0 for k in _LLM_COUNTERS}
-        self.pending_stop: str | None = None
-        self._queued: list[Event] = []
-        # Acknowledgements of publishes sent without waiting: all of them are awaited
-        # (settle) before the turn's delivery is acknowledged.
-        self._unsettled: list[asyncio.Future[Any]] = []
-
-    # -- events ---------------------------------------------------------------
-
-    def emit_nowait(self, ev: Event) -> None:
-        """Queue an event; it is published before the next one, or at the turn's end."""
-        self._queued.append(ev)
-
-    async def emit(self, ev: Event, **extra: Any) -> None:
-        """Publish ``ev`` after what was queued. The server's acknowledgement is
-        awaited by :meth:`settle`, before the turn's delivery is acknowledged."""
-        await self.flush()
-        await self._publish(ev, extra)
-
-    async def flush(self) -> None:
-        while self._queued:
-            await self._publish(self._queued.pop(0), {})
-
-    async def _publish(self, ev: Event, extra: dict[str, Any]) -> None:
-        w = self.worker
-        data = encode("e", worker=w.tag, ev=event_to_dict(ev), **extra)
-        await self.publish_later(w.names.events(self.run_id), data)
-
-    async def publish_later(
-        self, subject: str, data: bytes, headers: dict[str, str] | None = None
-    ) -> None:
-        """Publish without waiting for the server's acknowledgement (one connection
-        keeps the order); :meth:`settle` waits for all of them."""
-        fut = await self.worker.link.js.publish_async(subject, data, headers=headers)
-        self._unsettled.append(fut)
-
-    async def settle(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
-        """Wait until the server has stored everything published so far; raises (and
-        so leaves the delivery unacknowledged) if it has not within ``timeout``."""
-        await self.flush()
-        pending, self._unsettled = self._unsettled, []
-        if pending:
-            await asyncio.wait_for(asyncio.gather(*pending), timeout)
-
-    # -- deliveries and the stop ----------------------------------------------
-
-    def check_payload(
-        self, tid: str, content: str, mentions: tuple[str, ...], metadata: Any
-    ) -> None:
-        msg = Message(tid, tid, 1 << 40, "x" * 64, content, mentions, 0.0, None, metadata)  # type: ignore[arg-type]
-        size = len(encode("d", run=self.run_id, to="x" * 64, msg=msg.to_dict()))
-        limit = self.worker.max_payload - 1024  # headers and subject
-        if size > limit:
-            raise MessageTooLargeError(size, limit)
-
-    async def remember(self, turn: str, n: int, ref: str) -> None:
-        """Remember what the n-th operation of ``turn`` made (for a replay)."""
-        await self.publish_later(self.state.key_subject(f"{self.run_id}.c.{turn}.{n}"),
-                                 encode("c", ref=ref))  # fmt: skip
-
-    async def deliver(self, msg: Message, targets: list[AgentName]) -> None:
-        """One delivery per target, de-duplicated by the server on its id."""
-        w = self.worker
-        data = msg.to_dict()
-        for t in targets:
-            await self.publish_later(
-                w.names.inbox(self.run_id, t),
-                encode("d", run=self.run_id, to=t, msg=data),
-                headers={"Nats-Msg-Id": f"{self.run_id}/{msg.id}>{t}"},
-            )
-
-    async def stop(
-        self, reason: str, *, error: str | None = None, answer: Message | None = None
-    ) -> None:
-        """End the run with ``reason`` unless it has ended; tell every process."""
-        if await self.state.finish(reason, error=error, answer=answer):
-            w = self.worker
-            await w.link.nc.publish(
-                w.names.ctl(self.run_id), encode("stop", run=self.run_id, reason=reason)
-            )
-        self.mark_finished(reason)
-
-    def mark_finished(self, reason: str | None) -> None:
-        if self.finished:
-            return
-        self.finished = True
-        self.stop_reason = reason
-        current = asyncio.current_task()
-        for t in list(self.turns):
-            if t is not current:
-                self.cancel_turn(t)
-
-    def cancel_turn(self, task: asyncio.Task[Any]) -> None:
-        """Cancel a turn now, or as soon as its operation in progress is complete."""
-        if task in self._committing:
-            self._cancel_later.add(task)
-        else:
-            task.cancel()
-
-    @contextlib.contextmanager
-    def committing(self) -> Iterator[None]:
-        """Around one operation that changes shared state: not cancelled half-way."""
-        task = asyncio.current_task()
-        if task is None or task not in self.turns:
-            yield
-            return
-        self._committing[task] = self._committing.get(task, 0) + 1
-        try:
-            yield
-        finally:
-            n = self._committing.pop(task) - 1
-            if n:
-                self._committing[task] = n
-            elif task in self._cancel_later:
-                self._cancel_later.discard(task)
-                task.cancel()  # delivered at the turn's next await
-
-    # -- LLM budgets -----------------------------------------------------------
-
-    async def load_llm_totals(self) -> None:
-        b = self.budgets
-        if b.max_llm_calls is None and b.max_tokens is None and b.max_cost_usd is None:
-            return
-        for k in _LLM_COUNTERS:
-            self.llm_totals[k] = float((await self.state.counter(k))[0])
-
-    def check_llm_budget(
-        self, usage: AgentUsage, *, tokens: int, cost_usd: float, calls: int
-    ) -> None:
-        if self.finished:
-            from coral_graph._errors import RuntimeClosedError
-
-            raise RuntimeClosedError(f"run {self.run_id} has ended ({self.stop_reason})")
-        b, t = self.budgets, self.llm_totals
-        checks = (
-            ("llm_calls", b.max_llm_calls, t["llm_calls"] + usage.llm_calls + calls),
-            ("tokens", b.max_tokens, t["tokens"] + usage.tokens + tokens),
-            ("cost", b.max_cost_usd, t["cost"] + usage.cost_usd + cost_usd),
-        )
-        for name, limit, value in checks:
-            if limit is not None and value > limit:
-                self.pending_stop = f"budget:{name}"
-                raise BudgetExceededError(name, limit)
-
-    async def settle_llm(self, usage: AgentUsage) -> None:
-        if usage.llm_calls:
-            await self.state.reserve("llm_calls", usage.llm_calls, None)
-            await self.state.reserve("tokens", usage.tokens, None)
-            await self.state.reserve("cost", usage.cost_usd, None)
-
-
 class Worker:
     """Hosts ``agents`` of ``graph`` over the connection ``link``."""
 
@@ -295,12 +125,23 @@ class Worker:
         self.tag = f"{self.host}:{self.pid}"
         self.id = f"{self.host}-{self.pid}-{secrets.token_hex(3)}".replace(".", "_")
         self.max_payload = int(link.nc.max_payload or 1 << 20)
-        self.runs: dict[str, WorkerRun] = {}
         self.kv: KeyValue = None  # type: ignore[assignment]
         self.workers: KeyValue = None  # type: ignore[assignment]
         self.handled = 0
+        # Runs this process takes part in (joined), being joined, and ended here.
+        self.runs: dict[str, NatsRun] = {}
+        self.records: dict[str, dict[str, Any]] = {}
+        self._joining: dict[str, anyio.Event] = {}
+        self._ended: dict[str, None] = {}
+        self._rt: Runtime | None = None
+        self._tg: TaskGroup | None = None
         self._draining = asyncio.Event()
         self._log = log or (lambda s: print(s, file=sys.stderr, flush=True))
+
+    @property
+    def loops(self) -> list[str]:
+        """The loop agents (``async def run(ctx)``) hosted here."""
+        return [a for a in self.agents if self.graph.spec(a).is_loop]
 
     async def start(self) -> list[str]:
         """Make the graph's streams and bucket, check the graph, pick the agents,
@@ -309,26 +150,26 @@ class Worker:
             self.link, self.names, self.graph.agents, ack_wait_s=self.ack_wait_s
         )
         await check_identity(self.kv, self.workers, self.identity)
-        loops = [a for a in self.graph.agents if self.graph.spec(a).is_loop]
+        others = await live_workers(self.workers)
+        taken = {a for rec in others for a in rec["agents"]}
         if self.requested:
             unknown = [a for a in self.requested if a not in self.graph]
             if unknown:
-                from coral_graph._errors import UnknownAgentError
-
                 raise UnknownAgentError(unknown[0], self.graph.agents)
             self.agents = list(dict.fromkeys(self.requested))
         else:
-            taken = {a for rec in await live_workers(self.workers) for a in rec["agents"]}
-            self.agents = [a for a in self.graph.agents if a not in taken and a not in loops]
-        bad = [a for a in self.agents if a in loops]
-        if bad:
-            from coral_graph._errors import ConfigError
-
+            self.agents = [a for a in self.graph.agents if a not in taken]
+        twice = [a for a in self.loops if a in taken]
+        if twice:
             raise ConfigError(
-                f"agent {bad[0]!r} is loop-style (async def run(ctx)); the NATS transport "
-                "hosts handler-style agents (async def handle(ctx, message)) only",
-                field=f"agents.{bad[0]}",
+                f"agent {twice[0]!r} is loop-style (async def run(ctx)) and a live worker "
+                "hosts it already: a loop agent runs in one process (two would each run "
+                "its run(ctx)); stop that worker first or host another agent",
+                field=f"agents.{twice[0]}",
             )
+        # A missing API key or an unknown model of a hosted agent: refused now, not at
+        # the first run (this also loads litellm before any turn needs it).
+        self.graph.check_ready(self.agents)
         await self._register()
         return self.agents
 
@@ -341,6 +182,7 @@ class Worker:
                 host=self.host,
                 pid=self.pid,
                 agents=self.agents,
+                loops=self.loops,
                 graph_hash=self.identity.hash,
                 ts=time.time(),
             ),
@@ -351,44 +193,158 @@ class Worker:
         self._draining.set()
 
     async def serve(self) -> None:
-        """Handle deliveries until :meth:`drain`; then deregister."""
+        """Handle deliveries until :meth:`drain`; then leave the runs (without ending
+        them: other workers go on) and deregister."""
         sub = await self.link.nc.subscribe(self.names.all_ctl, cb=self._on_ctl)
-        tasks = [asyncio.create_task(self._heartbeat())]
-        tasks += [asyncio.create_task(self._agent_loop(a)) for a in self.agents]
         try:
-            await asyncio.gather(*tasks[1:])
+            async with open_runtime(self.graph, transport=NatsTransport(self), store=False) as rt:
+                self._rt = rt
+                async with anyio.create_task_group() as tg:
+                    self._tg = tg
+                    tg.start_soon(self._heartbeat)
+                    async with anyio.create_task_group() as pulls:
+                        for a in self.agents:
+                            pulls.start_soon(self._agent_loop, AgentName(a))
+                    # Drained: every delivery taken here was handled and acknowledged.
+                    for run in self.runs.values():
+                        run.leaving = True
+                    tg.cancel_scope.cancel()
         finally:
-            tasks[0].cancel()
-            for t in tasks:
-                if not t.done():
-                    t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
             with contextlib.suppress(Exception):
                 await self.workers.delete(self.id)
-            for run in self.runs.values():
-                await run.replica.aclose()
 
     async def _heartbeat(self) -> None:
         while True:
-            await asyncio.sleep(HEARTBEAT_S)
+            await anyio.sleep(HEARTBEAT_S)
             with contextlib.suppress(Exception):
                 await self._register()
+            # A stop broadcast missed (e.g. during a reconnect) is read from the record.
+            for run in list(self.runs.values()):
+                with contextlib.suppress(Exception):
+                    cur = await run.state.record()
+                    if cur is not None and cur[0]["status"] != "running":
+                        run.remote_stop(str(cur[0].get("stop_reason") or "error"))
+
+    # -- runs -----------------------------------------------------------------
+
+    def route_event(self, ev: Event) -> None:
+        """The runtime's sink: each event to the run it belongs to."""
+        run = self.runs.get(ev.run_id)
+        if run is not None:
+            run.on_event(ev)
+
+    def joined(self, run: NatsRun) -> None:
+        """``run`` has started here (called by its ``start``)."""
+        self.runs[run.run_id] = run
+        ev = self._joining.get(run.run_id)
+        if ev is not None:
+            ev.set()
+
+    def left(self, run: NatsRun) -> None:
+        if self.runs.get(run.run_id) is run:
+            del self.runs[run.run_id]
+        self._ended[run.run_id] = None
+        while len(self._ended) > _ENDED_KEEP:
+            del self._ended[next(iter(self._ended))]
+
+    async def _run_for(self, run_id: str) -> NatsRun | str:
+        """The run joined here, joining it first if needed; or why it cannot be:
+        ``"ended"``, ``"unknown"``."""
+        run = self.runs.get(run_id)
+        if run is not None:
+            return run
+        if run_id in self._ended:
+            return "ended"
+        ev = self._joining.get(run_id)
+        if ev is None:
+            cur = await RunState(self.kv, run_id).record()
+            if cur is None:
+                return "unknown"
+            rec = cur[0]
+            if rec["status"] != "running":
+                self._ended[run_id] = None
+                return "ended"
+            if run_id in self.runs or run_id in self._joining:
+                return await self._run_for(run_id)  # joined meanwhile
+            if str(rec["graph_hash"]) != self.identity.hash:
+                await self._refuse(run_id, rec)
+                return "ended"
+            ev = self._joining[run_id] = anyio.Event()
+            self.records[run_id] = rec
+            assert self._tg is not None
+            self._tg.start_soon(self._join, run_id, rec, ev, name=f"coral-join-{run_id}")
+        await ev.wait()
+        return self.runs.get(run_id) or "ended"
+
+    async def _refuse(self, run_id: str, rec: dict[str, Any]) -> None:
+        st = RunState(self.kv, run_id)
+        error = (
+            f"worker {self.tag} has another version of the graph than the run "
+            f"(hash {self.identity.hash} vs {rec['graph_hash']})"
+        )
+        if await st.finish("error", error=error):
+            await self.link.nc.publish(
+                self.names.ctl(run_id), encode("stop", run=run_id, reason="error")
+            )
+        self._ended[run_id] = None
+
+    async def _join(self, run_id: str, rec: dict[str, Any], ev: anyio.Event) -> None:
+        assert self._rt is not None
+        try:
+            await self._rt.join(
+                RunId(run_id),
+                str(rec["task"]),
+                entry=list(rec["entry"]),
+                answer_by=list(rec["answer_by"]),
+                budgets=Budgets(**rec["budgets"]),
+            )
+        except Exception as exc:
+            # This process cannot take part (e.g. an LLM agent's key is missing): the
+            # run ends with the reason, never waits for it.
+            self._log(f"coral-graph worker: cannot join {run_id}: {type(exc).__name__}: {exc}")
+            with contextlib.suppress(Exception):
+                st = RunState(self.kv, run_id)
+                if await st.finish("error", error=f"worker {self.tag}: {exc}"):
+                    await self.link.nc.publish(
+                        self.names.ctl(run_id), encode("stop", run=run_id, reason="error")
+                    )
+        finally:
+            self._joining.pop(run_id, None)
+            self.records.pop(run_id, None)
+            self._ended.setdefault(run_id, None)
+            ev.set()
 
     async def _on_ctl(self, m: Msg) -> None:
         try:
-            rec = decode(m.data, "stop")
-        except WireError as exc:
+            rec = decode(m.data)
+            if rec["t"] not in ("stop", "start"):
+                raise WireError(f"unexpected record type {rec['t']!r}")
+            rid = str(rec["run"])
+        except (WireError, KeyError) as exc:
             self._log(
                 f"coral-graph worker: skipped a malformed control message on {m.subject}: {exc}"
             )
             return
-        run = self.runs.get(str(rec["run"]))
-        if run is not None:
-            run.mark_finished(str(rec["reason"]))
+        if rec["t"] == "stop":
+            run = self.runs.get(rid)
+            if run is not None:
+                run.remote_stop(str(rec["reason"]))
+        elif self.loops and rid not in self.runs and rid not in self._joining:
+            # A run started: the loop agents hosted here start in it at once.
+            assert self._tg is not None
+            self._tg.start_soon(self._join_quietly, rid)
 
-    async def _agent_loop(self, agent: str) -> None:
+    async def _join_quietly(self, run_id: str) -> None:
+        try:
+            await self._run_for(run_id)
+        except Exception as exc:
+            self._log(f"coral-graph worker: cannot join {run_id}: {type(exc).__name__}: {exc}")
+
+    # -- deliveries -------------------------------------------------------------
+
+    async def _agent_loop(self, agent: AgentName) -> None:
         names = self.names
         js = self.link.js
         sub = None
@@ -404,54 +360,24 @@ class Worker:
             except (nats.errors.Error, nats.js.errors.Error, OSError) as exc:
                 # The server is restarting or unreachable: the client reconnects.
                 self._log(f"coral-graph worker: {agent}: {type(exc).__name__}: {exc}; retrying")
-                await asyncio.sleep(0.5)
+                await anyio.sleep(0.5)
                 continue
             for m in msgs:
                 if self._draining.is_set():
                     with contextlib.suppress(Exception):
                         await m.nak()  # not started: another worker may take it now
                     continue
-                await self._guarded(agent, m)
+                try:
+                    await self._take(agent, m)
+                except (TimeoutError, nats.errors.Error, nats.js.errors.Error, OSError) as exc:
+                    # The turn ran but its end could not be stored (the server went
+                    # away): the delivery is not acknowledged and comes again.
+                    self._log(
+                        f"coral-graph worker: {agent}: {type(exc).__name__}: {exc}; "
+                        "will be redelivered"
+                    )
 
-    async def _guarded(self, agent: str, m: Msg) -> None:
-        try:
-            await self._handle(agent, m)
-        except (TimeoutError, nats.errors.Error, nats.js.errors.Error, OSError) as exc:
-            # The turn ran but its end could not be stored (the server went away):
-            # the delivery is not acknowledged and comes again.
-            self._log(
-                f"coral-graph worker: {agent}: {type(exc).__name__}: {exc}; will be redelivered"
-            )
-
-    async def _run(self, run_id: str) -> WorkerRun | None:
-        run = self.runs.get(run_id)
-        if run is not None:
-            return run
-        state = RunState(self.kv, run_id)
-        cur = await state.record()
-        if cur is None:
-            return None
-        run = WorkerRun(self, run_id, cur[0])
-        await run.replica.start()
-        self.runs[run_id] = run
-        return run
-
-    async def _foreign(self, m: Msg, run_id: str | None, why: str) -> None:
-        self._log(f"coral-graph worker: skipped a malformed message on {m.subject}: {why}")
-        if run_id is not None:
-            run = self.runs.get(run_id)
-            if run is not None:
-                with contextlib.suppress(Exception):
-                    await run.emit(
-                        AgentErrored(
-                            run_id, 0, time.time(), "user", None, "WireError",
-                            f"skipped a malformed message on {m.subject}: {why}", "", "continue",
-                        )
-                    )  # fmt: skip
-        with contextlib.suppress(Exception):
-            await m.term()
-
-    async def _handle(self, agent: str, m: Msg) -> None:
+    async def _take(self, agent: AgentName, m: Msg) -> None:
         run_id = Names.run_of(m.subject)
         try:
             d = decode(m.data, "d")
@@ -462,146 +388,27 @@ class Worker:
         if run_id is None or d["run"] != run_id or d["to"] != agent:
             await self._foreign(m, run_id, "the record's run or recipient is not its subject's")
             return
-        run = await self._run(run_id)
-        if run is None:
+        run = await self._run_for(run_id)
+        if run == "unknown":
             await self._foreign(m, None, f"no run {run_id} on this graph")
             return
-        if run.finished:
+        if isinstance(run, str) or run.port.finished:
             await m.ack_sync()  # the run ended: nothing more is handled in it
             return
-        if run.graph_hash != self.identity.hash:
-            await run.stop(
-                "error",
-                error=f"worker {self.tag} has another version of the graph than the run "
-                f"(hash {self.identity.hash} vs {run.graph_hash})",
-            )
-            await m.ack_sync()
-            return
-        meta = m.metadata
-        # A turn is known by what it handles (message, recipient), not by the stream
-        # sequence: a delivery published twice (a replay whose first copy the server
-        # no longer remembers) is still the same turn.
-        turn = f"{msg.thread_id}.{msg.seq}.{agent}"
-        attempt = int(meta.num_delivered)
-        sender = msg.sender
-        if not ((sender == USER and agent in run.entry) or self.graph.has_edge(sender, agent)):
-            await run.emit(
-                AgentErrored(
-                    run_id, 0, time.time(), agent, msg.id, "EdgeNotAllowedError",
-                    f"refused at the receiver: no edge {sender} -> {agent}", "", "continue",
-                )
-            )  # fmt: skip
-            await m.ack_sync()
-            return
-        # Has this turn begun before? A delivery comes again after a worker died in
-        # its turn, and also (with its delivery count reset) after a nats-server that
-        # was killed lost its newest acknowledgements: so ask the bucket, not the count.
-        replay = await run.state.made(turn, 0) is not None
-        b = run.budgets
-        if not replay:
-            if b.max_turns is not None:
-                if await run.state.reserve(f"turns.{agent}", 1, b.max_turns) is None:
-                    await run.stop("budget:turns")
-                    await m.ack_sync()
-                    return
-            await run.remember(turn, 0, "turn")
-        if replay or attempt > 1:
-            await run.emit(
-                AgentErrored(
-                    run_id, 0, time.time(), agent, msg.id, "Redelivered",
-                    f"delivery {msg.id} handled again (attempt {attempt}): its earlier "
-                    "handling did not reach its acknowledgement (a worker or the NATS "
-                    "server stopped)", "", "continue",
-                )
-            )  # fmt: skip
-        await run.replica.catch_up(msg.thread_id, msg.seq)
-        await run.load_llm_totals()
-        ctx = NatsContext(run, AgentName(agent), turn, replay=replay or attempt > 1)
-        ok = await self._turn(run, agent, ctx, msg, m)
-        if run.finished and run.stop_reason is not None and ok is None:
-            await run.settle()
-            await m.ack_sync()  # cancelled because the run ended
-            return
-        await run.settle_llm(ctx.usage)
-        if run.pending_stop is not None:
-            await run.stop(run.pending_stop)
-            run.pending_stop = None
-        dur = time.time() - ctx.t0
-        await run.emit(
-            DeliveryHandled(run_id, 0, time.time(), agent, msg.id, "handle", bool(ok), dur),
-            attempt=attempt,
-            usage=ctx.usage.to_dict(),
-        )
-        # The turn's messages, deliveries and events are stored before the ack: so a
-        # crash loses nothing, and "no unacknowledged delivery" means "no turn whose
-        # effects are still on their way" (the idle scan relies on it).
-        await run.settle()
-        await m.ack_sync()
+        await run.take(agent, m, msg)
         self.handled += 1
 
-    async def _turn(
-        self, run: WorkerRun, agent: str, ctx: NatsContext, msg: Message, m: Msg
-    ) -> bool | None:
-        """Run one turn; True/False for ok/failed, None when cancelled by the stop."""
-        spec = self.graph.spec(agent)
-        handle = spec.agent.handle  # type: ignore[union-attr]
-        limit = spec.turn_timeout_s or run.budgets.turn_timeout_s
-        ctx.t0 = time.time()
-        beat = asyncio.create_task(self._keep_alive(m))
-        # NatsContext has AgentContext's public shape (duck-typed: the core's context
-        # is bound to the in-process router).
-        task = asyncio.create_task(handle(ctx, msg))  # type: ignore[arg-type]
-        run.turns.add(task)
-        try:
-            done, _ = await asyncio.wait({task}, timeout=limit)
-            if not done:
-                run.cancel_turn(task)
-                with contextlib.suppress(BaseException):
-                    await task
-                from coral_graph._errors import TurnTimeoutError
-
-                await self._failed(run, agent, msg, TurnTimeoutError(agent, limit or 0.0))
-                return False
-            if task.cancelled():
-                return None
-            exc = task.exception()
-            if exc is None:
-                return True
-            if isinstance(exc, Exception):
-                await self._failed(run, agent, msg, exc)
-                return False
-            raise exc
-        finally:
-            run.turns.discard(task)
-            beat.cancel()
-            with contextlib.suppress(BaseException):
-                await beat
-
-    async def _keep_alive(self, m: Msg) -> None:
-        while True:
-            await asyncio.sleep(self.ack_wait_s / 3)
+    async def _foreign(self, m: Msg, run_id: str | None, why: str) -> None:
+        self._log(f"coral-graph worker: skipped a malformed message on {m.subject}: {why}")
+        run = self.runs.get(run_id) if run_id is not None else None
+        if run is not None:
+            run.publish_event(
+                AgentErrored(
+                    run.run_id, 0, time.time(), "user", None, "WireError",
+                    f"skipped a malformed message on {m.subject}: {why}", "", "continue",
+                )
+            )  # fmt: skip
             with contextlib.suppress(Exception):
-                await m.in_progress()
-
-    async def _failed(self, run: WorkerRun, agent: str, msg: Message, exc: BaseException) -> None:
-        spec = self.graph.spec(agent)
-        action = spec.on_error
-        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        await run.emit(
-            AgentErrored(
-                run.run_id, 0, time.time(), agent, msg.id, type(exc).__name__, str(exc), tb, action
-            )
-        )
-        if isinstance(exc, BudgetExceededError) and run.pending_stop is None:
-            return
-        if action == "stop":
-            await run.stop("error", error=f"{agent}: {type(exc).__name__}: {exc}")
-        elif action == "restart":
-            hook = getattr(spec.agent, "on_restart", None)
-            if hook is not None:
-                try:
-                    res = hook()
-                    if inspect.isawaitable(res):
-                        await res
-                except Exception as hook_exc:
-                    await run.stop("error", error=f"{agent}: on_restart failed: {hook_exc!r}")
+                await run.settle()
+        with contextlib.suppress(Exception):
+            await m.term()

@@ -85,3 +85,28 @@ async def prober(ctx, message):
 
 async def helper(ctx, message):
     pass
+
+
+async def asker(ctx, message):
+    """Asks the loop agent; answers the user with its reply."""
+    if message.sender == "user":
+        th = await ctx.create_thread("ask", ["echoer"])
+        meta = {"task_thread": message.thread_id}
+        await ctx.send_message(th.id, message.content, ["echoer"], metadata=meta)
+        return
+    task_thread = ctx.thread(message.thread_id).messages[0].metadata["task_thread"]
+    await ctx.send_message(task_thread, "got: " + message.content, ["user"])
+
+
+class Echoer:
+    """A loop agent: pulls its mentions and echoes each one (except 'hush') after a
+    pause in which it holds no delivery (the idle scan must see it busy)."""
+
+    async def run(self, ctx):
+        import asyncio
+
+        while True:
+            for m in await ctx.wait_for_mentions(30):
+                if m.content != "hush":
+                    await asyncio.sleep(0.3)
+                    await ctx.send_message(m.thread_id, "echo: " + m.content, [m.sender])

@@ -1,0 +1,527 @@
+"""The NATS transport behind the core's seam (:mod:`coral_graph.transport._base`).
+
+A worker process runs the graph's agents through the core (``Runtime.join``) with a
+:class:`NatsTransport`; each run it takes part in gets a :class:`NatsRun`:
+
+* ``threads`` (:class:`NatsThreads`): the run's threads in the graph's key-value
+  bucket. ``update`` runs the core's rule check on a copy of the thread's current
+  state and commits it with one compare-and-set of the thread's header; on a
+  conflict it runs the check again on a fresh copy;
+* ``counters`` (:class:`NatsCounters`): counters in the bucket, reserved by
+  compare-and-set, so the core's message budget and LLM ledger hold across workers;
+* ``send``: one JetStream publish per target (``Nats-Msg-Id`` de-duplicates a
+  publish made twice); the worker's pull loop feeds what arrives through
+  ``port.feed`` (:meth:`NatsRun.take`) and ``ack`` lets it acknowledge the broker
+  message once the turn's publishes are stored;
+* ``stopped`` sets the run record's stop reason (once, by CAS) and broadcasts it;
+  a stop from elsewhere reaches ``port.stop``;
+* every event this process emits in the run is published on the run's event
+  subject, where the recorder puts all workers' events in one order.
+
+What a replayed turn repeats: the transport knows the one delivery each hosted
+agent has in flight (``max_ack_pending = 1``). The ``n``-th thread created and the
+``n``-th message posted during that turn are remembered in the bucket
+(``R.c.<turn>.<n>``); when the delivery comes again after a crash, those
+operations make the same thread and the same message id again instead of new
+ones: nothing is appended twice, the broker drops the deliveries it already has,
+and the recorder drops a repeated event of the same message or thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+
+from coral_graph._errors import RuntimeClosedError
+from coral_graph._events import AgentErrored, Event, event_to_dict
+from coral_graph._model import Message, Thread
+from coral_graph._types import USER, AgentName, StopReason, ThreadId
+from coral_graph.transport.nats._errors import MessageTooLargeError
+from coral_graph.transport.nats._state import CasFailed, Header, Replica, RunState, scratch
+from coral_graph.transport.nats._wire import encode
+
+if TYPE_CHECKING:
+    from nats.aio.msg import Msg
+
+    from coral_graph.transport._base import RouterPort
+    from coral_graph.transport.nats._worker import Worker
+
+__all__ = ["NatsCounters", "NatsRun", "NatsThreads", "NatsTransport"]
+
+R = TypeVar("R")
+
+
+def _needs_await(op: str) -> NoReturn:
+    raise RuntimeClosedError(
+        f"{op}_nowait is not available on the NATS transport: the state is shared "
+        f"over the network; use `await ctx.{op}(...)`"
+    )
+
+
+class Inflight:
+    """The delivery an agent is handling here, not yet acknowledged."""
+
+    __slots__ = ("done", "m", "msg", "ops", "replay", "turn")
+
+    def __init__(self, m: Msg, msg: Message, turn: str, replay: bool) -> None:
+        self.m = m
+        self.msg = msg
+        self.turn = turn
+        self.replay = replay
+        self.ops = 0
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def next_op(self) -> int:
+        self.ops += 1
+        return self.ops
+
+
+class NatsThreads:
+    """The threads of one run, in the bucket (see :mod:`._state`)."""
+
+    __slots__ = ("_run",)
+
+    def __init__(self, run: NatsRun) -> None:
+        self._run = run
+
+    def get_nowait(self, thread_id: ThreadId) -> Thread | None:
+        return self._run.replica.threads.get(thread_id)
+
+    async def get(self, thread_id: ThreadId) -> Thread | None:
+        from coral_graph._errors import UnknownThreadError
+
+        try:
+            return await self._run.replica.load(thread_id)
+        except UnknownThreadError:
+            return None
+
+    def create_nowait(self, name: str, creator: AgentName, participants: list[AgentName]) -> Thread:
+        _needs_await("create_thread")
+
+    async def create(self, name: str, creator: AgentName, participants: list[AgentName]) -> Thread:
+        run = self._run
+        inf = run.inflight.get(creator)
+        n = inf.next_op() if inf is not None else 0
+        if inf is not None and inf.replay:
+            ref = await run.state.made(inf.turn, n)
+            if ref is not None:  # the replay of a turn that made this thread already
+                return await run.replica.load(ref)
+        th = Thread(ThreadId(f"t-{secrets.token_hex(4)}"), name, creator, participants, time.time())
+        rev = await run.state.create_thread(th)
+        run.replica.apply(Header(th, rev, 0, None))
+        if inf is not None:
+            await run.remember(inf.turn, n, th.id)
+        return th
+
+    def update_nowait(self, thread_id: ThreadId, change: Callable[..., R], *args: Any) -> R:
+        _needs_await("send_message")
+
+    async def update(self, thread_id: ThreadId, change: Callable[..., R], *args: Any) -> R:
+        run = self._run
+        rep = run.replica
+        st = run.state
+        fresh: Header | None = None  # the header read after a conflict
+        op: tuple[Inflight, int] | None = None
+        while True:
+            live = rep.threads.get(thread_id)
+            rev = rep.revs.get(thread_id)
+            if live is None or (rev is None and fresh is None):
+                live = await rep.load(thread_id)
+                rev = rep.revs.get(thread_id)
+                if rev is None and fresh is None:
+                    fresh = await st.header(thread_id)  # the copy lags: as stored now
+            if fresh is None:
+                assert rev is not None
+                n0 = len(live._messages)
+                base, last = live, (live._messages[-1] if n0 else None)
+                work = scratch(live)
+            else:
+                # After a conflict: the rules run on the header as stored now. Only the
+                # number of messages matters to them; those this copy has not seen yet
+                # come through the watch.
+                rev, n0, base, last = fresh.rev, fresh.last_seq, fresh.thread, fresh.last
+                work = scratch(base)
+                msgs = work._messages = live._messages[:n0]
+                msgs.extend([last] * (n0 - len(msgs)))  # type: ignore[list-item]
+            result = change(work, *args)
+            added = work._messages[n0:]
+            if not added and (
+                work._participants == base._participants
+                and work.closed == base.closed
+                and work.summary == base.summary
+            ):
+                return result  # nothing to write (e.g. adding a participant twice)
+            prev = last
+            if added:
+                msg = last = added[-1]
+                run.check_size(msg)
+                inf = run.inflight.get(msg.sender)
+                if op is None and inf is not None:
+                    op = (inf, inf.next_op())
+                if op is not None and op[0].replay:
+                    ref = await st.made(op[0].turn, op[1])
+                    if ref is not None:
+                        # The replay of a turn a crash interrupted: this message was
+                        # appended already. Make it again with its own seq (same id)
+                        # and write nothing: the core then publishes its deliveries
+                        # again, which the broker drops by their message ids.
+                        seq = int(ref.rpartition("#")[2])
+                        if len(live._messages) < seq - 1:
+                            live = await rep.load(thread_id)
+                        return change(scratch(live, seq - 1), *args)
+                if prev is not None and rep.stored.get(thread_id, 0) < prev.seq:
+                    # The previous message's own key may not be written yet (its writer
+                    # may have died after its CAS): write it first, in order.
+                    await run.publish_later(
+                        st.key_subject(st.message_key(thread_id, prev.seq)),
+                        encode("m", msg=prev.to_dict()),
+                    )
+            try:
+                new_rev = await st.update_header(work, rev, last)
+            except CasFailed:
+                fresh = await st.header(thread_id)
+                continue
+            rep.committed(live, work, new_rev, n0)
+            if added:
+                msg = added[-1]
+                await run.publish_later(
+                    st.key_subject(st.message_key(thread_id, msg.seq)),
+                    encode("m", msg=msg.to_dict()),
+                )
+                if op is not None:
+                    await run.remember(op[0].turn, op[1], msg.id)
+            return result
+
+    def all_nowait(self) -> dict[ThreadId, Thread]:
+        return self._run.replica.threads  # type: ignore[return-value]
+
+
+class NatsCounters:
+    """The run's counters in the bucket. Reservations against a limit are atomic
+    across processes (compare-and-set); unlimited changes (a release, a settled
+    LLM call's difference) are applied in the background, in order."""
+
+    __slots__ = ("_deltas", "_flusher", "_run")
+
+    def __init__(self, run: NatsRun) -> None:
+        self._run = run
+        self._deltas: list[tuple[str, float]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    def reserve_nowait(self, name: str, amount: float, limit: float | None) -> bool:
+        if limit is not None:
+            _needs_await("send_message")
+        self._add(name, amount)
+        return True
+
+    async def reserve(self, name: str, amount: float, limit: float | None) -> bool:
+        if limit is None:
+            self._add(name, amount)
+            return True
+        return await self._run.state.reserve(name, amount, limit) is not None
+
+    def release_nowait(self, name: str, amount: float) -> None:
+        self._add(name, -amount)
+
+    def value(self, name: str) -> float:
+        return self._run.state.seen(name) + sum(d for n, d in self._deltas if n == name)
+
+    def _add(self, name: str, amount: float) -> None:
+        if not amount:
+            return
+        self._deltas.append((name, amount))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush())
+
+    async def _flush(self) -> None:
+        st = self._run.state
+        while self._deltas:
+            name, amount = self._deltas[0]
+            await st.reserve(name, amount, None)
+            self._deltas.pop(0)
+
+    async def settle(self) -> None:
+        """Wait until every change queued so far is in the bucket."""
+        f = self._flusher
+        if f is not None:
+            await f
+
+
+class NatsRun:
+    """One run in this process over NATS (a :class:`~coral_graph.transport.RunTransport`)."""
+
+    needs_ack = True
+    immediate = False
+
+    def __init__(self, worker: Worker, port: RouterPort) -> None:
+        self.worker = worker
+        self.port = port
+        self.run_id = port.run_id
+        self.state = RunState(worker.kv, self.run_id)
+        self.replica = Replica(self.state)
+        self.threads = NatsThreads(self)
+        self.counters = NatsCounters(self)
+        self.inflight: dict[str, Inflight] = {}
+        self.record: dict[str, Any] = worker.records.get(self.run_id, {})
+        self.loops = [
+            a for a in worker.agents if worker.graph.spec(a).is_loop
+        ]  # loop agents hosted here
+        # This process leaves the run without ending it (a worker drained by SIGTERM).
+        self.leaving = False
+        self._remote_stop = False
+        self._events: list[Event] = []
+        self._unsettled: list[asyncio.Future[Any]] = []
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._busy: bool | None = None
+        self._stopping: asyncio.Task[None] | None = None
+        self._busy_lock = asyncio.Lock()
+        self._feeds = 0
+
+    # -- the RunTransport -------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.replica.start()
+        if self.loops:
+            await self._set_busy(True)
+        self.worker.joined(self)
+
+    def hosts(self, agent: AgentName) -> bool:
+        return agent in self.worker.agents
+
+    def send_nowait(self, targets: Sequence[AgentName], msg: Message) -> None:
+        _needs_await("send_message")
+
+    async def send(self, targets: Sequence[AgentName], msg: Message) -> None:
+        """Publish one delivery per target after this process's events so far; the
+        broker's acknowledgements are awaited before the turn's delivery is
+        acknowledged (:meth:`settle`)."""
+        await self.flush_events()
+        w = self.worker
+        data = msg.to_dict()
+        rid = self.run_id
+        for t in targets:
+            await self.publish_later(
+                w.names.inbox(rid, t),
+                encode("d", run=rid, to=t, msg=data),
+                headers={"Nats-Msg-Id": f"{rid}/{msg.id}>{t}"},
+            )
+
+    def ack(self, agent: AgentName, msg: Message) -> None:
+        inf = self.inflight.get(agent)
+        if inf is not None and inf.msg.id == msg.id:
+            del self.inflight[agent]
+            if not inf.done.done():
+                inf.done.set_result(None)
+
+    def quiet(self) -> None:
+        if self.loops and not self.port.finished:
+            # Nothing queued and nobody busy here: once what this process published
+            # is stored, its loop agents hold no work (see the idle scan).
+            self._spawn(self._quiet(self._feeds))
+
+    def stopped(self, reason: StopReason) -> None:
+        if self._remote_stop or self.leaving:
+            return
+        # Stored before the delivery of the turn that stopped the run is acknowledged
+        # (settle waits for it): else the idle scan could see everything acknowledged
+        # and end the run as idle first.
+        self._stopping = asyncio.get_running_loop().create_task(self._broadcast(reason))
+
+    async def aclose(self) -> None:
+        try:
+            if self._stopping is not None:
+                with contextlib.suppress(Exception):
+                    await self._stopping
+            while self._tasks:
+                t = self._tasks.pop(0)
+                with contextlib.suppress(Exception):
+                    await t
+            with contextlib.suppress(Exception):
+                await self.settle()
+        finally:
+            # Turns cut short by the stop: their deliveries are acknowledged (by the
+            # pull loops, after settling), so nothing of a finished run comes back.
+            for inf in list(self.inflight.values()):
+                if not inf.done.done():
+                    inf.done.set_result(None)
+            self.inflight.clear()
+            await self.replica.aclose()
+            self.worker.left(self)
+
+    # -- the worker's side -----------------------------------------------------
+
+    async def take(self, agent: AgentName, m: Msg, msg: Message) -> None:
+        """Feed one delivery from the broker to ``agent`` and wait until its turn has
+        ended and what the turn published is stored; then acknowledge it."""
+        st = self.state
+        port = self.port
+        turn = f"{msg.thread_id}.{msg.seq}.{agent}"
+        attempt = int(m.metadata.num_delivered)
+        sender = msg.sender
+        graph = self.worker.graph
+        entry = self.record.get("entry") or []
+        if not ((sender == USER and agent in entry) or graph.has_edge(sender, agent)):
+            # Edges are checked again at the receiver.
+            self.publish_event(
+                AgentErrored(
+                    self.run_id, 0, time.time(), agent, msg.id, "EdgeNotAllowedError",
+                    f"refused at the receiver: no edge {sender} -> {agent}", "", "continue",
+                )
+            )  # fmt: skip
+            await self.settle()
+            await m.ack_sync()
+            return
+        # Has this turn begun before? A delivery comes again after a worker died in
+        # its turn, and also (with its delivery count reset) after a nats-server that
+        # was killed lost its newest acknowledgements: so ask the bucket, not the count.
+        replay = await st.made(turn, 0) is not None
+        if not replay:
+            b = self.record.get("budgets") or {}
+            max_turns = b.get("max_turns")
+            if max_turns is not None and await st.reserve(f"turns.{agent}", 1, max_turns) is None:
+                port.stop("budget:turns")
+                await m.ack_sync()
+                return
+            await self.remember(turn, 0, "turn")
+        if replay or attempt > 1:
+            self.publish_event(
+                AgentErrored(
+                    self.run_id, 0, time.time(), agent, msg.id, "Redelivered",
+                    f"delivery {msg.id} handled again (attempt {attempt}): its earlier "
+                    "handling did not reach its acknowledgement (a worker or the NATS "
+                    "server stopped)", "", "continue",
+                )
+            )  # fmt: skip
+        await self.replica.catch_up(msg.thread_id, msg.seq)
+        self._feeds += 1  # a quiet() before this no longer holds
+        if self.loops:
+            await self._set_busy(True)
+        inf = Inflight(m, msg, turn, replay or attempt > 1)
+        if port.finished:
+            await m.ack_sync()
+            return
+        self.inflight[agent] = inf
+        port.feed(agent, msg)
+        keep_alive = self.worker.ack_wait_s / 3
+        while not inf.done.done():
+            done, _ = await asyncio.wait({inf.done}, timeout=keep_alive)
+            if not done:
+                with contextlib.suppress(Exception):
+                    await m.in_progress()
+        await self.settle()
+        await m.ack_sync()
+
+    def remote_stop(self, reason: str) -> None:
+        """A stop from another process: end the run here without broadcasting it."""
+        if self.port.finished:
+            return
+        self._remote_stop = True
+        self.port.stop(reason)  # type: ignore[arg-type]
+
+    # -- publishing ---------------------------------------------------------------
+
+    def on_event(self, ev: Event) -> None:
+        """The sink of this process's events in the run (published in order)."""
+        self._events.append(ev)
+
+    def publish_event(self, ev: Event) -> None:
+        """An event this transport makes itself (a redelivery, a refused delivery)."""
+        self._events.append(ev)
+
+    async def flush_events(self) -> None:
+        evs = self._events
+        if not evs:
+            return
+        self._events = []
+        subject = self.worker.names.events(self.run_id)
+        tag = self.worker.tag
+        for ev in evs:
+            await self.publish_later(subject, encode("e", worker=tag, ev=event_to_dict(ev)))
+
+    async def publish_later(
+        self, subject: str, data: bytes, headers: dict[str, str] | None = None
+    ) -> None:
+        """Publish without waiting for the server's acknowledgement (one connection
+        keeps the order); :meth:`settle` waits for all of them."""
+        fut = await self.worker.link.js.publish_async(subject, data, headers=headers)
+        self._unsettled.append(fut)
+
+    async def remember(self, turn: str, n: int, ref: str) -> None:
+        """Remember what the n-th operation of ``turn`` made (for a replay)."""
+        st = self.state
+        await self.publish_later(st.key_subject(st.made_key(turn, n)), encode("c", ref=ref))
+
+    async def settle(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+        """Wait until the server has stored everything published so far, and the
+        run's stop if this process stopped it; raises (and so leaves the delivery
+        unacknowledged) if it has not within ``timeout``."""
+        await self._stored(timeout)
+        if self._stopping is not None:
+            await asyncio.wait_for(asyncio.shield(self._stopping), timeout)
+
+    async def _stored(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+        await self.flush_events()
+        await self.counters.settle()
+        pending, self._unsettled = self._unsettled, []
+        if pending:
+            await asyncio.wait_for(asyncio.gather(*pending), timeout)
+
+    def check_size(self, msg: Message) -> None:
+        """Refuse a message whose delivery or header record would pass the server's
+        max payload (before anything is written)."""
+        size = len(encode("th", id=msg.thread_id, last=msg.to_dict(), participants=[]))
+        limit = self.worker.max_payload - 4096  # the header's other fields, the subject
+        if size > limit:
+            raise MessageTooLargeError(size, limit)
+
+    # -- background work of the run ------------------------------------------------
+
+    def _spawn(self, coro: Any) -> None:
+        # Awaited by aclose: nothing outlives the run.
+        self._tasks = [t for t in self._tasks if not t.done()]
+        self._tasks.append(asyncio.get_running_loop().create_task(coro))
+
+    async def _broadcast(self, reason: StopReason) -> None:
+        await self._stored()
+        port = self.port
+        if await self.state.finish(reason, error=port.error, answer=port.answer):
+            w = self.worker
+            await w.link.nc.publish(
+                w.names.ctl(self.run_id), encode("stop", run=self.run_id, reason=reason)
+            )
+
+    async def _quiet(self, feeds: int) -> None:
+        await self._stored()
+        if feeds == self._feeds and self.port.pending == 0 and self.port.busy == 0:
+            await self._set_busy(False, feeds)
+
+    async def _set_busy(self, busy: bool, feeds: int | None = None) -> None:
+        async with self._busy_lock:
+            if feeds is not None and feeds != self._feeds:
+                return  # fed since: still busy
+            if self._busy is busy:
+                return
+            st = self.state
+            await self.worker.kv.put(st.busy_key(self.worker.id), b"1" if busy else b"0")
+            self._busy = busy
+
+
+class NatsTransport:
+    """The transport of a worker process: ``open_runtime(graph, transport=...)``."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self._sink_added = False
+
+    def open_run(self, port: RouterPort) -> NatsRun:
+        run = NatsRun(self.worker, port)
+        if not self._sink_added:
+            # One sink for the runtime (a port's sinks see every run of it): each event
+            # goes to the run it belongs to.
+            self._sink_added = True
+            port.add_sink(self.worker.route_event)
+        return run
