@@ -103,6 +103,7 @@ class RunState:
         # The last value and revision seen of each counter: tried first, so a
         # counter this process alone changes costs one round trip, not two.
         self._seen: dict[str, tuple[float, int]] = {}
+        self._values: dict[str, tuple[float, int]] = {}  # the newest value known
 
     def key_subject(self, key: str) -> str:
         """The subject a key of the bucket is stored under (to publish a put
@@ -202,13 +203,13 @@ class RunState:
 
     def seen(self, name: str) -> float:
         """The counter's value as last seen here (0 when never seen)."""
-        s = self._seen.get(name)
+        s = self._values.get(name)
         return s[0] if s is not None else 0
 
     def saw_counter(self, name: str, value: float, revision: int) -> None:
-        seen = self._seen.get(name)
+        seen = self._values.get(name)
         if seen is None or seen[1] < revision:
-            self._seen[name] = (value, revision)
+            self._seen[name] = self._values[name] = (value, revision)
 
     async def reserve(self, name: str, amount: float, limit: float | None) -> float | None:
         """Add ``amount`` to counter ``name`` unless that passes ``limit``; the new
@@ -230,7 +231,12 @@ class RunState:
                     new_rev = await self.kv.create(key, encode("n", n=new))
                 else:
                     new_rev = await self.kv.update(key, encode("n", n=new), last=rev)
-                self.saw_counter(name, new, new_rev)
+                if self._values.get(name, (0, -1))[1] < new_rev:
+                    self._values[name] = (new, new_rev)
+                # Not cached here: the watch brings the new value back. A process that
+                # just won gets no head start over the others on its next reservation
+                # (else under contention one worker takes almost every unit).
+                self._seen.pop(name, None)
                 return new
             except CasFailed:
                 continue
@@ -407,7 +413,10 @@ class Replica:
         msgs = th._messages
         if len(msgs) == n0:
             msgs.extend(work._messages[n0:])
-        self._check_complete(th)
+        # The next change starts from this revision once the watch brings it back (or
+        # after a read): the process that just won the thread's compare-and-set gets no
+        # head start over the others (else under contention one takes nearly every turn).
+        self.revs.pop(tid, None)
 
 
 def _copy_header(th: Thread, src: Thread) -> None:
