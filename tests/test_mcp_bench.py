@@ -28,6 +28,7 @@ def test_mcp_bench_measures_ours_beside_the_floor() -> None:
     for fig in figures.values():
         assert fig["round_trips_per_s"] > 0
         assert 0 < fig["p50_us"] <= fig["p99_us"]
+        assert fig["client_cpu_us"] > 0
     for impl in ("floor-2calls", "floor-relay", "coral-graph", "coral-graph-seq"):
         assert figures[impl]["ratio_to_floor"] > 0
     assert "ratio_to_floor" not in figures["floor"]

@@ -14,20 +14,11 @@ import pytest
 
 import coral_graph as cg
 from coral_graph.mcp import TOOL_NAMES, ExternalAgent, MCPHub
+from tests.test_mcp import planner
 
 pytestmark = pytest.mark.anyio
 
 CLIENTS = Path(__file__).resolve().parent / "mcp_clients"
-
-
-@cg.agent
-async def planner(ctx: cg.AgentContext, message: cg.Message) -> None:
-    """Hands the task to the outsider and answers with what comes back."""
-    if message.sender == "user":
-        th = await ctx.create_thread("ask", ["outsider"])
-        await ctx.send_message(th, message.content, ["outsider"])
-    else:
-        await ctx.send_message("t-1", f"answer: {message.content}", ["user"])
 
 
 async def test_coral_12_waits_names_and_instruction_resource() -> None:

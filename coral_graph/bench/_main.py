@@ -189,31 +189,24 @@ def _short(fig: dict[str, Any]) -> str:
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     """The rows as an aligned text table."""
-    lines = [
-        f"{'workload':<14}{'impl':<17}{'figures (median)':<62}{'÷ floor':>9}",
-        "-" * 102,
-    ]
-    for row in rows:
-        figs = {
-            k: v
+    hidden = {"workload", "impl", "ratio_to_floor", "headline", "repeats", "deliveries", "events"}
+    texts = [
+        "  ".join(
+            f"{k}={v:,.2f}" if isinstance(v, float) else f"{k}={v}"
             for k, v in row.items()
-            if k
-            not in {
-                "workload",
-                "impl",
-                "ratio_to_floor",
-                "headline",
-                "repeats",
-                "deliveries",
-                "events",
-            }
-        }
-        text = "  ".join(
-            f"{k}={v:,.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in figs.items()
+            if k not in hidden
         )
+        for row in rows
+    ]
+    width = max([62, *(len(t) + 1 for t in texts)])
+    lines = [
+        f"{'workload':<14}{'impl':<17}{'figures (median)':<{width}}{'÷ floor':>9}",
+        "-" * (40 + width),
+    ]
+    for row, text in zip(rows, texts, strict=True):
         ratio = row.get("ratio_to_floor")
         lines.append(
-            f"{row['workload']:<14}{row['impl']:<17}{text:<62}"
+            f"{row['workload']:<14}{row['impl']:<17}{text:<{width}}"
             f"{(f'{ratio:.2f}x' if isinstance(ratio, float) else ''):>9}"
         )
     return "\n".join(lines)

@@ -25,7 +25,9 @@ returns the reply. Full semantics: edges, threads, budgets, events.
   a message round trip, calls that wait for the other side included.
 
 Figures: round trips per second (over the wall time of the measured loop), p50 and
-p99 round-trip latency (µs) and, for each, its throughput ÷ the floor's (the median
+p99 round-trip latency (µs), the clients' own CPU time per round trip (µs, both
+clients where there are two: steady however loaded the machine is) and, for each,
+its throughput ÷ the floor's (the median
 of the per-repeat ratios; all ran back to back in each repeat, in a rotating
 order). The client processes print their latencies as JSON; run this module with
 ``client MODE URL N WARMUP`` to be one.
@@ -63,13 +65,16 @@ def _figures(out: dict[str, Any]) -> dict[str, float]:
         "round_trips_per_s": len(rtts_us) / wall if wall else 0.0,
         "p50_us": statistics.median(rtts_us),
         "p99_us": _percentile(rtts_us, 0.99),
+        # The clients' own CPU time per round trip (both sides when there are two):
+        # what the MCP client costs, whatever else the machine is doing.
+        "client_cpu_us": out["cpu_s"] / len(rtts_us) * 1e6,
     }
 
 
 def _spawn(mode: str, url: str, n: int, warmup: int) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "coral_graph.bench._mcp", "client", mode, url, str(n), str(warmup)],
-        stdout=None if mode.endswith(("pong", "pong-c")) else subprocess.PIPE,
+        stdout=subprocess.PIPE,
         text=True,
     )
 
@@ -167,7 +172,7 @@ async def _floor_once(mode: str, n: int, warmup: int) -> dict[str, Any]:
             return await _collect(_spawn(mode, url, n, warmup))
         pong = _spawn("relay-pong", url, n, warmup)
         out = await _collect(_spawn("relay-ping", url, n, warmup))
-        await anyio.to_thread.run_sync(pong.wait)
+        out["cpu_s"] += (await _collect(pong))["cpu_s"]
         return out
 
 
@@ -203,7 +208,7 @@ async def _ours_once(pattern: str, n: int, warmup: int) -> dict[str, Any]:
         pong = _spawn("pong" + pattern, urls["b"], n, warmup)
         out = await _collect(_spawn("ping" + pattern, urls["a"], n, warmup))
         result = await handle.wait()
-        await anyio.to_thread.run_sync(pong.wait)
+        out["cpu_s"] += (await _collect(pong))["cpu_s"]
     if result.stop_reason != "answer":
         raise RuntimeError(f"the MCP bench run ended with {result.stop_reason}: {result.error}")
     return out
@@ -282,62 +287,88 @@ async def _listen(call: Any, peer: str, out: Any) -> None:
                 await anyio.lowlevel.checkpoint()
 
 
+class _Meter:
+    """Wall and CPU time of a client's measured round trips (after the warm-up)."""
+
+    def __init__(self, warmup: int) -> None:
+        self.warmup = warmup
+        self.count = 0
+        self.wall0 = self.cpu0 = 0.0
+        self.rtts: list[float] = []
+
+    def tick(self) -> None:
+        """A round trip begins (or, on the answering side, a reply)."""
+        if self.count == self.warmup:
+            self.wall0, self.cpu0 = time.perf_counter(), time.process_time()
+        self.count += 1
+
+    def took(self, t0: float) -> None:
+        if self.count > self.warmup:
+            self.rtts.append((time.perf_counter() - t0) * 1e6)
+
+    def result(self) -> dict[str, Any]:
+        started = self.count > self.warmup
+        return {
+            "rtts": self.rtts,
+            "wall_s": time.perf_counter() - self.wall0 if started else 0.0,
+            "cpu_s": time.process_time() - self.cpu0 if started else 0.0,
+        }
+
+
 async def _client(mode: str, url: str, n: int, warmup: int) -> dict[str, Any]:
     from mcp import Client
     from mcp.shared.exceptions import MCPError
 
-    rtts: list[float] = []
+    meter = _Meter(warmup)
     clock = time.perf_counter
-    started = 0.0
     async with Client(url) as client:
         call = client.call_tool
         if mode in ("echo", "echo2"):
             calls = 2 if mode == "echo2" else 1
-            for i in range(warmup + n):
-                if i == warmup:
-                    started = clock()
+            for _ in range(warmup + n):
+                meter.tick()
                 t0 = clock()
                 for _ in range(calls):
                     res = await call("echo", {"text": PAYLOAD})
                     assert not res.is_error
-                if i >= warmup:
-                    rtts.append((clock() - t0) * 1e6)
-            return {"rtts": rtts, "wall_s": clock() - started}
+                meter.took(t0)
+            return meter.result()
         if mode == "relay-pong":
             for _ in range(warmup + n):
                 taken = (await call("take", {"me": "b"})).structured_content or {}
+                meter.tick()
                 await call("post", {"me": "b", "to": "a", "text": taken["text"]})
-            return {}
+            return meter.result()
         if mode == "relay-ping":
-            for i in range(warmup + n):
-                if i == warmup:
-                    started = clock()
+            for _ in range(warmup + n):
+                meter.tick()
                 t0 = clock()
                 await call("post", {"me": "a", "to": "b", "text": PAYLOAD})
                 await call("take", {"me": "a"})
-                if i >= warmup:
-                    rtts.append((clock() - t0) * 1e6)
-            return {"rtts": rtts, "wall_s": clock() - started}
+                meter.took(t0)
+            return meter.result()
         if mode == "pong-c":
             send, inbox = anyio.create_memory_object_stream[Any](1000)
             async with anyio.create_task_group() as tg, inbox:
                 tg.start_soon(_listen, call, "a", send)
                 async for m in inbox:
+                    meter.tick()
                     reply = {"threadId": m["threadId"], "content": m["content"], "mentions": ["a"]}
                     await call("send_message", reply)
-            return {}
+            return meter.result()
         if mode == "pong":
             msgs: list[Any] = []
             while True:
                 for m in msgs:
+                    meter.tick()
                     reply = {"threadId": m["threadId"], "content": m["content"], "mentions": ["a"]}
                     await call("send_message", reply)
                 try:
                     res = await call("wait_for_mentions", {"timeoutMs": 60000})
                 except MCPError:
-                    return {}  # the run is over: its endpoint answers 410
+                    return meter.result()  # the run is over: its endpoint answers 410
                 if res.is_error:
-                    return {}  # the run ended during the wait
+                    return meter.result()  # the run ended during the wait
                 msgs = [
                     m
                     for m in (res.structured_content or {}).get("messages", [])
@@ -353,36 +384,32 @@ async def _client(mode: str, url: str, n: int, warmup: int) -> dict[str, Any]:
             send, inbox = anyio.create_memory_object_stream[Any](1000)
             async with anyio.create_task_group() as tg, inbox:
                 tg.start_soon(_listen, call, "b", send)
-                for i in range(warmup + n):
-                    if i == warmup:
-                        started = clock()
+                for _ in range(warmup + n):
+                    meter.tick()
                     t0 = clock()
                     await call("send_message", ping)
                     await inbox.receive()
-                    if i >= warmup:
-                        rtts.append((clock() - t0) * 1e6)
-                wall = clock() - started
+                    meter.took(t0)
+                out = meter.result()
                 await call("send_message", done)
                 tg.cancel_scope.cancel()
-            return {"rtts": rtts, "wall_s": wall}
-        for i in range(warmup + n):
-            if i == warmup:
-                started = clock()
+            return out
+        for _ in range(warmup + n):
+            meter.tick()
             t0 = clock()
             await call("send_message", ping)
             got: list[Any] = []
             while not got:
                 res = await call("wait_for_mentions", {"timeoutMs": 60000})
                 got = (res.structured_content or {}).get("messages", [])
-            if i >= warmup:
-                rtts.append((clock() - t0) * 1e6)
-        wall = clock() - started
+            meter.took(t0)
+        out = meter.result()
         await call("send_message", done)
-        return {"rtts": rtts, "wall_s": wall}
+        return out
 
 
 if __name__ == "__main__" and len(sys.argv) == 6 and sys.argv[1] == "client":
     _mode, _url, _n, _w = sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
     _out = anyio.run(_client, _mode, _url, _n, _w)
-    if _out:
-        print(json.dumps({"rtts": [round(x, 1) for x in _out["rtts"]], "wall_s": _out["wall_s"]}))
+    _out["rtts"] = [round(x, 1) for x in _out["rtts"]]
+    print(json.dumps(_out))
