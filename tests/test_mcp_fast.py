@@ -171,3 +171,26 @@ async def test_the_fast_path_answers_tools_call_as_the_sdk_does(
             result = await handle.wait()
     assert result.stop_reason == "answer"
     assert result.answer == "done"
+
+
+@pytest.mark.parametrize("public_host", [None, "coral.test"])
+async def test_host_and_origin_rules(public_host: str | None) -> None:
+    # Answers: 421 a foreign Host, 403 a foreign Origin, else 401 (no such secret).
+    hub = MCPHub(public_host=public_host)
+    async with hub.serving(), httpx.AsyncClient() as http:
+        port = int(hub.base_url.rsplit(":", 1)[1])
+        url = f"http://127.0.0.1:{port}/mcp/v1/no-such-secret/mcp"
+
+        async def status(host: str, origin: str | None = None) -> int:
+            headers = {"Host": host} | ({"Origin": origin} if origin else {})
+            return (await http.post(url, json={}, headers=headers)).status_code
+
+        for name in ("127.0.0.1", "localhost", "[::1]"):
+            assert await status(f"{name}:{port}") == 401
+            assert await status(f"127.0.0.1:{port}", f"http://{name}:{port}") == 401
+        assert await status(f"evil.example:{port}") == 421
+        assert await status(f"127.0.0.1:{port + 1}") == 421
+        assert await status(f"127.0.0.1:{port}", f"http://127.0.0.1:{port + 1}") == 403
+        assert await status(f"127.0.0.1:{port}", "http://evil.example") == 403
+        named = await status(f"coral.test:{port}", f"http://coral.test:{port}")
+        assert named == (401 if public_host else 421)

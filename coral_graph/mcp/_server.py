@@ -559,6 +559,9 @@ class MCPHub:
         self._tg: TaskGroup | None = None
         self._uvicorn: Any = None
         self._bound_port: int | None = None
+        self._hosts: frozenset[str] = frozenset()
+        self._origins: frozenset[str] = frozenset()
+        self._any_host = False
         self._endpoints: dict[str, Endpoint] = {}
         self._ended: dict[str, str] = {}
         self._in_flight = 0
@@ -670,6 +673,7 @@ class MCPHub:
         sock.listen(128)
         sock.setblocking(False)
         self._bound_port = sock.getsockname()[1]
+        self._allow(self._bound_port)
         return sock
 
     async def _serve(self, sock: socket.socket) -> None:
@@ -733,27 +737,24 @@ class MCPHub:
     # -- the ASGI front --------------------------------------------------------------------
 
     def _host_ok(self, host: str) -> bool:
-        port = self._bound_port
-        allowed = {f"{n}:{port}" for n in _LOOPBACK_NAMES}
-        if self.public_host:
-            allowed.add(f"{self.public_host}:{port}")
-        if not is_loopback(self.host):
-            if self.host in ("0.0.0.0", "::", ""):
-                return True  # every interface: any name of this machine
-            allowed.add(f"{self.host}:{port}")
-        return host in allowed
+        return self._any_host or host in self._hosts
 
     def _origin_ok(self, origin: str) -> bool:
-        return any(origin == f"http://{h}" for h in self._allowed_hosts())
+        return origin in self._origins
 
-    def _allowed_hosts(self) -> list[str]:
-        port = self._bound_port
-        out = [f"{n}:{port}" for n in _LOOPBACK_NAMES]
+    def _allow(self, port: int) -> None:
+        """The Host and Origin values this server answers, once it is bound (checked
+        on every request: worked out once here)."""
+        hosts = [f"{n}:{port}" for n in _LOOPBACK_NAMES]
         if self.public_host:
-            out.append(f"{self.public_host}:{port}")
-        if not is_loopback(self.host):
-            out.append(f"{self.host}:{port}")
-        return out
+            hosts.append(f"{self.public_host}:{port}")
+        remote = not is_loopback(self.host)
+        if remote:
+            hosts.append(f"{self.host}:{port}")
+        self._hosts = frozenset(hosts)
+        self._origins = frozenset(f"http://{h}" for h in hosts)
+        # Bound to every interface: any name of this machine is its Host.
+        self._any_host = remote and self.host in ("0.0.0.0", "::", "")
 
     async def _app(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
