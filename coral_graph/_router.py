@@ -225,9 +225,10 @@ class Router:
             """Emit ``delivery_handled`` of a turn from ``t0`` to ``t1``, the commonest
             event. Without subscribers it goes into the columns of
             :class:`HandledLog` (``RunResult.events`` builds the event on first
-            access; a handler's worker writes them itself, see ``_run.py``), and the
-            store gets ``(kind, *fields)``: making the event object is most of this
-            function's cost."""
+            access), and the store gets ``(kind, *fields)``: making the event object
+            is most of this
+            function's cost. A handler's worker does the same without the call when
+            nothing subscribes (``_turns.py``)."""
             seq = router.next_seq()
             if sinks:
                 ev = DeliveryHandled(run_id, seq, t1, agent, mid, via, ok, t1 - t0)
@@ -246,14 +247,23 @@ class Router:
                     router.rec_drain()
 
         def sent(msg: Message) -> None:
-            """Emit ``message_sent``; kept as the message and its seq in
-            :class:`HandledLog` when nothing listens (``AgentContext.send_message_nowait``
-            does the same without the call)."""
-            if sinks or router.rec_q is not None:
-                emit(MessageSent(run_id, router.next_seq(), msg.timestamp, msg))
+            """Emit ``message_sent``. Without subscribers it is kept as the message and
+            its seq in :class:`HandledLog` (``AgentContext.send_message_nowait`` does
+            that without the call when nothing listens at all), and the store gets
+            the plain tuple ``("message_sent", run_id, seq, ts, (*message fields,))``."""
+            seq = router.next_seq()
+            if sinks:
+                ev = MessageSent(run_id, seq, msg.timestamp, msg)
+                events_append(ev)
+                fanout(ev)
             else:
                 events_append(msg)
-                router.sent_seq(router.next_seq())
+                router.sent_seq(seq)
+            rq = router.rec_q
+            if rq is not None:
+                rq.append(("message_sent", run_id, seq, msg.timestamp, tuple(msg)))
+                if len(rq) >= router.rec_lim:
+                    router.rec_drain()
 
         self.emit = emit
         self.handled = handled

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 ThreadRef = Thread | ThreadId | str
 
 _new_tuple = tuple.__new__
+_now = time.time
 
 
 def _tid(thread: ThreadRef) -> ThreadId:
@@ -174,11 +175,11 @@ class _Rules:
                     self._bad_mention(m, th)
         msgs = th._messages
         seq = len(msgs) + 1
+        tid = th.id
         # The id is a MessageId; NewType calls cost on this path.
         # tuple.__new__ straight: Message's own __new__ is a Python frame on the hot path.
         msg: Message = _new_tuple(
-            Message,
-            (f"{th.id}#{seq}", th.id, seq, me, content, ms, time.time(), reply_to, metadata),
+            Message, (f"{tid}#{seq}", tid, seq, me, content, ms, _now(), reply_to, metadata)
         )
         msgs.append(msg)
         return msg, targets, answered

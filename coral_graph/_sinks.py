@@ -39,8 +39,9 @@ class EventSink(Protocol):
 class BatchRecorder(EventSink, Protocol):
     """An event sink that takes events in batches, such as the SQLite store. Given as
     ``open_runtime(store=...)``, it is not called per event: the runtime appends
-    each event to ``batch_queue`` — or, for ``delivery_handled``, the commonest
-    kind, its plain tuple ``(kind, *fields in dataclass order)`` — and calls
+    each event to ``batch_queue`` — or, for the two commonest kinds,
+    ``delivery_handled`` and ``message_sent``, its plain tuple ``(kind, *fields in
+    dataclass order)``, the message as the plain tuple of its fields — and calls
     ``drain()`` whenever ``batch_size`` are queued. ``drain`` may raise: the
     recorder is then detached and the error kept in ``Runtime.sink_errors``.
     ``Runtime.attach(recorder)`` attaches it the same way; ``on_event`` itself is

@@ -121,12 +121,13 @@ class _Turns:
         popleft = inbox.popleft
         new_future = r.loop.create_future
         handled = r.handled
-        # The columns of a handled delivery while nothing listens (Router.handled
-        # says what they hold): written here, without a call, on the hot path.
+        # delivery_handled while nothing subscribes: its columns and the store's plain
+        # tuple (Router.handled says what they hold), written here without a call.
         sinks = r.sinks
         hl = r.handled_log
         h_seq, h_time, h_ref = hl.seq.append, hl.times.append, hl.refs.append
         next_seq = r.next_seq
+        run_id = self.run_id
         key_ok, key_failed = (name, "handle", True), (name, "handle", False)
         link = self.link
         ack = link.ack if link.needs_ack else None
@@ -189,14 +190,33 @@ class _Turns:
                             return
                         await self._agent_failed(slot, msg, exc)
                     t_last = t1 = now()
-                    if sinks or r.rec_q is not None:
+                    if sinks:
                         handled(name, msg.id, "handle", ok, t0, t1)
                     else:
-                        h_seq(next_seq())
+                        seq = next_seq()
+                        mid = msg.id
+                        h_seq(seq)
                         h_time(t0)
                         h_time(t1)
                         h_ref(key_ok if ok else key_failed)
-                        h_ref(msg.id)
+                        h_ref(mid)
+                        rq = r.rec_q
+                        if rq is not None:
+                            rq.append(
+                                (
+                                    "delivery_handled",
+                                    run_id,
+                                    seq,
+                                    t1,
+                                    name,
+                                    mid,
+                                    "handle",
+                                    ok,
+                                    t1 - t0,
+                                )
+                            )
+                            if len(rq) >= r.rec_lim:
+                                r.rec_drain()
                     if ack is not None:
                         ack(name, msg)
                     n += 1

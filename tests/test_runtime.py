@@ -1115,12 +1115,15 @@ def test_a_batch_recorder_gets_every_event_in_order_through_its_queue() -> None:
     assert len(rec.got) == len(result.events)
     for item, event in zip(rec.got, result.events, strict=True):
         if type(item) is tuple:
-            # delivery_handled as its plain tuple: (kind, *fields in dataclass order)
+            # delivery_handled and message_sent as plain tuples: (kind, *fields in
+            # dataclass order), a message as the plain tuple of its fields
             assert item == (event.kind, *(getattr(event, f.name) for f in fields(event)))
+            assert all(type(x) is not cg.Message for x in item)
         else:
             assert item is event
     kinds = Counter(type(i).__name__ for i in rec.got)
-    assert kinds["tuple"] == 3 * 20 + 1
+    # 3 x 20 + 1 deliveries handled and 20 + 1 messages sent (the task counted in each)
+    assert kinds["tuple"] == (3 * 20 + 1) + (20 + 1)
 
 
 def test_a_failing_batch_recorder_is_detached_and_the_run_goes_on() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import importlib.util
 import json
 import platform
@@ -121,6 +122,9 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> list[dict
                 if workload == "idle":
                     fig = _idle_subprocess(impl, cfg.idle_agents)
                 else:
+                    # Each measurement starts from a collected heap: a full collection
+                    # owed by an earlier run would otherwise land in this one at random.
+                    gc.collect()
                     fig = asyncio.run(_runners(cfg, mod)[workload]())
                 samples.setdefault((workload, impl), []).append(fig)
                 log(f"  repeat {r + 1}/{cfg.repeat} {workload:<8} {impl:<11} {_short(fig)}")
