@@ -195,7 +195,16 @@ CASES: list[tuple[str, Any, str]] = [
         lambda ev: _kind(ev, "tool_called").update(arguments="x"),
         "arguments",
     ),
-    ("graph edges of ints", lambda ev: ev[0].update(graph=5), "graph"),
+    ("graph an int", lambda ev: ev[0].update(graph=5), "graph"),
+    # The keys of the graph that the store and the viewer read have their type.
+    ("graph edges null", lambda ev: ev[0]["graph"].update(edges=None), "edges"),
+    ("graph edges of ints", lambda ev: ev[0]["graph"].update(edges=[[1, 2]]), "edges"),
+    ("graph edge of three", lambda ev: ev[0]["graph"].update(edges=[["a", "b", "c"]]), "edges"),
+    ("graph edges a map", lambda ev: ev[0]["graph"].update(edges={"a": "b"}), "edges"),
+    ("graph agents null", lambda ev: ev[0]["graph"].update(agents=None), "agents"),
+    ("graph agent a string", lambda ev: ev[0]["graph"].update(agents=["a"]), "agents"),
+    ("graph agent no name", lambda ev: ev[0]["graph"].update(agents=[{"kind": "x"}]), "agents"),
+    ("graph name an int", lambda ev: ev[0]["graph"].update(name=7), "name"),
 ]
 
 

@@ -92,12 +92,40 @@ def _map(value: Any) -> Any:
     return plain_value(value)
 
 
+def _graph(value: Any) -> Any:
+    """A run's graph: plain data whose keys the store and the viewer read have
+    their type (an export that got them wrong would be written and then break its
+    readers)."""
+    _map(value)
+    for key in ("name", "description", "path"):
+        if value.get(key) is not None and type(value[key]) is not str:
+            raise ValueError(f"[{key!r}] must be a string")
+    edges = value.get("edges", [])
+    if type(edges) is not list or not all(
+        type(e) is list and len(e) == 2 and type(e[0]) is str and type(e[1]) is str for e in edges
+    ):
+        raise ValueError("['edges'] must be a list of [from, to] pairs of agent names")
+    agents = value.get("agents", [])
+    if type(agents) is not list or not all(
+        type(a) is dict
+        and type(a.get("name")) is str
+        and all(a.get(k) is None or type(a[k]) is str for k in ("description", "kind"))
+        for a in agents
+    ):
+        raise ValueError(
+            "['agents'] must be a list of maps with a string 'name' "
+            "(and string 'description' and 'kind')"
+        )
+    return value
+
+
 Str = Annotated[str, Field(strict=True, max_length=MAX_TEXT), AfterValidator(_utf8)]
 Int = Annotated[int, Field(strict=True, ge=INT_MIN, le=INT_MAX)]
 Seq = Annotated[int, Field(strict=True, ge=1, le=INT_MAX)]
 Float = Annotated[float, BeforeValidator(_finite_names), Field(strict=True)]
 Plain = Annotated[Any, AfterValidator(plain_value)]
 Map = Annotated[Any, AfterValidator(_map)]
+GraphMap = Annotated[Any, AfterValidator(_graph)]
 Names = Annotated[list[Str], Field(strict=True)]
 
 
@@ -127,7 +155,7 @@ class RunStartedRec(_Event):
     task: Str
     entry: Names
     answer_by: Names
-    graph: Map
+    graph: GraphMap
     budgets: Map
 
 
