@@ -41,11 +41,30 @@ def bench(
             "shared, loaded machine).",
         ),
     ] = "wall",
+    nats: Annotated[
+        bool,
+        typer.Option(
+            "--nats",
+            help="pingpong, ring and fanout with the agents in worker processes over NATS "
+            "JetStream, beside bare JetStream (docs/distributed.md); a private nats-server "
+            "unless --nats-url.",
+        ),
+    ] = False,
+    nats_url: Annotated[
+        str, typer.Option("--nats-url", metavar="URL", help="With --nats: this NATS server.")
+    ] = "",
+    scaling: Annotated[
+        str, typer.Option("--scaling", metavar="1,2,4", help="With --nats: fanout worker counts.")
+    ] = "1,2,4",
 ) -> None:
     """Run the routing benchmarks (pingpong, ring, fanout, idle) beside the asyncio.Queue
     floor measured in the same run."""
     from coral_graph.bench._main import main
 
+    if nats:
+        argv = ["--nats", nats_url, "--repeat", str(repeat), "--scaling", scaling]
+        argv += [flag for flag, on in (("--quick", quick), ("--json", as_json)) if on]
+        raise typer.Exit(main(argv))
     argv = ["--repeat", str(repeat), "--clock", clock]
     if only:
         argv += ["--only", only]

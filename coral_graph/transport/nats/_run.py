@@ -65,19 +65,24 @@ def _needs_await(op: str) -> NoReturn:
 class Inflight:
     """The delivery an agent is handling here, not yet acknowledged."""
 
-    __slots__ = ("done", "m", "msg", "ops", "replay", "turn")
+    __slots__ = ("_replay", "done", "m", "msg", "ops", "turn")
 
-    def __init__(self, m: Msg, msg: Message, turn: str, replay: bool) -> None:
+    def __init__(self, m: Msg, msg: Message, turn: str, replay: asyncio.Future[bool]) -> None:
         self.m = m
         self.msg = msg
         self.turn = turn
-        self.replay = replay
+        self._replay = replay
         self.ops = 0
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def next_op(self) -> int:
         self.ops += 1
         return self.ops
+
+    async def replay(self) -> bool:
+        """Whether this turn began before (read from the bucket while the turn starts:
+        only an operation that makes something waits for the answer)."""
+        return await asyncio.shield(self._replay)
 
 
 class NatsThreads:
@@ -106,7 +111,7 @@ class NatsThreads:
         run = self._run
         inf = run.inflight.get(creator)
         n = inf.next_op() if inf is not None else 0
-        if inf is not None and inf.replay:
+        if inf is not None and await inf.replay():
             ref = await run.state.made(inf.turn, n)
             if ref is not None:  # the replay of a turn that made this thread already
                 return await run.replica.load(ref)
@@ -162,7 +167,7 @@ class NatsThreads:
                 inf = run.inflight.get(msg.sender)
                 if op is None and inf is not None:
                     op = (inf, inf.next_op())
-                if op is not None and op[0].replay:
+                if op is not None and await op[0].replay():
                     ref = await st.made(op[0].turn, op[1])
                     if ref is not None:
                         # The replay of a turn a crash interrupted: this message was
@@ -200,17 +205,30 @@ class NatsThreads:
         return self._run.replica.threads  # type: ignore[return-value]
 
 
+_LEASE = 16
+"""Messages reserved at once by a worker while the message budget is far (see
+:class:`NatsCounters`)."""
+_LEASE_FAR = 64 * _LEASE
+
+
 class NatsCounters:
     """The run's counters in the bucket. Reservations against a limit are atomic
     across processes (compare-and-set); unlimited changes (a release, a settled
-    LLM call's difference) are applied in the background, in order."""
+    LLM call's difference) are applied in the background, in order.
 
-    __slots__ = ("_deltas", "_flusher", "_run")
+    While the message budget is far from spent (at least ``_LEASE_FAR`` left), a
+    worker reserves ``_LEASE`` messages in one compare-and-set and hands them out
+    one by one; what it has not used goes back when the run ends here. Nearer the
+    limit it reserves one at a time. A message budget is never passed; a run can
+    stop on it with up to ``_LEASE - 1`` messages per other worker still unused."""
+
+    __slots__ = ("_deltas", "_flusher", "_leased", "_run")
 
     def __init__(self, run: NatsRun) -> None:
         self._run = run
         self._deltas: list[tuple[str, float]] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._leased = 0
 
     def reserve_nowait(self, name: str, amount: float, limit: float | None) -> bool:
         if limit is not None:
@@ -222,13 +240,29 @@ class NatsCounters:
         if limit is None:
             self._add(name, amount)
             return True
-        return await self._run.state.reserve(name, amount, limit) is not None
+        st = self._run.state
+        if name != "messages" or amount != 1:
+            return await st.reserve(name, amount, limit) is not None
+        if self._leased:
+            self._leased -= 1
+            return True
+        if limit - st.seen(name) >= _LEASE_FAR and await st.reserve(name, _LEASE, limit):
+            self._leased = _LEASE - 1
+            return True
+        return await st.reserve(name, 1, limit) is not None
+
+    def give_back(self) -> None:
+        """The run ended here: the messages reserved and not used go back."""
+        if self._leased:
+            self._add("messages", -self._leased)
+            self._leased = 0
 
     def release_nowait(self, name: str, amount: float) -> None:
         self._add(name, -amount)
 
     def value(self, name: str) -> float:
-        return self._run.state.seen(name) + sum(d for n, d in self._deltas if n == name)
+        v = self._run.state.seen(name) + sum(d for n, d in self._deltas if n == name)
+        return v - self._leased if name == "messages" else v
 
     def _add(self, name: str, amount: float) -> None:
         if not amount:
@@ -262,7 +296,7 @@ class NatsRun:
         self.port = port
         self.run_id = port.run_id
         self.state = RunState(worker.kv, self.run_id)
-        self.replica = Replica(self.state)
+        self.replica = Replica(self.state, worker.link.reconnects)
         self.threads = NatsThreads(self)
         self.counters = NatsCounters(self)
         self.inflight: dict[str, Inflight] = {}
@@ -340,6 +374,7 @@ class NatsRun:
                 t = self._tasks.pop(0)
                 with contextlib.suppress(Exception):
                     await t
+            self.counters.give_back()
             with contextlib.suppress(Exception):
                 await self.settle()
         finally:
@@ -375,33 +410,28 @@ class NatsRun:
             await self.settle()
             await m.ack_sync()
             return
-        # Has this turn begun before? A delivery comes again after a worker died in
-        # its turn, and also (with its delivery count reset) after a nats-server that
-        # was killed lost its newest acknowledgements: so ask the bucket, not the count.
-        replay = await st.made(turn, 0) is not None
-        if not replay:
-            b = self.record.get("budgets") or {}
-            max_turns = b.get("max_turns")
-            if max_turns is not None and await st.reserve(f"turns.{agent}", 1, max_turns) is None:
-                port.stop("budget:turns")
-                await m.ack_sync()
-                return
-            await self.remember(turn, 0, "turn")
-        if replay or attempt > 1:
-            self.publish_event(
-                AgentErrored(
-                    self.run_id, 0, time.time(), agent, msg.id, "Redelivered",
-                    f"delivery {msg.id} handled again (attempt {attempt}): its earlier "
-                    "handling did not reach its acknowledgement (a worker or the NATS "
-                    "server stopped)", "", "continue",
-                )
-            )  # fmt: skip
+        # Has this turn run before? A delivery comes again after a worker died in its
+        # turn, and also (with its delivery count reset) after a nats-server that was
+        # killed lost its newest acknowledgements: so ask the bucket, not the count.
+        # The answer is read while the turn starts (see Inflight.replay).
+        replay = asyncio.ensure_future(self._begun(agent, msg, turn, attempt))
+        if (self.record.get("budgets") or {}).get("max_turns") is not None:
+            if not await asyncio.shield(replay):
+                limit = self.record["budgets"]["max_turns"]
+                if await st.reserve(f"turns.{agent}", 1, limit) is None:
+                    port.stop("budget:turns")
+                    await self.settle()
+                    await m.ack_sync()
+                    return
         await self.replica.catch_up(msg.thread_id, msg.seq)
         self._feeds += 1  # a quiet() before this no longer holds
         if self.loops:
             await self._set_busy(True)
-        inf = Inflight(m, msg, turn, replay or attempt > 1)
+        inf = Inflight(m, msg, turn, replay)
         if port.finished:
+            with contextlib.suppress(Exception):
+                await replay
+            await self.settle()
             await m.ack_sync()
             return
         self.inflight[agent] = inf
@@ -412,8 +442,33 @@ class NatsRun:
             if not done:
                 with contextlib.suppress(Exception):
                     await m.in_progress()
+        await replay
         await self.settle()
-        await m.ack_sync()
+        # Not waited for: the worker's next pull request follows it on the connection,
+        # so the server has it before it could give this agent anything else.
+        await m.ack()
+
+    async def _begun(self, agent: AgentName, msg: Message, turn: str, attempt: int) -> bool:
+        """Whether this delivery's turn began before and made something: its first
+        operation is remembered in the bucket (``R.c.<turn>.1``)."""
+        rep = self.replica
+        if rep.ready and attempt == 1 and rep.epoch == self.worker.link.reconnects:
+            # The watch holds every key written before this delivery was published: a
+            # first delivery whose turn made nothing there is new. (Not after the
+            # connection was lost: the bucket is asked then.)
+            replay = f"{turn}.1" in rep.made
+        else:
+            replay = await self.state.made(turn, 1) is not None
+        if replay or attempt > 1:
+            self.publish_event(
+                AgentErrored(
+                    self.run_id, 0, time.time(), agent, msg.id, "Redelivered",
+                    f"delivery {msg.id} handled again (attempt {attempt}): its earlier "
+                    "handling did not reach its acknowledgement (a worker or the NATS "
+                    "server stopped)", "", "continue",
+                )
+            )  # fmt: skip
+        return replay or attempt > 1
 
     def remote_stop(self, reason: str) -> None:
         """A stop from another process: end the run here without broadcasting it."""

@@ -49,6 +49,7 @@ _KeyMissing = (
     nats.js.errors.InvalidKeyError,
 )
 CasFailed = nats.js.errors.KeyWrongLastSequenceError
+_CONTENDED_S = 1.0
 
 
 class Header:
@@ -104,6 +105,22 @@ class RunState:
         # counter this process alone changes costs one round trip, not two.
         self._seen: dict[str, tuple[float, int]] = {}
         self._values: dict[str, tuple[float, int]] = {}  # the newest value known
+        # Revisions this process wrote, and when another process last wrote each key
+        # (the watch tells them apart): a process that just won a compare-and-set on a
+        # key others write too gets no head start on its next one (else under
+        # contention one worker takes nearly every turn); alone on a key, it keeps it.
+        self.mine: set[int] = set()
+        self.foreign: dict[str, float] = {}
+
+    def contended(self, key: str) -> bool:
+        """Whether another process wrote ``key`` (``t.<thread>``, ``b.<counter>``) lately."""
+        t = self.foreign.get(key)
+        return t is not None and time.monotonic() - t < _CONTENDED_S
+
+    def wrote(self, rev: int) -> None:
+        self.mine.add(rev)
+        if len(self.mine) > 10_000:
+            self.mine.clear()  # a lost echo: forget them (at worst one turn without a head start)
 
     def key_subject(self, key: str) -> str:
         """The subject a key of the bucket is stored under (to publish a put
@@ -165,6 +182,7 @@ class RunState:
         for m in th._messages:
             await self.kv.put(self.message_key(th.id, m.seq), encode("m", msg=m.to_dict()))
         rev: int = await self.kv.create(self._tkey(th.id), header_record(th, last))
+        self.wrote(rev)
         return rev
 
     async def header(self, tid: str) -> Header:
@@ -180,6 +198,7 @@ class RunState:
         """Write ``th``'s header if it is still at revision ``rev``; its new revision.
         Raises :data:`CasFailed` when another process changed it meanwhile."""
         new: int = await self.kv.update(self._tkey(th.id), header_record(th, last), last=rev)
+        self.wrote(new)
         return new
 
     async def message(self, tid: str, seq: int) -> Message | None:
@@ -231,12 +250,13 @@ class RunState:
                     new_rev = await self.kv.create(key, encode("n", n=new))
                 else:
                     new_rev = await self.kv.update(key, encode("n", n=new), last=rev)
+                self.wrote(new_rev)
                 if self._values.get(name, (0, -1))[1] < new_rev:
                     self._values[name] = (new, new_rev)
-                # Not cached here: the watch brings the new value back. A process that
-                # just won gets no head start over the others on its next reservation
-                # (else under contention one worker takes almost every unit).
-                self._seen.pop(name, None)
+                if self.contended(f"b.{name}"):
+                    self._seen.pop(name, None)  # the watch brings it back (see `mine`)
+                else:
+                    self._seen[name] = (new, new_rev)
                 return new
             except CasFailed:
                 continue
@@ -282,8 +302,11 @@ class Replica:
     all its messages; a thread that lags has no entry there and is read fresh from
     the bucket before it is changed."""
 
-    def __init__(self, state: RunState) -> None:
+    def __init__(self, state: RunState, epoch: int = 0) -> None:
         self.state = state
+        # The connection's reconnect count when the watch began: after a reconnect the
+        # watch may have missed keys, so ``made`` and ``ready`` are not relied on.
+        self.epoch = epoch
         self.threads: dict[str, Thread] = {}
         # Per thread: the revision of the newest header applied (participants, state),
         # its message count, and the revision at which the copy is complete (that
@@ -293,6 +316,10 @@ class Replica:
         self.revs: dict[str, int] = {}
         # The highest seq of each thread whose message key is known to be stored.
         self.stored: dict[str, int] = {}
+        # What turns' operations made (``c.<turn>.<n>`` keys), as the watch saw them;
+        # complete once the watch has delivered the keys that existed when it began.
+        self.made: dict[str, str] = {}
+        self.ready = False
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._watcher: Any = None
@@ -314,9 +341,17 @@ class Replica:
     async def _feed(self) -> None:
         prefix = self.state.run_id + "."
         async for entry in self._watcher:
-            if entry is None or entry.value is None or not entry.key.startswith(prefix):
+            if entry is None:
+                self.ready = True  # the keys that existed when the watch began are in
+                continue
+            if entry.value is None or not entry.key.startswith(prefix):
                 continue
             parts = entry.key[len(prefix) :].split(".")
+            st = self.state
+            if entry.revision in st.mine:
+                st.mine.discard(entry.revision)
+            elif parts[0] in ("t", "b"):
+                st.foreign[".".join(parts)] = time.monotonic()
             try:
                 if parts[0] == "t" and len(parts) == 2 and entry.revision is not None:
                     self.apply(parse_header(entry.value, entry.revision))
@@ -327,6 +362,8 @@ class Replica:
                     if th is not None and msg.seq == len(th._messages) + 1:
                         th._messages.append(msg)
                         self._check_complete(th)
+                elif parts[0] == "c":
+                    self.made[".".join(parts[1:])] = str(decode(entry.value, "c")["ref"])
                 elif parts[0] == "b" and entry.revision is not None:
                     # A counter changed (here or in another worker): keep the newest
                     # view, so the next reservation's compare-and-set usually holds.
@@ -413,10 +450,12 @@ class Replica:
         msgs = th._messages
         if len(msgs) == n0:
             msgs.extend(work._messages[n0:])
-        # The next change starts from this revision once the watch brings it back (or
-        # after a read): the process that just won the thread's compare-and-set gets no
-        # head start over the others (else under contention one takes nearly every turn).
-        self.revs.pop(tid, None)
+        if self.state.contended(f"t.{tid}"):
+            # The next change starts from this revision once the watch brings it back
+            # (or after a read), as the other writers' do (see RunState.mine).
+            self.revs.pop(tid, None)
+        else:
+            self._check_complete(th)
 
 
 def _copy_header(th: Thread, src: Thread) -> None:
