@@ -99,6 +99,49 @@ async def test_worker_killed_mid_turn_then_restarted(
     assert len(list(marks.glob("pong-2-*"))) == 2
 
 
+async def test_a_turn_killed_after_its_send_is_replayed_without_a_second_message(
+    graph: Path, nats_server: NatsServer, workers: Workers, tmp_path: Path
+) -> None:
+    """pong's second turn has appended and sent "pong 2" when its worker is killed
+    (the delivery is not acknowledged). The restarted worker handles the delivery
+    again: its send makes the same message (same id and seq) instead of a second one,
+    and the transcript holds it once."""
+    from coral_graph.config import load_graph
+    from coral_graph.transport.nats import run_on_nats
+
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    env = {"PP_ROUNDS": str(ROUNDS), "PP_MARK_DIR": str(marks), "PP_PONG_DELAY_AFTER": "0.5"}
+    workers.start(graph, "--agents", "ping", "--ack-wait", "1", env=env)
+    pong = workers.start(graph, "--agents", "pong", "--ack-wait", "1", env=env)
+    lg = load_graph(graph)
+    result = None
+
+    async def drive() -> None:
+        nonlocal result
+        result = await run_on_nats(lg, "play", nats_server.url, wait_workers_s=30)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(drive)
+        await _wait_for(marks, f"sent-2-{pong.proc.pid}")
+        pong.proc.kill()
+        pong.proc.wait(10)
+        workers.start(graph, "--agents", "pong", "--ack-wait", "1", env=env)
+    assert result is not None
+    assert result.stop_reason == "answer", result.error
+    assert _work_messages(result) == _expected()  # "pong 2" once, seqs without a gap
+    sent = [e.message for e in result.events if e.kind == "message_sent"]  # type: ignore[attr-defined]
+    assert [m.content for m in sent].count("pong 2") == 1
+    assert len({m.id for m in sent}) == len(sent)
+    # The second turn of pong ran twice (killed after its send, then replayed).
+    assert len(list(marks.glob("sent-2-*"))) == 2
+    redelivered = [
+        e for e in result.events
+        if e.kind == "agent_errored" and e.error_type == "Redelivered"  # type: ignore[attr-defined]
+    ]  # fmt: skip
+    assert [e.agent for e in redelivered] == ["pong"]  # type: ignore[attr-defined]
+
+
 async def test_nats_server_restarted_mid_run(
     graph: Path, nats_server: NatsServer, workers: Workers, tmp_path: Path
 ) -> None:

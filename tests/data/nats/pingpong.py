@@ -33,6 +33,12 @@ async def pong(ctx, message):
 
         await asyncio.sleep(delay)
     await ctx.send_message(message.thread_id, "pong " + str(meta["n"]), ["ping"], metadata=meta)
+    after = float(os.environ.get("PP_PONG_DELAY_AFTER", "0"))
+    if marks and after:  # a turn that has sent its message and is not over yet
+        os.close(os.open(os.path.join(marks, f"sent-{meta['n']}-{os.getpid()}"), os.O_CREAT))
+        import asyncio
+
+        await asyncio.sleep(after)
 
 
 async def quiet(ctx, message):
