@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -57,15 +58,16 @@ async def _wait_for(folder: Path, pattern: str) -> None:
             await anyio.sleep(0.01)
 
 
-async def test_worker_killed_mid_turn_then_restarted(
-    graph: Path, nats_server: NatsServer, workers: Workers, tmp_path: Path
-) -> None:
+async def _kill_pong_when(
+    graph: Path, url: str, workers: Workers, marks: Path, mark: str, env: dict[str, str]
+) -> Any:
+    """Run pingpong with pong on its own worker; when pong's worker writes the mark
+    ``<mark>-<pid>`` (in its second turn, delivery unacknowledged) kill it with
+    SIGKILL and start another pong worker. Returns the run's result."""
     from coral_graph.config import load_graph
     from coral_graph.transport.nats import run_on_nats
 
-    marks = tmp_path / "marks"
-    marks.mkdir()
-    env = {"PP_ROUNDS": str(ROUNDS), "PP_MARK_DIR": str(marks), "PP_PONG_DELAY": "0.3"}
+    env = {"PP_ROUNDS": str(ROUNDS), "PP_MARK_DIR": str(marks), **env}
     workers.start(graph, "--agents", "ping", "--ack-wait", "1", env=env)
     pong = workers.start(graph, "--agents", "pong", "--ack-wait", "1", env=env)
     lg = load_graph(graph)
@@ -73,28 +75,40 @@ async def test_worker_killed_mid_turn_then_restarted(
 
     async def drive() -> None:
         nonlocal result
-        result = await run_on_nats(lg, "play", nats_server.url, wait_workers_s=30)
+        result = await run_on_nats(lg, "play", url, wait_workers_s=30)
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(drive)
-        # pong is inside its second turn (it marks the start, then sleeps 0.3 s):
-        # kill it there, with the delivery unacknowledged.
-        await _wait_for(marks, f"pong-2-{pong.proc.pid}")
+        await _wait_for(marks, f"{mark}-{pong.proc.pid}")
         pong.proc.kill()
         pong.proc.wait(10)
         workers.start(graph, "--agents", "pong", "--ack-wait", "1", env=env)
     assert result is not None
+    return result
+
+
+def _redelivered(result: Any) -> list[str]:
+    return [
+        e.agent
+        for e in result.events
+        if e.kind == "agent_errored" and e.error_type == "Redelivered"
+    ]
+
+
+async def test_worker_killed_mid_turn_then_restarted(
+    graph: Path, nats_server: NatsServer, workers: Workers, tmp_path: Path
+) -> None:
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    # pong marks the start of its turn, then sleeps 0.3 s: it is killed there.
+    result = await _kill_pong_when(
+        graph, nats_server.url, workers, marks, "pong-2", {"PP_PONG_DELAY": "0.3"}
+    )
     assert result.stop_reason == "answer", result.error
     assert result.answer == f"done after {ROUNDS} rounds"
     # Nothing lost, nothing doubled, in order.
     assert _work_messages(result) == _expected()
-    redelivered = [
-        e
-        for e in result.events
-        if e.kind == "agent_errored" and e.error_type == "Redelivered"  # type: ignore[union-attr]
-    ]
-    assert len(redelivered) == 1
-    assert redelivered[0].agent == "pong"  # type: ignore[union-attr]
+    assert _redelivered(result) == ["pong"]
     # The second turn of pong began twice (killed, then redone), in two processes.
     assert len(list(marks.glob("pong-2-*"))) == 2
 
@@ -106,40 +120,19 @@ async def test_a_turn_killed_after_its_send_is_replayed_without_a_second_message
     (the delivery is not acknowledged). The restarted worker handles the delivery
     again: its send makes the same message (same id and seq) instead of a second one,
     and the transcript holds it once."""
-    from coral_graph.config import load_graph
-    from coral_graph.transport.nats import run_on_nats
-
     marks = tmp_path / "marks"
     marks.mkdir()
-    env = {"PP_ROUNDS": str(ROUNDS), "PP_MARK_DIR": str(marks), "PP_PONG_DELAY_AFTER": "0.5"}
-    workers.start(graph, "--agents", "ping", "--ack-wait", "1", env=env)
-    pong = workers.start(graph, "--agents", "pong", "--ack-wait", "1", env=env)
-    lg = load_graph(graph)
-    result = None
-
-    async def drive() -> None:
-        nonlocal result
-        result = await run_on_nats(lg, "play", nats_server.url, wait_workers_s=30)
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(drive)
-        await _wait_for(marks, f"sent-2-{pong.proc.pid}")
-        pong.proc.kill()
-        pong.proc.wait(10)
-        workers.start(graph, "--agents", "pong", "--ack-wait", "1", env=env)
-    assert result is not None
+    result = await _kill_pong_when(
+        graph, nats_server.url, workers, marks, "sent-2", {"PP_PONG_DELAY_AFTER": "0.5"}
+    )
     assert result.stop_reason == "answer", result.error
     assert _work_messages(result) == _expected()  # "pong 2" once, seqs without a gap
-    sent = [e.message for e in result.events if e.kind == "message_sent"]  # type: ignore[attr-defined]
+    sent = [e.message for e in result.events if e.kind == "message_sent"]
     assert [m.content for m in sent].count("pong 2") == 1
     assert len({m.id for m in sent}) == len(sent)
     # The second turn of pong ran twice (killed after its send, then replayed).
     assert len(list(marks.glob("sent-2-*"))) == 2
-    redelivered = [
-        e for e in result.events
-        if e.kind == "agent_errored" and e.error_type == "Redelivered"  # type: ignore[attr-defined]
-    ]  # fmt: skip
-    assert [e.agent for e in redelivered] == ["pong"]  # type: ignore[attr-defined]
+    assert _redelivered(result) == ["pong"]
 
 
 async def test_nats_server_restarted_mid_run(
