@@ -15,23 +15,33 @@ from coral_graph.bench._mcp import mcp_bench
 def test_mcp_bench_measures_ours_beside_the_floor() -> None:
     lines: list[str] = []
     figures = mcp_bench(round_trips=5, warmup=1, repeats=1, log=lines.append)
-    # Ours with a wait kept in flight (the main figure) and one call at a time, the
-    # floor's one echo per round trip, two sequential echoes, and the round trip on a
-    # bare SDK mailbox (what bounds ours).
+    # Each client's group: the official client (ours with a wait kept in flight, the
+    # main figure, and one call at a time; the floor's one echo per round trip, two
+    # sequential echoes, the round trip on a bare SDK mailbox), the lean client on
+    # the official client's protocol, and the lean client through the handshake.
     assert list(figures) == [
         "floor",
         "floor-2calls",
         "floor-relay",
         "coral-graph",
         "coral-graph-seq",
+        "lean:floor",
+        "lean:floor-relay",
+        "lean:coral-graph",
+        "lean:coral-graph-seq",
+        "lean2025:floor",
+        "lean2025:coral-graph",
+        "lean2025:coral-graph-seq",
     ]
-    for fig in figures.values():
+    for impl, fig in figures.items():
         assert fig["round_trips_per_s"] > 0
         assert 0 < fig["p50_us"] <= fig["p99_us"]
         assert fig["client_cpu_us"] > 0
-    for impl in ("floor-2calls", "floor-relay", "coral-graph", "coral-graph-seq"):
-        assert figures[impl]["ratio_to_floor"] > 0
-    assert "ratio_to_floor" not in figures["floor"]
+        assert fig["client"] == _mcp.IMPLS[impl][0]
+        # Each row against the floor measured with its own client.
+        assert ("ratio_to_floor" in fig) is (impl != _mcp.floor_of(impl))
+        assert fig.get("ratio_to_floor", 1) > 0
+    assert {_mcp.floor_of(k) for k in figures} == {"floor", "lean:floor", "lean2025:floor"}
     assert len(lines) == 1
 
 

@@ -42,7 +42,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -71,9 +71,9 @@ def _figures(out: dict[str, Any]) -> dict[str, float]:
     }
 
 
-def _spawn(mode: str, url: str, n: int, warmup: int) -> subprocess.Popen[str]:
+def _spawn(client: str, mode: str, url: str, n: int, warmup: int) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "coral_graph.bench._mcp", "client", mode, url, str(n), str(warmup)],
+        [sys.executable, "-m", "coral_graph.bench._mcp", client, mode, url, str(n), str(warmup)],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -166,12 +166,12 @@ async def _floor_server() -> Any:
     sock.close()
 
 
-async def _floor_once(mode: str, n: int, warmup: int) -> dict[str, Any]:
+async def _floor_once(client: str, mode: str, n: int, warmup: int) -> dict[str, Any]:
     async with _floor_server() as url:
         if mode != "relay":
-            return await _collect(_spawn(mode, url, n, warmup))
-        pong = _spawn("relay-pong", url, n, warmup)
-        out = await _collect(_spawn("relay-ping", url, n, warmup))
+            return await _collect(_spawn(client, mode, url, n, warmup))
+        pong = _spawn(client, "relay-pong", url, n, warmup)
+        out = await _collect(_spawn(client, "relay-ping", url, n, warmup))
         out["cpu_s"] += (await _collect(pong))["cpu_s"]
         return out
 
@@ -179,7 +179,7 @@ async def _floor_once(mode: str, n: int, warmup: int) -> dict[str, Any]:
 # -- ours: two external agents ------------------------------------------------------------
 
 
-async def _ours_once(pattern: str, n: int, warmup: int) -> dict[str, Any]:
+async def _ours_once(client: str, pattern: str, n: int, warmup: int) -> dict[str, Any]:
     import coral_graph as cg
     from coral_graph.mcp import ExternalAgent, MCPHub
 
@@ -205,8 +205,8 @@ async def _ours_once(pattern: str, n: int, warmup: int) -> dict[str, Any]:
         rt.subscribe(on_event)
         handle = rt.start("bench", entry=["a"])
         await ready.wait()
-        pong = _spawn("pong" + pattern, urls["b"], n, warmup)
-        out = await _collect(_spawn("ping" + pattern, urls["a"], n, warmup))
+        pong = _spawn(client, "pong" + pattern, urls["b"], n, warmup)
+        out = await _collect(_spawn(client, "ping" + pattern, urls["a"], n, warmup))
         result = await handle.wait()
         out["cpu_s"] += (await _collect(pong))["cpu_s"]
     if result.stop_reason != "answer":
@@ -214,21 +214,37 @@ async def _ours_once(pattern: str, n: int, warmup: int) -> dict[str, Any]:
     return out
 
 
-IMPLS: dict[str, tuple[str, str]] = {
-    "floor": ("floor", "echo"),
-    "floor-2calls": ("floor", "echo2"),
-    "floor-relay": ("floor", "relay"),
-    "coral-graph": ("ours", "-c"),
-    "coral-graph-seq": ("ours", ""),
+IMPLS: dict[str, tuple[str, str, str]] = {
+    "floor": ("sdk", "floor", "echo"),
+    "floor-2calls": ("sdk", "floor", "echo2"),
+    "floor-relay": ("sdk", "floor", "relay"),
+    "coral-graph": ("sdk", "ours", "-c"),
+    "coral-graph-seq": ("sdk", "ours", ""),
+    "lean:floor": ("lean", "floor", "echo"),
+    "lean:floor-relay": ("lean", "floor", "relay"),
+    "lean:coral-graph": ("lean", "ours", "-c"),
+    "lean:coral-graph-seq": ("lean", "ours", ""),
+    "lean2025:floor": ("lean2025", "floor", "echo"),
+    "lean2025:coral-graph": ("lean2025", "ours", "-c"),
+    "lean2025:coral-graph-seq": ("lean2025", "ours", ""),
 }
-"""Row name -> (server, client mode)."""
+"""Row name -> (client, server, client mode). The client: ``sdk`` the official
+``mcp`` client, ``lean`` :class:`~coral_graph.bench._lean.LeanClient` on the
+per-request-envelope protocol (2026-07-28, what the official client negotiates),
+``lean2025`` the same client through the ``initialize`` handshake (2025-11-25,
+``Mcp-Session-Id``). A row's ratio is to the ``floor`` of its own client."""
+
+
+def floor_of(impl: str) -> str:
+    """The floor row that ``impl`` is measured against (the same client's)."""
+    group, _, _row = impl.rpartition(":")
+    return f"{group}:floor" if group else "floor"
 
 
 def _measure(impl: str, round_trips: int, warmup: int) -> dict[str, float]:
-    server, mode = IMPLS[impl]
-    if server == "floor":
-        return _figures(anyio.run(_floor_once, mode, round_trips, warmup))
-    return _figures(anyio.run(_ours_once, mode, round_trips, warmup))
+    client, server, mode = IMPLS[impl]
+    once = _floor_once if server == "floor" else _ours_once
+    return _figures(anyio.run(once, client, mode, round_trips, warmup))
 
 
 def mcp_bench(
@@ -236,9 +252,9 @@ def mcp_bench(
     log: Callable[[str], None] = print,
 ) -> dict[str, dict[str, Any]]:  # fmt: skip
     """The rows of :data:`IMPLS`, ``repeats`` times each, interleaved (each
-    repeat runs all four back to back, starting one further along the list); medians
-    of the per-repeat figures, and each row's ratio to the floor as the median of the
-    per-repeat ratios."""
+    repeat runs all of them back to back, starting one further along the list);
+    medians of the per-repeat figures, and each row's ratio to the floor of its
+    client as the median of the per-repeat ratios."""
     names = list(IMPLS)
     samples: dict[str, list[dict[str, float]]] = {k: [] for k in names}
     for i in range(repeats):
@@ -249,15 +265,16 @@ def mcp_bench(
             + ", ".join(f"{k} {samples[k][-1]['round_trips_per_s']:,.1f}/s" for k in names)
         )
     out: dict[str, dict[str, Any]] = {}
-    floor = samples["floor"]
     for impl in names:
         rows = samples[impl]
         fig: dict[str, Any] = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+        fig["client"] = IMPLS[impl][0]
         fig["repeats"] = repeats
-        if impl != "floor":
+        floor = floor_of(impl)
+        if impl != floor:
             fig["ratio_to_floor"] = statistics.median(
                 a["round_trips_per_s"] / b["round_trips_per_s"]
-                for a, b in zip(rows, floor, strict=True)
+                for a, b in zip(rows, samples[floor], strict=True)
             )
         out[impl] = fig
     return out
@@ -266,20 +283,21 @@ def mcp_bench(
 # -- the client processes -------------------------------------------------------------------
 
 
-async def _listen(call: Any, peer: str, out: Any) -> None:
-    """Keep one ``wait_for_mentions`` in flight; hand each message from ``peer`` over."""
-    from mcp.shared.exceptions import MCPError
+Call = Callable[[str, dict[str, Any]], Awaitable[tuple[dict[str, Any], bool]]]
+"""One tool call: the result's ``structuredContent`` and whether it is an error."""
 
+
+async def _listen(call: Call, peer: str, out: Any, gone: tuple[type[Exception], ...]) -> None:
+    """Keep one ``wait_for_mentions`` in flight; hand each message from ``peer`` over."""
     async with out:
         while True:
             try:
-                res = await call("wait_for_mentions", {"timeoutMs": 60000})
-            except MCPError:
+                data, is_error = await call("wait_for_mentions", {"timeoutMs": 60000})
+            except gone:
                 return  # the run is over: its endpoint answers 410
-            if res.is_error:
+            if is_error:
                 return  # the run ended during the wait
-            msgs = (res.structured_content or {}).get("messages", [])
-            got = [m for m in msgs if m["senderId"] == peer]
+            got = [m for m in data.get("messages", []) if m["senderId"] == peer]
             for m in got:
                 out.send_nowait(m)
             if got:
@@ -315,101 +333,191 @@ class _Meter:
         }
 
 
-async def _client(mode: str, url: str, n: int, warmup: int) -> dict[str, Any]:
-    from mcp import Client
-    from mcp.shared.exceptions import MCPError
+Raw = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
+"""One tool call: the whole result as JSON (what :data:`SEVEN` compares)."""
 
+
+@contextlib.asynccontextmanager
+async def _connect(
+    client: str, url: str
+) -> AsyncIterator[tuple[Call, Raw, tuple[type[Exception], ...]]]:
+    """Tool-call functions of ``client`` on ``url`` (the hot one and the whole-result
+    one), and the errors they raise when the endpoint is gone."""
+    if client == "sdk":
+        from mcp import Client
+        from mcp.shared.exceptions import MCPError
+
+        async with Client(url) as sdk:
+
+            async def sdk_call(name: str, args: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+                res = await sdk.call_tool(name, args)
+                return res.structured_content or {}, res.is_error
+
+            async def sdk_raw(name: str, args: dict[str, Any]) -> dict[str, Any]:
+                res = await sdk.call_tool(name, args)
+                return res.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+            yield sdk_call, sdk_raw, (MCPError,)
+        return
+    from coral_graph.bench._lean import HANDSHAKE, MODERN, LeanClient, LeanClientError
+
+    async with LeanClient(url, protocol=HANDSHAKE if client == "lean2025" else MODERN) as lean:
+
+        async def lean_call(name: str, args: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+            res = await lean.call_tool(name, args)
+            return res.get("structuredContent") or {}, bool(res.get("isError"))
+
+        yield lean_call, lean.call_tool, (LeanClientError,)
+
+
+SEVEN: list[tuple[str, dict[str, Any]]] = [
+    ("wait_for_mentions", {"timeoutMs": 10000}),
+    ("list_agents", {"includeDetails": True}),
+    ("coral_list_agents", {"includeDetails": False}),
+    ("create_thread", {"threadName": "plan", "participantIds": ["b"]}),
+    ("add_participant", {"threadId": "t-2", "participantId": "c"}),
+    ("send_message", {"threadId": "t-2", "content": "hello", "mentions": ["b", "c"]}),
+    ("remove_participant", {"threadId": "t-2", "participantId": "c"}),
+    ("coral_close_thread", {"threadId": "t-2", "summary": "planned"}),
+    ("send_message", {"threadId": "t-2", "content": "late", "mentions": ["b"]}),
+    ("create_thread", {"threadName": "x", "participantIds": ["nobody"]}),
+    ("wait_for_mentions", {"timeoutMs": -1}),
+    ("wait_for_mentions", {"timeoutMs": 0}),
+]
+"""What agent ``a`` of a run (entry, edges to ``b`` and ``c``) does in a ``seven``
+client: every one of the seven tools, two v1.0 aliases, and refusals (a closed
+thread, an unknown agent, a negative wait). Then it answers the run (``ANSWER``)."""
+ANSWER = {"threadId": "t-1", "content": "answered", "mentions": ["user"]}
+
+
+async def _client(client: str, mode: str, url: str, n: int, warmup: int) -> dict[str, Any]:
+    async with _connect(client, url) as (call, raw, gone):
+        if mode == "seven":
+            results = [await raw(name, args) for name, args in SEVEN]
+            # The answer ends the run and its endpoint: on the handshake protocol
+            # the session's stream can close before this call's answer is written.
+            try:
+                answered: dict[str, Any] | None = await raw("send_message", ANSWER)
+            except gone:
+                answered = None
+            return {"results": results, "answered": answered}
+        return await _drive(call, gone, mode, n, warmup)
+
+
+async def _drive(
+    call: Call, gone: tuple[type[Exception], ...], mode: str, n: int, warmup: int
+) -> dict[str, Any]:
     meter = _Meter(warmup)
     clock = time.perf_counter
-    async with Client(url) as client:
-        call = client.call_tool
-        if mode in ("echo", "echo2"):
-            calls = 2 if mode == "echo2" else 1
-            for _ in range(warmup + n):
-                meter.tick()
-                t0 = clock()
-                for _ in range(calls):
-                    res = await call("echo", {"text": PAYLOAD})
-                    assert not res.is_error
-                meter.took(t0)
-            return meter.result()
-        if mode == "relay-pong":
-            for _ in range(warmup + n):
-                taken = (await call("take", {"me": "b"})).structured_content or {}
-                meter.tick()
-                await call("post", {"me": "b", "to": "a", "text": taken["text"]})
-            return meter.result()
-        if mode == "relay-ping":
-            for _ in range(warmup + n):
-                meter.tick()
-                t0 = clock()
-                await call("post", {"me": "a", "to": "b", "text": PAYLOAD})
-                await call("take", {"me": "a"})
-                meter.took(t0)
-            return meter.result()
-        if mode == "pong-c":
-            send, inbox = anyio.create_memory_object_stream[Any](1000)
-            async with anyio.create_task_group() as tg, inbox:
-                tg.start_soon(_listen, call, "a", send)
-                async for m in inbox:
-                    meter.tick()
-                    reply = {"threadId": m["threadId"], "content": m["content"], "mentions": ["a"]}
-                    await call("send_message", reply)
-            return meter.result()
-        if mode == "pong":
-            msgs: list[Any] = []
-            while True:
-                for m in msgs:
-                    meter.tick()
-                    reply = {"threadId": m["threadId"], "content": m["content"], "mentions": ["a"]}
-                    await call("send_message", reply)
-                try:
-                    res = await call("wait_for_mentions", {"timeoutMs": 60000})
-                except MCPError:
-                    return meter.result()  # the run is over: its endpoint answers 410
-                if res.is_error:
-                    return meter.result()  # the run ended during the wait
-                msgs = [
-                    m
-                    for m in (res.structured_content or {}).get("messages", [])
-                    if m["senderId"] == "a"
-                ]
-        # ping: take the task, open a thread with b, then round trips.
-        await call("wait_for_mentions", {"timeoutMs": 10000})
-        th = await call("create_thread", {"threadName": "bench", "participantIds": ["b"]})
-        tid = (th.structured_content or {})["thread"]["id"]
-        ping = {"threadId": tid, "content": PAYLOAD, "mentions": ["b"]}
-        done = {"threadId": "t-1", "content": "done", "mentions": ["user"]}
-        if mode == "ping-c":
-            send, inbox = anyio.create_memory_object_stream[Any](1000)
-            async with anyio.create_task_group() as tg, inbox:
-                tg.start_soon(_listen, call, "b", send)
-                for _ in range(warmup + n):
-                    meter.tick()
-                    t0 = clock()
-                    await call("send_message", ping)
-                    await inbox.receive()
-                    meter.took(t0)
-                out = meter.result()
-                await call("send_message", done)
-                tg.cancel_scope.cancel()
-            return out
+    if mode in ("echo", "echo2"):
+        calls = 2 if mode == "echo2" else 1
         for _ in range(warmup + n):
             meter.tick()
             t0 = clock()
-            await call("send_message", ping)
-            got: list[Any] = []
-            while not got:
-                res = await call("wait_for_mentions", {"timeoutMs": 60000})
-                got = (res.structured_content or {}).get("messages", [])
+            for _ in range(calls):
+                data, is_error = await call("echo", {"text": PAYLOAD})
+                if is_error or data.get("text") != PAYLOAD:
+                    raise RuntimeError(f"the echo answered {data!r}")
             meter.took(t0)
-        out = meter.result()
-        await call("send_message", done)
+        return meter.result()
+    if mode == "relay-pong":
+        for _ in range(warmup + n):
+            taken, _ = await call("take", {"me": "b"})
+            meter.tick()
+            await call("post", {"me": "b", "to": "a", "text": taken["text"]})
+        return meter.result()
+    if mode == "relay-ping":
+        for _ in range(warmup + n):
+            meter.tick()
+            t0 = clock()
+            await call("post", {"me": "a", "to": "b", "text": PAYLOAD})
+            await call("take", {"me": "a"})
+            meter.took(t0)
+        return meter.result()
+    if mode == "pong-c":
+        send, inbox = anyio.create_memory_object_stream[Any](1000)
+        async with anyio.create_task_group() as tg, inbox:
+            tg.start_soon(_listen, call, "a", send, gone)
+            async for m in inbox:
+                meter.tick()
+                reply = {"threadId": m["threadId"], "content": m["content"], "mentions": ["a"]}
+                await call("send_message", reply)
+        return meter.result()
+    if mode == "pong":
+        msgs: list[Any] = []
+        while True:
+            for m in msgs:
+                meter.tick()
+                reply = {"threadId": m["threadId"], "content": m["content"], "mentions": ["a"]}
+                await call("send_message", reply)
+            try:
+                data, is_error = await call("wait_for_mentions", {"timeoutMs": 60000})
+            except gone:
+                return meter.result()  # the run is over: its endpoint answers 410
+            if is_error:
+                return meter.result()  # the run ended during the wait
+            msgs = [m for m in data.get("messages", []) if m["senderId"] == "a"]
+    # ping: take the task, open a thread with b, then round trips.
+    await call("wait_for_mentions", {"timeoutMs": 10000})
+    th, _ = await call("create_thread", {"threadName": "bench", "participantIds": ["b"]})
+    ping = {"threadId": th["thread"]["id"], "content": PAYLOAD, "mentions": ["b"]}
+    done = {"threadId": "t-1", "content": "done", "mentions": ["user"]}
+    if mode == "ping-c":
+        send, inbox = anyio.create_memory_object_stream[Any](1000)
+        async with anyio.create_task_group() as tg, inbox:
+            tg.start_soon(_listen, call, "b", send, gone)
+            for _ in range(warmup + n):
+                meter.tick()
+                t0 = clock()
+                await call("send_message", ping)
+                await inbox.receive()
+                meter.took(t0)
+            out = meter.result()
+            await _finish(call, gone, done)
+            tg.cancel_scope.cancel()
         return out
+    for _ in range(warmup + n):
+        meter.tick()
+        t0 = clock()
+        await call("send_message", ping)
+        got: list[Any] = []
+        while not got:
+            data, _ = await call("wait_for_mentions", {"timeoutMs": 60000})
+            got = data.get("messages", [])
+        meter.took(t0)
+    out = meter.result()
+    await _finish(call, gone, done)
+    return out
 
 
-if __name__ == "__main__" and len(sys.argv) == 6 and sys.argv[1] == "client":
-    _mode, _url, _n, _w = sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
-    _out = anyio.run(_client, _mode, _url, _n, _w)
-    _out["rtts"] = [round(x, 1) for x in _out["rtts"]]
-    print(json.dumps(_out))
+async def _finish(call: Call, gone: tuple[type[Exception], ...], done: dict[str, Any]) -> None:
+    """Answer the run. The message ends it, and with it the endpoint: on the
+    handshake protocol the session's stream can close before the answer to this
+    call is written. Whether the run got it is checked by the runtime's side
+    (its stop reason must be ``answer``)."""
+    with contextlib.suppress(*gone):
+        await call("send_message", done)
+
+
+CLIENTS = ("sdk", "lean", "lean2025")
+
+
+def _main(argv: list[str]) -> int:
+    """``CLIENT MODE URL N WARMUP``: be one bench client; print its figures as JSON."""
+    if len(argv) != 5 or argv[0] not in CLIENTS or not (argv[3].isdigit() and argv[4].isdigit()):
+        print(
+            f"usage: python -m coral_graph.bench._mcp {{{'|'.join(CLIENTS)}}} MODE URL N WARMUP"
+            f" (got {' '.join(argv)!r})",
+            file=sys.stderr,
+        )
+        return 2
+    client, mode, url, n, warmup = argv
+    out = anyio.run(_client, client, mode, url, int(n), int(warmup))
+    if "rtts" in out:
+        out["rtts"] = [round(x, 1) for x in out["rtts"]]
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))
