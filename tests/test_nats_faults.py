@@ -194,3 +194,42 @@ async def test_a_run_whose_worker_is_gone_for_good_stops_naming_the_agent(
     assert result.stop_reason == "error"
     assert result.error is not None
     assert "no worker hosts pong" in result.error
+
+
+async def test_sigterm_finishes_the_turn_and_leaves_the_run_going(
+    graph: Path, nats_server: NatsServer, workers: Workers, tmp_path: Path
+) -> None:
+    """SIGTERM in the middle of pong's turn: the worker finishes the turn, acknowledges
+    its delivery (no redelivery: ack_wait is 30 s here), leaves the run without
+    ending it, and exits 0; another pong worker carries the run to its answer."""
+    from coral_graph.config import load_graph
+    from coral_graph.transport.nats import run_on_nats
+
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    env = {"PP_ROUNDS": str(ROUNDS), "PP_MARK_DIR": str(marks), "PP_PONG_DELAY": "0.5"}
+    workers.start(graph, "--agents", "ping", env=env)
+    pong = workers.start(graph, "--agents", "pong", env=env)
+    lg = load_graph(graph)
+    result = None
+    t0 = time.monotonic()
+
+    async def drive() -> None:
+        nonlocal result
+        result = await run_on_nats(lg, "play", nats_server.url, wait_workers_s=30)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(drive)
+        await _wait_for(marks, f"pong-2-{pong.proc.pid}")
+        pong.proc.terminate()
+        assert await anyio.to_thread.run_sync(pong.proc.wait, 20) == 0
+        workers.start(graph, "--agents", "pong", env=env)
+    assert result is not None
+    assert result.stop_reason == "answer", result.error
+    assert _work_messages(result) == _expected()
+    assert _redelivered(result) == []
+    assert time.monotonic() - t0 < 25  # never waited for a redelivery
+    pong.close()
+    assert "stopped after 2 deliveries" in pong.output
+    # pong's second turn ran once, in the worker that was told to stop.
+    assert [p.name for p in marks.glob("pong-2-*")] == [f"pong-2-{pong.proc.pid}"]
