@@ -121,6 +121,10 @@ BAD_VALUES: dict[str, Any] = {
     "generator": (x for x in ()),
     "nan": float("nan"),
     "inf": float("inf"),
+    # Python values of built-in types (marshal would carry them) that are not plain data.
+    "complex": 1 + 2j,
+    "code": compile("1", "<meta>", "eval"),
+    "ellipsis": ...,
 }
 """Each kind of value a careless agent may put into a message's metadata."""
 
