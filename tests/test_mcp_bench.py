@@ -62,3 +62,16 @@ def test_the_bench_flag_reports_mcp_rows(
         ("mcp-rtt", "coral-graph"),
     ]
     assert seen["round_trips"] == 50
+
+
+def test_the_table_keeps_long_row_names_apart_from_their_figures() -> None:
+    from coral_graph.bench._main import format_table
+
+    rows = [
+        {"workload": "mcp-rtt", "impl": "floor", "round_trips_per_s": 900.0},
+        {"workload": "mcp-rtt", "impl": "lean2025:coral-graph-seq", "round_trips_per_s": 170.0},
+    ]
+    lines = format_table(rows).splitlines()
+    assert "lean2025:coral-graph-seq round_trips_per_s=170.00" in lines[-1]
+    # The figures start in one column, whatever the row's name.
+    assert {line.index("round_trips_per_s") for line in lines[2:]} == {lines[0].index("figures")}

@@ -203,14 +203,15 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         for row in rows
     ]
     width = max([62, *(len(t) + 1 for t in texts)])
+    iw = max([17, *(len(str(row["impl"])) + 1 for row in rows)])  # e.g. lean2025:coral-graph-seq
     lines = [
-        f"{'workload':<14}{'impl':<17}{'figures (median)':<{width}}{'÷ floor':>9}",
-        "-" * (40 + width),
+        f"{'workload':<14}{'impl':<{iw}}{'figures (median)':<{width}}{'÷ floor':>9}",
+        "-" * (23 + iw + width),
     ]
     for row, text in zip(rows, texts, strict=True):
         ratio = row.get("ratio_to_floor")
         lines.append(
-            f"{row['workload']:<14}{row['impl']:<17}{text:<{width}}"
+            f"{row['workload']:<14}{row['impl']:<{iw}}{text:<{width}}"
             f"{(f'{ratio:.2f}x' if isinstance(ratio, float) else ''):>9}"
         )
     return "\n".join(lines)
