@@ -13,6 +13,7 @@ import anyio
 import pytest
 from nats_fixtures import (
     NatsServer,
+    WorkerProc,
     Workers,
     nats_server_fixture,  # noqa: F401 - a fixture
     needs_nats,
@@ -59,17 +60,27 @@ async def _wait_for(folder: Path, pattern: str) -> None:
 
 
 async def _kill_pong_when(
-    graph: Path, url: str, workers: Workers, marks: Path, mark: str, env: dict[str, str]
-) -> Any:
+    graph: Path,
+    url: str,
+    workers: Workers,
+    marks: Path,
+    mark: str,
+    env: dict[str, str],
+    *,
+    term: bool = False,
+) -> tuple[Any, WorkerProc]:
     """Run pingpong with pong on its own worker; when pong's worker writes the mark
     ``<mark>-<pid>`` (in its second turn, delivery unacknowledged) kill it with
-    SIGKILL and start another pong worker. Returns the run's result."""
+    SIGKILL (``term``: stop it with SIGTERM, which must exit 0) and start another pong
+    worker. Returns the run's result and the first pong worker."""
     from coral_graph.config import load_graph
     from coral_graph.transport.nats import run_on_nats
 
     env = {"PP_ROUNDS": str(ROUNDS), "PP_MARK_DIR": str(marks), **env}
-    workers.start(graph, "--agents", "ping", "--ack-wait", "1", env=env)
-    pong = workers.start(graph, "--agents", "pong", "--ack-wait", "1", env=env)
+    # A delivery not acknowledged comes again after 1 s; with SIGTERM none may.
+    wait = ("--ack-wait", "30" if term else "1")
+    workers.start(graph, "--agents", "ping", *wait, env=env)
+    pong = workers.start(graph, "--agents", "pong", *wait, env=env)
     lg = load_graph(graph)
     result = None
 
@@ -80,11 +91,15 @@ async def _kill_pong_when(
     async with anyio.create_task_group() as tg:
         tg.start_soon(drive)
         await _wait_for(marks, f"{mark}-{pong.proc.pid}")
-        pong.proc.kill()
-        pong.proc.wait(10)
-        workers.start(graph, "--agents", "pong", "--ack-wait", "1", env=env)
+        if term:
+            pong.proc.terminate()
+            assert await anyio.to_thread.run_sync(pong.proc.wait, 20) == 0
+        else:
+            pong.proc.kill()
+            pong.proc.wait(10)
+        workers.start(graph, "--agents", "pong", *wait, env=env)
     assert result is not None
-    return result
+    return result, pong
 
 
 def _redelivered(result: Any) -> list[str]:
@@ -101,7 +116,7 @@ async def test_worker_killed_mid_turn_then_restarted(
     marks = tmp_path / "marks"
     marks.mkdir()
     # pong marks the start of its turn, then sleeps 0.3 s: it is killed there.
-    result = await _kill_pong_when(
+    result, _ = await _kill_pong_when(
         graph, nats_server.url, workers, marks, "pong-2", {"PP_PONG_DELAY": "0.3"}
     )
     assert result.stop_reason == "answer", result.error
@@ -122,7 +137,7 @@ async def test_a_turn_killed_after_its_send_is_replayed_without_a_second_message
     and the transcript holds it once."""
     marks = tmp_path / "marks"
     marks.mkdir()
-    result = await _kill_pong_when(
+    result, _ = await _kill_pong_when(
         graph, nats_server.url, workers, marks, "sent-2", {"PP_PONG_DELAY_AFTER": "0.5"}
     )
     assert result.stop_reason == "answer", result.error
@@ -202,29 +217,12 @@ async def test_sigterm_finishes_the_turn_and_leaves_the_run_going(
     """SIGTERM in the middle of pong's turn: the worker finishes the turn, acknowledges
     its delivery (no redelivery: ack_wait is 30 s here), leaves the run without
     ending it, and exits 0; another pong worker carries the run to its answer."""
-    from coral_graph.config import load_graph
-    from coral_graph.transport.nats import run_on_nats
-
     marks = tmp_path / "marks"
     marks.mkdir()
-    env = {"PP_ROUNDS": str(ROUNDS), "PP_MARK_DIR": str(marks), "PP_PONG_DELAY": "0.5"}
-    workers.start(graph, "--agents", "ping", env=env)
-    pong = workers.start(graph, "--agents", "pong", env=env)
-    lg = load_graph(graph)
-    result = None
     t0 = time.monotonic()
-
-    async def drive() -> None:
-        nonlocal result
-        result = await run_on_nats(lg, "play", nats_server.url, wait_workers_s=30)
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(drive)
-        await _wait_for(marks, f"pong-2-{pong.proc.pid}")
-        pong.proc.terminate()
-        assert await anyio.to_thread.run_sync(pong.proc.wait, 20) == 0
-        workers.start(graph, "--agents", "pong", env=env)
-    assert result is not None
+    result, pong = await _kill_pong_when(
+        graph, nats_server.url, workers, marks, "pong-2", {"PP_PONG_DELAY": "0.5"}, term=True
+    )
     assert result.stop_reason == "answer", result.error
     assert _work_messages(result) == _expected()
     assert _redelivered(result) == []

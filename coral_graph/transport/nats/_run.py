@@ -31,17 +31,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import secrets
 import time
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
-from coral_graph._errors import RuntimeClosedError
 from coral_graph._events import AgentErrored, Event, event_to_dict
-from coral_graph._model import Message, Thread
-from coral_graph._types import USER, AgentName, StopReason, ThreadId
+from coral_graph._model import Message
+from coral_graph._types import USER, AgentName, StopReason
 from coral_graph.transport.nats._errors import MessageTooLargeError
-from coral_graph.transport.nats._state import CasFailed, Header, Replica, RunState, scratch
+from coral_graph.transport.nats._shared import Inflight, NatsCounters, NatsThreads, needs_await
+from coral_graph.transport.nats._state import Replica, RunState
 from coral_graph.transport.nats._wire import encode
 
 if TYPE_CHECKING:
@@ -51,238 +50,6 @@ if TYPE_CHECKING:
     from coral_graph.transport.nats._worker import Worker
 
 __all__ = ["NatsCounters", "NatsRun", "NatsThreads", "NatsTransport"]
-
-R = TypeVar("R")
-
-
-def _needs_await(op: str) -> NoReturn:
-    raise RuntimeClosedError(
-        f"{op}_nowait is not available on the NATS transport: the state is shared "
-        f"over the network; use `await ctx.{op}(...)`"
-    )
-
-
-class Inflight:
-    """The delivery an agent is handling here, not yet acknowledged."""
-
-    __slots__ = ("_replay", "done", "m", "msg", "ops", "turn")
-
-    def __init__(self, m: Msg, msg: Message, turn: str, replay: asyncio.Future[bool]) -> None:
-        self.m = m
-        self.msg = msg
-        self.turn = turn
-        self._replay = replay
-        self.ops = 0
-        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    def next_op(self) -> int:
-        self.ops += 1
-        return self.ops
-
-    async def replay(self) -> bool:
-        """Whether this turn began before (read from the bucket while the turn starts:
-        only an operation that makes something waits for the answer)."""
-        return await asyncio.shield(self._replay)
-
-
-class NatsThreads:
-    """The threads of one run, in the bucket (see :mod:`._state`)."""
-
-    __slots__ = ("_run",)
-
-    def __init__(self, run: NatsRun) -> None:
-        self._run = run
-
-    def get_nowait(self, thread_id: ThreadId) -> Thread | None:
-        return self._run.replica.threads.get(thread_id)
-
-    async def get(self, thread_id: ThreadId) -> Thread | None:
-        from coral_graph._errors import UnknownThreadError
-
-        try:
-            return await self._run.replica.load(thread_id)
-        except UnknownThreadError:
-            return None
-
-    def create_nowait(self, name: str, creator: AgentName, participants: list[AgentName]) -> Thread:
-        _needs_await("create_thread")
-
-    async def create(self, name: str, creator: AgentName, participants: list[AgentName]) -> Thread:
-        run = self._run
-        inf = run.inflight.get(creator)
-        n = inf.next_op() if inf is not None else 0
-        if inf is not None and await inf.replay():
-            ref = await run.state.made(inf.turn, n)
-            if ref is not None:  # the replay of a turn that made this thread already
-                return await run.replica.load(ref)
-        th = Thread(ThreadId(f"t-{secrets.token_hex(4)}"), name, creator, participants, time.time())
-        rev = await run.state.create_thread(th)
-        run.replica.apply(Header(th, rev, 0, None))
-        if inf is not None:
-            await run.remember(inf.turn, n, th.id)
-        return th
-
-    def update_nowait(self, thread_id: ThreadId, change: Callable[..., R], *args: Any) -> R:
-        _needs_await("send_message")
-
-    async def update(self, thread_id: ThreadId, change: Callable[..., R], *args: Any) -> R:
-        run = self._run
-        rep = run.replica
-        st = run.state
-        fresh: Header | None = None  # the header read after a conflict
-        op: tuple[Inflight, int] | None = None
-        while True:
-            live = rep.threads.get(thread_id)
-            rev = rep.revs.get(thread_id)
-            if live is None or (rev is None and fresh is None):
-                live = await rep.load(thread_id)
-                rev = rep.revs.get(thread_id)
-                if rev is None and fresh is None:
-                    fresh = await st.header(thread_id)  # the copy lags: as stored now
-            if fresh is None:
-                assert rev is not None
-                n0 = len(live._messages)
-                base, last = live, (live._messages[-1] if n0 else None)
-                work = scratch(live)
-            else:
-                # After a conflict: the rules run on the header as stored now. Only the
-                # number of messages matters to them; those this copy has not seen yet
-                # come through the watch.
-                rev, n0, base, last = fresh.rev, fresh.last_seq, fresh.thread, fresh.last
-                work = scratch(base)
-                msgs = work._messages = live._messages[:n0]
-                msgs.extend([last] * (n0 - len(msgs)))  # type: ignore[list-item]
-            result = change(work, *args)
-            added = work._messages[n0:]
-            if not added and (
-                work._participants == base._participants
-                and work.closed == base.closed
-                and work.summary == base.summary
-            ):
-                return result  # nothing to write (e.g. adding a participant twice)
-            prev = last
-            if added:
-                msg = last = added[-1]
-                run.check_size(msg)
-                inf = run.inflight.get(msg.sender)
-                if op is None and inf is not None:
-                    op = (inf, inf.next_op())
-                if op is not None and await op[0].replay():
-                    ref = await st.made(op[0].turn, op[1])
-                    if ref is not None:
-                        # The replay of a turn a crash interrupted: this message was
-                        # appended already. Make it again with its own seq (same id)
-                        # and write nothing: the core then publishes its deliveries
-                        # again, which the broker drops by their message ids.
-                        seq = int(ref.rpartition("#")[2])
-                        if len(live._messages) < seq - 1:
-                            live = await rep.load(thread_id)
-                        return change(scratch(live, seq - 1), *args)
-                if prev is not None and rep.stored.get(thread_id, 0) < prev.seq:
-                    # The previous message's own key may not be written yet (its writer
-                    # may have died after its CAS): write it first, in order.
-                    await run.publish_later(
-                        st.key_subject(st.message_key(thread_id, prev.seq)),
-                        encode("m", msg=prev.to_dict()),
-                    )
-            try:
-                new_rev = await st.update_header(work, rev, last)
-            except CasFailed:
-                fresh = await st.header(thread_id)
-                continue
-            rep.committed(live, work, new_rev, n0)
-            if added:
-                msg = added[-1]
-                await run.publish_later(
-                    st.key_subject(st.message_key(thread_id, msg.seq)),
-                    encode("m", msg=msg.to_dict()),
-                )
-                if op is not None:
-                    await run.remember(op[0].turn, op[1], msg.id)
-            return result
-
-    def all_nowait(self) -> dict[ThreadId, Thread]:
-        return self._run.replica.threads  # type: ignore[return-value]
-
-
-_LEASE = 16
-"""Messages reserved at once by a worker while the message budget is far (see
-:class:`NatsCounters`)."""
-_LEASE_FAR = 64 * _LEASE
-
-
-class NatsCounters:
-    """The run's counters in the bucket. Reservations against a limit are atomic
-    across processes (compare-and-set); unlimited changes (a release, a settled
-    LLM call's difference) are applied in the background, in order.
-
-    While the message budget is far from spent (at least ``_LEASE_FAR`` left), a
-    worker reserves ``_LEASE`` messages in one compare-and-set and hands them out
-    one by one; what it has not used goes back when the run ends here. Nearer the
-    limit it reserves one at a time. A message budget is never passed; a run can
-    stop on it with up to ``_LEASE - 1`` messages per other worker still unused."""
-
-    __slots__ = ("_deltas", "_flusher", "_leased", "_run")
-
-    def __init__(self, run: NatsRun) -> None:
-        self._run = run
-        self._deltas: list[tuple[str, float]] = []
-        self._flusher: asyncio.Task[None] | None = None
-        self._leased = 0
-
-    def reserve_nowait(self, name: str, amount: float, limit: float | None) -> bool:
-        if limit is not None:
-            _needs_await("send_message")
-        self._add(name, amount)
-        return True
-
-    async def reserve(self, name: str, amount: float, limit: float | None) -> bool:
-        if limit is None:
-            self._add(name, amount)
-            return True
-        st = self._run.state
-        if name != "messages" or amount != 1:
-            return await st.reserve(name, amount, limit) is not None
-        if self._leased:
-            self._leased -= 1
-            return True
-        if limit - st.seen(name) >= _LEASE_FAR and await st.reserve(name, _LEASE, limit):
-            self._leased = _LEASE - 1
-            return True
-        return await st.reserve(name, 1, limit) is not None
-
-    def give_back(self) -> None:
-        """The run ended here: the messages reserved and not used go back."""
-        if self._leased:
-            self._add("messages", -self._leased)
-            self._leased = 0
-
-    def release_nowait(self, name: str, amount: float) -> None:
-        self._add(name, -amount)
-
-    def value(self, name: str) -> float:
-        v = self._run.state.seen(name) + sum(d for n, d in self._deltas if n == name)
-        return v - self._leased if name == "messages" else v
-
-    def _add(self, name: str, amount: float) -> None:
-        if not amount:
-            return
-        self._deltas.append((name, amount))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.get_running_loop().create_task(self._flush())
-
-    async def _flush(self) -> None:
-        st = self._run.state
-        while self._deltas:
-            name, amount = self._deltas[0]
-            await st.reserve(name, amount, None)
-            self._deltas.pop(0)
-
-    async def settle(self) -> None:
-        """Wait until every change queued so far is in the bucket."""
-        f = self._flusher
-        if f is not None:
-            await f
 
 
 class NatsRun:
@@ -327,7 +94,7 @@ class NatsRun:
         return agent in self.worker.agents
 
     def send_nowait(self, targets: Sequence[AgentName], msg: Message) -> None:
-        _needs_await("send_message")
+        needs_await("send_message")
 
     async def send(self, targets: Sequence[AgentName], msg: Message) -> None:
         """Publish one delivery per target after this process's events so far; the
