@@ -192,8 +192,11 @@ async def test_three_workers_racing_on_one_budget_never_overspend(
     from coral_graph.transport.nats import run_on_nats
 
     g = graph_dir / "race.yaml"
+    marks = graph_dir / "marks"
+    marks.mkdir()
+    env = {"PP_MARK_DIR": str(marks), "PP_RACERS": "3"}  # all three start racing at once
     for a in ("a", "b", "c"):
-        workers.start(g, "--agents", a)
+        workers.start(g, "--agents", a, env=env)
     lg = load_graph(g)
     result = await run_on_nats(lg, "go", nats_server.url)
     assert result.stop_reason == "budget:messages"

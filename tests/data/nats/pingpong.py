@@ -47,7 +47,18 @@ async def quiet(ctx, message):
 
 
 async def spam(ctx, message):
-    """Posts as fast as it can until a budget stops it."""
+    """Posts as fast as it can until a budget stops it. With PP_RACERS set, first
+    waits (up to 20 s) until that many spammers have begun their turn, so that they
+    race from the same moment (a worker process slow to start would miss the race)."""
+    marks, racers = os.environ.get("PP_MARK_DIR"), int(os.environ.get("PP_RACERS", "0"))
+    if marks and racers:
+        import asyncio
+
+        os.close(os.open(os.path.join(marks, f"spam-{ctx.name}"), os.O_CREAT))
+        for _ in range(2000):
+            if len([f for f in os.listdir(marks) if f.startswith("spam-")]) >= racers:
+                break
+            await asyncio.sleep(0.01)
     for i in range(10_000):
         await ctx.send_message(message.thread_id, f"{ctx.name} {i}", [])
 
