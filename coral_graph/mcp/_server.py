@@ -62,6 +62,8 @@ as idle. A client may keep a wait in flight while it sends (MCP allows concurren
 requests): its send can reach the server just after its wait, and the run must not
 end ``idle`` in between. Calls that did reach the server keep the agent busy
 until they finish (see :meth:`Endpoint.call`)."""
+_CLOSE_GRACE_S = 2.0
+"""How long a closing endpoint lets the POSTs in flight write their answers."""
 _MAX_BODY = 4 * 1024 * 1024
 """The SDK's request body limit (a larger body goes to the SDK, which refuses it)."""
 
@@ -101,6 +103,8 @@ class Endpoint:
         self._http: Any = None
         self._sse: Any = None
         self._stop = anyio.Event()
+        self._posts = 0  # POSTs of the session protocol being answered
+        self._no_posts: anyio.Event | None = None
 
     def __repr__(self) -> str:
         return f"Endpoint({self.name!r}, run={self.run_id})"
@@ -321,10 +325,24 @@ class Endpoint:
             await self._no_busy_calls.wait()
 
     def close(self) -> None:
-        """End the endpoint: calls in flight return "run ended", new ones get 410."""
+        """End the endpoint: calls in flight return "run ended", new ones get 410.
+
+        The session manager stops once the POSTs in flight have written their
+        answers (at most :data:`_CLOSE_GRACE_S`): the call whose message ended the
+        run (an answer, a budget) gets its result like any other."""
         self.closed = True
         for cs in list(self._scopes):
             cs.cancel()
+        tg = self.hub._tg
+        if not self._posts or tg is None:
+            self._stop.set()
+            return
+        self._no_posts = anyio.Event()
+        tg.start_soon(self._stop_after_posts, self._no_posts)
+
+    async def _stop_after_posts(self, no_posts: anyio.Event) -> None:
+        with anyio.move_on_after(_CLOSE_GRACE_S, shield=True):
+            await no_posts.wait()
         self._stop.set()
 
     # -- HTTP ---------------------------------------------------------------------------
@@ -339,7 +357,18 @@ class Endpoint:
             elif method == "POST" and FAST_PATH and headers.get(_VERSION) in _MODERN:
                 await self._post(scope, receive, send, headers)
                 return
-            await self._http.handle_request(scope, receive, send)
+            if method != "POST":
+                await self._http.handle_request(scope, receive, send)
+                return
+            # A POST's answer is written by the session manager: it must outlive the
+            # POST (see close), or the call that ends the run loses its answer.
+            self._posts += 1
+            try:
+                await self._http.handle_request(scope, receive, send)
+            finally:
+                self._posts -= 1
+                if not self._posts and self._no_posts is not None:
+                    self._no_posts.set()
             return
         # SSE: GET opens the stream, POST carries the client's messages.
         if scope["method"] == "GET":
