@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import sys
 import threading
 import time
 import uuid
@@ -131,18 +130,14 @@ class EmbeddedEngine:
         # restore each other's /dev/null, and every later print of the process is
         # lost (the CLI printed nothing). One load at a time, process-wide.
         with _LOAD_LOCK:
-            out, err = sys.stdout, sys.stderr
-            try:
-                return Llama(
-                    model_path=str(path),
-                    n_ctx=self.n_ctx,
-                    n_threads=threads,
-                    n_threads_batch=threads,
-                    seed=0,
-                    verbose=False,
-                )
-            finally:
-                sys.stdout, sys.stderr = out, err
+            return Llama(
+                model_path=str(path),
+                n_ctx=self.n_ctx,
+                n_threads=threads,
+                n_threads_batch=threads,
+                seed=0,
+                verbose=False,
+            )
 
     def _acquire(self) -> Any:
         ticket = object()
