@@ -78,6 +78,32 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+class _InProgress:
+    """A count of things in progress (calls, requests), awaitable until it is zero."""
+
+    __slots__ = ("_none_left", "count")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._none_left: anyio.Event | None = None
+
+    def __enter__(self) -> None:
+        self.count += 1
+
+    def __exit__(self, *exc: object) -> None:
+        self.count -= 1
+        if not self.count and self._none_left is not None:
+            self._none_left.set()
+            self._none_left = None
+
+    async def wait_none(self) -> None:
+        """Return once nothing is in progress."""
+        while self.count:
+            if self._none_left is None:
+                self._none_left = anyio.Event()
+            await self._none_left.wait()
+
+
 class Endpoint:
     """One agent's MCP endpoint in one run: its secret, URLs and connection state."""
 
@@ -89,8 +115,7 @@ class Endpoint:
         self.run_id = ctx.run_id
         self._scopes: set[anyio.CancelScope] = set()
         self._calling = anyio.Event()
-        self._busy_calls = 0
-        self._no_busy_calls: anyio.Event | None = None
+        self._busy_calls = _InProgress()  # calls other than waits
         self._server_info: dict[str, Any] = {}
         self.connected = anyio.Event()
         self.gone = anyio.Event()
@@ -103,8 +128,7 @@ class Endpoint:
         self._http: Any = None
         self._sse: Any = None
         self._stop = anyio.Event()
-        self._posts = 0  # POSTs of the session protocol being answered
-        self._no_posts: anyio.Event | None = None
+        self._posts = _InProgress()  # POSTs of the session protocol being answered
 
     def __repr__(self) -> str:
         return f"Endpoint({self.name!r}, run={self.run_id})"
@@ -272,17 +296,15 @@ class Endpoint:
         cs = anyio.CancelScope()
         self._scopes.add(cs)
         self._calling.set()
-        busy = name not in WAIT_TOOLS
-        if busy:
-            self._busy_calls += 1
+        busy = self._busy_calls if name not in WAIT_TOOLS else contextlib.nullcontext()
         try:
-            with cs:
+            with busy, cs:
                 try:
                     result = await call_tool(
                         self.ctx,
                         name,
                         arguments,
-                        before_wait=self._busy_calls_done,
+                        before_wait=self._busy_calls.wait_none,
                         idle_after=IDLE_SETTLE_S,
                     )
                     return result, False
@@ -297,11 +319,6 @@ class Endpoint:
             self._scopes.discard(cs)
             if not self._scopes:
                 self._calling = anyio.Event()
-            if busy:
-                self._busy_calls -= 1
-                if self._busy_calls == 0 and self._no_busy_calls is not None:
-                    self._no_busy_calls.set()
-                    self._no_busy_calls = None
         if cs.cancelled_caught:
             data = {
                 "ok": False,
@@ -318,12 +335,6 @@ class Endpoint:
         )
         return data, True
 
-    async def _busy_calls_done(self) -> None:
-        while self._busy_calls:
-            if self._no_busy_calls is None:
-                self._no_busy_calls = anyio.Event()
-            await self._no_busy_calls.wait()
-
     def close(self) -> None:
         """End the endpoint: calls in flight return "run ended", new ones get 410.
 
@@ -334,15 +345,14 @@ class Endpoint:
         for cs in list(self._scopes):
             cs.cancel()
         tg = self.hub._tg
-        if not self._posts or tg is None:
+        if not self._posts.count or tg is None:
             self._stop.set()
             return
-        self._no_posts = anyio.Event()
-        tg.start_soon(self._stop_after_posts, self._no_posts)
+        tg.start_soon(self._stop_after_posts)
 
-    async def _stop_after_posts(self, no_posts: anyio.Event) -> None:
+    async def _stop_after_posts(self) -> None:
         with anyio.move_on_after(_CLOSE_GRACE_S, shield=True):
-            await no_posts.wait()
+            await self._posts.wait_none()
         self._stop.set()
 
     # -- HTTP ---------------------------------------------------------------------------
@@ -362,13 +372,8 @@ class Endpoint:
                 return
             # A POST's answer is written by the session manager: it must outlive the
             # POST (see close), or the call that ends the run loses its answer.
-            self._posts += 1
-            try:
+            with self._posts:
                 await self._http.handle_request(scope, receive, send)
-            finally:
-                self._posts -= 1
-                if not self._posts and self._no_posts is not None:
-                    self._no_posts.set()
             return
         # SSE: GET opens the stream, POST carries the client's messages.
         if scope["method"] == "GET":
