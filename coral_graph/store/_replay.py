@@ -229,18 +229,16 @@ def replay(events: Iterable[Event]) -> RunState:
                 th.summary = e.summary
         elif t is AgentErrored:
             assert isinstance(e, AgentErrored)
-            use(e.agent).errors += 1
+            # Not an agent's failure: a delivery handled again after a worker stopped
+            # (distributed runs), or a foreign event skipped (recorded as the user's).
+            if e.error_type != "Redelivered" and e.agent != USER:
+                use(e.agent).errors += 1
         elif t is LLMCalled:
             assert isinstance(e, LLMCalled)
             u = use(e.agent)
-            u.llm_calls += 1
+            u.add_llm_call(e.prompt_tokens, e.completion_tokens, e.cost_usd, e.latency_s)
             if e.outcome != "ok":
                 u.llm_errors += 1
-            u.prompt_tokens += e.prompt_tokens
-            u.completion_tokens += e.completion_tokens
-            u.cost_usd += e.cost_usd
-            u.llm_latency_s += e.latency_s
-            u.latencies_s.append(e.latency_s)
             state.llm_calls += 1
             state.tokens += e.prompt_tokens + e.completion_tokens
             state.cost_usd += e.cost_usd

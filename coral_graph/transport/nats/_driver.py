@@ -38,6 +38,7 @@ from coral_graph._model import Message, Thread
 from coral_graph._results import RunResult
 from coral_graph._runtime import new_run_id
 from coral_graph._types import USER, MessageId, RunId, StopReason, ThreadId
+from coral_graph.store import replay
 from coral_graph.transport.nats._conn import DEFAULT_ACK_WAIT_S, Link, ensure_graph
 from coral_graph.transport.nats._names import GraphIdentity, Names
 from coral_graph.transport.nats._record import Recorder
@@ -316,7 +317,7 @@ class DistributedRun:
         answer = Message.from_dict(r["answer"]) if r.get("answer") else None
         reason = cast("StopReason", str(r.get("stop_reason") or "error"))
         ended = float(r.get("ended_at") or time.time())
-        usage = {n: u for n, u in rec.usage.items()}
+        usage = replay(rec.events).usage
         await self._emit(
             RunFinished(
                 self.run_id, 0, ended, reason,
@@ -326,6 +327,9 @@ class DistributedRun:
         )  # fmt: skip
         with contextlib.suppress(asyncio.TimeoutError, TimeoutError):
             await asyncio.wait_for(rec.finished.wait(), 10.0)
+        # The whole transcript, up to run_finished (events that came meanwhile too).
+        final = replay(rec.events)
+        usage = final.usage
         return RunResult(
             run_id=self.run_id,
             stop_reason=reason,
@@ -333,9 +337,9 @@ class DistributedRun:
             answer_message=answer,
             error=r.get("error"),
             usage=usage,
-            messages=rec.messages,
+            messages=sum(u.messages_sent for u in usage.values()),
             duration_s=ended - t0,
-            threads=dict(rec.threads),
+            threads=final.threads,
             log=list(rec.events),
         )
 

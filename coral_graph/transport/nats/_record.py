@@ -19,19 +19,12 @@ from nats.js.api import DeliverPolicy
 
 from coral_graph._events import (
     AgentErrored,
-    DeliveryHandled,
     Event,
-    LLMCalled,
     MessageSent,
-    ParticipantAdded,
-    ParticipantRemoved,
     RunFinished,
-    ThreadClosed,
     ThreadCreated,
     event_from_dict,
 )
-from coral_graph._model import AgentUsage, Thread
-from coral_graph._types import AgentName, ThreadId
 from coral_graph.transport.nats._conn import Link
 from coral_graph.transport.nats._errors import WireError
 from coral_graph.transport.nats._names import Names
@@ -55,17 +48,9 @@ class Recorder:
         self.run_id = run_id
         self.sink = sink
         self.events: list[Event] = []
-        self.threads: dict[ThreadId, Thread] = {}
-        self.usage: dict[str, AgentUsage] = {}
-        self.workers: dict[str, set[str]] = {}  # agent -> the workers that handled its deliveries
-        self.redeliveries = 0
-        self.malformed = 0
-        self.late = 0
-        self.messages = 0
         # Ids of messages and threads recorded: the replay of a turn that a crash
         # interrupted makes the same ones again, and their events come twice.
         self._seen_ids: set[str] = set()
-        self._wait_turns: set[tuple[str, float]] = set()
         self.finished = asyncio.Event()
         self._sub: Any = None
         self._received = 0
@@ -96,22 +81,14 @@ class Recorder:
             await asyncio.sleep(0.02)
         return False
 
-    def _usage(self, agent: str) -> AgentUsage:
-        u = self.usage.get(agent)
-        if u is None:
-            u = self.usage[agent] = AgentUsage()
-        return u
-
     async def _on_msg(self, m: Msg) -> None:
         self._received += 1
         if self.finished.is_set():
-            self.late += 1  # after run_finished: not part of the transcript
-            return
+            return  # after run_finished: not part of the transcript
         try:
             env = decode(m.data, "e")
             ev = event_from_dict(dict(env["ev"]))
         except (WireError, KeyError, TypeError, ValueError) as exc:
-            self.malformed += 1
             ev = AgentErrored(
                 self.run_id, 0, time.time(), "user", None, "WireError",
                 f"skipped a malformed event on {m.subject}: {exc}", "", "continue",
@@ -120,7 +97,8 @@ class Recorder:
         self.add(ev, env)
 
     def add(self, ev: Event, env: dict[str, Any] | None = None) -> None:
-        """Number ``ev``, fold it into threads and usage, and hand it to the sink."""
+        """Number ``ev``, keep it, and hand it to the sink (the run's threads and usage
+        are :func:`coral_graph.store.replay` of :attr:`events`)."""
         env = env or {}
         if isinstance(ev, MessageSent | ThreadCreated):
             key = ev.message.id if isinstance(ev, MessageSent) else f"thread:{ev.thread_id}"
@@ -135,64 +113,10 @@ class Recorder:
                 ev = dataclasses.replace(ev, message=ev.message._replace(metadata=meta))
         ev = dataclasses.replace(ev, run_id=self.run_id, seq=len(self.events) + 1)
         self.events.append(ev)
-        self._fold(ev, env)
         if self.sink is not None:
             self.sink(ev)
         if isinstance(ev, RunFinished):
             self.finished.set()
-
-    def _fold(self, ev: Event, env: dict[str, Any]) -> None:
-        if isinstance(ev, ThreadCreated):
-            self.threads[ThreadId(ev.thread_id)] = Thread(
-                ThreadId(ev.thread_id),
-                ev.name,
-                AgentName(ev.creator),
-                [AgentName(p) for p in ev.participants],
-                ev.ts,
-            )
-        elif isinstance(ev, MessageSent):
-            th = self.threads.get(ev.message.thread_id)
-            if th is not None:
-                th._messages.append(ev.message)
-            if ev.message.sender != "user":
-                self.messages += 1
-                self._usage(ev.message.sender).messages_sent += 1
-        elif isinstance(ev, DeliveryHandled):
-            u = self._usage(ev.agent)
-            u.deliveries += 1
-            if ev.via == "handle":
-                u.turns += 1
-            elif (ev.agent, ev.ts) not in self._wait_turns:
-                # A loop agent's wait_for_mentions takes its deliveries in one turn
-                # (its delivery_handled events share their time).
-                self._wait_turns.add((ev.agent, ev.ts))
-                u.turns += 1
-            w = env.get("worker")
-            if isinstance(w, str):
-                self.workers.setdefault(ev.agent, set()).add(w)
-        elif isinstance(ev, LLMCalled):
-            u = self._usage(ev.agent)
-            u.add_llm_call(ev.prompt_tokens, ev.completion_tokens, ev.cost_usd, ev.latency_s)
-            if ev.outcome != "ok":
-                u.llm_errors += 1
-        elif isinstance(ev, AgentErrored):
-            if ev.error_type == "Redelivered":
-                self.redeliveries += 1
-            elif ev.agent != "user":
-                self._usage(ev.agent).errors += 1
-        elif isinstance(ev, ParticipantAdded | ParticipantRemoved | ThreadClosed):
-            th = self.threads.get(ThreadId(ev.thread_id))
-            if th is None:
-                return
-            if isinstance(ev, ParticipantAdded) and ev.agent not in th._pset:
-                th._participants.append(AgentName(ev.agent))
-                th._pset.add(AgentName(ev.agent))
-            elif isinstance(ev, ParticipantRemoved) and ev.agent in th._pset:
-                th._participants.remove(AgentName(ev.agent))
-                th._pset.discard(ev.agent)
-            elif isinstance(ev, ThreadClosed):
-                th.closed = True
-                th.summary = ev.summary
 
 
 async def record_all(
