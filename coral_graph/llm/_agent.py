@@ -14,6 +14,7 @@ errors, and handed to the ``fallbacks`` in order when a model keeps failing.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import random
@@ -224,6 +225,9 @@ class LLMAgent:
                 tools, max_tool_calls=max_tool_calls, reserved=TOOL_NAMES, timeout_s=timeout_s
             )
         self.context: ContextShape = context
+        # Models whose tokenizer the client has loaded for this agent: their counts
+        # may run on the event loop (see count_tokens).
+        self._tokenizers: set[str] = set()
 
     def __repr__(self) -> str:
         return f"LLMAgent({self.model!r}, mode={self.mode!r})"
@@ -265,11 +269,28 @@ class LLMAgent:
     def count_tokens(
         self, model: str, messages: Sequence[ChatMessage], tools: Sequence[Any] | None = None
     ) -> int:
-        """Prompt tokens by the client's counter (litellm's for the default client)."""
+        """Prompt tokens by the client's counter (litellm's for the default client).
+
+        The first count of a model may load its tokenizer, which blocks; on the
+        event loop, await :meth:`load_tokenizer` first (a turn does).
+        """
         counter = getattr(self.client, "count_tokens", None)
         if callable(counter):
             return int(counter(model, messages, tools))
         return approx_tokens(messages, tools)
+
+    async def load_tokenizer(self, model: str) -> None:
+        """Have the client load ``model``'s tokenizer (its optional blocking
+        ``load_tokenizer``) in a worker thread, the first time this agent counts
+        ``model``: the first load takes from a tenth of a second to seconds, and on
+        the event loop it would hold every agent of the process meanwhile."""
+        if model in self._tokenizers:
+            return
+        load = getattr(self.client, "load_tokenizer", None)
+        if callable(load):
+            # A cancelled turn does not wait for the load: it finishes in its thread.
+            await anyio.to_thread.run_sync(load, model, abandon_on_cancel=True)
+        self._tokenizers.add(model)
 
     def price(self, model: str, prompt_tokens: int, completion_tokens: int) -> float:
         """US dollars for a call of that size (0 when the price is unknown)."""
@@ -310,11 +331,18 @@ class LLMAgent:
         has_key = self.api_key_env is not None or "api_key" in self.extra
         for model in (self.model, *self.fallbacks):
             check(model, api_base=self.api_base, has_key=has_key)
+        load = getattr(self.client, "load_tokenizer", None)
+        if callable(load) and not _on_event_loop():
+            # Before the loop starts (the CLI, cg.run): the first turn finds the
+            # tokenizer loaded. On the loop the turn loads it in a worker thread.
+            load(self.model)
+            self._tokenizers.add(self.model)
 
     # -- one turn ---------------------------------------------------------------
 
     async def handle(self, ctx: AgentContext, message: Message) -> None:
         """One wake: build the context, then call the model up to ``max_steps`` times."""
+        await self.load_tokenizer(self.model)  # build_context counts tokens
         mode = self.resolved_mode()
         budget = max(256, self.context_tokens - self._max_out(self.model))
         messages = build_context(
@@ -446,6 +474,7 @@ class LLMAgent:
         api_key = self._api_key()
         for model in (self.model, *self.fallbacks):
             max_out = self._max_out(model)
+            await self.load_tokenizer(model)
             prompt_tokens = self.count_tokens(model, messages, tools)
             request = ModelRequest(
                 model=model,
@@ -606,6 +635,15 @@ def _check_settings(**settings: Any) -> None:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"])
         raise ValueError(f"LLMAgent({where}=...): {err['msg']}") from None
+
+
+def _on_event_loop() -> bool:
+    """Whether this thread is running an (asyncio) event loop right now."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def _describe(system_prompt: str, model: str) -> str:

@@ -29,6 +29,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import anyio
+
 from coral_graph._budgets import Budgets
 from coral_graph._events import Event, MessageSent
 from coral_graph._graph import AgentGraph
@@ -210,10 +212,12 @@ class _Measure:
         return await self.inner.complete(request)
 
 
-def _litellm_counter(model: str) -> TokenCount:
+async def _litellm_counter(model: str) -> TokenCount:
     from coral_graph.llm._litellm import LiteLLMClient
 
     client = LiteLLMClient()
+    # The first count loads the tokenizer, which blocks: not on the event loop.
+    await anyio.to_thread.run_sync(client.load_tokenizer, model)
     return lambda messages, tools: client.count_tokens(model, messages, tools)
 
 
@@ -226,7 +230,7 @@ async def measure_token_efficiency_async(
     count: TokenCount | None = None,
 ) -> EfficiencyReport:
     """Run the scenario and measure it; see the module docs."""
-    counter = count if count is not None else _litellm_counter(model)
+    counter = count if count is not None else await _litellm_counter(model)
     scenario = _Scenario(specialists, rounds, report_words)
     measure = _Measure(scenario, counter)
     graph = AgentGraph("efficiency", entry=["coordinator"])

@@ -4,6 +4,15 @@ This is the only module that imports litellm. ``LITELLM_LOCAL_MODEL_COST_MAP`` i
 set before the import so litellm reads its bundled price table instead of fetching
 one over the network. The embedded provider (``embedded/...``) is registered at the
 same time.
+
+The first prompt-token count of a model loads its tokenizer (tiktoken's BPE rank
+file, parsed and compiled, or a HuggingFace tokenizer for some models): from a
+tenth of a second on an idle machine to seconds on a busy one, and more when
+HuggingFace has to be asked over the network. On the event loop that would hold
+every agent of the process, so agents call :meth:`LiteLLMClient.load_tokenizer` in
+a worker thread (or before the loop starts) first. It loads once per process and
+model, and tiktoken keeps one copy per encoding; the counts after it are fast
+enough for the loop.
 """
 
 from __future__ import annotations
@@ -29,6 +38,10 @@ __all__ = ["LiteLLMClient", "aclose_clients", "load_litellm", "wrap_error"]
 
 _lock = threading.Lock()
 _litellm: Any = None
+
+_counted: set[str] = set()
+"""Models whose tokenizer this process has loaded (their counts are fast)."""
+_tokenizer_locks: dict[str, threading.Lock] = {}
 
 
 def load_litellm() -> Any:
@@ -174,6 +187,24 @@ class LiteLLMClient:
             queue_s=float((getattr(resp, "_hidden_params", None) or {}).get("coral_queue_s", 0.0)),
         )
 
+    def load_tokenizer(self, model: str) -> None:
+        """Import litellm and load ``model``'s tokenizer, blocking: once per process
+        and model (a second caller waits for the first). Call it off the event loop,
+        before the first :meth:`count_tokens` of ``model`` there."""
+        if model in _counted:
+            return
+        with _lock:
+            lock = _tokenizer_locks.setdefault(model, threading.Lock())
+        with lock:
+            if model in _counted:
+                return
+            litellm = load_litellm()
+            try:
+                litellm.token_counter(model=model, messages=[{"role": "user", "content": "ready"}])
+            except Exception:  # its counts fall back to an estimate (see count_tokens)
+                pass
+            _counted.add(model)
+
     def count_tokens(
         self,
         model: str,
@@ -181,7 +212,9 @@ class LiteLLMClient:
         tools: Sequence[Mapping[str, Any]] | None = None,
     ) -> int:
         """Prompt tokens by litellm's counter (the model's tokenizer when litellm
-        knows it, else tiktoken's cl100k)."""
+        knows it, else tiktoken's cl100k). The first count of a model loads its
+        tokenizer, which blocks: on the event loop, run :meth:`load_tokenizer` in a
+        worker thread first."""
         litellm = load_litellm()
         try:
             return int(
