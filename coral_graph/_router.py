@@ -23,10 +23,11 @@ policies or budgets: those belong to the run (``coral_graph._run``).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from array import array
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from coral_graph._events import DeliveryHandled, Event, MessageSent
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
 
     from coral_graph._context import AgentContext
     from coral_graph._graph import AgentSpec
-    from coral_graph.transport._base import RunTransport
+    from coral_graph.transport._base import RunSpec, RunTransport
 
 __all__ = ["Router", "Slot"]
 
@@ -156,6 +157,7 @@ class Router:
     def __init__(
         self,
         run_id: RunId,
+        spec: RunSpec,
         *,
         sinks: list[Sink],
         on_sink_error: Callable[[Sink, BaseException], None],
@@ -163,6 +165,7 @@ class Router:
         on_recorder_error: Callable[[Any, BaseException], None],
     ) -> None:
         self.run_id = run_id
+        self.spec = spec
         self.slots: dict[str, Slot] = {}
         self.pending = 0
         self.busy = 0
@@ -294,7 +297,9 @@ class Router:
             elif not slot.worker:
                 self._wake(slot)
 
-    def stop(self, reason: StopReason, error: str | None = None) -> None:
+    def stop(
+        self, reason: StopReason, error: str | None = None, answer: Message | None = None
+    ) -> None:
         """End the run with ``reason``; the first stop wins."""
         if self.finished:
             return
@@ -302,6 +307,8 @@ class Router:
         self.stop_reason = reason
         if error is not None:
             self.error = error
+        if answer is not None:
+            self.answer = answer
         self.ended_at = time.time()
         if not self.done.done():
             self.done.set_result(None)
@@ -312,6 +319,20 @@ class Router:
     def add_sink(self, fn: Sink) -> None:
         """Call ``fn(event)`` for every event of every run of this runtime from now on."""
         self.sinks.append(fn)
+
+    def record(self, event: Event) -> None:
+        """An event another process of the run emitted, numbered here (see
+        :meth:`~coral_graph.transport.RouterPort.record`)."""
+        self.emit(dataclasses.replace(event, run_id=self.run_id, seq=self.next_seq()))
+
+    def merge_usage(self, usage: Mapping[str, AgentUsage]) -> None:
+        """The usage of agents that ran in other processes (see
+        :meth:`~coral_graph.transport.RouterPort.merge_usage`)."""
+        for name, u in usage.items():
+            slot = self.slots.get(name)
+            if slot is None:
+                slot = self.make_slot(name)
+            slot.usage = u
 
     # -- inboxes ------------------------------------------------------------------
 

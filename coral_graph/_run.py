@@ -35,6 +35,7 @@ from coral_graph._results import RunSnapshot
 from coral_graph._router import Router, Slot
 from coral_graph._turns import _Turns
 from coral_graph._types import USER, AgentName, RunId, ThreadId
+from coral_graph.transport._base import RunSpec
 
 if TYPE_CHECKING:
     from coral_graph._graph import AgentGraph
@@ -63,6 +64,7 @@ class _Run(_Turns):
         max_content_chars: int,
         runtime: Runtime,
         transport: Transport,
+        joining: bool = False,
     ) -> None:
         self.rt = runtime
         self.run_id = run_id
@@ -77,11 +79,15 @@ class _Run(_Turns):
         self.max_messages = budgets.max_messages
         self.max_turns = budgets.max_turns if budgets.max_turns is not None else _NO_LIMIT
         self.specs = graph._specs
-        self.answer_msg: Message | None = None
         self.started_at = time.time()
         self.tg: TaskGroup | None = None
+        self.link_finished = False  # the transport's finish() was awaited
+        spec = RunSpec(
+            graph, task, tuple(entry), tuple(answer_by), budgets, max_content_chars, joining
+        )
         r = self.router = Router(
             run_id,
+            spec,
             sinks=runtime._sinks,
             on_sink_error=runtime._on_sink_error,
             recorder=runtime._recorder,
@@ -101,6 +107,11 @@ class _Run(_Turns):
     @property
     def finished(self) -> bool:
         return self.router.finished
+
+    @property
+    def answer_msg(self) -> Message | None:
+        """The message that answered the task (here, or in another process)."""
+        return self.router.answer
 
     def is_agent(self, name: str) -> bool:
         return name in self.specs
@@ -171,8 +182,7 @@ class _Run(_Turns):
 
     def answer(self, msg: Message) -> None:
         if not self.router.finished:
-            self.answer_msg = self.router.answer = msg
-            self.router.stop("answer")
+            self.router.stop("answer", answer=msg)
 
     # -- start and stop ---------------------------------------------------------------
 
@@ -198,12 +208,28 @@ class _Run(_Turns):
         )
         for name, spec in self.specs.items():
             emit(AgentAdded(run_id, next_seq(), ts, name, spec.description, spec.kind))
+        if r.finished:
+            return  # the transport could not start it (e.g. no process hosts an agent)
         # The task is posted by the user's context like any message, except that it
         # is not counted against max_messages (a context of its own that does not count).
         poster = AgentContext(self, None, USER, dict.fromkeys(self.entry), False, counts=False)
-        th = poster.create_thread_nowait("task", self.entry)
+        try:
+            th = poster.create_thread_nowait("task", self.entry)
+        except NotImplementedError:
+            # A transport whose state is shared over the network (see the seam).
+            self._start_loops()
+            tg.start_soon(self._post_task, poster, name=f"coral-post-{run_id}")
+            return
         self._start_loops()
         poster.send_message_nowait(th, self.task, self.entry)
+
+    async def _post_task(self, poster: AgentContext) -> None:
+        """Post the task through a transport whose state is shared over the network."""
+        try:
+            th = await poster.create_thread("task", self.entry)
+            await poster.send_message(th, self.task, self.entry)
+        except Exception as exc:
+            self.router.stop("error", f"the task could not be posted: {type(exc).__name__}: {exc}")
 
     def join(self, tg: TaskGroup) -> None:
         """Host this process's agents in a run another process started: loop agents

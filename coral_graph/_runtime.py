@@ -105,8 +105,6 @@ class Runtime(_Subscriptions):
         if not isinstance(task, str):
             raise TypeError("task must be a string")
         ent, ans = self.graph.validate(entry, answer_by)
-        if not joining:
-            self.graph.check_ready()
         run = _Run(
             run_id=RunId(run_id) if run_id is not None else new_run_id(),
             graph=self.graph,
@@ -118,10 +116,11 @@ class Runtime(_Subscriptions):
             max_content_chars=self.max_content_chars,
             runtime=self,
             transport=self.transport,
+            joining=joining,
         )
-        if joining:
-            # Only the agents that run in this process must be able to work here.
-            self.graph.check_ready([a for a in self.graph if run.link.hosts(AgentName(a))])
+        # Only the agents that run in this process must be able to work here (all of
+        # them on the in-process transport).
+        self.graph.check_ready([a for a in self.graph if run.link.hosts(AgentName(a))])
         return run
 
     async def run(
@@ -198,8 +197,10 @@ class Runtime(_Subscriptions):
         _gc_run_started()
         if handle is not None:
             handle._attach(run)
+        started = False
         try:
             await run.link.start()
+            started = True
             async with anyio.create_task_group() as tg:
                 if run.budgets.timeout_s is not None:
                     tg.cancel_scope.deadline = anyio.current_time() + run.budgets.timeout_s
@@ -207,7 +208,7 @@ class Runtime(_Subscriptions):
                     run.restore(tg, snapshot)
                 elif joining:
                     run.join(tg)
-                elif not r.finished:
+                else:
                     run.start(tg)
                 if handle is not None:
                     handle._started.set()
@@ -220,19 +221,24 @@ class Runtime(_Subscriptions):
                     r.stop("budget:time")
                 else:
                     r.stop("error", "an agent raised CancelledError without being cancelled")
+            await _finish(run)
         except BaseException:
+            if not started:
+                raise  # the transport could not start it: nothing happened in it
             if not r.finished:
                 r.stop("cancelled")
+            await _finish(run)
             if not joining:
                 run.record_finish()
             raise
+        else:
+            if not joining:
+                run.record_finish()
         finally:
             self._runs.pop(rid, None)
             _gc_run_ended()
             with anyio.CancelScope(shield=True):
                 await run.link.aclose()
-        if not joining:
-            run.record_finish()
         # No local for the result: this frame outlives the call (the tracebacks of the
         # cancelled tasks reach it), and would keep the result alive with it.
         return run.take_result()
@@ -294,6 +300,17 @@ class Runtime(_Subscriptions):
         """End every active run with ``cancelled``."""
         for run in list(self._runs.values()):
             run.router.stop("cancelled")
+
+
+async def _finish(run: _Run) -> None:
+    """The transport's last word before ``run_finished`` (its optional ``finish``:
+    a distributed transport gathers what other processes did)."""
+    finish = getattr(run.link, "finish", None)
+    if finish is None or run.link_finished:
+        return
+    run.link_finished = True
+    with anyio.CancelScope(shield=True):
+        await finish()
 
 
 @asynccontextmanager
@@ -369,6 +386,10 @@ async def open_runtime(
                 if rt._relief is not None:
                     rt._relief.set()
     finally:
+        close = getattr(rt.transport, "aclose", None)
+        if close is not None:
+            with anyio.CancelScope(shield=True):
+                await close()
         if own is not None:
             await anyio.to_thread.run_sync(own.close)
 

@@ -344,3 +344,56 @@ async def test_a_loop_agent_on_a_worker_runs_through_the_core(
     assert quiet.stop_reason == "idle", quiet.error
     assert quiet.messages == 1  # asker's question; the loop agent took it and said nothing
     assert time.monotonic() - t0 < 25  # well before the loop agent's 30 s wait ends
+
+
+@pytest.mark.anyio
+async def test_a_run_started_from_python_through_open_runtime(
+    graph_dir: Path, nats_server: NatsServer, workers: Workers
+) -> None:
+    """The same API as in one process: ``open_runtime(graph, transport=NatsTransport(url))``
+    and ``rt.run(task)``. Every worker's events reach this process's subscribers and
+    its SQLite store, numbered in one order; the result counts every worker's usage;
+    two runs in a row reuse the runtime's one connection."""
+    from coral_graph import open_runtime
+    from coral_graph.config import load_graph
+    from coral_graph.store import SQLiteStore, StoreReader
+    from coral_graph.transport.nats import NatsTransport
+
+    g = graph_dir / "pingpong.yaml"
+    workers.start(g, "--agents", "ping")
+    workers.start(g, "--agents", "pong")
+    lg = load_graph(g)
+    db = graph_dir / "py.db"
+    store = SQLiteStore(db)
+    seen: list[str] = []
+    transport = NatsTransport(nats_server.url, graph=lg)
+    try:
+        async with open_runtime(lg.graph, transport=transport, store=store) as rt:
+            rt.subscribe(lambda ev: seen.append(ev.kind))
+            results = [
+                await rt.run("play", entry=lg.entry, answer_by=lg.answer_by) for _ in range(2)
+            ]
+    finally:
+        store.close()
+    for result in results:
+        assert result.stop_reason == "answer", result.error
+        assert result.answer == "done after 3 rounds"
+        assert result.usage["ping"].turns == 4
+        assert result.usage["pong"].turns == 3
+        assert result.messages == 7  # the task is not counted, as in one process
+        (work,) = [t for t in result.threads.values() if t.name == "work"]
+        assert len(work.messages) == 6
+    assert seen.count("run_started") == seen.count("run_finished") == 2
+    assert seen.count("delivery_handled") == 2 * 7
+    reader = StoreReader(db)
+    try:
+        events = reader.events(results[0].run_id)
+    finally:
+        reader.close()
+    assert events[0].kind == "run_started"
+    assert events[-1].kind == "run_finished"
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    assert [e.seq for e in results[0].events] == [e.seq for e in events]
+    handled = {e.agent for e in events if e.kind == "delivery_handled"}  # type: ignore[union-attr]
+    assert handled == {"ping", "pong"}
+    assert transport.worker is None  # the connection closed with the runtime

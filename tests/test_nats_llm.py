@@ -89,3 +89,39 @@ async def test_three_workers_racing_on_an_llm_budget_never_overspend(
         assert spent <= limit
         assert result.tokens <= limit
         assert len(sent) >= 2
+
+
+async def test_a_failed_tool_call_on_a_worker_counts_in_the_result(
+    tmp_path: Path, nats_server: NatsServer, workers: Workers, openai_stub: OpenAIStub
+) -> None:
+    """A model's malformed tool call on a worker gets its error back and corrects
+    itself; the starting process's result, built from every worker's events, counts
+    the failed call in ``tool_errors`` (as in one process)."""
+    from coral_graph.config import load_graph
+    from coral_graph.transport.nats import run_on_nats
+
+    model = "natstoolerr"
+    openai_stub.script(
+        model,
+        [
+            tool_calls(("send_message", '{"content": "4", "mentions": ["user"')),  # malformed
+            tool_calls(("send_message", {"content": "4", "mentions": ["user"]})),
+        ],
+    )
+    g = tmp_path / "toolerr.yaml"
+    g.write_text(
+        f"""name: nats-toolerr
+agents:
+  a: {{kind: llm, model: "openai/{model}", mode: tools, api_base: "{openai_stub.base_url}",
+      description: answers}}
+entry: [a]
+task: 2 + 2?
+"""
+    )
+    workers.start(g, "--agents", "a", env={"OPENAI_API_KEY": "sk-test"})
+    with anyio.fail_after(120):
+        result = await run_on_nats(load_graph(g), "2 + 2?", nats_server.url)
+    assert (result.stop_reason, result.answer) == ("answer", "4"), result.error
+    assert [e.ok for e in result.events if e.kind == "tool_called"] == [False, True]  # type: ignore[attr-defined]
+    assert result.usage["a"].tool_errors == 1
+    assert result.usage["a"].llm_calls == 2

@@ -165,11 +165,12 @@ def _stop_workers(procs: list[subprocess.Popen[str]]) -> None:
 def _figures(events: Sequence[Any]) -> dict[str, Any]:
     """Deliveries/s and latency from a run's transcript (the task's deliveries excluded)."""
     sent = {e.message.id: e.message.timestamp for e in events if e.kind == "message_sent"}
+    task = {e.message.id for e in events if e.kind == "message_sent" and e.message.sender == "user"}
     first = min((e.message.timestamp for e in events if e.kind == "message_sent"
                  and e.message.sender != "user"), default=0.0)  # fmt: skip
     lat, last = [], 0.0
     for e in events:
-        if e.kind == "delivery_handled" and not e.message_id.startswith("t-task"):
+        if e.kind == "delivery_handled" and e.message_id not in task:
             lat.append(e.ts - sent.get(e.message_id, e.ts))
             last = max(last, e.ts)
     n = len(lat)

@@ -1,4 +1,4 @@
-"""``coral-graph worker`` and ``coral-graph record``, and the NATS side of
+"""``coral-graph worker`` and ``coral-graph record``, and the transport of
 ``coral-graph run --nats`` (see ``docs/distributed.md``).
 
 Exit codes: 0 done (a worker stopped by SIGTERM/SIGINT after finishing its turns),
@@ -19,10 +19,9 @@ import typer
 from coral_graph.cli._app import EXIT_BAD_INPUT, EXIT_OK, DbOption, ModelOption, SetOption, app
 
 if TYPE_CHECKING:
-    from coral_graph import RunResult
     from coral_graph.config import LoadedGraph
 
-__all__ = ["record", "run_graph_nats", "worker"]
+__all__ = ["nats_transport", "record", "worker"]
 
 _NATS_ERRORS_HELP = "install the [nats] extra: pip install 'coral-graph[nats]'"
 
@@ -207,31 +206,8 @@ def check_only(graph: Path) -> LoadedGraph:
         raise typer.Exit(EXIT_BAD_INPUT) from None
 
 
-def run_graph_nats(
-    lg: LoadedGraph, task: str, store: Any, url: str, wait_workers: float
-) -> RunResult:
-    """``coral-graph run --nats``: post the task for the workers and record the run.
-    Ctrl-C ends the run as ``cancelled`` on every worker."""
+def nats_transport(lg: LoadedGraph, url: str, wait_workers: float) -> Any:
+    """``coral-graph run --nats``: the transport that posts the task for the workers
+    and records the run (the run itself is ``coral-graph run``'s)."""
     mod = _nats_module()
-    sink = store.on_event if store is not None else None
-
-    async def main() -> RunResult:
-        from coral_graph import CoralError
-
-        try:
-            task_ = asyncio.current_task()
-            assert task_ is not None
-            _on_signals(asyncio.get_running_loop(), task_.cancel)
-            result: RunResult = await mod.run_on_nats(
-                lg, task, url, wait_workers_s=wait_workers, sink=sink
-            )
-            return result
-        except (mod.NatsUnavailableError, mod.GraphMismatchError) as exc:
-            raise _err(str(exc)) from None
-        except CoralError as exc:
-            raise _err(str(exc)) from None
-
-    try:
-        return asyncio.run(main())
-    except asyncio.CancelledError:
-        raise KeyboardInterrupt from None
+    return mod.NatsTransport(url, graph=lg, wait_workers_s=wait_workers)

@@ -64,11 +64,17 @@ def exit_code(stop_reason: str) -> int:
 
 
 async def _run_graph(
-    lg: LoadedGraph, task: str, store: Any, live: Console | None, otel: Any = None
+    lg: LoadedGraph,
+    task: str,
+    store: Any,
+    live: Console | None,
+    otel: Any = None,
+    transport: Any = None,
 ) -> tuple[RunResult, bool, list[BaseException]]:
-    """Run ``task``; the first Ctrl-C cancels the run (recorded as ``cancelled``), a
-    second one aborts at once. Returns the result, whether it was interrupted, and
-    what the store raised while recording (it is detached then; the run goes on)."""
+    """Run ``task``; the first Ctrl-C cancels the run (recorded as ``cancelled``; on
+    NATS, on every worker), a second one aborts at once. Returns the result, whether
+    it was interrupted, and what the store raised while recording (it is detached
+    then; the run goes on). ``transport``: e.g. a ``NatsTransport`` (``--nats``)."""
 
     import anyio
 
@@ -80,7 +86,7 @@ async def _run_graph(
     progress = Progress()
     # store=False: --no-store means no transcript, whatever CORAL_DB says.
     sink: Any = store if store is not None else False
-    async with open_runtime(lg.graph, budgets=lg.budgets, store=sink) as rt:
+    async with open_runtime(lg.graph, budgets=lg.budgets, store=sink, transport=transport) as rt:
         if live is not None:
             rt.subscribe(progress.on_event)
         if otel is not None:
@@ -254,14 +260,14 @@ def run(
             hub.announce = False  # the live view prints the endpoint URLs from their events
     problems: list[BaseException] = []
     try:
+        transport = None
         if nats is not None:
-            from coral_graph.cli._nats import run_graph_nats
+            from coral_graph.cli._nats import nats_transport
 
-            result = run_graph_nats(lg, task, store, nats, wait_workers)
-        else:
-            result, _interrupted, problems = run_async(
-                lambda: _run_graph(lg, task, store, live, exporter)
-            )
+            transport = nats_transport(lg, nats, wait_workers)
+        result, _interrupted, problems = run_async(
+            lambda: _run_graph(lg, task, store, live, exporter, transport)
+        )
     except KeyboardInterrupt:
         close_store(store, problems)
         print("interrupted", file=sys.stderr)

@@ -8,7 +8,14 @@ The seam (:class:`Transport`, :class:`RunTransport`, :class:`ThreadStore`,
 
 from __future__ import annotations
 
-from coral_graph.transport._base import Counters, RouterPort, RunTransport, ThreadStore, Transport
+from coral_graph.transport._base import (
+    Counters,
+    RouterPort,
+    RunSpec,
+    RunTransport,
+    ThreadStore,
+    Transport,
+)
 from coral_graph.transport._local import LocalCounters, LocalRun, LocalThreads, LocalTransport
 
 __all__ = [
@@ -18,6 +25,7 @@ __all__ = [
     "LocalThreads",
     "LocalTransport",
     "RouterPort",
+    "RunSpec",
     "RunTransport",
     "ThreadStore",
     "Transport",

@@ -36,7 +36,21 @@ The process that starts a run calls ``Runtime.run`` (it records ``run_started``,
 posts the task and records ``run_finished``); every other worker process calls
 ``Runtime.join(run_id, ...)`` on the same graph and transport: it hosts the agents
 its transport feeds (``hosts``), starts the loop agents it hosts, records nothing
-of the run's start and end, and returns when the run's stop reaches it.
+of the run's start and end, and returns when the run's stop reaches it. The
+transport tells the two apart by ``port.spec.joining`` (:class:`RunSpec`: the run's
+task, entry, budgets … as the process that started it gave them).
+
+The starting process of a distributed run records it: the events other processes
+emit reach it through the transport, which hands each to ``port.record(event)``
+(numbered there, given to that process's subscribers and store, counted in the
+run's result). Two optional methods let a transport finish a run properly, and
+the core calls them only when they are there:
+
+* ``RunTransport.finish()`` — awaited once the run has stopped here and before
+  ``run_finished`` is recorded: e.g. wait (bounded) for turns other processes were
+  in to end and for their events to arrive, then hand the usage of agents that
+  ran elsewhere to ``port.merge_usage``;
+* ``Transport.aclose()`` — awaited when the runtime closes (a connection it opened).
 
 Guarantees a transport must give (the tests of the protocol run over every
 transport and check them):
@@ -81,17 +95,34 @@ a fresh copy; it only mutates the :class:`Thread` it is given).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 if TYPE_CHECKING:
+    from coral_graph._budgets import Budgets
     from coral_graph._events import Event
-    from coral_graph._model import Message, Thread
+    from coral_graph._graph import AgentGraph
+    from coral_graph._model import AgentUsage, Message, Thread
     from coral_graph._types import AgentName, RunId, StopReason, ThreadId
 
-__all__ = ["Counters", "RouterPort", "RunTransport", "ThreadStore", "Transport"]
+__all__ = ["Counters", "RouterPort", "RunSpec", "RunTransport", "ThreadStore", "Transport"]
 
 R = TypeVar("R")
+
+
+@dataclass(frozen=True, slots=True)
+class RunSpec:
+    """What a run is, as the process that started it gave it (``port.spec``)."""
+
+    graph: AgentGraph
+    task: str
+    entry: tuple[AgentName, ...]
+    answer_by: tuple[AgentName, ...]
+    budgets: Budgets
+    max_content_chars: int
+    joining: bool
+    """Whether this process joined a run another process started (``Runtime.join``)."""
 
 
 class RouterPort(Protocol):
@@ -100,6 +131,11 @@ class RouterPort(Protocol):
     @property
     def run_id(self) -> RunId:
         """The run this port belongs to."""
+        ...
+
+    @property
+    def spec(self) -> RunSpec:
+        """The run's task, entry, budgets …, and whether this process joined it."""
         ...
 
     @property
@@ -140,9 +176,23 @@ class RouterPort(Protocol):
         """:meth:`feed` for each of ``agents``, in order (one call for a fanout)."""
         ...
 
-    def stop(self, reason: StopReason, error: str | None = None) -> None:
+    def stop(
+        self, reason: StopReason, error: str | None = None, answer: Message | None = None
+    ) -> None:
         """End the run with ``reason`` (``idle``, ``answer``, ``budget:<name>``,
-        ``error``, ``cancelled``); later stops are ignored."""
+        ``error``, ``cancelled``); later stops are ignored. ``answer``: the message
+        that answered the task, when another process saw it (a stop from elsewhere)."""
+        ...
+
+    def record(self, event: Event) -> None:
+        """An event another process of the run emitted: numbered in this process's
+        order and given to its subscribers and store like its own (the starting
+        process of a distributed run records everyone's)."""
+        ...
+
+    def merge_usage(self, usage: Mapping[str, AgentUsage]) -> None:
+        """The usage of agents that ran in other processes, counted in this
+        process's result and ``run_finished``."""
         ...
 
     def add_sink(self, fn: Callable[[Event], None]) -> None:

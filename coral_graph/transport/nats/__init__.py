@@ -5,13 +5,15 @@ Needs the ``[nats]`` extra (nats-py) and a NATS server with JetStream
 
 A worker hosts agents (``coral-graph worker``, or :class:`Worker`) through the
 core: a runtime on the graph with a :class:`NatsTransport` joins each run
-(``Runtime.join``); :func:`run_on_nats` starts a run on them and returns its
-result::
+(``Runtime.join``). A run is started the same way as in one process, with the
+transport given to the runtime::
 
     lg = coral_graph.config.load_graph("configs/specialists.yaml")
-    result = await run_on_nats(lg, "the task", "nats://127.0.0.1:4222")
+    transport = NatsTransport("nats://127.0.0.1:4222", graph=lg)
+    async with coral_graph.open_runtime(lg.graph, transport=transport) as rt:
+        result = await rt.run("the task", entry=lg.entry, answer_by=lg.answer_by)
 
-See ``docs/distributed.md``.
+:func:`run_on_nats` does that in one call. See ``docs/distributed.md``.
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ from coral_graph._events import Event
 from coral_graph._graph import AgentGraph
 from coral_graph._results import RunResult
 from coral_graph.transport.nats._conn import DEFAULT_ACK_WAIT_S, Link, connect
-from coral_graph.transport.nats._driver import DistributedRun, is_quiet
 from coral_graph.transport.nats._errors import (
     GraphMismatchError,
     MessageTooLargeError,
@@ -33,13 +34,13 @@ from coral_graph.transport.nats._errors import (
     WireError,
 )
 from coral_graph.transport.nats._names import GraphIdentity, Names, graph_identity
+from coral_graph.transport.nats._origin import is_quiet
 from coral_graph.transport.nats._record import Recorder, record_all
 from coral_graph.transport.nats._run import NatsRun, NatsTransport
 from coral_graph.transport.nats._worker import Worker, live_workers
 
 __all__ = [
     "DEFAULT_ACK_WAIT_S",
-    "DistributedRun",
     "GraphIdentity",
     "GraphMismatchError",
     "Link",
@@ -91,26 +92,30 @@ async def run_on_nats(
     wait_workers_s: float = 10.0,
     ack_wait_s: float = DEFAULT_ACK_WAIT_S,
     sink: Callable[[Event], None] | None = None,
+    store: Any = None,
     connect_timeout: float = 5.0,
 ) -> RunResult:
     """Run ``task`` on a graph whose agents are hosted by workers
-    (``coral-graph worker``); ``sink`` (e.g. ``SQLiteStore.on_event``) gets every
-    event of every worker, numbered in one order."""
+    (``coral-graph worker``): ``open_runtime`` with a :class:`NatsTransport` and
+    ``rt.run``. ``store`` (e.g. a ``SQLiteStore``) records the run, every worker's
+    events in one order; ``sink`` gets each event too."""
+    from coral_graph._runtime import open_runtime
+
     graph: AgentGraph = loaded if isinstance(loaded, AgentGraph) else loaded.graph
     if not isinstance(loaded, AgentGraph):
         budgets = budgets if budgets is not None else loaded.budgets
         entry = entry if entry is not None else loaded.entry
         answer_by = answer_by if answer_by is not None else loaded.answer_by
-    async with open_link(url, timeout=connect_timeout) as link:
-        dr = DistributedRun(
-            link,
-            graph,
-            identity_of(loaded),
-            budgets=budgets,
-            entry=entry,
-            answer_by=answer_by,
-            wait_workers_s=wait_workers_s,
-            ack_wait_s=ack_wait_s,
-            sink=sink,
-        )
-        return await dr.run(task)
+    transport = NatsTransport(
+        url,
+        graph=loaded,
+        wait_workers_s=wait_workers_s,
+        ack_wait_s=ack_wait_s,
+        connect_timeout=connect_timeout,
+    )
+    async with open_runtime(
+        graph, transport=transport, budgets=budgets, store=store if store is not None else False
+    ) as rt:
+        if sink is not None:
+            rt.subscribe(sink)
+        return await rt.run(task, entry=entry, answer_by=answer_by)

@@ -3,9 +3,26 @@ they are wrapped in these (all under :class:`~coral_graph.CoralError`)."""
 
 from __future__ import annotations
 
-from coral_graph._errors import CoralError
+from coral_graph._errors import CoralError, RuntimeClosedError
 
-__all__ = ["GraphMismatchError", "MessageTooLargeError", "NatsUnavailableError", "WireError"]
+__all__ = [
+    "GraphMismatchError",
+    "MessageTooLargeError",
+    "NatsUnavailableError",
+    "NeedsAwaitError",
+    "WireError",
+]
+
+
+class NeedsAwaitError(RuntimeClosedError, NotImplementedError):
+    """A ``*_nowait`` operation on the NATS transport, whose state is shared over the
+    network: use the awaited form (``await ctx.send_message(...)``)."""
+
+    def __init__(self, op: str) -> None:
+        super().__init__(
+            f"{op}_nowait is not available on the NATS transport: the state is shared "
+            f"over the network; use `await ctx.{op}(...)`"
+        )
 
 
 class NatsUnavailableError(CoralError):

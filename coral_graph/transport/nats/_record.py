@@ -14,8 +14,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import nats.js.errors
 from nats.aio.msg import Msg
-from nats.js.api import DeliverPolicy
+from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from coral_graph._events import (
     AgentErrored,
@@ -32,6 +33,8 @@ from coral_graph.transport.nats._wire import decode
 
 __all__ = ["Recorder", "record_all"]
 
+_STALLED_S = 1.0  # no progress for this long after a reconnect: subscribe again
+
 
 class Recorder:
     """Records one run's events (``sink`` gets each, numbered)."""
@@ -42,8 +45,13 @@ class Recorder:
         names: Names,
         run_id: str,
         sink: Callable[[Event], None] | None = None,
+        *,
+        skip_from: str | None = None,
     ) -> None:
         self.link = link
+        # Events of this worker tag are not recorded (the starting process records
+        # its own events itself).
+        self.skip_from = skip_from
         self.names = names
         self.run_id = run_id
         self.sink = sink
@@ -54,35 +62,77 @@ class Recorder:
         self.finished = asyncio.Event()
         self._sub: Any = None
         self._received = 0
+        self._stream_seq = 0  # the newest stream sequence read
+        self._epoch = 0  # the connection's reconnect count when subscribed
 
-    async def start(self) -> None:
-        self._sub = await self.link.js.subscribe(
-            self.names.events(self.run_id),
-            cb=self._on_msg,
-            ordered_consumer=True,
-            deliver_policy=DeliverPolicy.ALL,
-        )
+    async def start(self, from_seq: int | None = None) -> None:
+        """Subscribe to the run's events: all of them, or from stream sequence
+        ``from_seq`` on."""
+        self._epoch = self.link.reconnects
+        if from_seq is None:
+            self._sub = await self.link.js.subscribe(
+                self.names.events(self.run_id),
+                cb=self._on_msg,
+                ordered_consumer=True,
+                deliver_policy=DeliverPolicy.ALL,
+            )
+        else:
+            self._sub = await self.link.js.subscribe(
+                self.names.events(self.run_id),
+                cb=self._on_msg,
+                ordered_consumer=True,
+                config=ConsumerConfig(
+                    deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=from_seq
+                ),
+            )
 
     async def aclose(self) -> None:
         if self._sub is not None:
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()
 
-    async def caught_up(self, timeout: float = 10.0) -> bool:  # noqa: ASYNC109
-        """Wait until every event published so far on the run's subject was read."""
+    async def caught_up(self, timeout: float = 15.0) -> bool:  # noqa: ASYNC109
+        """Wait until every event stored so far on the run's subject was read: the
+        stream's last message on the subject is asked for, and its sequence waited
+        for. After the connection was lost (a nats-server restart loses the ordered
+        consumer), a reader that makes no progress subscribes again from the event
+        after the last one it read."""
         deadline = time.monotonic() + timeout
+        target: int | None = None
+        progress = (self._stream_seq, time.monotonic())
         while time.monotonic() < deadline:
             try:
-                info = await self._sub.consumer_info()
-                if info.num_pending == 0 and self._received >= info.delivered.consumer_seq:
+                if target is None:
+                    last = await self.link.js.get_last_msg(
+                        self.names.events_stream, self.names.events(self.run_id)
+                    )
+                    target = int(last.seq or 0)
+                if self._stream_seq >= target:
                     return True
+                now = time.monotonic()
+                if self._stream_seq != progress[0]:
+                    progress = (self._stream_seq, now)
+                elif now - progress[1] > _STALLED_S and self.link.reconnects != self._epoch:
+                    await self.aclose()
+                    await self.start(from_seq=self._stream_seq + 1)
+                    progress = (self._stream_seq, now)
+            except nats.js.errors.NotFoundError:
+                return True  # nothing published on the run's subject
             except Exception:
-                pass
+                pass  # the server is restarting: ask again
             await asyncio.sleep(0.02)
         return False
 
     async def _on_msg(self, m: Msg) -> None:
         self._received += 1
+        try:
+            seq = int(m.metadata.sequence.stream)
+        except Exception:  # not a JetStream message (a test's bare publish)
+            seq = None
+        if seq is not None:
+            if seq <= self._stream_seq:
+                return  # read already (a subscription made again after a reconnect)
+            self._stream_seq = seq
         if self.finished.is_set():
             return  # after run_finished: not part of the transcript
         try:
@@ -100,6 +150,8 @@ class Recorder:
         """Number ``ev``, keep it, and hand it to the sink (the run's threads and usage
         are :func:`coral_graph.store.replay` of :attr:`events`)."""
         env = env or {}
+        if self.skip_from is not None and env.get("worker") == self.skip_from:
+            return
         if isinstance(ev, MessageSent | ThreadCreated):
             key = ev.message.id if isinstance(ev, MessageSent) else f"thread:{ev.thread_id}"
             if key in self._seen_ids:

@@ -36,9 +36,11 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from coral_graph._events import AgentErrored, Event, event_to_dict
-from coral_graph._model import Message
-from coral_graph._types import USER, AgentName, StopReason
+from coral_graph._model import Message, Thread
+from coral_graph._types import USER, AgentName, StopReason, ThreadId
+from coral_graph.transport.nats._conn import DEFAULT_ACK_WAIT_S
 from coral_graph.transport.nats._errors import MessageTooLargeError
+from coral_graph.transport.nats._origin import Origin, answer_of
 from coral_graph.transport.nats._shared import Inflight, NatsCounters, NatsThreads, needs_await
 from coral_graph.transport.nats._state import Replica, RunState
 from coral_graph.transport.nats._wire import encode
@@ -46,6 +48,7 @@ from coral_graph.transport.nats._wire import encode
 if TYPE_CHECKING:
     from nats.aio.msg import Msg
 
+    from coral_graph._graph import AgentGraph
     from coral_graph.transport._base import RouterPort
     from coral_graph.transport.nats._worker import Worker
 
@@ -58,22 +61,28 @@ class NatsRun:
     needs_ack = True
     immediate = False
 
-    def __init__(self, worker: Worker, port: RouterPort) -> None:
-        self.worker = worker
+    state: RunState
+    replica: Replica
+    worker: Worker
+
+    def __init__(self, transport: NatsTransport, port: RouterPort) -> None:
+        self.transport = transport
         self.port = port
         self.run_id = port.run_id
-        self.state = RunState(worker.kv, self.run_id)
-        self.replica = Replica(self.state, worker.link.reconnects)
         self.threads = NatsThreads(self)
         self.counters = NatsCounters(self)
         self.inflight: dict[str, Inflight] = {}
-        self.record: dict[str, Any] = worker.records.get(self.run_id, {})
-        self.loops = [
-            a for a in worker.agents if worker.graph.spec(a).is_loop
-        ]  # loop agents hosted here
+        self.record: dict[str, Any] = {}
+        self.loops: list[str] = []  # loop agents hosted here
+        # The starting process's side of the run (None in a process that joined it).
+        self.origin: Origin | None = None
+        # The run's threads once it ended, rebuilt from the transcript (the starting
+        # process's result: its copy of the bucket may lag after a reconnect).
+        self.final_threads: dict[ThreadId, Thread] | None = None
         # This process leaves the run without ending it (a worker drained by SIGTERM).
         self.leaving = False
         self._remote_stop = False
+        self._recording = False  # an event of another process is being recorded here
         self._events: list[Event] = []
         self._unsettled: list[asyncio.Future[Any]] = []
         self._tasks: list[asyncio.Task[Any]] = []
@@ -81,17 +90,28 @@ class NatsRun:
         self._stopping: asyncio.Task[None] | None = None
         self._busy_lock = asyncio.Lock()
         self._feeds = 0
+        self._started = False
 
     # -- the RunTransport -------------------------------------------------------
 
     async def start(self) -> None:
+        spec = self.port.spec
+        w = self.worker = await self.transport.host(spec.graph)
+        self.state = RunState(w.kv, self.run_id)
+        self.replica = Replica(self.state, w.link.reconnects)
+        self.record = w.records.get(self.run_id, {})
+        self.loops = [a for a in w.agents if w.graph.spec(a).is_loop]
         await self.replica.start()
+        self._started = True
         if self.loops:
             await self._set_busy(True)
-        self.worker.joined(self)
+        w.joined(self)
+        if not spec.joining:
+            self.origin = Origin(self, self.transport.wait_workers_s)
+            await self.origin.start()
 
     def hosts(self, agent: AgentName) -> bool:
-        return agent in self.worker.agents
+        return agent in self.transport.hosted
 
     def send_nowait(self, targets: Sequence[AgentName], msg: Message) -> None:
         needs_await("send_message")
@@ -110,6 +130,10 @@ class NatsRun:
                 encode("d", run=rid, to=t, msg=data),
                 headers={"Nats-Msg-Id": f"{rid}/{msg.id}>{t}"},
             )
+        if msg.sender == USER and self.origin is not None:
+            # The task (or a message of the user's): stored before the idle scan runs.
+            await self._stored()
+            self.origin.posted()
 
     def ack(self, agent: AgentName, msg: Message) -> None:
         inf = self.inflight.get(agent)
@@ -125,15 +149,29 @@ class NatsRun:
             self._spawn(self._quiet(self._feeds))
 
     def stopped(self, reason: StopReason) -> None:
-        if self._remote_stop or self.leaving:
+        if self._remote_stop or self.leaving or not self._started:
             return
         # Stored before the delivery of the turn that stopped the run is acknowledged
         # (settle waits for it): else the idle scan could see everything acknowledged
         # and end the run as idle first.
         self._stopping = asyncio.get_running_loop().create_task(self._broadcast(reason))
 
+    async def finish(self) -> None:
+        """The run stopped here. In the process that started it: wait for the turns
+        the stop cut short elsewhere and for everyone's events, and count the usage
+        of the agents that ran elsewhere (then the core records ``run_finished``)."""
+        if self._stopping is not None:
+            with contextlib.suppress(Exception):
+                await self._stopping
+        if self.origin is not None:
+            await self.origin.finish()
+
     async def aclose(self) -> None:
+        if not self._started:
+            return
         try:
+            if self.origin is not None:
+                await self.origin.aclose()
             if self._stopping is not None:
                 with contextlib.suppress(Exception):
                     await self._stopping
@@ -238,17 +276,54 @@ class NatsRun:
         return replay or attempt > 1
 
     def remote_stop(self, reason: str) -> None:
-        """A stop from another process: end the run here without broadcasting it."""
+        """A stop from another process: end the run here without broadcasting it (the
+        starting process reads the stop, its error and answer from the run's record)."""
         if self.port.finished:
+            return
+        if self.origin is not None:
+            self.origin.wake()
             return
         self._remote_stop = True
         self.port.stop(reason)  # type: ignore[arg-type]
+
+    def adopt(self, record: dict[str, Any]) -> None:
+        """End the run here as its record says it ended (a stop made elsewhere)."""
+        self._remote_stop = True
+        reason = str(record.get("stop_reason") or "error")
+        self.port.stop(reason, record.get("error"), answer_of(record))  # type: ignore[arg-type]
+
+    async def end_as(self, reason: StopReason, error: str | None = None) -> None:
+        """End the run for everyone with ``reason``, unless another process ended it
+        first: then as that process did."""
+        if await self.state.finish(reason, error=error):
+            w = self.worker
+            with contextlib.suppress(Exception):
+                await w.link.nc.publish(
+                    w.names.ctl(self.run_id), encode("stop", run=self.run_id, reason=reason)
+                )
+            self._remote_stop = True  # broadcast already
+            self.port.stop(reason, error)
+            return
+        cur = await self.state.record()
+        self.adopt(cur[0] if cur is not None else {})
+
+    def record_remote(self, ev: Event) -> None:
+        """Put an event of another process into this process's transcript."""
+        self._recording = True
+        try:
+            self.port.record(ev)
+        finally:
+            self._recording = False
 
     # -- publishing ---------------------------------------------------------------
 
     def on_event(self, ev: Event) -> None:
         """The sink of this process's events in the run (published in order)."""
+        if self._recording:
+            return
         self._events.append(ev)
+        if self.origin is not None:
+            self.origin.transcript.append(ev)
 
     def publish_event(self, ev: Event) -> None:
         """An event this transport makes itself (a redelivery, a refused delivery)."""
@@ -333,17 +408,90 @@ class NatsRun:
 
 
 class NatsTransport:
-    """The transport of a worker process: ``open_runtime(graph, transport=...)``."""
+    """Runs over NATS JetStream: ``open_runtime(graph, transport=NatsTransport(url))``.
 
-    def __init__(self, worker: Worker) -> None:
+    In the process that starts runs (``rt.run(task)``), the agents run in worker
+    processes (``coral-graph worker``); this process posts the task, waits up to
+    ``wait_workers_s`` for a worker for every agent, detects the end and records
+    every worker's events into its transcript (the runtime's store, subscribers and
+    result). ``graph``: the :class:`~coral_graph.config.LoadedGraph` the runtime's
+    graph came from, whose resolved definitions identify it to the workers
+    (default: the runtime's graph). The connection is opened at the first run and
+    closed with the runtime.
+
+    A worker process passes its :class:`Worker` (``worker=``) and joins runs."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        graph: Any = None,
+        wait_workers_s: float = 10.0,
+        ack_wait_s: float = DEFAULT_ACK_WAIT_S,
+        connect_timeout: float = 5.0,
+        worker: Worker | None = None,
+    ) -> None:
+        if url is None and worker is None:
+            raise TypeError("NatsTransport needs the NATS server's url (or a worker)")
+        self.url = url
+        self.graph = graph
+        self.wait_workers_s = wait_workers_s
+        self.ack_wait_s = ack_wait_s
+        self.connect_timeout = connect_timeout
         self.worker = worker
+        self._own = worker is None  # the connection is this transport's to close
+        self._lock = asyncio.Lock()
+        self._sub: Any = None
         self._sink_added = False
 
+    @property
+    def hosted(self) -> list[str]:
+        """The agents that run in this process."""
+        return self.worker.agents if self.worker is not None else []
+
     def open_run(self, port: RouterPort) -> NatsRun:
-        run = NatsRun(self.worker, port)
+        run = NatsRun(self, port)
         if not self._sink_added:
             # One sink for the runtime (a port's sinks see every run of it): each event
             # goes to the run it belongs to.
             self._sink_added = True
-            port.add_sink(self.worker.route_event)
+            port.add_sink(self._route)
         return run
+
+    def _route(self, ev: Event) -> None:
+        w = self.worker
+        if w is not None:
+            w.route_event(ev)
+
+    async def host(self, graph: AgentGraph) -> Worker:
+        """This process on the graph's streams and bucket (connected at the first run)."""
+        async with self._lock:
+            if self.worker is not None:
+                return self.worker
+            from coral_graph.transport.nats import identity_of
+            from coral_graph.transport.nats._conn import connect
+            from coral_graph.transport.nats._worker import Worker
+
+            assert self.url is not None
+            link = await connect(self.url, timeout=self.connect_timeout, name="coral-graph-run")
+            try:
+                identity = identity_of(self.graph if self.graph is not None else graph)
+                w = Worker(link, graph, identity, ack_wait_s=self.ack_wait_s, origin=True)
+                await w.open()
+                self._sub = await link.nc.subscribe(w.names.all_ctl, cb=w.on_ctl)
+            except BaseException:
+                await link.close()
+                raise
+            self.worker = w
+            return w
+
+    async def aclose(self) -> None:
+        """Close the connection this transport opened (the runtime closes it)."""
+        w = self.worker
+        if not self._own or w is None:
+            return
+        self.worker = None
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+        await w.link.close()

@@ -12,9 +12,9 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
-from coral_graph._errors import RuntimeClosedError
 from coral_graph._model import Message, Thread
 from coral_graph._types import AgentName, ThreadId
+from coral_graph.transport.nats._errors import NeedsAwaitError
 from coral_graph.transport.nats._state import CasFailed, Header, scratch
 from coral_graph.transport.nats._wire import encode
 
@@ -29,10 +29,7 @@ R = TypeVar("R")
 
 
 def needs_await(op: str) -> NoReturn:
-    raise RuntimeClosedError(
-        f"{op}_nowait is not available on the NATS transport: the state is shared "
-        f"over the network; use `await ctx.{op}(...)`"
-    )
+    raise NeedsAwaitError(op)
 
 
 class Inflight:
@@ -175,7 +172,10 @@ class NatsThreads:
             return result
 
     def all_nowait(self) -> dict[ThreadId, Thread]:
-        return self._run.replica.threads  # type: ignore[return-value]
+        run = self._run
+        if run.final_threads is not None:
+            return run.final_threads  # the starting process's, rebuilt from the transcript
+        return run.replica.threads  # type: ignore[return-value]
 
 
 _LEASE = 16
@@ -195,13 +195,19 @@ class NatsCounters:
     limit it reserves one at a time. A message budget is never passed; a run can
     stop on it with up to ``_LEASE - 1`` messages per other worker still unused."""
 
-    __slots__ = ("_deltas", "_flusher", "_leased", "_run")
+    __slots__ = ("_deltas", "_final", "_flusher", "_leased", "_run")
 
     def __init__(self, run: NatsRun) -> None:
         self._run = run
         self._deltas: list[tuple[str, float]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._leased = 0
+        self._final: dict[str, float] = {}
+
+    def settled(self, name: str, value: float) -> None:
+        """The counter's final value, counted from the run's transcript once the run
+        ended (the starting process, which spends nothing itself)."""
+        self._final[name] = value
 
     def reserve_nowait(self, name: str, amount: float, limit: float | None) -> bool:
         if limit is not None:
@@ -234,6 +240,8 @@ class NatsCounters:
         self._add(name, -amount)
 
     def value(self, name: str) -> float:
+        if name in self._final:
+            return self._final[name]
         v = self._run.state.seen(name) + sum(d for n, d in self._deltas if n == name)
         return v - self._leased if name == "messages" else v
 

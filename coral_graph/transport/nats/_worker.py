@@ -112,6 +112,7 @@ class Worker:
         *,
         ack_wait_s: float = DEFAULT_ACK_WAIT_S,
         log: Callable[[str], None] | None = None,
+        origin: bool = False,
     ) -> None:
         self.link = link
         self.graph = graph
@@ -122,7 +123,8 @@ class Worker:
         self.ack_wait_s = ack_wait_s
         self.host = socket.gethostname()
         self.pid = os.getpid()
-        self.tag = f"{self.host}:{self.pid}"
+        # The process that starts runs hosts nothing; its events are tagged "run:…".
+        self.tag = f"run:{self.host}:{self.pid}" if origin else f"{self.host}:{self.pid}"
         self.id = f"{self.host}-{self.pid}-{secrets.token_hex(3)}".replace(".", "_")
         self.max_payload = int(link.nc.max_payload or 1 << 20)
         self.kv: KeyValue = None  # type: ignore[assignment]
@@ -143,13 +145,17 @@ class Worker:
         """The loop agents (``async def run(ctx)``) hosted here."""
         return [a for a in self.agents if self.graph.spec(a).is_loop]
 
-    async def start(self) -> list[str]:
-        """Make the graph's streams and bucket, check the graph, pick the agents,
-        and register. Returns the hosted agents."""
+    async def open(self) -> None:
+        """Make the graph's streams and bucket (if they are not there) and check that
+        the live workers run the same graph."""
         self.kv, self.workers = await ensure_graph(
             self.link, self.names, self.graph.agents, ack_wait_s=self.ack_wait_s
         )
         await check_identity(self.kv, self.workers, self.identity)
+
+    async def start(self) -> list[str]:
+        """:meth:`open`, pick the agents and register. Returns the hosted agents."""
+        await self.open()
         others = await live_workers(self.workers)
         taken = {a for rec in others for a in rec["agents"]}
         if self.requested:
@@ -195,9 +201,11 @@ class Worker:
     async def serve(self) -> None:
         """Handle deliveries until :meth:`drain`; then leave the runs (without ending
         them: other workers go on) and deregister."""
-        sub = await self.link.nc.subscribe(self.names.all_ctl, cb=self._on_ctl)
+        sub = await self.link.nc.subscribe(self.names.all_ctl, cb=self.on_ctl)
         try:
-            async with open_runtime(self.graph, transport=NatsTransport(self), store=False) as rt:
+            async with open_runtime(
+                self.graph, transport=NatsTransport(worker=self), store=False
+            ) as rt:
                 self._rt = rt
                 async with anyio.create_task_group() as tg:
                     self._tg = tg
@@ -316,7 +324,7 @@ class Worker:
             self._ended.setdefault(run_id, None)
             ev.set()
 
-    async def _on_ctl(self, m: Msg) -> None:
+    async def on_ctl(self, m: Msg) -> None:
         try:
             rec = decode(m.data)
             if rec["t"] not in ("stop", "start"):
