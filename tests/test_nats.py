@@ -283,7 +283,16 @@ def test_record_writes_runs_started_elsewhere(
 
 
 @pytest.mark.parametrize(
-    ("graph", "task"), [("probe.yaml", "probe"), ("pingpong.yaml", "play"), ("idle.yaml", "hi")]
+    ("graph", "task"),
+    [
+        ("probe.yaml", "probe"),  # every rule broken once: the same errors, in order
+        ("pingpong.yaml", "play"),
+        ("idle.yaml", "hi"),
+        ("crash_stop.yaml", "break"),  # on_error: stop ends the run with error
+        ("crash_continue.yaml", "break"),  # on_error: continue, then idle
+        ("timeout.yaml", "nap"),  # a turn over turn_timeout_s is an error; then idle
+        ("maxturns.yaml", "play"),  # budget:turns
+    ],
 )
 @pytest.mark.anyio
 async def test_same_outcome_in_one_process_and_over_nats(
@@ -311,6 +320,28 @@ async def test_same_outcome_in_one_process_and_over_nats(
         if u.turns:
             assert remote.usage[name].turns == u.turns, name
             assert remote.usage[name].messages_sent == u.messages_sent, name
+            assert remote.usage[name].errors == u.errors, (name, errors)
+    kinds = sorted(e.error_type for e in errors)  # type: ignore[attr-defined]
+    assert kinds == sorted(
+        e.error_type  # type: ignore[attr-defined]
+        for e in local.events
+        if e.kind == "agent_errored"
+    )
+    expected = {
+        "crash_stop.yaml": ("error", "crasher"),
+        "crash_continue.yaml": ("idle", "crasher"),
+        "timeout.yaml": ("idle", "sleeper"),
+        "maxturns.yaml": ("budget:turns", None),
+    }
+    if graph in expected:  # the scenario happened, not only the same on both sides
+        stop, failing = expected[graph]
+        assert local.stop_reason == stop
+        if failing is not None:
+            assert local.usage[failing].errors == 1
+            assert [e.agent for e in errors] == [failing]  # type: ignore[attr-defined]
+    if graph == "crash_stop.yaml":
+        assert remote.error is not None
+        assert "crasher" in remote.error
     if graph == "probe.yaml":
         assert local.answer is not None
         assert local.answer.split(" | ")[0].split() == [

@@ -127,6 +127,15 @@ class Origin:
             return
         await self._announce()
         self._watch = asyncio.get_running_loop().create_task(self._watch_run())
+        self._watch.add_done_callback(self._watch_ended)
+
+    def _watch_ended(self, task: asyncio.Task[None]) -> None:
+        """The watch never fails silently: a run nobody watches would never end."""
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            self.run.port.stop("error", f"the run's watch failed: {type(exc).__name__}: {exc}")
 
     def posted(self) -> None:
         """The task's deliveries are stored: the idle scan may begin."""

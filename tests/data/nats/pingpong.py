@@ -127,3 +127,16 @@ class Echoer:
                 if m.content != "hush":
                     await asyncio.sleep(0.3)
                     await ctx.send_message(m.thread_id, "echo: " + m.content, [m.sender])
+
+
+async def crasher(ctx, message):
+    """Raises in its turn (its on_error policy decides what follows)."""
+    raise RuntimeError(f"crasher broke on {message.id}")
+
+
+async def sleeper(ctx, message):
+    """Outlives its turn timeout."""
+    import asyncio
+
+    await asyncio.sleep(10)
+    await ctx.send_message(message.thread_id, "woke up", ["user"])
