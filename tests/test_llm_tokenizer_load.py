@@ -77,6 +77,25 @@ def spy(path, *args, **kwargs):
 
 public.load_tiktoken_bpe = spy
 
+loop_imports = []
+
+
+class ImportSpy:
+    # Records the SDK modules first imported on the event loop thread during a run
+    # (litellm itself still imports a dozen small modules on its first call).
+
+    def find_spec(self, name, path=None, target=None):
+        if heartbeat_on and name.split(".")[0] in ("openai", "tiktoken"):
+            try:
+                asyncio.get_running_loop()
+                loop_imports.append(name)
+            except RuntimeError:
+                pass
+        return None
+
+
+sys.meta_path.insert(0, ImportSpy())
+
 
 async def heartbeat():
     while True:
@@ -130,7 +149,7 @@ async def concurrent():
     client = LiteLLMClient()
     async with anyio.create_task_group() as tg:
         for model in ("gpt-4", "openai/gpt-3.5-turbo", "gpt-4"):
-            tg.start_soon(anyio.to_thread.run_sync, client.load_tokenizer, model)
+            tg.start_soon(anyio.to_thread.run_sync, client.warm_up, model)
     return client.count_tokens("gpt-4", [{"role": "user", "content": "hello there"}])
 
 
@@ -147,7 +166,7 @@ if mode == "sync":
 else:
     work = {"turn": turn, "concurrent": concurrent, "efficiency": efficiency}[mode]
     out = anyio.run(with_heartbeat, work)
-print(json.dumps({"loads": loads, "out": out}))
+print(json.dumps({"loads": loads, "out": out, "loop_imports": loop_imports}))
 """
 
 
@@ -189,6 +208,8 @@ def test_first_count_of_a_turn_loads_the_tokenizer_off_the_loop(
     assert_off_loop(data, heartbeat=True)
     # gpt-4 counts with cl100k, its fallback gpt-4o-mini with o200k.
     assert loaded_files(data) == ["cl100k_base.tiktoken", "o200k_base.tiktoken"]
+    # Nor did the first model call import the OpenAI SDK's modules on the loop.
+    assert data["loop_imports"] == []
     first, second = data["out"]
     assert (first["answer"], second["answer"]) == ("Paris", "Paris again")
     # The stub reported no prompt tokens: the agent's own count is what was
@@ -224,14 +245,14 @@ def test_token_efficiency_counts_with_the_tokenizer_loaded_off_the_loop(
 
 
 @pytest.mark.anyio
-async def test_a_client_without_load_tokenizer_still_counts() -> None:
+async def test_a_client_without_warm_up_still_counts() -> None:
     """A custom client that offers only ``count_tokens`` is counted as before."""
     import coral_graph as cg
     from coral_graph.llm import LLMAgent
     from coral_graph.testing import ScriptedModel
 
     model = ScriptedModel(["FINAL: 4"])
-    assert not hasattr(model, "load_tokenizer")
+    assert not hasattr(model, "warm_up")
     graph = cg.AgentGraph(entry=["a"])
     graph.add_agent("a", LLMAgent("scripted/x", client=model, mode="text"))
     async with cg.open_runtime(graph) as rt:

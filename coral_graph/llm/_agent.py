@@ -225,9 +225,9 @@ class LLMAgent:
                 tools, max_tool_calls=max_tool_calls, reserved=TOOL_NAMES, timeout_s=timeout_s
             )
         self.context: ContextShape = context
-        # Models whose tokenizer the client has loaded for this agent: their counts
-        # may run on the event loop (see count_tokens).
-        self._tokenizers: set[str] = set()
+        # Models the client has warmed up for this agent: their counts and calls
+        # may run on the event loop (see warm_up).
+        self._warm: set[str] = set()
 
     def __repr__(self) -> str:
         return f"LLMAgent({self.model!r}, mode={self.mode!r})"
@@ -272,25 +272,26 @@ class LLMAgent:
         """Prompt tokens by the client's counter (litellm's for the default client).
 
         The first count of a model may load its tokenizer, which blocks; on the
-        event loop, await :meth:`load_tokenizer` first (a turn does).
+        event loop, await :meth:`warm_up` first (a turn does).
         """
         counter = getattr(self.client, "count_tokens", None)
         if callable(counter):
             return int(counter(model, messages, tools))
         return approx_tokens(messages, tools)
 
-    async def load_tokenizer(self, model: str) -> None:
-        """Have the client load ``model``'s tokenizer (its optional blocking
-        ``load_tokenizer``) in a worker thread, the first time this agent counts
-        ``model``: the first load takes from a tenth of a second to seconds, and on
-        the event loop it would hold every agent of the process meanwhile."""
-        if model in self._tokenizers:
+    async def warm_up(self, model: str) -> None:
+        """Have the client do, in a worker thread, what the first count and call of
+        ``model`` would do synchronously (its optional blocking ``warm_up``: the
+        default client loads the tokenizer and the SDK): once per agent and model,
+        before its first count. That first-use work takes from a tenth of a second
+        to seconds; on the event loop it would hold every agent of the process."""
+        if model in self._warm:
             return
-        load = getattr(self.client, "load_tokenizer", None)
-        if callable(load):
-            # A cancelled turn does not wait for the load: it finishes in its thread.
-            await anyio.to_thread.run_sync(load, model, abandon_on_cancel=True)
-        self._tokenizers.add(model)
+        warm = getattr(self.client, "warm_up", None)
+        if callable(warm):
+            # A cancelled turn does not wait for it: it finishes in its thread.
+            await anyio.to_thread.run_sync(warm, model, abandon_on_cancel=True)
+        self._warm.add(model)
 
     def price(self, model: str, prompt_tokens: int, completion_tokens: int) -> float:
         """US dollars for a call of that size (0 when the price is unknown)."""
@@ -326,23 +327,22 @@ class LLMAgent:
             return
         self._api_key()
         check = getattr(self.client, "check_ready", None)
-        if not callable(check):
-            return
-        has_key = self.api_key_env is not None or "api_key" in self.extra
-        for model in (self.model, *self.fallbacks):
-            check(model, api_base=self.api_base, has_key=has_key)
-        load = getattr(self.client, "load_tokenizer", None)
-        if callable(load) and not _on_event_loop():
+        if callable(check):
+            has_key = self.api_key_env is not None or "api_key" in self.extra
+            for model in (self.model, *self.fallbacks):
+                check(model, api_base=self.api_base, has_key=has_key)
+        warm = getattr(self.client, "warm_up", None)
+        if callable(warm) and not _on_event_loop():
             # Before the loop starts (the CLI, cg.run): the first turn finds the
-            # tokenizer loaded. On the loop the turn loads it in a worker thread.
-            load(self.model)
-            self._tokenizers.add(self.model)
+            # model warm. On the loop, the turn warms it up in a worker thread.
+            warm(self.model)
+            self._warm.add(self.model)
 
     # -- one turn ---------------------------------------------------------------
 
     async def handle(self, ctx: AgentContext, message: Message) -> None:
         """One wake: build the context, then call the model up to ``max_steps`` times."""
-        await self.load_tokenizer(self.model)  # build_context counts tokens
+        await self.warm_up(self.model)  # build_context counts tokens
         mode = self.resolved_mode()
         budget = max(256, self.context_tokens - self._max_out(self.model))
         messages = build_context(
@@ -474,7 +474,7 @@ class LLMAgent:
         api_key = self._api_key()
         for model in (self.model, *self.fallbacks):
             max_out = self._max_out(model)
-            await self.load_tokenizer(model)
+            await self.warm_up(model)
             prompt_tokens = self.count_tokens(model, messages, tools)
             request = ModelRequest(
                 model=model,

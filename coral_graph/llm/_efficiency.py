@@ -217,7 +217,7 @@ async def _litellm_counter(model: str) -> TokenCount:
 
     client = LiteLLMClient()
     # The first count loads the tokenizer, which blocks: not on the event loop.
-    await anyio.to_thread.run_sync(client.load_tokenizer, model)
+    await anyio.to_thread.run_sync(client.warm_up, model)
     return lambda messages, tools: client.count_tokens(model, messages, tools)
 
 

@@ -5,18 +5,20 @@ set before the import so litellm reads its bundled price table instead of fetchi
 one over the network. The embedded provider (``embedded/...``) is registered at the
 same time.
 
-The first prompt-token count of a model loads its tokenizer (tiktoken's BPE rank
-file, parsed and compiled, or a HuggingFace tokenizer for some models): from a
-tenth of a second on an idle machine to seconds on a busy one, and more when
-HuggingFace has to be asked over the network. On the event loop that would hold
-every agent of the process, so agents call :meth:`LiteLLMClient.load_tokenizer` in
-a worker thread (or before the loop starts) first. It loads once per process and
-model, and tiktoken keeps one copy per encoding; the counts after it are fast
+First uses are slow and synchronous: the first prompt-token count of a model
+loads its tokenizer (tiktoken's BPE rank file, parsed and compiled, or a
+HuggingFace tokenizer for some models), and the first call through the OpenAI SDK
+imports some 450 modules of it. Each takes from a tenth of a second on an idle
+machine to seconds on a busy one; on the event loop that would hold every agent of
+the process, so agents call :meth:`LiteLLMClient.warm_up` in a worker thread (or
+before the loop starts) first. It does that work once per process and model
+(tiktoken keeps one copy per encoding); the counts and calls after it are fast
 enough for the loop.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import threading
 from collections.abc import Mapping, Sequence
@@ -39,9 +41,12 @@ __all__ = ["LiteLLMClient", "aclose_clients", "load_litellm", "wrap_error"]
 _lock = threading.Lock()
 _litellm: Any = None
 
-_counted: set[str] = set()
-"""Models whose tokenizer this process has loaded (their counts are fast)."""
-_tokenizer_locks: dict[str, threading.Lock] = {}
+_warm: set[str] = set()
+"""Models this process has warmed up (their counts and calls start fast)."""
+_warm_locks: dict[str, threading.Lock] = {}
+
+_SDK_MODULES = ("openai.resources", "openai.lib.streaming.chat")
+"""What litellm's OpenAI and OpenAI-compatible providers import on their first call."""
 
 
 def load_litellm() -> Any:
@@ -187,23 +192,30 @@ class LiteLLMClient:
             queue_s=float((getattr(resp, "_hidden_params", None) or {}).get("coral_queue_s", 0.0)),
         )
 
-    def load_tokenizer(self, model: str) -> None:
-        """Import litellm and load ``model``'s tokenizer, blocking: once per process
-        and model (a second caller waits for the first). Call it off the event loop,
-        before the first :meth:`count_tokens` of ``model`` there."""
-        if model in _counted:
+    def warm_up(self, model: str) -> None:
+        """Import litellm, load ``model``'s tokenizer and the SDK modules its first
+        call needs, blocking: once per process and model (a second caller waits for
+        the first). Call it off the event loop, before the first :meth:`count_tokens`
+        or :meth:`complete` of ``model`` there."""
+        if model in _warm:
             return
         with _lock:
-            lock = _tokenizer_locks.setdefault(model, threading.Lock())
+            lock = _warm_locks.setdefault(model, threading.Lock())
         with lock:
-            if model in _counted:
+            if model in _warm:
                 return
             litellm = load_litellm()
             try:
                 litellm.token_counter(model=model, messages=[{"role": "user", "content": "ready"}])
             except Exception:  # its counts fall back to an estimate (see count_tokens)
                 pass
-            _counted.add(model)
+            if not model.startswith(EMBEDDED_PROVIDER + "/"):
+                for name in _SDK_MODULES:
+                    try:
+                        importlib.import_module(name)
+                    except ImportError:  # another SDK version: its first call imports
+                        pass
+            _warm.add(model)
 
     def count_tokens(
         self,
@@ -213,7 +225,7 @@ class LiteLLMClient:
     ) -> int:
         """Prompt tokens by litellm's counter (the model's tokenizer when litellm
         knows it, else tiktoken's cl100k). The first count of a model loads its
-        tokenizer, which blocks: on the event loop, run :meth:`load_tokenizer` in a
+        tokenizer, which blocks: on the event loop, run :meth:`warm_up` in a
         worker thread first."""
         litellm = load_litellm()
         try:

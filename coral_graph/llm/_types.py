@@ -8,10 +8,11 @@ A client may also offer these optional methods, used when present:
 
 * ``count_tokens(model, messages, tools) -> int``: prompt tokens (default: a
   characters/4 estimate); it runs on the event loop, so it must be fast;
-* ``load_tokenizer(model) -> None``: whatever makes ``count_tokens(model, ...)``
-  fast (loading a tokenizer), blocking, idempotent and thread-safe. The agent runs
-  it in a worker thread before its first count of ``model`` (and
-  ``check_ready`` runs it before the event loop starts);
+* ``warm_up(model) -> None``: the slow first-use work that would otherwise happen
+  in the first ``count_tokens`` or ``complete`` of ``model`` on the event loop
+  (loading a tokenizer, importing an SDK); blocking, idempotent and thread-safe.
+  The agent runs it in a worker thread before its first count of ``model``, and
+  ``check_ready`` before the event loop starts;
 * ``cost_usd(model, prompt_tokens, completion_tokens) -> float``: the price of a
   call (default: 0);
 * ``supports_tools(model) -> bool``: whether ``mode="auto"`` may use function
