@@ -428,3 +428,26 @@ async def test_a_run_started_from_python_through_open_runtime(
     handled = {e.agent for e in events if e.kind == "delivery_handled"}  # type: ignore[union-attr]
     assert handled == {"ping", "pong"}
     assert transport.worker is None  # the connection closed with the runtime
+
+
+@pytest.mark.anyio
+async def test_a_graph_known_only_as_an_agent_graph_is_refused_with_what_to_pass(
+    graph_dir: Path, nats_server: NatsServer, workers: Workers
+) -> None:
+    """Workers started from a graph file identify it by its resolved definitions; a
+    Python caller that gives only the AgentGraph is refused, told what to pass, and
+    no run is left behind."""
+    from coral_graph import open_runtime
+    from coral_graph.config import load_graph
+    from coral_graph.transport.nats import GraphMismatchError, NatsTransport
+
+    g = graph_dir / "pingpong.yaml"
+    workers.start(g, "--agents", "ping,pong")
+    lg = load_graph(g)
+    seen: list[str] = []
+    async with open_runtime(lg.graph, transport=NatsTransport(nats_server.url)) as rt:
+        rt.subscribe(lambda ev: seen.append(ev.kind))
+        with pytest.raises(GraphMismatchError, match=r"graph=load_graph"):
+            await rt.run("play", entry=lg.entry)
+        assert rt.active_runs == []
+    assert seen == []  # refused before anything happened: no run_finished of nothing

@@ -39,7 +39,7 @@ from coral_graph._events import AgentErrored, Event, event_to_dict
 from coral_graph._model import Message, Thread
 from coral_graph._types import USER, AgentName, StopReason, ThreadId
 from coral_graph.transport.nats._conn import DEFAULT_ACK_WAIT_S
-from coral_graph.transport.nats._errors import MessageTooLargeError
+from coral_graph.transport.nats._errors import GraphMismatchError, MessageTooLargeError
 from coral_graph.transport.nats._origin import Origin, answer_of
 from coral_graph.transport.nats._shared import Inflight, NatsCounters, NatsThreads, needs_await
 from coral_graph.transport.nats._state import Replica, RunState
@@ -477,7 +477,20 @@ class NatsTransport:
             try:
                 identity = identity_of(self.graph if self.graph is not None else graph)
                 w = Worker(link, graph, identity, ack_wait_s=self.ack_wait_s, origin=True)
-                await w.open()
+                try:
+                    await w.open()
+                except GraphMismatchError as exc:
+                    if self.graph is None:  # workers started from a file hash its definitions
+                        raise GraphMismatchError(
+                            exc.graph,
+                            [
+                                *exc.differences,
+                                "this process knows the graph only as an AgentGraph: pass "
+                                "NatsTransport(url, graph=load_graph(...)) to identify it by "
+                                "its graph file, as the workers do",
+                            ],
+                        ) from None
+                    raise
                 self._sub = await link.nc.subscribe(w.names.all_ctl, cb=w.on_ctl)
             except BaseException:
                 await link.close()
