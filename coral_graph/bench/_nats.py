@@ -162,6 +162,16 @@ def _stop_workers(procs: list[subprocess.Popen[str]]) -> None:
             p.stderr.close()
 
 
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) process ``pid`` has used, from /proc (0 if gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _figures(events: Sequence[Any]) -> dict[str, Any]:
     """Deliveries/s and latency from a run's transcript (the task's deliveries excluded)."""
     sent = {e.message.id: e.message.timestamp for e in events if e.kind == "message_sent"}
@@ -184,7 +194,13 @@ def _figures(events: Sequence[Any]) -> dict[str, Any]:
 
 
 async def _coral(
-    url: str, folder: Path, name: str, yaml: str, groups: list[list[str]], task: dict[str, Any]
+    url: str,
+    folder: Path,
+    name: str,
+    yaml: str,
+    groups: list[list[str]],
+    task: dict[str, Any],
+    server_pid: int | None = None,
 ) -> dict[str, Any]:
     from coral_graph.config import load_graph
     from coral_graph.transport.nats import run_on_nats
@@ -194,12 +210,25 @@ async def _coral(
     procs = _start_workers(graph, url, groups)
     try:
         lg = load_graph(graph)
+        pids = [p.pid for p in procs]
+        w0 = sum(_cpu_s(p) for p in pids)
+        s0 = _cpu_s(server_pid) if server_pid else 0.0
+        c0 = time.process_time()
         result = await run_on_nats(lg, json.dumps(task), url, wait_workers_s=30)
+        cpu = {
+            "workers": sum(_cpu_s(p) for p in pids) - w0,
+            "server": _cpu_s(server_pid) - s0 if server_pid else float("nan"),
+            "starter": time.process_time() - c0,
+        }
     finally:
         _stop_workers(procs)
     out = _figures(result.events)
     out["stop_reason"] = result.stop_reason
     out["workers"] = len(groups)
+    # CPU milliseconds per delivery, per kind of process (the whole run: idle scan and
+    # recording included): what a delivery costs where, on a machine with few cores.
+    n = max(1, out["deliveries"])
+    out["cpu_ms"] = {k: v * 1000 / n for k, v in cpu.items()}
     return out
 
 
@@ -340,6 +369,23 @@ async def _floor_fanout(js: Any, participants: int, messages: int) -> dict[str, 
     return f.figures()
 
 
+async def _floor_cpu(run: Any, server_pid: int | None) -> dict[str, Any]:
+    """A floor's figures with its CPU per delivery (the server's and this process's)."""
+    s0 = _cpu_s(server_pid) if server_pid else 0.0
+    c0 = time.process_time()
+    out: dict[str, Any] = await run
+    n = max(1, out["deliveries"])
+    out["cpu_ms"] = {
+        "server": (_cpu_s(server_pid) - s0) * 1000 / n if server_pid else float("nan"),
+        "starter": (time.process_time() - c0) * 1000 / n,
+    }
+    return out
+
+
+def _cpu_text(cpu: dict[str, float]) -> str:
+    return " ".join(f"{k} {v:.2f}" for k, v in cpu.items())
+
+
 def _split(agents: list[str], k: int) -> list[list[str]]:
     return [agents[i::k] for i in range(k) if agents[i::k]]
 
@@ -351,6 +397,8 @@ async def _bench(
     repeat: int,
     log: Any,
     scaling: Sequence[int] = (1, 2, 4),
+    server_pid: int | None = None,
+    only: Sequence[str] = ("pingpong", "ring", "fanout"),
 ) -> dict[str, Any]:
     from coral_graph.transport.nats import open_link
 
@@ -373,34 +421,39 @@ async def _bench(
             "pingpong",
             lambda: _coral(url, folder, "bench-pp", _yaml(
                 "bench-pp", {"pp_a": "pp_a", "pp_b": "pp_b"}, ["pp_a <-> pp_b"], ["pp_a"]),
-                [["pp_a"], ["pp_b"]], {"rounds": rounds}),
+                [["pp_a"], ["pp_b"]], {"rounds": rounds}, server_pid),
             lambda js: _floor_pingpong(js, rounds),
         ),
         (
             "ring",
             lambda: _coral(url, folder, "bench-ring",
                 _yaml("bench-ring", ring_agents, ring_edges, ring_entry),
-                _split(ring_names, 2), {"hops_per_token": hops // tokens}),
+                _split(ring_names, 2), {"hops_per_token": hops // tokens}, server_pid),
             lambda js: _floor_ring(js, ring_n, tokens, hops),
         ),
         (
             "fanout",
             lambda: _coral(url, folder, "bench-fan", fan_yaml("bench-fan"),
-                _split(["sender", *sinks], 2), {"to": sinks, "messages": fan_m}),
+                _split(["sender", *sinks], 2), {"to": sinks, "messages": fan_m}, server_pid),
             lambda js: _floor_fanout(js, fan_p, fan_m),
         ),
     ]  # fmt: skip
     async with open_link(url) as link:
         for name, coral, floor in plans:
+            if name not in only:
+                continue
             cs, fs = [], []
             for _ in range(repeat):
-                fs.append(await floor(link.js))
+                fs.append(await _floor_cpu(floor(link.js), server_pid))
                 cs.append(await coral())
-            c = {k: median([r[k] for r in cs]) for k in ("deliveries_per_s", "p50_us", "p99_us")}
-            fl = {k: median([r[k] for r in fs]) for k in ("deliveries_per_s", "p50_us", "p99_us")}
+            figs = ("deliveries_per_s", "p50_us", "p99_us")
+            c: dict[str, Any] = {k: median([r[k] for r in cs]) for k in figs}
+            fl: dict[str, Any] = {k: median([r[k] for r in fs]) for k in figs}
             c["deliveries"] = cs[0]["deliveries"]
             fl["deliveries"] = fs[0]["deliveries"]
             c["stop_reason"] = cs[0]["stop_reason"]
+            c["cpu_ms"] = {k: median([r["cpu_ms"][k] for r in cs]) for k in cs[0]["cpu_ms"]}
+            fl["cpu_ms"] = {k: median([r["cpu_ms"][k] for r in fs]) for k in fs[0]["cpu_ms"]}
             ratio = c["deliveries_per_s"] / fl["deliveries_per_s"]
             out[name] = {"coral": c, "floor": fl, "ratio": ratio, "runs": repeat}
             log(
@@ -410,13 +463,15 @@ async def _bench(
                 f"p99 {fl['p99_us'] / 1000:6.2f} ms | {ratio:.2f}x floor "
                 f"({c['deliveries']} deliveries, {c['stop_reason']})"
             )
+            log(f"{'':9s} CPU ms per delivery: coral {_cpu_text(c['cpu_ms'])} | "
+                f"floor {_cpu_text(fl['cpu_ms'])}")  # fmt: skip
         by_workers: dict[str, float] = {}
-        for k in scaling:
+        for k in scaling if "fanout" in only else ():
             runs = []
             for _ in range(repeat):
                 runs.append(await _coral(url, folder, f"bench-fan{k}", fan_yaml(f"bench-fan{k}"),
                                          _split(["sender", *sinks], k),
-                                         {"to": sinks, "messages": fan_m}))  # fmt: skip
+                                         {"to": sinks, "messages": fan_m}, server_pid))  # fmt: skip
             dps = median([r["deliveries_per_s"] for r in runs])
             by_workers[str(k)] = dps
             log(f"fanout over {k} worker process(es): {dps:9.0f} deliveries/s")
@@ -432,8 +487,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--scaling", default="1,2,4", help="worker counts for fanout")
+    parser.add_argument("--only", default="pingpong,ring,fanout", help="comma-separated "
+                        "workloads (pingpong, ring, fanout)")  # fmt: skip
     args, _ = parser.parse_known_args(argv)
     scaling = [int(k) for k in args.scaling.split(",") if k.strip()]
+    only = [w.strip() for w in args.only.split(",") if w.strip()]
+    unknown = [w for w in only if w not in ("pingpong", "ring", "fanout")]
+    if unknown:
+        parser.error(f"unknown workload(s) {unknown}: choose from pingpong, ring, fanout")
     sizes = {
         "rounds": 100, "ring_agents": 4, "ring_tokens": 4, "ring_hops": 400,
         "fanout_participants": 8, "fanout_messages": 50,
@@ -454,7 +515,8 @@ def main(argv: list[str] | None = None) -> int:
         url = args.nats or (server.url if server else "")
         log(f"coral-graph bench --nats on {url} (sizes {sizes}, {repeat} runs, medians)")
         try:
-            out = asyncio.run(_bench(url, folder, sizes, repeat, log, scaling))
+            pid = server.proc.pid if server is not None else None
+            out = asyncio.run(_bench(url, folder, sizes, repeat, log, scaling, pid, only))
         finally:
             if server is not None:
                 server.close()

@@ -64,6 +64,7 @@ def bench(
     if nats:
         argv = ["--nats", nats_url, "--repeat", str(repeat), "--scaling", scaling]
         argv += [flag for flag, on in (("--quick", quick), ("--json", as_json)) if on]
+        argv += ["--only", only] if only else []
         raise typer.Exit(main(argv))
     argv = ["--repeat", str(repeat), "--clock", clock]
     if only:

@@ -29,7 +29,7 @@ from coral_graph._events import (
 from coral_graph.transport.nats._conn import Link
 from coral_graph.transport.nats._errors import WireError
 from coral_graph.transport.nats._names import Names
-from coral_graph.transport.nats._wire import decode
+from coral_graph.transport.nats._wire import decode, events_of
 
 __all__ = ["Recorder", "record_all"]
 
@@ -133,18 +133,24 @@ class Recorder:
             if seq <= self._stream_seq:
                 return  # read already (a subscription made again after a reconnect)
             self._stream_seq = seq
-        if self.finished.is_set():
-            return  # after run_finished: not part of the transcript
         try:
-            env = decode(m.data, "e")
-            ev = event_from_dict(dict(env["ev"]))
-        except (WireError, KeyError, TypeError, ValueError) as exc:
-            ev = AgentErrored(
-                self.run_id, 0, time.time(), "user", None, "WireError",
-                f"skipped a malformed event on {m.subject}: {exc}", "", "continue",
-            )  # fmt: skip
-            env = {}
-        self.add(ev, env)
+            env = decode(m.data)
+            evs = events_of(env)
+        except (WireError, KeyError) as exc:
+            env, evs = {}, [exc]
+        for item in evs:
+            if self.finished.is_set():
+                return  # after run_finished: not part of the transcript
+            try:
+                if isinstance(item, Exception):
+                    raise item
+                ev = event_from_dict(dict(item))
+            except (WireError, KeyError, TypeError, ValueError) as exc:
+                ev = AgentErrored(
+                    self.run_id, 0, time.time(), "user", None, "WireError",
+                    f"skipped a malformed event on {m.subject}: {exc}", "", "continue",
+                )  # fmt: skip
+            self.add(ev, env)
 
     def add(self, ev: Event, env: dict[str, Any] | None = None) -> None:
         """Number ``ev``, keep it, and hand it to the sink (the run's threads and usage
@@ -192,7 +198,10 @@ async def record_all(
             # A run that began before this recorder has no run_started here: skip it
             # rather than store a transcript without its start.
             try:
-                first = decode(m.data, "e")["ev"].get("kind")
+                evs = events_of(decode(m.data))
+                if not evs:
+                    return  # an empty record (it only says that records before it are stored)
+                first = evs[0].get("kind")
             except (WireError, KeyError, AttributeError):
                 first = None
             if first != "run_started":

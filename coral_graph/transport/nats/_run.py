@@ -43,7 +43,7 @@ from coral_graph.transport.nats._errors import GraphMismatchError, MessageTooLar
 from coral_graph.transport.nats._origin import Origin, answer_of
 from coral_graph.transport.nats._shared import Inflight, NatsCounters, NatsThreads, needs_await
 from coral_graph.transport.nats._state import Replica, RunState
-from coral_graph.transport.nats._wire import encode
+from coral_graph.transport.nats._wire import encode, encode_events
 
 if TYPE_CHECKING:
     from nats.aio.msg import Msg
@@ -85,6 +85,7 @@ class NatsRun:
         self._recording = False  # an event of another process is being recorded here
         self._events: list[Event] = []
         self._unsettled: list[asyncio.Future[Any]] = []
+        self._events_unacked = False  # event records published since the last acked one
         self._tasks: list[asyncio.Task[Any]] = []
         self._busy: bool | None = None
         self._stopping: asyncio.Task[None] | None = None
@@ -97,7 +98,7 @@ class NatsRun:
     async def start(self) -> None:
         spec = self.port.spec
         w = self.worker = await self.transport.host(spec.graph)
-        self.state = RunState(w.kv, self.run_id)
+        self.state = RunState(w.kv, self.run_id, w.id)
         self.replica = Replica(self.state, w.link.reconnects)
         self.record = w.records.get(self.run_id, {})
         self.loops = [a for a in w.agents if w.graph.spec(a).is_loop]
@@ -124,11 +125,13 @@ class NatsRun:
         w = self.worker
         data = msg.to_dict()
         rid = self.run_id
-        for t in targets:
+        last = len(targets) - 1
+        for i, t in enumerate(targets):
             await self.publish_later(
                 w.names.inbox(rid, t),
                 encode("d", run=rid, to=t, msg=data),
                 headers={"Nats-Msg-Id": f"{rid}/{msg.id}>{t}"},
+                ack=i == last,  # its ack covers the deliveries before it
             )
         if msg.sender == USER and self.origin is not None:
             # The task (or a message of the user's): stored before the idle scan runs.
@@ -329,21 +332,51 @@ class NatsRun:
         """An event this transport makes itself (a redelivery, a refused delivery)."""
         self._events.append(ev)
 
-    async def flush_events(self) -> None:
+    async def flush_events(self, ack: bool = False) -> None:
+        """Publish the events so far as one record (more only past the max payload),
+        before whatever this process publishes next, so the transcript has a
+        message's event before what its recipients did with it. Without ``ack`` the
+        record is not acknowledged by itself: :meth:`settle` flushes with ``ack``,
+        and that acknowledged record covers the ones before it."""
         evs = self._events
+        w = self.worker
         if not evs:
+            if ack and self._events_unacked:
+                # Nothing left to flush, but records went out unacknowledged: an empty
+                # record after them says when they are stored.
+                await self.publish_later(
+                    w.names.events(self.run_id), encode("es", worker=w.tag, evs=[])
+                )
+                self._events_unacked = False
             return
         self._events = []
-        subject = self.worker.names.events(self.run_id)
-        tag = self.worker.tag
-        for ev in evs:
-            await self.publish_later(subject, encode("e", worker=tag, ev=event_to_dict(ev)))
+        subject = w.names.events(self.run_id)
+        records = encode_events(w.tag, [event_to_dict(ev) for ev in evs], w.max_payload - 1024)
+        for i, data in enumerate(records):
+            await self.publish_later(subject, data, ack=ack and i == len(records) - 1)
+        self._events_unacked = not ack
 
     async def publish_later(
-        self, subject: str, data: bytes, headers: dict[str, str] | None = None
+        self,
+        subject: str,
+        data: bytes,
+        headers: dict[str, str] | None = None,
+        *,
+        ack: bool = True,
     ) -> None:
-        """Publish without waiting for the server's acknowledgement (one connection
-        keeps the order); :meth:`settle` waits for all of them."""
+        """Publish without waiting for the server's acknowledgement; :meth:`settle`
+        waits for all of them.
+
+        ``ack=False`` asks for no acknowledgement at all: only for a publish that an
+        acknowledged publish to the same stream follows (a delivery before the last
+        one of a message, an event record before the one :meth:`settle` flushes, a
+        message key before the header's compare-and-set). The server stores one
+        connection's messages to one stream in their order, so that later
+        acknowledgement says this one is stored too (one ack message less for the
+        server to make and this process to read)."""
+        if not ack:
+            await self.worker.link.nc.publish(subject, data, headers=headers)
+            return
         fut = await self.worker.link.js.publish_async(subject, data, headers=headers)
         self._unsettled.append(fut)
 
@@ -361,7 +394,7 @@ class NatsRun:
             await asyncio.wait_for(asyncio.shield(self._stopping), timeout)
 
     async def _stored(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
-        await self.flush_events()
+        await self.flush_events(ack=True)
         await self.counters.settle()
         pending, self._unsettled = self._unsettled, []
         if pending:

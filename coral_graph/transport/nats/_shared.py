@@ -148,12 +148,15 @@ class NatsThreads:
                         if len(live._messages) < seq - 1:
                             live = await rep.load(thread_id)
                         return change(scratch(live, seq - 1), *args)
-                if prev is not None and rep.stored.get(thread_id, 0) < prev.seq:
-                    # The previous message's own key may not be written yet (its writer
-                    # may have died after its CAS): write it first, in order.
+                # The header this CAS replaces holds the previous message: its own key
+                # is written first, so the messages before the header's last are
+                # always in their keys. The CAS's reply says it is stored (the same
+                # stream, in order): no acknowledgement of its own.
+                for m in [prev, *added[:-1]] if prev is not None else added[:-1]:
                     await run.publish_later(
-                        st.key_subject(st.message_key(thread_id, prev.seq)),
-                        encode("m", msg=prev.to_dict()),
+                        st.key_subject(st.message_key(thread_id, m.seq)),
+                        encode("m", msg=m.to_dict()),
+                        ack=False,
                     )
             try:
                 new_rev = await st.update_header(work, rev, last)
@@ -161,14 +164,8 @@ class NatsThreads:
                 fresh = await st.header(thread_id)
                 continue
             rep.committed(live, work, new_rev, n0)
-            if added:
-                msg = added[-1]
-                await run.publish_later(
-                    st.key_subject(st.message_key(thread_id, msg.seq)),
-                    encode("m", msg=msg.to_dict()),
-                )
-                if op is not None:
-                    await run.remember(op[0].turn, op[1], msg.id)
+            if added and op is not None:
+                await run.remember(op[0].turn, op[1], added[-1].id)
             return result
 
     def all_nowait(self) -> dict[ThreadId, Thread]:

@@ -9,11 +9,12 @@ Keys (inside bucket ``coral_<g>``), for run ``R``:
   summary, ``last_seq`` and the last message itself. Appending a message is one
   compare-and-set of the header (the seq is taken by whoever's CAS holds: no gaps,
   no two messages with one seq);
-* ``R.m.<thread>.<seq>`` — message ``seq`` of the thread. It is written after the
-  header CAS that appended it, and the next writer of the thread writes it again
-  (idempotently) before its own CAS if it has not seen it stored: so whenever the
-  header says ``last_seq = n``, messages ``1 … n-1`` are in their keys and ``n`` is
-  in the header;
+* ``m.R.<thread>.<seq>`` — message ``seq`` of the thread, written by whoever appends
+  the next one, just before its CAS (the header it replaces holds message ``seq``):
+  so whenever the header says ``last_seq = n``, messages ``1 … n-1`` are in their keys
+  and ``n`` is in the header. Outside the ``R.`` prefix, so the watches of the run
+  (:class:`Replica`) do not carry them: a watch fills its copy from the headers, and
+  reads these keys only for what it missed;
 * ``R.b.<counter>`` — a counter (messages, turns, LLM calls, tokens, cost),
   reserved by CAS before anything is spent;
 * ``R.c.<turn>.<n>`` — what the ``n``-th operation of turn ``<turn>`` made, so the
@@ -56,16 +57,19 @@ class Header:
     """A thread's header as stored: the thread (without its messages), its revision,
     how many messages it has and the last of them."""
 
-    __slots__ = ("last", "last_seq", "rev", "thread")
+    __slots__ = ("by", "last", "last_seq", "rev", "thread")
 
-    def __init__(self, thread: Thread, rev: int, last_seq: int, last: Message | None) -> None:
+    def __init__(
+        self, thread: Thread, rev: int, last_seq: int, last: Message | None, by: str = ""
+    ) -> None:
         self.thread = thread
         self.rev = rev
         self.last_seq = last_seq
         self.last = last
+        self.by = by  # the process that wrote it (RunState.writer)
 
 
-def header_record(th: Thread, last: Message | None) -> bytes:
+def header_record(th: Thread, last: Message | None, by: str = "") -> bytes:
     return encode(
         "th",
         id=th.id,
@@ -77,6 +81,7 @@ def header_record(th: Thread, last: Message | None) -> bytes:
         created_at=th.created_at,
         last_seq=len(th._messages),
         last=last.to_dict() if last is not None else None,
+        by=by,
     )
 
 
@@ -92,35 +97,33 @@ def parse_header(raw: bytes, rev: int) -> Header:
     th.closed = bool(h["closed"])
     th.summary = h.get("summary")
     last = Message.from_dict(h["last"]) if h.get("last") else None
-    return Header(th, rev, int(h.get("last_seq") or 0), last)
+    return Header(th, rev, int(h.get("last_seq") or 0), last, str(h.get("by") or ""))
 
 
 class RunState:
     """The shared state of one run, over the graph's bucket."""
 
-    def __init__(self, kv: KeyValue, run_id: str) -> None:
+    def __init__(self, kv: KeyValue, run_id: str, writer: str = "") -> None:
         self.kv = kv
         self.run_id = run_id
+        # Who writes here: thread headers and counters carry it, so the watch tells
+        # this process's own writes from other processes' (by the record, not by a
+        # revision that the watch may echo before the write's reply arrives).
+        self.writer = writer
         # The last value and revision seen of each counter: tried first, so a
         # counter this process alone changes costs one round trip, not two.
         self._seen: dict[str, tuple[float, int]] = {}
         self._values: dict[str, tuple[float, int]] = {}  # the newest value known
-        # Revisions this process wrote, and when another process last wrote each key
-        # (the watch tells them apart): a process that just won a compare-and-set on a
-        # key others write too gets no head start on its next one (else under
-        # contention one worker takes nearly every turn); alone on a thread, it keeps it.
-        self.mine: set[int] = set()
+        # When another process last wrote each thread header (the watch tells): a
+        # process that just won a compare-and-set on a thread others write too gets no
+        # head start on its next one (else under contention one worker takes nearly
+        # every turn); alone on a thread, it keeps it.
         self.foreign: dict[str, float] = {}
 
     def contended(self, key: str) -> bool:
         """Whether another process wrote ``key`` (``t.<thread>``, ``b.<counter>``) lately."""
         t = self.foreign.get(key)
         return t is not None and time.monotonic() - t < _CONTENDED_S
-
-    def wrote(self, rev: int) -> None:
-        self.mine.add(rev)
-        if len(self.mine) > 10_000:
-            self.mine.clear()  # a lost echo: forget them (at worst one turn without a head start)
 
     def key_subject(self, key: str) -> str:
         """The subject a key of the bucket is stored under (to publish a put
@@ -174,15 +177,14 @@ class RunState:
         return f"{self.run_id}.t.{tid}"
 
     def message_key(self, tid: str, seq: int) -> str:
-        return f"{self.run_id}.m.{tid}.{seq}"
+        return f"m.{self.run_id}.{tid}.{seq}"
 
     async def create_thread(self, th: Thread) -> int:
         """Store a new thread (with the messages it holds: none, or the task); its revision."""
         last = th._messages[-1] if th._messages else None
-        for m in th._messages:
+        for m in th._messages[:-1]:  # the last one is in the header
             await self.kv.put(self.message_key(th.id, m.seq), encode("m", msg=m.to_dict()))
-        rev: int = await self.kv.create(self._tkey(th.id), header_record(th, last))
-        self.wrote(rev)
+        rev: int = await self.kv.create(self._tkey(th.id), header_record(th, last, self.writer))
         return rev
 
     async def header(self, tid: str) -> Header:
@@ -197,8 +199,8 @@ class RunState:
     async def update_header(self, th: Thread, rev: int, last: Message | None) -> int:
         """Write ``th``'s header if it is still at revision ``rev``; its new revision.
         Raises :data:`CasFailed` when another process changed it meanwhile."""
-        new: int = await self.kv.update(self._tkey(th.id), header_record(th, last), last=rev)
-        self.wrote(new)
+        rec = header_record(th, last, self.writer)
+        new: int = await self.kv.update(self._tkey(th.id), rec, last=rev)
         return new
 
     async def message(self, tid: str, seq: int) -> Message | None:
@@ -250,7 +252,6 @@ class RunState:
                     new_rev = await self.kv.create(key, encode("n", n=new))
                 else:
                     new_rev = await self.kv.update(key, encode("n", n=new), last=rev)
-                self.wrote(new_rev)
                 if self._values.get(name, (0, -1))[1] < new_rev:
                     self._values[name] = (new, new_rev)
                 # Not kept for the next reservation: the watch brings it back. The
@@ -316,8 +317,6 @@ class Replica:
         self.hrevs: dict[str, int] = {}
         self.last_seqs: dict[str, int] = {}
         self.revs: dict[str, int] = {}
-        # The highest seq of each thread whose message key is known to be stored.
-        self.stored: dict[str, int] = {}
         # What turns' operations made (``c.<turn>.<n>`` keys), as the watch saw them;
         # complete once the watch has delivered the keys that existed when it began.
         self.made: dict[str, str] = {}
@@ -350,20 +349,12 @@ class Replica:
                 continue
             parts = entry.key[len(prefix) :].split(".")
             st = self.state
-            if entry.revision in st.mine:
-                st.mine.discard(entry.revision)
-            elif parts[0] in ("t", "b"):
-                st.foreign[".".join(parts)] = time.monotonic()
             try:
                 if parts[0] == "t" and len(parts) == 2 and entry.revision is not None:
-                    self.apply(parse_header(entry.value, entry.revision))
-                elif parts[0] == "m" and len(parts) == 3:
-                    msg = Message.from_dict(decode(entry.value, "m")["msg"])
-                    self.stored[msg.thread_id] = max(self.stored.get(msg.thread_id, 0), msg.seq)
-                    th = self.threads.get(msg.thread_id)
-                    if th is not None and msg.seq == len(th._messages) + 1:
-                        th._messages.append(msg)
-                        self._check_complete(th)
+                    h = parse_header(entry.value, entry.revision)
+                    if h.by != st.writer or not h.by:
+                        st.foreign[f"t.{parts[1]}"] = time.monotonic()
+                    self.apply(h)
                 elif parts[0] == "c":
                     self.made[".".join(parts[1:])] = str(decode(entry.value, "c")["ref"])
                 elif parts[0] == "b" and entry.revision is not None:

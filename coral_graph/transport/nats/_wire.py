@@ -1,9 +1,10 @@
 """The wire format of the NATS transport: msgpack maps, versioned.
 
-Every record is a map ``{"v": 1, "t": <type>, …}``; see ``docs/msgpack-format.md``
+Every record is a map ``{"v": 2, "t": <type>, …}``; see ``docs/msgpack-format.md``
 ("The NATS wire format"). :func:`decode` refuses anything else with a
 :class:`WireError`, so a foreign or malformed message is recorded and skipped,
-never crashing a worker.
+never crashing a worker. Version 2 added ``es`` (the events of one flush in one
+record); a version-1 record is still read.
 """
 
 from __future__ import annotations
@@ -14,14 +15,15 @@ import msgpack
 
 from coral_graph.transport.nats._errors import WireError
 
-__all__ = ["WIRE_VERSION", "decode", "encode"]
+__all__ = ["WIRE_VERSION", "decode", "encode", "encode_events", "events_of"]
 
-WIRE_VERSION = 1
+WIRE_VERSION = 2
 
 # The record types and the keys each must have.
 _REQUIRED: dict[str, tuple[str, ...]] = {
     "d": ("run", "to", "msg"),  # a delivery of one message to one agent
     "e": ("worker", "ev"),  # an event, from the worker that made it
+    "es": ("worker", "evs"),  # events in their order, from the worker that made them (v2)
     "stop": ("run", "reason"),  # a run ended
     "start": ("run",),  # a run started (workers hosting loop agents join it)
     "th": ("id", "name", "creator", "participants", "closed"),  # a thread's header
@@ -40,6 +42,16 @@ def encode(kind: str, **fields: Any) -> bytes:
     data.update(fields)
     out: bytes = msgpack.packb(data, use_bin_type=True)
     return out
+
+
+def encode_events(worker: str, evs: list[dict[str, Any]], limit: int) -> list[bytes]:
+    """``evs`` (plain data, in order) as ``es`` records of at most ``limit`` bytes each,
+    as few as fit (one event bigger than ``limit`` alone in its record)."""
+    data = encode("es", worker=worker, evs=evs)
+    if len(data) <= limit or len(evs) <= 1:
+        return [data]
+    half = len(evs) // 2
+    return encode_events(worker, evs[:half], limit) + encode_events(worker, evs[half:], limit)
 
 
 def decode(raw: bytes, kind: str | None = None) -> dict[str, Any]:
@@ -72,3 +84,17 @@ def decode(raw: bytes, kind: str | None = None) -> dict[str, Any]:
     if missing:
         raise WireError(f"{t!r} record without {', '.join(missing)}")
     return data
+
+
+def events_of(rec: dict[str, Any]) -> list[Any]:
+    """The events (plain data) of a decoded ``e`` or ``es`` record.
+
+    Raises:
+        WireError: another record type, or an ``es`` record whose ``evs`` is not a list.
+    """
+    t = rec.get("t")
+    if t == "e":
+        return [rec["ev"]]
+    if t == "es" and isinstance(rec["evs"], list):
+        return list(rec["evs"])
+    raise WireError(f"expected an event record ('e' or 'es'), got {t!r}")

@@ -1,0 +1,200 @@
+"""What the NATS transport stores and how it reads it back: event records (one per
+flush, version 1 still read), message keys (every message but a thread's last in its
+key, the last in the header), and who wrote a thread header (a process's own writes
+never count as another's)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import time
+from pathlib import Path
+
+import anyio
+import msgpack
+import pytest
+from nats_fixtures import (
+    NatsServer,
+    Workers,
+    cli_args,
+    cli_env,
+    nats_server_fixture,  # noqa: F401 - a fixture
+    needs_nats,
+    workers_fixture,  # noqa: F401 - a fixture
+)
+
+from coral_graph._events import AgentAdded, MessageSent, RunStarted, event_to_dict
+from coral_graph._model import Message, Thread
+from coral_graph._types import AgentName, MessageId, ThreadId
+
+DATA = Path(__file__).parent / "data" / "nats"
+
+
+def _events(n: int, pad: int = 0) -> list[dict[str, object]]:
+    return [
+        event_to_dict(AgentAdded("r", 0, 1.0, AgentName(f"a{i}"), "x" * pad, "python"))
+        for i in range(n)
+    ]
+
+
+def test_events_of_a_flush_are_one_record_split_only_past_the_limit() -> None:
+    from coral_graph.transport.nats._wire import decode, encode_events, events_of
+
+    evs = _events(5)
+    (one,) = encode_events("host:1", evs, 1 << 20)
+    rec = decode(one)
+    assert rec["t"] == "es"
+    assert rec["worker"] == "host:1"
+    assert events_of(rec) == evs
+    # Past the limit: several records, each under it, the events in their order.
+    big = _events(9, pad=300)
+    recs = encode_events("host:1", big, 1000)
+    assert len(recs) > 1
+    assert all(len(r) <= 1000 for r in recs)
+    assert [e for r in recs for e in events_of(decode(r))] == big
+    # One event over the limit goes alone (the server refuses it, loudly).
+    (alone,) = encode_events("host:1", _events(1, pad=5000), 1000)
+    assert len(alone) > 1000
+
+
+def test_a_version_1_event_record_is_still_read_and_a_newer_one_refused() -> None:
+    from coral_graph.transport.nats._errors import WireError
+    from coral_graph.transport.nats._wire import decode, events_of
+
+    ev = _events(1)[0]
+    v1 = msgpack.packb({"v": 1, "t": "e", "worker": "h:1", "ev": ev}, use_bin_type=True)
+    assert events_of(decode(v1)) == [ev]
+    v9 = msgpack.packb({"v": 9, "t": "es", "worker": "h:1", "evs": []}, use_bin_type=True)
+    with pytest.raises(WireError, match="newer than this coral-graph's"):
+        decode(v9)
+    with pytest.raises(WireError, match="expected an event record"):
+        events_of(decode(msgpack.packb({"v": 2, "t": "n", "n": 1})))
+
+
+@pytest.mark.anyio
+@needs_nats
+@pytest.mark.nats
+async def test_the_recorder_reads_batches_in_order_and_skips_a_bad_event(
+    nats_server: NatsServer,
+) -> None:
+    from coral_graph.transport.nats import Recorder, open_link
+    from coral_graph.transport.nats._conn import ensure_graph
+    from coral_graph.transport.nats._names import Names
+    from coral_graph.transport.nats._wire import encode, encode_events
+
+    names = Names.for_graph("wire-rec")
+    rid = "r-wire1"
+    msg = Message(MessageId("t-1#1"), ThreadId("t-1"), 1, AgentName("a"), "hi", (), 1.0)
+    async with open_link(nats_server.url) as link:
+        await ensure_graph(link, names, ["a"])
+        rec = Recorder(link, names, rid)
+        await rec.start()
+        subject = names.events(rid)
+        started = event_to_dict(RunStarted(rid, 0, 1.0, "task", ["a"], [], {}, {}))
+        sent = event_to_dict(MessageSent(rid, 0, 1.5, msg))
+        # A version-1 single event, then a batch with a bad event between good ones.
+        await link.js.publish(subject, encode("e", worker="h:1", ev=started))
+        batch = [*_events(2), {"kind": "no_such_kind"}, sent]
+        for data in encode_events("h:2", batch, 1 << 20):
+            await link.js.publish(subject, data)
+        assert await rec.caught_up()
+        await rec.aclose()
+    kinds = [e.kind for e in rec.events]
+    assert kinds == ["run_started", "agent_added", "agent_added", "agent_errored", "message_sent"]
+    assert [e.seq for e in rec.events] == [1, 2, 3, 4, 5]
+    bad = rec.events[3]
+    assert bad.error_type == "WireError"  # type: ignore[attr-defined]
+    assert "no_such_kind" in bad.error  # type: ignore[attr-defined]
+    # The worker that made a message is on it.
+    assert rec.events[4].message.metadata["worker"] == "h:2"  # type: ignore[attr-defined]
+
+
+@pytest.mark.anyio
+@needs_nats
+@pytest.mark.nats
+async def test_only_another_process_makes_a_thread_contended(nats_server: NatsServer) -> None:
+    """A process's own header writes come back through its watch; they never count as
+    another process's (which would make it re-read the header before every append)."""
+    from coral_graph.transport.nats import open_link
+    from coral_graph.transport.nats._conn import ensure_graph
+    from coral_graph.transport.nats._names import Names
+    from coral_graph.transport.nats._state import Replica, RunState
+
+    names = Names.for_graph("wire-cas")
+    async with open_link(nats_server.url) as link:
+        kv, _ = await ensure_graph(link, names, ["a", "b"])
+        mine, theirs = RunState(kv, "r-cas", "w-a"), RunState(kv, "r-cas", "w-b")
+        rep = Replica(mine)
+        await rep.start()
+        try:
+            th = Thread(ThreadId("t-x"), "x", AgentName("a"), [AgentName("a")], 1.0)
+            rev = await mine.create_thread(th)
+            for i in range(1, 30):  # many own writes, each echoed by the watch
+                th._messages.append(
+                    Message(MessageId(f"t-x#{i}"), th.id, i, AgentName("a"), "m", (), 1.0)
+                )
+                rev = await mine.update_header(th, rev, th._messages[-1])
+            await _until(lambda: rep.hrevs.get("t-x") == rev)
+            assert not mine.contended("t.t-x")
+            assert rep.revs.get("t-x") == rev  # the copy is complete: no re-read needed
+            th._messages.append(
+                Message(MessageId("t-x#30"), th.id, 30, AgentName("b"), "m", (), 1.0)
+            )
+            rev = await theirs.update_header(th, rev, th._messages[-1])
+            await _until(lambda: rep.hrevs.get("t-x") == rev)
+            assert mine.contended("t.t-x")
+        finally:
+            await rep.aclose()
+
+
+async def _until(cond: object, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+    deadline = time.monotonic() + timeout
+    while not cond():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+@pytest.mark.anyio
+@needs_nats
+@pytest.mark.nats
+async def test_every_message_but_the_last_is_in_its_key_and_a_fresh_copy_reads_all(
+    tmp_path: Path, nats_server: NatsServer, workers: Workers
+) -> None:
+    from coral_graph.transport.nats import open_link
+    from coral_graph.transport.nats._names import Names
+    from coral_graph.transport.nats._state import Replica, RunState
+
+    d = tmp_path / "graph"
+    shutil.copytree(DATA, d)
+    g = d / "pingpong.yaml"
+    env = {"PP_ROUNDS": "6"}
+    workers.start(g, "--agents", "ping", env=env)
+    workers.start(g, "--agents", "pong", env=env)
+    with anyio.fail_after(60):
+        res = await anyio.run_process(
+            cli_args("run", str(g), "--nats", nats_server.url, "--json", "--no-store"),
+            env=cli_env(), cwd=d, check=False,
+        )  # fmt: skip
+    assert res.returncode == 0, res.stderr.decode()
+    out = json.loads(res.stdout)
+    assert out["answer"] == "done after 6 rounds"
+    rid = out["run_id"]
+    names = Names.for_graph("nats-pingpong")
+    async with open_link(nats_server.url) as link:
+        kv = await link.js.key_value(names.bucket)
+        keys = set(await kv.keys())
+        work = [k.split(".")[2] for k in keys if k.startswith(f"{rid}.t.")]
+        st = RunState(kv, rid)
+        fresh = Replica(st)  # no watch: what a process that joins late reads
+        by_name = {}
+        for tid in work:
+            h = await st.header(tid)
+            stored = {int(k.rsplit(".", 1)[1]) for k in keys if k.startswith(f"m.{rid}.{tid}.")}
+            assert stored == set(range(1, h.last_seq))
+            th = await fresh.load(tid)
+            assert [m.seq for m in th.messages] == list(range(1, h.last_seq + 1))
+            by_name[th.name] = [m.content for m in th.messages]
+    # Two writers took turns on the work thread: 12 messages, keys 1…11, 12 in the header.
+    assert by_name["work"] == [f"{w} {i}" for i in range(1, 7) for w in ("ping", "pong")]
+    assert by_name["task"] == ["play", "done after 6 rounds"]
