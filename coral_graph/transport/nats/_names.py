@@ -7,7 +7,7 @@ Per graph (``<g>`` is the graph's name made subject-safe):
 * stream ``CORAL_<g>_EVENTS``: subjects ``coral.<g>.<run>.events``;
 * key-value bucket ``coral_<g>``: the graph's identity (``graph``), the live workers
   the runs (``r.<run>``) and each run's shared state
-  (``<run>.t.<thread>``, ``<run>.m.<thread>.<seq>``, ``<run>.b.<budget>``,
+  (``<run>.t.<thread>``, ``m.<run>.<thread>.<seq>``, ``<run>.b.<budget>``,
   ``<run>.c.<turn>.<n>``);
 * key-value bucket ``coral_<g>_workers``: one record per live worker (host, pid,
   agents, graph hash), refreshed every second and forgotten after 5 s;
