@@ -15,15 +15,23 @@ see a tick, so the loop's progress is shown without timing anything.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
+import threading
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from openai_stub import OpenAIStub, error, reply
+
+import coral_graph as cg
+from coral_graph.llm import LLMAgent
+from coral_graph.testing import ScriptedModel
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -244,13 +252,67 @@ def test_token_efficiency_counts_with_the_tokenizer_loaded_off_the_loop(
     assert data["out"] == "answer"
 
 
+class WarmingModel(ScriptedModel):
+    """A scripted model whose counts need a warm-up first, as litellm's do."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.warmed: list[tuple[str, bool]] = []  # (model, on the event loop's thread)
+        self.release = threading.Event()
+        self.release.set()
+
+    def warm_up(self, model: str) -> None:
+        self.warmed.append((model, _on_loop()))
+        self.release.wait(30)
+
+    def count_tokens(
+        self, model: str, messages: Sequence[Mapping[str, Any]], tools: Sequence[Any] | None = None
+    ) -> int:
+        assert model in [m for m, _ in self.warmed], f"{model} counted before its warm-up"
+        return super().count_tokens(model, messages, tools)
+
+
+def _on_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+@pytest.mark.anyio
+async def test_a_turn_warms_its_model_up_once_in_a_worker_thread() -> None:
+    model = WarmingModel(["FINAL: 4", "FINAL: 5"])
+    graph = cg.AgentGraph(entry=["a"])
+    graph.add_agent("a", LLMAgent("scripted/x", client=model, mode="text"))
+    with anyio.fail_after(30):
+        async with cg.open_runtime(graph) as rt:
+            first = await rt.run("2+2?")
+            second = await rt.run("2+3?")
+    assert (first.answer, second.answer) == ("4", "5")
+    assert model.warmed == [("scripted/x", False)]
+
+
+@pytest.mark.anyio
+async def test_a_run_that_ends_does_not_wait_for_a_warm_up() -> None:
+    model = WarmingModel(["FINAL: 4"])
+    model.release.clear()  # the warm-up hangs (a tokenizer download that stalls)
+    graph = cg.AgentGraph(entry=["a"])
+    graph.add_agent("a", LLMAgent("scripted/x", client=model, mode="text"))
+    try:
+        with anyio.fail_after(10):
+            async with cg.open_runtime(graph) as rt:
+                result = await rt.run("2+2?", budgets=cg.Budgets(timeout_s=0.2))
+        assert result.stop_reason == "budget:time"
+        assert model.warmed == [("scripted/x", False)]
+        assert not model.release.is_set()  # still warming up in its thread
+    finally:
+        model.release.set()
+
+
 @pytest.mark.anyio
 async def test_a_client_without_warm_up_still_counts() -> None:
     """A custom client that offers only ``count_tokens`` is counted as before."""
-    import coral_graph as cg
-    from coral_graph.llm import LLMAgent
-    from coral_graph.testing import ScriptedModel
-
     model = ScriptedModel(["FINAL: 4"])
     assert not hasattr(model, "warm_up")
     graph = cg.AgentGraph(entry=["a"])
