@@ -327,10 +327,11 @@ class AgentGraph:
         agent checks its API key and model name) whether it can work; the first one
         that cannot raises.
 
-        Every run does this before its task is posted, so a missing key is reported
-        at once rather than as failed calls. Call it yourself before the event loop
-        starts to keep the first check's import of litellm off the loop (the CLI
-        does). A worker of a distributed run checks only the agents it hosts.
+        Every run does this before its task is posted (in a worker thread: the first
+        check imports litellm), so a missing key is reported at once rather than as
+        failed calls. Calling it before the event loop starts also warms the model's
+        tokenizer there (the CLI does). A process of a distributed run checks only
+        the agents it hosts.
         """
         specs = self._specs
         for spec in specs.values() if agents is None else (specs[a] for a in agents):

@@ -19,6 +19,7 @@ import json
 import os
 import random
 import re
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
@@ -332,9 +333,15 @@ class LLMAgent:
             for model in (self.model, *self.fallbacks):
                 check(model, api_base=self.api_base, has_key=has_key)
         warm = getattr(self.client, "warm_up", None)
-        if callable(warm) and not _on_event_loop():
+        if (
+            callable(warm)
+            and self.model not in self._warm
+            and threading.current_thread() is threading.main_thread()
+            and not _on_event_loop()
+        ):
             # Before the loop starts (the CLI, cg.run): the first turn finds the
-            # model warm. On the loop, the turn warms it up in a worker thread.
+            # model warm. Elsewhere (a run checks its agents in a worker thread), the
+            # turn warms it up in a worker thread that a stop does not wait for.
             warm(self.model)
             self._warm.add(self.model)
 
