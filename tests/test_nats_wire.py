@@ -198,3 +198,50 @@ async def test_every_message_but_the_last_is_in_its_key_and_a_fresh_copy_reads_a
     # Two writers took turns on the work thread: 12 messages, keys 1…11, 12 in the header.
     assert by_name["work"] == [f"{w} {i}" for i in range(1, 7) for w in ("ping", "pong")]
     assert by_name["task"] == ["play", "done after 6 rounds"]
+
+
+@pytest.mark.anyio
+@needs_nats
+@pytest.mark.nats
+async def test_a_turn_publishes_its_events_in_one_record(
+    tmp_path: Path, nats_server: NatsServer, workers: Workers
+) -> None:
+    """What a turn emits goes out as one event record with its deliveries (the
+    events of a turn that ends right after its send included), not one per event."""
+    from coral_graph.transport.nats import open_link
+    from coral_graph.transport.nats._names import Names
+    from coral_graph.transport.nats._wire import decode, events_of
+
+    d = tmp_path / "graph"
+    shutil.copytree(DATA, d)
+    g = d / "pingpong.yaml"
+    env = {"PP_ROUNDS": "5"}
+    workers.start(g, "--agents", "ping", env=env)
+    workers.start(g, "--agents", "pong", env=env)
+    with anyio.fail_after(60):
+        res = await anyio.run_process(
+            cli_args("run", str(g), "--nats", nats_server.url, "--json", "--no-store"),
+            env=cli_env(), cwd=d, check=False,
+        )  # fmt: skip
+    assert res.returncode == 0, res.stderr.decode()
+    rid = json.loads(res.stdout)["run_id"]
+    names = Names.for_graph("nats-pingpong")
+    records: list[list[str]] = []
+    async with open_link(nats_server.url) as link:
+        sub = await link.js.subscribe(names.events(rid), ordered_consumer=True)
+        info = await link.js.stream_info(names.events_stream)
+        for _ in range(info.state.messages):
+            try:
+                m = await sub.next_msg(timeout=2)
+            except Exception:
+                break
+            rec = decode(m.data)
+            if not str(rec["worker"]).startswith("run:"):
+                records.append([e["kind"] for e in events_of(rec)])
+        await sub.unsubscribe()
+    kinds = [k for r in records for k in r]
+    turns = kinds.count("delivery_handled")
+    assert turns == 11  # ping 6, pong 5
+    assert kinds.count("message_sent") == 11
+    # One record per turn at most (one per event would be two or more).
+    assert len([r for r in records if r]) <= turns, records

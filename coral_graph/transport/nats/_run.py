@@ -16,7 +16,10 @@ A worker process runs the graph's agents through the core (``Runtime.join``) wit
 * ``stopped`` sets the run record's stop reason (once, by CAS) and broadcasts it;
   a stop from elsewhere reaches ``port.stop``;
 * every event this process emits in the run is published on the run's event
-  subject, where the recorder puts all workers' events in one order.
+  subject, where the recorder puts all workers' events in one order: the events
+  so far in one record, queued with the deliveries that follow them and sent
+  together at the end of the event loop's step (see :meth:`NatsRun._queue`), so a
+  turn usually costs one event record, and each stream one acknowledgement.
 
 What a replayed turn repeats: the transport knows the one delivery each hosted
 agent has in flight (``max_ack_pending = 1``). The ``n``-th thread created and the
@@ -55,6 +58,12 @@ if TYPE_CHECKING:
 __all__ = ["NatsCounters", "NatsRun", "NatsThreads", "NatsTransport"]
 
 
+# What _queue takes: (stream, subject, data, headers), or _EVENTS: "the events so far".
+_Item = tuple[str, str, bytes, dict[str, str] | None] | object
+_EVENTS = object()
+_KV, _INBOX, _EVENTS_STREAM = "kv", "inbox", "events"
+
+
 class NatsRun:
     """One run in this process over NATS (a :class:`~coral_graph.transport.RunTransport`)."""
 
@@ -85,7 +94,10 @@ class NatsRun:
         self._recording = False  # an event of another process is being recorded here
         self._events: list[Event] = []
         self._unsettled: list[asyncio.Future[Any]] = []
-        self._events_unacked = False  # event records published since the last acked one
+        # What is queued to publish (see _queue), and a failure to publish it.
+        self._out: list[_Item] = []
+        self._out_lock = asyncio.Lock()
+        self._out_error: Exception | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._busy: bool | None = None
         self._stopping: asyncio.Task[None] | None = None
@@ -102,7 +114,7 @@ class NatsRun:
         self.replica = Replica(self.state, w.link.reconnects)
         self.record = w.records.get(self.run_id, {})
         self.loops = [a for a in w.agents if w.graph.spec(a).is_loop]
-        await self.replica.start()
+        await self.replica.start(watch=bool(self.transport.hosted))
         self._started = True
         if self.loops:
             await self._set_busy(True)
@@ -118,21 +130,18 @@ class NatsRun:
         needs_await("send_message")
 
     async def send(self, targets: Sequence[AgentName], msg: Message) -> None:
-        """Publish one delivery per target after this process's events so far; the
-        broker's acknowledgements are awaited before the turn's delivery is
-        acknowledged (:meth:`settle`)."""
-        await self.flush_events()
+        """Publish one delivery per target after this process's events so far (see
+        :meth:`_queue`); the broker's acknowledgements are awaited before the turn's
+        delivery is acknowledged (:meth:`settle`)."""
         w = self.worker
         data = msg.to_dict()
         rid = self.run_id
-        last = len(targets) - 1
-        for i, t in enumerate(targets):
-            await self.publish_later(
-                w.names.inbox(rid, t),
-                encode("d", run=rid, to=t, msg=data),
-                headers={"Nats-Msg-Id": f"{rid}/{msg.id}>{t}"},
-                ack=i == last,  # its ack covers the deliveries before it
-            )
+        self._queue(_EVENTS)
+        for t in targets:
+            self._queue(
+                (_INBOX, w.names.inbox(rid, t), encode("d", run=rid, to=t, msg=data),
+                 {"Nats-Msg-Id": f"{rid}/{msg.id}>{t}"})
+            )  # fmt: skip
         if msg.sender == USER and self.origin is not None:
             # The task (or a message of the user's): stored before the idle scan runs.
             await self._stored()
@@ -332,29 +341,56 @@ class NatsRun:
         """An event this transport makes itself (a redelivery, a refused delivery)."""
         self._events.append(ev)
 
-    async def flush_events(self, ack: bool = False) -> None:
-        """Publish the events so far as one record (more only past the max payload),
-        before whatever this process publishes next, so the transcript has a
-        message's event before what its recipients did with it. Without ``ack`` the
-        record is not acknowledged by itself: :meth:`settle` flushes with ``ack``,
-        and that acknowledged record covers the ones before it."""
-        evs = self._events
-        w = self.worker
-        if not evs:
-            if ack and self._events_unacked:
-                # Nothing left to flush, but records went out unacknowledged: an empty
-                # record after them says when they are stored.
-                await self.publish_later(
-                    w.names.events(self.run_id), encode("es", worker=w.tag, evs=[])
-                )
-                self._events_unacked = False
-            return
-        self._events = []
-        subject = w.names.events(self.run_id)
-        records = encode_events(w.tag, [event_to_dict(ev) for ev in evs], w.max_payload - 1024)
-        for i, data in enumerate(records):
-            await self.publish_later(subject, data, ack=ack and i == len(records) - 1)
-        self._events_unacked = not ack
+    def _queue(self, item: _Item) -> None:
+        """Publish ``item`` after everything queued before it: at the end of this step
+        of the event loop (a task), before this run's next compare-and-set, or in
+        :meth:`settle`, whichever comes first.
+
+        So what a turn publishes as it ends leaves together: its deliveries, and
+        before them one record with the events so far (:data:`_EVENTS` marks where;
+        those of a turn that ends right after its last send, as most do, include its
+        ``delivery_handled``). In each batch only the last publish to each stream
+        asks for an acknowledgement: the server stores one connection's messages to
+        one stream in their order, so that acknowledgement says the others of the
+        batch are stored too."""
+        self._out.append(item)
+        if len(self._out) == 1:
+            self._spawn(self._flush_soon())
+
+    async def _flush_soon(self) -> None:
+        try:
+            await self.flush_out()
+        except Exception as exc:  # settle raises it: the delivery stays unacknowledged
+            self._out_error = exc
+
+    async def flush_out(self, events: bool = False) -> None:
+        """Publish what is queued (:meth:`_queue`), in order; with ``events`` also the
+        events so far."""
+        async with self._out_lock:
+            items, self._out = self._out, []
+            if events and self._events:
+                items.append(_EVENTS)
+            if not items:
+                return
+            w = self.worker
+            batch: list[tuple[str, str, bytes, dict[str, str] | None]] = []
+            for it in items:
+                if it is _EVENTS:
+                    if self._events:
+                        evs, self._events = self._events, []
+                        subject = w.names.events(self.run_id)
+                        dicts = [event_to_dict(ev) for ev in evs]
+                        for data in encode_events(w.tag, dicts, w.max_payload - 1024):
+                            batch.append((_EVENTS_STREAM, subject, data, None))
+                else:
+                    batch.append(it)  # type: ignore[arg-type]
+            last = {stream: i for i, (stream, *_) in enumerate(batch)}
+            for i, (stream, subject, data, headers) in enumerate(batch):
+                await self.publish_later(subject, data, headers, ack=last[stream] == i)
+
+    async def flush_events(self) -> None:
+        """Publish the events so far (and what is queued before them)."""
+        await self.flush_out(events=True)
 
     async def publish_later(
         self,
@@ -368,12 +404,11 @@ class NatsRun:
         waits for all of them.
 
         ``ack=False`` asks for no acknowledgement at all: only for a publish that an
-        acknowledged publish to the same stream follows (a delivery before the last
-        one of a message, an event record before the one :meth:`settle` flushes, a
-        message key before the header's compare-and-set). The server stores one
-        connection's messages to one stream in their order, so that later
-        acknowledgement says this one is stored too (one ack message less for the
-        server to make and this process to read)."""
+        acknowledged publish to the same stream follows (one of a batch but its
+        stream's last, see :meth:`_queue`; a message key before the header's
+        compare-and-set). The server stores one connection's messages to one stream
+        in their order, so that later acknowledgement says this one is stored too
+        (one ack message less for the server to make and this process to read)."""
         if not ack:
             await self.worker.link.nc.publish(subject, data, headers=headers)
             return
@@ -383,7 +418,7 @@ class NatsRun:
     async def remember(self, turn: str, n: int, ref: str) -> None:
         """Remember what the n-th operation of ``turn`` made (for a replay)."""
         st = self.state
-        await self.publish_later(st.key_subject(st.made_key(turn, n)), encode("c", ref=ref))
+        self._queue((_KV, st.key_subject(st.made_key(turn, n)), encode("c", ref=ref), None))
 
     async def settle(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
         """Wait until the server has stored everything published so far, and the
@@ -394,7 +429,10 @@ class NatsRun:
             await asyncio.wait_for(asyncio.shield(self._stopping), timeout)
 
     async def _stored(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
-        await self.flush_events(ack=True)
+        await self.flush_out(events=True)
+        if self._out_error is not None:
+            exc, self._out_error = self._out_error, None
+            raise exc
         await self.counters.settle()
         pending, self._unsettled = self._unsettled, []
         if pending:

@@ -152,6 +152,7 @@ class NatsThreads:
                 # is written first, so the messages before the header's last are
                 # always in their keys. The CAS's reply says it is stored (the same
                 # stream, in order): no acknowledgement of its own.
+                await run.flush_out()  # what is queued goes first (see NatsRun._queue)
                 for m in [prev, *added[:-1]] if prev is not None else added[:-1]:
                     await run.publish_later(
                         st.key_subject(st.message_key(thread_id, m.seq)),

@@ -326,7 +326,12 @@ class Replica:
         self._watcher: Any = None
         self.problems: list[str] = []
 
-    async def start(self) -> None:
+    async def start(self, watch: bool = True) -> None:
+        """Begin the watch; without ``watch`` (a process that hosts no agent: it only
+        posts the task and waits) the copy is read from the bucket when needed, and
+        the server pushes it nothing."""
+        if not watch:
+            return
         self._watcher = await self.state.kv.watch(f"{self.state.run_id}.>")
         self._task = asyncio.get_running_loop().create_task(self._feed())
 
