@@ -39,6 +39,11 @@ __all__ = [
 ]
 
 
+_OMIT_NONE = {"omit_none": True}
+"""Field metadata: :func:`event_to_dict` leaves the field out while it is None (an
+optional field added later, so older events keep their exact bytes)."""
+
+
 @dataclass(slots=True)
 class _Base:
     run_id: str
@@ -137,13 +142,17 @@ class MessageSent(_Base):
 class DeliveryHandled(_Base):
     """``agent`` consumed the delivery of ``message_id``: by a turn of its handler
     (``via="handle"``, with ``ok`` and ``duration_s``) or through
-    ``wait_for_mentions`` (``via="wait"``)."""
+    ``wait_for_mentions`` (``via="wait"``). ``worker`` is ``host:pid`` of the
+    ``coral-graph worker`` process that handled it in a distributed run (None in
+    one process); its plain data leaves the key out when it is None, so an
+    untagged delivery encodes exactly as before the field existed."""
 
     agent: str
     message_id: str
     via: DeliveryVia
     ok: bool
     duration_s: float
+    worker: str | None = dataclasses.field(default=None, metadata=_OMIT_NONE)
     kind: ClassVar[str] = "delivery_handled"
 
 
@@ -259,6 +268,8 @@ def event_to_dict(event: Event) -> dict[str, Any]:
     out: dict[str, Any] = {"kind": event.kind}
     for f in dataclasses.fields(event):
         value = getattr(event, f.name)
+        if value is None and f.metadata.get("omit_none"):
+            continue
         out[f.name] = value.to_dict() if isinstance(value, Message) else value
     return out
 

@@ -80,6 +80,22 @@ def test_two_workers_one_run_one_transcript(
     by = {m.sender: (m.metadata or {}).get("worker") for m in sent if m.sender != "user"}
     assert by["ping"].endswith(f":{w1.proc.pid}")
     assert by["pong"].endswith(f":{w2.proc.pid}")
+    # ... and each delivery, which worker process handled it: in the store, in
+    # `show` (a line per delivery) and in `show --json`.
+    tags = {"ping": by["ping"], "pong": by["pong"]}
+    assert len(handled) == 7
+    for e in handled:
+        assert e.worker == tags[e.agent], e  # type: ignore[union-attr]
+    res = _run_cli("show", out["run_id"], "--db", str(db), "--plain", cwd=graph_dir)
+    assert res.returncode == 0, res.stderr
+    shown = [line.strip() for line in res.stdout.splitlines() if "handled by" in line]
+    assert len(shown) == 7
+    assert sum(f"handled by pong on {tags['pong']} (turn," in line for line in shown) == 3
+    assert sum(f"handled by ping on {tags['ping']} (turn," in line for line in shown) == 4
+    res = _run_cli("show", out["run_id"], "--db", str(db), "--json", cwd=graph_dir)
+    assert {(d["agent"], d["worker"]) for d in json.loads(res.stdout)["deliveries"]} == set(
+        tags.items()
+    )
 
 
 @pytest.mark.anyio

@@ -292,6 +292,9 @@ def show(
                 "messages": msgs,
                 "logs": [{"kind": "log", **log} for log in logs],
                 "tool_calls": reader.tool_calls(rid),
+                # each with its worker: host:pid of the process that handled it in a
+                # distributed run, null in one process
+                "deliveries": reader.deliveries(rid),
                 "errors": errors,
                 "llm_errors": llm_failed,
                 "usage": reader.usage(rid),
@@ -303,7 +306,10 @@ def show(
         tty = _isatty()
         st = Style(tty and not plain)
         failures: list[dict[str, Any]] = []
-        if grep is None:
+        handled, seen_del = _worker_deliveries(reader, rid, 0, thread, agent)
+        if grep is not None:
+            handled = []  # as failures: a delivery line holds no text to match
+        else:
             failures = [
                 f
                 for f in [*llm_failed, *errors]
@@ -313,13 +319,15 @@ def show(
             if msgs and (tail is not None or limit is not None):
                 lo, hi = msgs[0]["gseq"], msgs[-1]["gseq"]
                 failures = [f for f in failures if lo <= f["seq"] <= hi]
+                shown = {m["message_id"] for m in msgs}
+                handled = [d for d in handled if d["message_id"] in shown]
         task = one_line(info["task"] or "", 100)
         lines = [
             st.bold(rid)
             + f" · {safe(info['graph_name'] or '-')} · {safe(info['status'])} · task: {task}"
         ]
         tools = fold_tools(msgs, reader.tool_calls(rid)) if msgs else {}
-        lines.extend(render_messages(st, msgs, tools, threads, failures, logs))
+        lines.extend(render_messages(st, msgs, tools, threads, failures, logs, handled))
         last = msgs[-1]["gseq"] if msgs else 0
         if not follow:
             lines.extend(render_totals(st, _run_row(reader, rid), reader.usage(rid)))
@@ -330,7 +338,10 @@ def show(
         # What the first screen read, not a second read: a line stored in between is
         # printed by the follow loop, not lost.
         seen_log = max([log["seq"] for log in all_logs] + [0])
-        _follow(reader, rid, st, thread, agent, grep, last, interval, None if no_logs else seen_log)
+        _follow(
+            reader, rid, st, thread, agent, grep, last, interval,
+            None if no_logs else seen_log, seen_del,
+        )  # fmt: skip
     except KeyboardInterrupt:
         raise typer.Exit(EXIT_INTERRUPTED) from None
     except StoreError as exc:
@@ -338,6 +349,32 @@ def show(
     finally:
         _warn_problems(reader)
         reader.close()
+
+
+def _worker_deliveries(
+    reader: StoreReader, rid: str, after_seq: int, thread: str | None, agent: str | None
+) -> tuple[list[dict[str, Any]], int]:
+    """The deliveries after ``after_seq`` that a worker process handled (a
+    distributed run; in one process none has a worker and no line is added), of
+    ``thread`` and ``agent`` if given; and the newest delivery seq read."""
+    out: list[dict[str, Any]] = []
+    last = after_seq
+    for cols in reader.delivery_columns(rid, after_seq):
+        seqs, workers = cols[0], cols[7]
+        if seqs:
+            last = max(last, max(seqs))
+        if workers.count(None) == len(workers):
+            continue  # a chunk of one process's deliveries: skipped without a dict
+        for seq, ts, name, mid, via, ok, d, w in zip(*cols, strict=True):
+            if (
+                w is not None
+                and seq > after_seq
+                and (agent is None or name == agent)
+                and (thread is None or str(mid).startswith(thread + "#"))
+            ):
+                out.append({"seq": seq, "ts": ts, "agent": name, "message_id": mid,
+                            "via": via, "ok": ok, "duration_s": d, "worker": w})  # fmt: skip
+    return out, last
 
 
 def _logs_shown(
@@ -376,11 +413,13 @@ def _follow(
     last: int,
     interval: float,
     seen_log: int | None,
+    seen_del: int = 0,
 ) -> None:
-    """Print new messages (failures, and log lines unless ``seen_log`` is None) until
-    the run ends, then the totals."""
+    """Print new messages (failures, deliveries a worker process handled, and log
+    lines unless ``seen_log`` is None) until the run ends, then the totals."""
     seen_fail = max([f["seq"] for f in reader.llm_calls(rid, failed=True)] + [0])
     seen_err = max([e["seq"] for e in reader.errors(rid)] + [0])
+
     running = True
     while True:
         threads = {t["thread_id"]: t["name"] for t in reader.threads(rid)}
@@ -395,9 +434,10 @@ def _follow(
             new_logs = reader.logs(rid, seen_log)
             seen_log = max([log["seq"] for log in new_logs] + [seen_log])
             logs = _logs_shown(new_logs, msgs, thread, agent, grep, None, None)
-        if msgs or failures or logs:
+        handled, seen_del = _worker_deliveries(reader, rid, seen_del, thread, agent)
+        if msgs or failures or logs or handled:
             tools = fold_tools(msgs, reader.tool_calls(rid)) if msgs else {}
-            _emit(render_messages(st, msgs, tools, threads, failures, logs))
+            _emit(render_messages(st, msgs, tools, threads, failures, logs, handled))
             if msgs:
                 last = msgs[-1]["gseq"]
         if not running:

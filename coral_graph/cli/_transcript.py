@@ -170,7 +170,14 @@ def _message(heads: _Heads, m: dict[str, Any], tools: list[dict[str, Any]], out:
 
 
 def _aside(st: Style, f: dict[str, Any]) -> str:
-    """A line between the messages: an agent's log line (dim), or a failure (red)."""
+    """A line between the messages: an agent's log line or a delivery a worker
+    process handled (dim), or a failure (red)."""
+    if "worker" in f:  # a delivery (see StoreReader.deliveries)
+        line = (
+            f"  ▸ {safe(f['message_id'])} handled by {safe(f['agent'])} on {safe(f['worker'])}"
+            f" ({'turn' if f['via'] == 'handle' else 'wait'}, {dur(f['duration_s'])})"
+        )
+        return st.dim(line) if f["ok"] else st.red(line + " failed")
     if "source" in f:  # an agent_logged event
         return st.dim(f"  ▸ {safe(f['agent'])} [{safe(f['source'])}] {one_line(f['text'])}")
     if "outcome" in f:  # a model call
@@ -189,11 +196,13 @@ def render_messages(
     threads: dict[str, str],
     failures: Iterable[dict[str, Any]] = (),
     logs: Iterable[dict[str, Any]] = (),
+    handled: Iterable[dict[str, Any]] = (),
 ) -> list[str]:
     """The lines of ``messages``, with ``failures`` (failed model calls and agent
-    errors) and ``logs`` (agent_logged events), each with its event ``seq``, placed
-    where they happened."""
-    fails = sorted([*failures, *logs], key=lambda f: f["seq"])
+    errors), ``logs`` (agent_logged events) and ``handled`` (deliveries, with the
+    worker process that handled each), each with its event ``seq``, placed where
+    they happened."""
+    fails = sorted([*failures, *logs, *handled], key=lambda f: f["seq"])
     heads = _Heads(st, threads)
     out: list[str] = []
     i = 0

@@ -229,6 +229,7 @@ class DeliveryHandledRec(_Event):
     via: Str
     ok: bool
     duration_s: Float
+    worker: Str | None = None  # host:pid of a worker process; absent in one process
 
 
 class AgentErroredRec(_Event):

@@ -36,6 +36,11 @@ UNSTORABLE = "UnstorableValue"
 _FIELDS: dict[str, tuple[str, ...]] = {
     cls.kind: tuple(f.name for f in dataclasses.fields(cls)) for cls in EVENT_TYPES.values()
 }
+_OPTIONAL: dict[str, int] = {
+    cls.kind: sum(1 for f in dataclasses.fields(cls) if f.metadata.get("omit_none"))
+    for cls in EVENT_TYPES.values()
+}
+"""Per kind, how many trailing fields a wire item may leave out."""
 _MSG_FIELDS: tuple[str, ...] = Message._fields
 
 
@@ -128,12 +133,14 @@ def plain_item(item: Any) -> tuple[Any, list[Any]]:
     kind = item[0]
     names = _FIELDS.get(kind)
     notes: list[str] = []
-    if names is None or len(item) != len(names) + 1:
+    if names is None or not len(names) - _OPTIONAL.get(kind, 0) < len(item) <= len(names) + 1:
         return item, []
     out: list[Any] = [kind]
     agent: Any = None
     mid: Any = None
-    for name, value in zip(names, item[1:], strict=True):
+    # An item may end before its optional trailing fields (a delivery without a
+    # worker is nine elements long, see Router.handled).
+    for name, value in zip(names, item[1:], strict=False):
         if name == "message" and kind == "message_sent":
             fields = tuple(value) if not isinstance(value, Mapping) else tuple(value.values())
             msg: list[Any] = []

@@ -24,7 +24,7 @@ from coral_graph.store._rows import DELIVERY_KEYS, message_event_dict, new_packe
 
 __all__ = ["EventReads"]
 
-_DELIVERY_COLS = ("seq", "ts", "agent", "message_id", "via", "ok", "duration_s")
+_DELIVERY_COLS = ("seq", "ts", "agent", "message_id", "via", "ok", "duration_s", "worker")
 
 
 def _mentions_decoder(bad: Callable[[Any], None]) -> Callable[[str], list[Any]]:
@@ -155,13 +155,16 @@ class EventReads(ReadGuard):
     def _delivery_rows(self, run_id: str, after_seq: int) -> Iterator[tuple[Any, ...]]:
         """``(seq, 2, plain data)`` of every delivery after ``after_seq``, in order."""
         for cols in self._blocks(run_id, after_seq):
-            for seq, ts, agent, mid, via, ok, dur in zip(*cols, strict=True):
+            for seq, ts, agent, mid, via, ok, dur, worker in zip(*cols, strict=True):
                 if seq > after_seq:
-                    yield seq, 2, {
+                    d = {
                         "kind": "delivery_handled", "run_id": run_id, "seq": seq, "ts": ts,
                         "agent": agent, "message_id": mid, "via": via, "ok": ok,
                         "duration_s": dur,
                     }  # fmt: skip
+                    if worker is not None:  # as event_to_dict: no key while None
+                        d["worker"] = worker
+                    yield seq, 2, d
 
     def _blocks(self, run_id: str, after_seq: int = 0) -> Iterator[list[Any]]:
         """The decoded columns of the run's delivery blocks that reach past ``after_seq``."""
@@ -186,22 +189,27 @@ class EventReads(ReadGuard):
             yield cols
 
     @guarded
-    def deliveries(self, run_id: str) -> list[dict[str, Any]]:
+    def deliveries(self, run_id: str, after_seq: int = 0) -> list[dict[str, Any]]:
         """Every handled delivery of the run in order: ``seq``, ``ts``, ``agent``,
-        ``message_id``, ``via`` (``handle`` or ``wait``), ``ok``, ``duration_s``."""
+        ``message_id``, ``via`` (``handle`` or ``wait``), ``ok``, ``duration_s``,
+        ``worker`` (``host:pid`` of the worker process that handled it in a
+        distributed run, else None); those after ``after_seq``."""
         return [
             dict(zip(_DELIVERY_COLS, r, strict=True))
-            for cols in self.delivery_columns(run_id)
+            for cols in self.delivery_columns(run_id, after_seq)
             for r in zip(*cols, strict=True)
+            if r[0] > after_seq
         ]
 
     @guarded
-    def delivery_columns(self, run_id: str) -> Iterator[list[Any]]:
-        """The run's deliveries in column chunks, in order: each a list of seven
+    def delivery_columns(self, run_id: str, after_seq: int = 0) -> Iterator[list[Any]]:
+        """The run's deliveries in column chunks, in order: each a list of eight
         equally long sequences ``[seqs, ts, agents, message_ids, vias, oks,
-        durations]`` (cheaper than :meth:`deliveries` for aggregates)."""
+        durations, workers]`` (cheaper than :meth:`deliveries` for aggregates).
+        With ``after_seq``, the chunks that reach past it (whole: they may begin
+        before it)."""
         if self.schema_version >= 4:
-            yield from self._blocks(run_id)
+            yield from self._blocks(run_id, after_seq)
             return
         cur = self._conn.execute(
             "SELECT seq, ts, agent, message_id, via, ok, duration_s FROM events "
@@ -215,7 +223,7 @@ class EventReads(ReadGuard):
         cur.row_factory = None
         rows = [(*r[:5], bool(r[5]), r[6]) for r in cur]
         if rows:
-            yield [list(c) for c in zip(*rows, strict=True)]
+            yield [*(list(c) for c in zip(*rows, strict=True)), [None] * len(rows)]
 
     def _unpack(self, run_id: str, data: Any) -> dict[str, Any] | None:
         """A stored event's plain data; None (and a problem) if it does not decode."""

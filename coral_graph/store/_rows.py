@@ -64,6 +64,11 @@ _GETTERS: dict[type[Any], tuple[str, tuple[str, ...], Callable[[Any], tuple[Any,
 for _cls in EVENT_TYPES.values():
     _names = tuple(f.name for f in dataclasses.fields(_cls))
     _GETTERS[_cls] = (_cls.kind, _names, operator.attrgetter(*_names))
+_OMIT_NONE: dict[type[Any], tuple[str, ...]] = {
+    c: tuple(f.name for f in dataclasses.fields(c) if f.metadata.get("omit_none"))
+    for c in EVENT_TYPES.values()
+}
+"""Per event type, the fields :func:`coral_graph.event_to_dict` leaves out while None."""
 
 
 def event_dict(event: Event) -> dict[str, Any]:
@@ -85,6 +90,11 @@ def event_dict(event: Event) -> dict[str, Any]:
     kind, names, get = _GETTERS[type(event)]
     d: dict[str, Any] = {"kind": kind}
     d.update(zip(names, get(event), strict=True))
+    omit = _OMIT_NONE.get(type(event))
+    if omit:
+        for name in omit:
+            if d[name] is None:
+                del d[name]
     return d
 
 
@@ -125,7 +135,8 @@ class Rows:
         self.events: list[Any] = []
         self.messages: list[Any] = []
         # delivery_handled events by run, each as its wire item ("delivery_handled",
-        # run_id, seq, ts, agent, message_id, via, ok, duration_s); written as blocks
+        # run_id, seq, ts, agent, message_id, via, ok, duration_s[, worker]); written
+        # as blocks
         self.deliveries: dict[str, list[tuple[Any, ...]]] = {}
         self.llm_calls: list[Any] = []
         self.tool_calls: list[Any] = []
@@ -234,9 +245,12 @@ class Rows:
                 add_message(rid, seq, e.ts, e.message, pack)  # type: ignore[union-attr]
                 continue
             if t is DeliveryHandled:
-                # The commonest event: a few bytes of a block, no row of its own.
-                add_delivery(("delivery_handled", rid, seq, e.ts, e.agent, e.message_id,  # type: ignore[union-attr]
-                              e.via, e.ok, e.duration_s))  # type: ignore[union-attr]  # fmt: skip
+                # The commonest event: a few bytes of a block, no row of its own (a
+                # worker's tag, when there is one, is a column of the block).
+                assert isinstance(e, DeliveryHandled)
+                item: tuple[Any, ...] = ("delivery_handled", rid, seq, e.ts, e.agent,
+                                         e.message_id, e.via, e.ok, e.duration_s)  # fmt: skip
+                add_delivery(item if e.worker is None else (*item, e.worker))
                 continue
             ev((rid, seq, e.kind, e.ts, pack(event_dict(e))))
             if t is LLMCalled:
@@ -355,7 +369,8 @@ class Rows:
 
 DELIVERY_KEYS = ("kind", "run_id", "seq", "ts", "agent", "message_id", "via", "ok", "duration_s")
 """The plain-data keys of a ``delivery_handled`` event, in :func:`event_to_dict`'s order
-(a block's columns hold the last seven)."""
+(a block's columns hold the last seven), without the optional ``worker`` that
+follows them (a block's eighth column)."""
 
 
 def write_rows(conn: sqlite3.Connection, rows: Rows) -> None:

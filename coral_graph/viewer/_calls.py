@@ -80,10 +80,55 @@ def _call_of(seq: int, ts: float, data: bytes) -> dict[str, Any] | None:
     }
 
 
+@dataclass
+class _RunHandled:
+    """The deliveries of one run that a worker process handled (a distributed run),
+    by message id; read up to ``last_seq`` (incrementally for a live run)."""
+
+    last_seq: int = 0
+    by_message: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
 class CallQueries(ReaderBase):
-    """Model calls (summaries, one in full) and the per-agent timeline."""
+    """Model calls (summaries, one in full), the per-agent timeline, and which worker
+    process handled each delivery."""
 
     _calls_lock = threading.Lock()
+
+    def _run_handled(self, run_id: str) -> _RunHandled:
+        store: dict[str, _RunHandled] = self.__dict__.setdefault("_handled_by_run", {})
+        with self._calls_lock:
+            rh = store.get(run_id)
+            if rh is None:
+                if len(store) >= 64:
+                    store.clear()
+                rh = store[run_id] = _RunHandled()
+        with rh.lock, open_reader(self.path) as rd:
+            after = rh.last_seq
+            for cols in rd.delivery_columns(run_id, after):
+                seqs, workers = cols[0], cols[7]
+                if seqs:
+                    rh.last_seq = max(rh.last_seq, max(seqs))
+                if workers.count(None) == len(workers):
+                    continue  # one process's deliveries: nothing to say
+                for seq, name, mid, via, ok, d, w in zip(
+                    seqs, cols[2], cols[3], cols[4], cols[5], cols[6], workers, strict=True
+                ):
+                    if w is not None and seq > after:
+                        rh.by_message.setdefault(mid, []).append(
+                            {"seq": seq, "agent": name, "worker": w, "via": via,
+                             "ok": bool(ok), "duration_s": d}
+                        )  # fmt: skip
+        return rh
+
+    def attach_handled(self, run_id: str, msgs: list[dict[str, Any]]) -> None:
+        """Give each message the deliveries of it that a worker process handled
+        (``handled``: agent, worker ``host:pid``, via, ok, duration; empty in one
+        process)."""
+        by = self._run_handled(run_id).by_message
+        for m in msgs:
+            m["handled"] = list(by.get(m["id"], ()))
 
     def _run_calls(self, run_id: str) -> _RunCalls:
         store: dict[str, _RunCalls] = self.__dict__.setdefault("_calls_by_run", {})
@@ -161,7 +206,9 @@ class CallQueries(ReaderBase):
 
         Returns:
             ``{"start", "end", "agents": [names], "turns": [{agent, start, end, ok,
-            message_id}], "calls": [summaries], "turns_total": n}``; a turn's ``end``
+            message_id, worker}], "calls": [summaries], "turns_total": n}`` (``worker``:
+            ``host:pid`` of the worker process that ran the turn, None in one
+            process); a turn's ``end``
             is when it was recorded, its start that minus its duration (likewise a
             call's latency).
         """
@@ -170,8 +217,8 @@ class CallQueries(ReaderBase):
         total = 0
         with open_reader(self.path) as rd:
             for cols in rd.delivery_columns(run_id):
-                for ts, name, mid, via, ok, d in zip(
-                    cols[1], cols[2], cols[3], cols[4], cols[5], cols[6], strict=True
+                for ts, name, mid, via, ok, d, w in zip(
+                    cols[1], cols[2], cols[3], cols[4], cols[5], cols[6], cols[7], strict=True
                 ):
                     if via != "handle":
                         continue
@@ -185,6 +232,7 @@ class CallQueries(ReaderBase):
                                 "end": end,
                                 "ok": bool(ok),
                                 "message_id": mid,
+                                "worker": w,
                             }
                         )
         calls = self.llm_calls(run_id)

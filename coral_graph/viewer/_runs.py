@@ -247,6 +247,7 @@ class RunQueries(CallQueries):
         if not msgs:
             return msgs
         self.attach_calls(run_id, msgs)
+        self.attach_handled(run_id, msgs)
         by_id = {m["id"]: m for m in msgs}
         marks = ",".join("?" * len(by_id))
         ids = [run_id, *by_id]

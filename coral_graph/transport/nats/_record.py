@@ -20,6 +20,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from coral_graph._events import (
     AgentErrored,
+    DeliveryHandled,
     Event,
     MessageSent,
     RunFinished,
@@ -169,6 +170,12 @@ class Recorder:
                 meta = dict(ev.message.metadata or {})
                 meta.setdefault("worker", w)
                 ev = dataclasses.replace(ev, message=ev.message._replace(metadata=meta))
+        elif isinstance(ev, DeliveryHandled):
+            w = env.get("worker")
+            if isinstance(w, str) and not w.startswith("run:"):
+                # ... and which worker process handled each delivery (after a crash,
+                # the redelivered turn shows the worker that ran it again).
+                ev = dataclasses.replace(ev, worker=w)
         ev = dataclasses.replace(ev, run_id=self.run_id, seq=len(self.events) + 1)
         self.events.append(ev)
         if self.sink is not None:

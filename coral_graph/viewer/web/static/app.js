@@ -808,6 +808,12 @@
         el("div.label", {}, "arguments"), el("pre", {}, JSON.stringify(t.arguments, null, 2)),
         el("div.label", {}, "result"), el("pre", {}, t.result === null ? "" : String(t.result))));
     }
+    for (const h of m.handled || []) {
+      // a distributed run: the worker process (host:pid) that handled this delivery
+      row.append(el("div.handled.dim.small" + (h.ok ? "" : ".failed"), { dataset: { agent: h.agent, worker: h.worker } },
+        "handled by ", agentTag(h.agent), " on ", el("span.mono.worker", {}, h.worker),
+        " · " + (h.via === "handle" ? "turn " : "wait ") + secs(h.duration_s) + (h.ok ? "" : " · raised")));
+    }
     if (m.errors && m.errors.length) row.classList.add("has-error");
     for (const e of m.errors || []) {
       row.append(el("div.error", {},
@@ -1224,7 +1230,8 @@
       const r = svg("rect", { x: x0.toFixed(1), y: TOP + i * LANE + 3, width: w.toFixed(1), height: 16, class: "tl-turn" + (t.ok ? "" : " failed") });
       r.style.fill = colour(t.agent);
       const title = svg("title");
-      title.textContent = t.agent + " turn · " + secs(t.end - t.start) + " · " + (t.ok ? "ok" : "raised") + " · " + t.message_id;
+      title.textContent = t.agent + " turn · " + secs(t.end - t.start) + " · " + (t.ok ? "ok" : "raised") + " · " + t.message_id + (t.worker ? " · on " + t.worker : "");
+      if (t.worker) r.dataset.worker = t.worker;
       r.append(title);
       root.append(r);
     }
@@ -1243,7 +1250,12 @@
       el("td.num", {}, secs(c.latency_s)), el("td.num", {}, num(c.prompt_tokens + c.completion_tokens)),
       el("td", {}, el("a", { href: hashOf({ ...S, call: String(c.seq) }) }, c.outcome === "ok" ? (c.attempt > 1 ? "ok (try " + c.attempt + ")" : "ok") : c.outcome))));
     const failed = tl.calls.filter((c) => c.outcome !== "ok").length;
-    box.replaceChildren(root,
+    // a distributed run: which worker processes ran each agent's turns
+    const workers = new Map();
+    for (const t of tl.turns) if (t.worker) (workers.get(t.agent) || workers.set(t.agent, new Set()).get(t.agent)).add(t.worker);
+    const workersEl = workers.size ? el("p.dim.small.tl-workers", {}, "Worker processes: ",
+      ...[...workers].flatMap(([a, ws], i) => [i ? "; " : "", agentTag(a), " on " + [...ws].join(", ")])) : "";
+    box.replaceChildren(root, workersEl,
       el("p.dim.small", {}, "Bars: each agent's turns; thin bars: its model calls (red: failed). " +
         num(tl.turns_total) + " turns" + (tl.turns_total > tl.turns.length ? " (the first " + num(tl.turns.length) + " drawn)" : "") +
         ", " + num(tl.calls.length) + " model calls" + (failed ? ", " + num(failed) + " failed" : "") + "."),
