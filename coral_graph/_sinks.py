@@ -41,7 +41,9 @@ class BatchRecorder(EventSink, Protocol):
     ``open_runtime(store=...)``, it is not called per event: the runtime appends
     each event to ``batch_queue`` — or, for the two commonest kinds,
     ``delivery_handled`` and ``message_sent``, its plain tuple ``(kind, *fields in
-    dataclass order)``, the message as the plain tuple of its fields — and calls
+    dataclass order)``, the message as the plain tuple of its fields, a delivery's
+    optional last field ``worker`` left out while None (``DeliveryHandled(*t[1:])``
+    rebuilds it either way) — and calls
     ``drain()`` whenever ``batch_size`` are queued. ``drain`` may raise: the
     recorder is then detached and the error kept in ``Runtime.sink_errors``.
     ``Runtime.attach(recorder)`` attaches it the same way; ``on_event`` itself is
