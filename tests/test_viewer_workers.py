@@ -94,3 +94,44 @@ def test_labels_in_the_transcript_and_the_timeline(
         assert not page.off_host()
     finally:
         page.close()
+
+
+@pytest.mark.browser
+def test_a_live_run_labels_a_message_whose_delivery_was_handled_after_it_was_shown(
+    tmp_path: Path, browser: object
+) -> None:
+    events: list[cg.Event] = off_loop(_tagged_run)
+    rid = events[0].run_id
+    # Cut right after the first message to b: it is on screen before its delivery ends.
+    cut = next(
+        i + 1
+        for i, e in enumerate(events)
+        if isinstance(e, cg.MessageSent) and e.message.mentions == ("b",)
+    )
+    db = tmp_path / "live.db"
+    store = SQLiteStore(db)
+    try:
+        for e in events[:cut]:
+            store.on_event(e)
+        store.flush()
+        v = start_viewer(db, "--stream-max-s", "0.6")
+        page = Page(browser, width=1280, height=800)
+        try:
+            p = page.page
+            p.goto(f"{v.base}#run={quote(rid, safe='')}")
+            wait_js(page, "window.__coralReady === true")
+            wait_js(page, "document.querySelectorAll('#list .msg').length === 2")
+            assert p.locator("#list .msg .handled").count() == 0
+            for e in events[cut:]:
+                store.on_event(e)
+            store.close()
+            wait_js(page, "document.querySelectorAll('#list .msg').length === 8")
+            wait_js(page, "document.querySelectorAll('#list .msg .handled').length === 3")
+            first = p.locator("#list .msg").nth(1)
+            assert "handled by b on " + W_PONG in (first.text_content() or "")
+            assert not page.errors
+        finally:
+            page.close()
+            stop_viewer(v)
+    finally:
+        store.close(raise_error=False)

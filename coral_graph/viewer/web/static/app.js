@@ -1069,14 +1069,19 @@
     p.textContent = n === 1 ? "1 new message ↓" : num(n) + " new messages ↓";
   }
   let refreshTimer = null;
-  function refreshSoon() {
+  let rowsWanted = false;
+  /* rows: render the rows on screen again too (at the end of a live run: a delivery
+   * handled after its message was shown, e.g. by a worker process, is labelled then). */
+  function refreshSoon(rows) {
+    if (rows) rowsWanted = true;
     if (refreshTimer) return;
     refreshTimer = setTimeout(async () => {
       refreshTimer = null;
       if (!R) return;
       const fresh = await api.run(R.run_id);
       if (!R || fresh.run_id !== R.run_id) return;
-      const failuresChanged = fresh.error_count !== R.error_count || fresh.llm_calls !== R.llm_calls;
+      const failuresChanged = rowsWanted || fresh.error_count !== R.error_count || fresh.llm_calls !== R.llm_calls;
+      rowsWanted = false;
       R = fresh;
       renderRunHeader();
       renderThreads();
@@ -1120,7 +1125,7 @@
       setStatus();
       refreshSoon();
     });
-    es.addEventListener("end", () => { es.close(); if (stream === es) stream = null; refreshSoon(); });
+    es.addEventListener("end", () => { es.close(); if (stream === es) stream = null; refreshSoon(true); });
   }
   function onLive(m) {
     if (!R) return;
