@@ -231,7 +231,20 @@ class NatsRun:
         # turn, and also (with its delivery count reset) after a nats-server that was
         # killed lost its newest acknowledgements: so ask the bucket, not the count.
         # The answer is read while the turn starts (see Inflight.replay).
-        replay = asyncio.ensure_future(self._begun(agent, msg, turn, attempt))
+        rep = self.replica
+        replay: asyncio.Future[bool]
+        if (
+            attempt == 1
+            and rep.ready
+            and rep.epoch == self.worker.link.reconnects
+            and f"{turn}.1" not in rep.made
+        ):
+            # A first delivery whose turn made nothing in the watched copy is new: known
+            # at once, without a task (the common case; see _begun).
+            replay = asyncio.get_running_loop().create_future()
+            replay.set_result(False)
+        else:
+            replay = asyncio.ensure_future(self._begun(agent, msg, turn, attempt))
         if (self.record.get("budgets") or {}).get("max_turns") is not None:
             if not await asyncio.shield(replay):
                 limit = self.record["budgets"]["max_turns"]
