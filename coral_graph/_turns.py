@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING, cast
 import anyio
 
 from coral_graph._context import AgentContext
-from coral_graph._errors import TurnTimeoutError
+from coral_graph._errors import BudgetExceededError, RuntimeClosedError, TurnTimeoutError
 from coral_graph._events import AgentErrored
 from coral_graph._router import Slot
-from coral_graph._types import AgentName, BudgetName, RunId, budget_stop
+from coral_graph._types import AgentName, BudgetName, ErrorPolicy, RunId, budget_stop
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
@@ -43,6 +43,12 @@ if TYPE_CHECKING:
     from coral_graph.transport._base import RunTransport
 
 __all__: list[str] = []
+
+
+def _ended_by_stop(exc: BaseException) -> bool:
+    """Whether ``exc`` is what an operation raises because the run had stopped (or a
+    budget ran out): a consequence of the stop, not the agent's own failure."""
+    return isinstance(exc, RuntimeClosedError | BudgetExceededError)
 
 
 def _is_cancel(exc: BaseException) -> bool:
@@ -186,9 +192,14 @@ class _Turns:
                         if _is_cancel(exc):
                             raise
                         ok = False
-                        if r.finished:
-                            return
-                        await self._agent_failed(slot, msg, exc)
+                        if not r.finished:
+                            await self._agent_failed(slot, msg, exc)
+                        elif _ended_by_stop(exc):
+                            return  # the run ended under it: not the agent's failure
+                        else:
+                            # It failed on its own after the run stopped: recorded (with
+                            # its delivery), no policy applied.
+                            self._failed_after_stop(slot, msg, exc)
                     t_last = t1 = now()
                     if sinks:
                         handled(name, msg.id, "handle", ok, t0, t1)
@@ -252,15 +263,10 @@ class _Turns:
         if not self.router.finished and slot.inbox:
             self._spawn(slot)
 
-    async def _agent_failed(self, slot: Slot, msg: Message | None, exc: BaseException) -> None:
-        spec = slot.spec
-        assert spec is not None
+    def _record_failure(
+        self, slot: Slot, msg: Message | None, exc: BaseException, action: ErrorPolicy
+    ) -> None:
         slot.usage.errors += 1
-        action = spec.on_error
-        if action == "restart":
-            slot.restarts += 1
-            if slot.restarts > spec.max_restarts:
-                action = "stop"
         tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         r = self.router
         r.emit(
@@ -276,6 +282,23 @@ class _Turns:
                 action,
             )
         )
+
+    def _failed_after_stop(self, slot: Slot, msg: Message | None, exc: BaseException) -> None:
+        """An agent raised after the run had stopped (e.g. in a turn that went on after
+        another agent's answer): a failure all the same, recorded; no policy applies
+        (``continue``: nothing restarts or stops any more)."""
+        self._record_failure(slot, msg, exc, "continue")
+
+    async def _agent_failed(self, slot: Slot, msg: Message | None, exc: BaseException) -> None:
+        spec = slot.spec
+        assert spec is not None
+        action = spec.on_error
+        if action == "restart":
+            slot.restarts += 1
+            if slot.restarts > spec.max_restarts:
+                action = "stop"
+        self._record_failure(slot, msg, exc, action)
+        r = self.router
         if action == "stop":
             r.stop("error", f"{slot.name}: {type(exc).__name__}: {exc}")
         elif action == "restart":
@@ -302,6 +325,8 @@ class _Turns:
                 if _is_cancel(exc):
                     raise
                 if r.finished:
+                    if not _ended_by_stop(exc):
+                        self._failed_after_stop(slot, None, exc)
                     return
                 await self._agent_failed(slot, None, exc)
                 if spec.on_error != "restart" or r.finished:
