@@ -186,6 +186,8 @@ def _frame(items: list[Any]) -> bytes:
 
 _START_TIMEOUT = 60.0
 """Seconds the writer process may take to open the store file."""
+_LAST_WORDS_S = 5.0
+"""Seconds a writer that went away under a send is given for its last report to be read."""
 _CHUNK = 20_000
 """Items per batch on the pipe."""
 _PIPE_SIZE = 1 << 20
@@ -382,6 +384,15 @@ class SQLiteStore:
             return None
         path = str(self.path)
         err: StoreError
+        if (
+            self._reported is None
+            and isinstance(self._error, (BrokenPipeError, ConnectionError))
+            and self._reader.is_alive()
+            and threading.current_thread() is not self._reader
+        ):
+            # The writer went away under a send: why (e.g. "disk full") may still be in
+            # its pipe, behind the acknowledgements. Read it before calling it a death.
+            self._reader.join(_LAST_WORDS_S)
         if self._reported is not None:
             err = write_error(path, *self._reported)
         else:
