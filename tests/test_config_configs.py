@@ -128,7 +128,13 @@ def test_config_validates(path: Path) -> None:
 
 
 @pytest.mark.parametrize("path", config_files(), ids=lambda p: p.name)
-def test_config_runs_on_scripted_models(path: Path, scripted: ScriptedModel) -> None:
+def test_config_runs_on_scripted_models(
+    path: Path, scripted: ScriptedModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Agents that keep memory in the store (the auction) write it under .coral/ of the
+    # working directory: a temporary one, never the checkout.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CORAL_DB", raising=False)
     lg = load_graph(path, model=f"scripted/{scripted.name}")
     result = lg.run()
     _, expected = SCRIPTS[path.name]

@@ -267,7 +267,10 @@ def check_meta(conn: sqlite3.Connection, path: str) -> int | None:
         if fault_kind(exc) == "corrupt":
             raise StoreCorruptError(path, str(exc)) from None
         raise NotAStoreError(path, str(exc)) from None
-    if not tables:
+    if not tables or all(t.startswith(("coral_", "sqlite_")) for t in tables):
+        # Empty, or only the tables agents keep in the store as their memory (names
+        # start with coral_, e.g. the auction's, an eval's): written before the
+        # store's own schema (a run with --no-store); the schema is added beside them.
         return None
     if "meta" not in tables:
         raise NotAStoreError(path, "it is an SQLite file without coral-graph's tables")
