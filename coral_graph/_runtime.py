@@ -88,7 +88,7 @@ class Runtime(_Subscriptions):
         """The ids of the runs still going."""
         return list(self._runs)
 
-    def _new_run(
+    async def _new_run(
         self,
         task: str,
         entry: Sequence[str] | None,
@@ -98,6 +98,11 @@ class Runtime(_Subscriptions):
         *,
         joining: bool = False,
     ) -> _Run:
+        """A new run, after asking the agents that run in this process (all of them on
+        the in-process transport) whether they can work: a missing key is reported
+        before anything happens. Agents with a check (LLM agents) are asked in a
+        worker thread: the first check imports litellm, seconds the event loop would
+        otherwise stand still for every other run and agent of the runtime."""
         if not self._open:
             raise RuntimeClosedError(
                 "the runtime is closed; use it inside `async with open_runtime(...)`"
@@ -118,24 +123,6 @@ class Runtime(_Subscriptions):
             transport=self.transport,
             joining=joining,
         )
-        return run
-
-    async def _new_checked_run(
-        self,
-        task: str,
-        entry: Sequence[str] | None,
-        answer_by: Iterable[str] | None,
-        budgets: Budgets | None,
-        run_id: str | None,
-        *,
-        joining: bool = False,
-    ) -> _Run:
-        """:meth:`_new_run`, then ask the agents that run in this process (all of them
-        on the in-process transport) whether they can work: a missing key is reported
-        before anything happens. Agents with a check (LLM agents) are asked in a
-        worker thread: the first check imports litellm, seconds the event loop would
-        otherwise stand still for every other run and agent of the runtime."""
-        run = self._new_run(task, entry, answer_by, budgets, run_id, joining=joining)
         specs = self.graph._specs
         hosted = [a for a in specs if run.link.hosts(AgentName(a))]
         if any(callable(getattr(specs[a].agent, "check_ready", None)) for a in hosted):
@@ -164,7 +151,7 @@ class Runtime(_Subscriptions):
             The :class:`RunResult`. If the caller is cancelled, the run is recorded
             as ``cancelled`` and the cancellation propagates.
         """
-        run = await self._new_checked_run(task, entry, answer_by, budgets, run_id)
+        run = await self._new_run(task, entry, answer_by, budgets, run_id)
         return await self._execute(run)
 
     async def resume(
@@ -180,7 +167,7 @@ class Runtime(_Subscriptions):
         """Continue the interrupted run ``run_id`` from ``snapshot`` (its events,
         threads, usage, counters and pending deliveries), as ``coral-graph resume``
         does: loop agents start again and every pending delivery is delivered again."""
-        run = await self._new_checked_run(task, entry, answer_by, budgets, run_id)
+        run = await self._new_run(task, entry, answer_by, budgets, run_id)
         return await self._execute(run, snapshot=snapshot)
 
     async def join(
@@ -200,7 +187,7 @@ class Runtime(_Subscriptions):
         agents it hosts here, loop agents it hosts start, and the call returns when
         the run stops (the transport's stop reaches every worker). The result is
         this process's share: its agents' usage and events."""
-        run = await self._new_checked_run(task, entry, answer_by, budgets, run_id, joining=True)
+        run = await self._new_run(task, entry, answer_by, budgets, run_id, joining=True)
         return await self._execute(run, joining=True)
 
     async def _execute(
@@ -281,7 +268,7 @@ class Runtime(_Subscriptions):
 
         async def _go() -> None:
             try:
-                run = await self._new_checked_run(task, entry, answer_by, budgets, handle.run_id)
+                run = await self._new_run(task, entry, answer_by, budgets, handle.run_id)
                 handle._result = await self._execute(run, handle=handle)
             except Exception as exc:
                 handle._exc = exc
