@@ -320,12 +320,7 @@ class NatsRun:
     async def end_as(self, reason: StopReason, error: str | None = None) -> None:
         """End the run for everyone with ``reason``, unless another process ended it
         first: then as that process did."""
-        if await self.state.finish(reason, error=error):
-            w = self.worker
-            with contextlib.suppress(Exception):
-                await w.link.nc.publish(
-                    w.names.ctl(self.run_id), encode("stop", run=self.run_id, reason=reason)
-                )
+        if await self.worker.end_run(self.state, reason, error=error):
             self._remote_stop = True  # broadcast already
             self.port.stop(reason, error)
             return
@@ -469,11 +464,7 @@ class NatsRun:
     async def _broadcast(self, reason: StopReason) -> None:
         await self._stored()
         port = self.port
-        if await self.state.finish(reason, error=port.error, answer=port.answer):
-            w = self.worker
-            await w.link.nc.publish(
-                w.names.ctl(self.run_id), encode("stop", run=self.run_id, reason=reason)
-            )
+        await self.worker.end_run(self.state, reason, error=port.error, answer=port.answer)
 
     async def _quiet(self, feeds: int) -> None:
         await self._stored()

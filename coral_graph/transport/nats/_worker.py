@@ -286,16 +286,30 @@ class Worker:
         await ev.wait()
         return self.runs.get(run_id) or "ended"
 
+    async def end_run(
+        self,
+        state: RunState,
+        reason: str,
+        *,
+        error: str | None = None,
+        answer: Message | None = None,
+    ) -> bool:
+        """End the run of ``state`` for everyone: its record's stop, set once by
+        compare-and-set, then broadcast on its ``ctl`` subject (a worker that misses
+        the broadcast reads the record). Returns False when another process ended it
+        first (nothing is broadcast then)."""
+        if not await state.finish(reason, error=error, answer=answer):
+            return False
+        rid = state.run_id
+        await self.link.nc.publish(self.names.ctl(rid), encode("stop", run=rid, reason=reason))
+        return True
+
     async def _refuse(self, run_id: str, rec: dict[str, Any]) -> None:
-        st = RunState(self.kv, run_id)
         error = (
             f"worker {self.tag} has another version of the graph than the run "
             f"(hash {self.identity.hash} vs {rec['graph_hash']})"
         )
-        if await st.finish("error", error=error):
-            await self.link.nc.publish(
-                self.names.ctl(run_id), encode("stop", run=run_id, reason="error")
-            )
+        await self.end_run(RunState(self.kv, run_id), "error", error=error)
         self._ended[run_id] = None
 
     async def _join(self, run_id: str, rec: dict[str, Any], ev: anyio.Event) -> None:
@@ -313,11 +327,9 @@ class Worker:
             # run ends with the reason, never waits for it.
             self._log(f"coral-graph worker: cannot join {run_id}: {type(exc).__name__}: {exc}")
             with contextlib.suppress(Exception):
-                st = RunState(self.kv, run_id)
-                if await st.finish("error", error=f"worker {self.tag}: {exc}"):
-                    await self.link.nc.publish(
-                        self.names.ctl(run_id), encode("stop", run=run_id, reason="error")
-                    )
+                await self.end_run(
+                    RunState(self.kv, run_id), "error", error=f"worker {self.tag}: {exc}"
+                )
         finally:
             self._joining.pop(run_id, None)
             self.records.pop(run_id, None)
