@@ -10,6 +10,7 @@ import json
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import anyio
 import msgpack
@@ -168,19 +169,7 @@ async def test_every_message_but_the_last_is_in_its_key_and_a_fresh_copy_reads_a
     from coral_graph.transport.nats._names import Names
     from coral_graph.transport.nats._state import Replica, RunState
 
-    d = tmp_path / "graph"
-    shutil.copytree(DATA, d)
-    g = d / "pingpong.yaml"
-    env = {"PP_ROUNDS": "6"}
-    workers.start(g, "--agents", "ping", env=env)
-    workers.start(g, "--agents", "pong", env=env)
-    with anyio.fail_after(60):
-        res = await anyio.run_process(
-            cli_args("run", str(g), "--nats", nats_server.url, "--json", "--no-store"),
-            env=cli_env(), cwd=d, check=False,
-        )  # fmt: skip
-    assert res.returncode == 0, res.stderr.decode()
-    out = json.loads(res.stdout)
+    out = await _pingpong(tmp_path, nats_server, workers, rounds=6)
     assert out["answer"] == "done after 6 rounds"
     rid = out["run_id"]
     names = Names.for_graph("nats-pingpong")
@@ -215,19 +204,7 @@ async def test_a_turn_publishes_its_events_in_one_record(
     from coral_graph.transport.nats._names import Names
     from coral_graph.transport.nats._wire import decode, events_of
 
-    d = tmp_path / "graph"
-    shutil.copytree(DATA, d)
-    g = d / "pingpong.yaml"
-    env = {"PP_ROUNDS": "5"}
-    workers.start(g, "--agents", "ping", env=env)
-    workers.start(g, "--agents", "pong", env=env)
-    with anyio.fail_after(60):
-        res = await anyio.run_process(
-            cli_args("run", str(g), "--nats", nats_server.url, "--json", "--no-store"),
-            env=cli_env(), cwd=d, check=False,
-        )  # fmt: skip
-    assert res.returncode == 0, res.stderr.decode()
-    rid = json.loads(res.stdout)["run_id"]
+    rid = (await _pingpong(tmp_path, nats_server, workers, rounds=5))["run_id"]
     names = Names.for_graph("nats-pingpong")
     records: list[list[str]] = []
     async with open_link(nats_server.url) as link:
@@ -248,3 +225,24 @@ async def test_a_turn_publishes_its_events_in_one_record(
     assert kinds.count("message_sent") == 11
     # One record per turn at most (one per event would be two or more).
     assert len([r for r in records if r]) <= turns, records
+
+
+async def _pingpong(
+    tmp_path: Path, nats_server: NatsServer, workers: Workers, *, rounds: int
+) -> dict[str, Any]:
+    """``coral-graph run --nats --json`` of the pingpong graph, ping and pong on two
+    workers; its JSON result."""
+    d = tmp_path / "graph"
+    shutil.copytree(DATA, d)
+    g = d / "pingpong.yaml"
+    env = {"PP_ROUNDS": str(rounds)}
+    workers.start(g, "--agents", "ping", env=env)
+    workers.start(g, "--agents", "pong", env=env)
+    with anyio.fail_after(60):
+        res = await anyio.run_process(
+            cli_args("run", str(g), "--nats", nats_server.url, "--json", "--no-store"),
+            env=cli_env(), cwd=d, check=False,
+        )  # fmt: skip
+    assert res.returncode == 0, res.stderr.decode()
+    out: dict[str, Any] = json.loads(res.stdout)
+    return out
