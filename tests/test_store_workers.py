@@ -11,6 +11,8 @@ from pathlib import Path
 
 import msgpack
 import pytest
+from test_store import _relay_graph
+from test_store_faults import record
 from typer.testing import CliRunner
 
 import coral_graph as cg
@@ -27,28 +29,6 @@ from coral_graph.store._blocks import decode_block
 from coral_graph.store._plain import plain_item
 
 W_PONG = "host-b.example:4242"
-
-
-def _relay_graph(rounds: int) -> cg.AgentGraph:
-    g = cg.AgentGraph("relay", entry=["a"])
-
-    @cg.agent
-    async def relay(ctx: cg.AgentContext, message: cg.Message) -> None:
-        other = "b" if ctx.name == "a" else "a"
-        if message.sender == "user":
-            th = await ctx.create_thread("relay", [other])
-            await ctx.send_message(th, "1", [other])
-            return
-        n = int(message.content)
-        if n >= rounds and ctx.name == "a":
-            await ctx.send_message("t-1", f"done {n}", ["user"])
-        else:
-            await ctx.send_message(message.thread_id, str(n + 1), [other])
-
-    g.add_agent("a", relay)
-    g.add_agent("b", relay)
-    g.connect("a", "b", mutual=True)
-    return g
 
 
 def _tagged_run() -> list[cg.Event]:
@@ -140,9 +120,7 @@ def test_export_import_keeps_the_worker(tmp_path: Path, fmt: str) -> None:
     events = _tagged_run()
     rid = events[0].run_id
     db = tmp_path / "src.db"
-    with SQLiteStore(db) as store:
-        for e in events:
-            store.on_event(e)
+    record(db, events)
     out = tmp_path / f"run.{fmt}"
     with open_reader(db) as rd, open(out, "wb") as f:
         assert export_run(rd, rid, f, fmt) == len(events)
@@ -160,9 +138,7 @@ def test_export_import_keeps_the_worker(tmp_path: Path, fmt: str) -> None:
 def test_an_export_with_a_worker_that_is_not_text_is_refused(tmp_path: Path) -> None:
     events = _tagged_run()
     db = tmp_path / "src.db"
-    with SQLiteStore(db) as store:
-        for e in events:
-            store.on_event(e)
+    record(db, events)
     out = tmp_path / "run.jsonl"
     with open_reader(db) as rd, open(out, "wb") as f:
         export_run(rd, events[0].run_id, f, "jsonl")
@@ -181,9 +157,7 @@ def test_show_says_which_worker_handled_each_delivery(tmp_path: Path) -> None:
     events = _tagged_run()
     rid = events[0].run_id
     db = tmp_path / "w.db"
-    with SQLiteStore(db) as store:
-        for e in events:
-            store.on_event(e)
+    record(db, events)
     runner = CliRunner()
     res = runner.invoke(app, ["show", rid, "--db", str(db), "--plain"])
     assert res.exit_code == 0, res.output
