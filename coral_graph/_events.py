@@ -263,14 +263,27 @@ EVENT_TYPES: dict[str, type[Event]] = {
 }
 
 
+_FIELDS: dict[type[Any], tuple[tuple[str, bool], ...]] = {}
+"""Per event type, its fields in order and whether each is left out while None:
+``dataclasses.fields`` once per type, not on every event (the recorder of a
+distributed run and every worker convert each event)."""
+
+
+def _fields_of(cls: type[Any]) -> tuple[tuple[str, bool], ...]:
+    out = _FIELDS[cls] = tuple(
+        (f.name, bool(f.metadata.get("omit_none"))) for f in dataclasses.fields(cls)
+    )
+    return out
+
+
 def event_to_dict(event: Event) -> dict[str, Any]:
     """Plain data for ``event``: ``{"kind": …, "run_id": …, "seq": …, "ts": …, …}``."""
     out: dict[str, Any] = {"kind": event.kind}
-    for f in dataclasses.fields(event):
-        value = getattr(event, f.name)
-        if value is None and f.metadata.get("omit_none"):
+    for name, omit_none in _FIELDS.get(type(event)) or _fields_of(type(event)):
+        value = getattr(event, name)
+        if value is None and omit_none:
             continue
-        out[f.name] = value.to_dict() if isinstance(value, Message) else value
+        out[name] = value.to_dict() if isinstance(value, Message) else value
     return out
 
 
@@ -280,7 +293,8 @@ def event_from_dict(data: dict[str, Any]) -> Event:
     cls = EVENT_TYPES.get(kind) if isinstance(kind, str) else None
     if cls is None:
         raise ValueError(f"unknown event kind {kind!r}")
-    kwargs = {f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data}
+    names = _FIELDS.get(cls) or _fields_of(cls)
+    kwargs = {name: data[name] for name, _ in names if name in data}
     if cls is MessageSent:
         kwargs["message"] = Message.from_dict(kwargs["message"])
     return cls(**kwargs)

@@ -23,7 +23,6 @@ policies or budgets: those belong to the run (``coral_graph._run``).
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 from array import array
 from collections import deque
@@ -321,9 +320,11 @@ class Router:
         self.sinks.append(fn)
 
     def record(self, event: Event) -> None:
-        """An event another process of the run emitted, numbered here (see
+        """An event another process of the run emitted, numbered here, in place (see
         :meth:`~coral_graph.transport.RouterPort.record`)."""
-        self.emit(dataclasses.replace(event, run_id=self.run_id, seq=self.next_seq()))
+        event.run_id = self.run_id
+        event.seq = self.next_seq()
+        self.emit(event)
 
     def merge_usage(self, usage: Mapping[str, AgentUsage]) -> None:
         """The usage of agents that ran in other processes (see

@@ -25,7 +25,13 @@ from nats_fixtures import (
     workers_fixture,  # noqa: F401 - a fixture
 )
 
-from coral_graph._events import AgentAdded, MessageSent, RunStarted, event_to_dict
+from coral_graph._events import (
+    AgentAdded,
+    DeliveryHandled,
+    MessageSent,
+    RunStarted,
+    event_to_dict,
+)
 from coral_graph._model import Message, Thread
 from coral_graph._types import AgentName, MessageId, ThreadId
 
@@ -109,6 +115,66 @@ async def test_the_recorder_reads_batches_in_order_and_skips_a_bad_event(
     assert "no_such_kind" in bad.error  # type: ignore[attr-defined]
     # The worker that made a message is on it.
     assert rec.events[4].message.metadata["worker"] == "h:2"  # type: ignore[attr-defined]
+
+
+@pytest.mark.anyio
+@needs_nats
+@pytest.mark.nats
+async def test_a_recorder_for_a_numbering_sink_hands_each_event_once_unnumbered(
+    nats_server: NatsServer,
+) -> None:
+    """The starting process's recorder (``keep=False``): each event goes to the sink
+    (which numbers it) once, tagged with its worker, in stream order; a message made
+    again by a replayed turn is dropped; the starting process's own records are
+    skipped; nothing is kept."""
+    from coral_graph.transport.nats import Recorder, open_link
+    from coral_graph.transport.nats._conn import ensure_graph
+    from coral_graph.transport.nats._names import Names
+    from coral_graph.transport.nats._wire import encode_events
+
+    names = Names.for_graph("wire-rec2")
+    rid = "r-wire2"
+    msg = Message(MessageId("t-1#2"), ThreadId("t-1"), 2, AgentName("a"), "hi", (), 1.0)
+    sent = event_to_dict(MessageSent(rid, 0, 1.5, msg))
+    handled = event_to_dict(DeliveryHandled(rid, 0, 1.6, "a", "t-1#1", "handle", True, 0.1))
+    got: list[Any] = []
+    async with open_link(nats_server.url) as link:
+        await ensure_graph(link, names, ["a"])
+        rec = Recorder(link, names, rid, got.append, skip_from="run:me", keep=False)
+        await rec.start()
+        subject = names.events(rid)
+        for worker, evs in [
+            ("h:1", [sent, handled]),
+            ("run:me", [event_to_dict(AgentAdded(rid, 0, 1.0, AgentName("b"), "", "python"))]),
+            ("h:2", [sent, handled]),  # the same message again (a replayed turn)
+        ]:
+            for data in encode_events(worker, evs, 1 << 20):
+                await link.js.publish(subject, data)
+        assert await rec.caught_up()
+        await rec.aclose()
+    assert [e.kind for e in got] == ["message_sent", "delivery_handled", "delivery_handled"]
+    assert [e.seq for e in got] == [0, 0, 0]  # the sink numbers them
+    assert {e.run_id for e in got} == {rid}
+    assert got[0].message.metadata == {"worker": "h:1"}
+    assert [e.worker for e in got[1:]] == ["h:1", "h:2"]
+    assert rec.events == []
+    assert rec.count == 3
+
+
+def test_the_stream_sequence_is_read_from_the_reply_subject_as_nats_py_reads_it() -> None:
+    from nats.aio.msg import Msg
+
+    from coral_graph.transport.nats._record import stream_seq
+
+    for reply in (
+        "$JS.ACK.CORAL_G_EVENTS.ev1.1.4711.12.1700000000000000000.3",
+        "$JS.ACK.hub.ACCHASH.CORAL_G_EVENTS.ev1.2.4712.13.1700000000000000000.0.tok",
+    ):
+        assert stream_seq(reply) == Msg.Metadata._from_reply(reply).sequence.stream
+    assert stream_seq("$JS.ACK.CORAL_G_EVENTS.ev1.1.4711.12.1700000000000000000.3") == 4711
+    assert stream_seq(None) is None  # a bare publish on a core subscription
+    assert stream_seq("_INBOX.abc.def") is None
+    assert stream_seq("$JS.ACK.S.C.1.x.2.3.4") is None
 
 
 @pytest.mark.anyio

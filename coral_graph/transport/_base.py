@@ -187,7 +187,11 @@ class RouterPort(Protocol):
     def record(self, event: Event) -> None:
         """An event another process of the run emitted: numbered in this process's
         order and given to its subscribers and store like its own (the starting
-        process of a distributed run records everyone's)."""
+        process of a distributed run records everyone's).
+
+        The event becomes the port's: its ``run_id`` and ``seq`` are set in place
+        (no copy per event), so the caller hands over an event it made for this
+        and keeps no other use of it."""
         ...
 
     def merge_usage(self, usage: Mapping[str, AgentUsage]) -> None:

@@ -120,7 +120,12 @@ class Origin:
                 started_at=time.time(),
             ),
         )
-        self.recorder = rec = Recorder(w.link, w.names, run.run_id, self._record, skip_from=w.tag)
+        # Not kept nor numbered by the recorder: the core numbers each event once
+        # (port.record) and keeps it in the run's events; the transcript here is for
+        # the replay at the end.
+        self.recorder = rec = Recorder(
+            w.link, w.names, run.run_id, self._record, skip_from=w.tag, keep=False
+        )
         await rec.start()
         if not await self._wait_workers():
             await run.end_as("error", self._missing_text())

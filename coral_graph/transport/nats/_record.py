@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import time
 from collections.abc import Callable
 from typing import Any
@@ -20,7 +19,6 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from coral_graph._events import (
     AgentErrored,
-    DeliveryHandled,
     Event,
     MessageSent,
     RunFinished,
@@ -32,13 +30,19 @@ from coral_graph.transport.nats._errors import WireError
 from coral_graph.transport.nats._names import Names
 from coral_graph.transport.nats._wire import decode, events_of
 
-__all__ = ["Recorder", "record_all"]
+__all__ = ["Recorder", "record_all", "stream_seq"]
 
 _STALLED_S = 1.0  # no progress for this long after a reconnect: subscribe again
 
 
 class Recorder:
-    """Records one run's events (``sink`` gets each, numbered)."""
+    """Records one run's events: ``sink`` gets each, as read.
+
+    ``keep`` (a reader that records a run by itself, e.g. ``coral-graph record``):
+    number the events 1, 2, 3 … and keep them in :attr:`events` (the run's threads
+    and usage are :func:`coral_graph.store.replay` of them). Without it the events
+    are neither numbered (``seq`` 0) nor kept: the sink numbers them (the starting
+    process's runtime, ``port.record``), and each event object is the sink's."""
 
     def __init__(
         self,
@@ -48,6 +52,7 @@ class Recorder:
         sink: Callable[[Event], None] | None = None,
         *,
         skip_from: str | None = None,
+        keep: bool = True,
     ) -> None:
         self.link = link
         # Events of this worker tag are not recorded (the starting process records
@@ -56,13 +61,15 @@ class Recorder:
         self.names = names
         self.run_id = run_id
         self.sink = sink
+        self.keep = keep
         self.events: list[Event] = []
+        self.count = 0  # events recorded
         # Ids of messages and threads recorded: the replay of a turn that a crash
         # interrupted makes the same ones again, and their events come twice.
         self._seen_ids: set[str] = set()
         self.finished = asyncio.Event()
         self._sub: Any = None
-        self._received = 0
+        self.received = 0  # event records read (the idle scan waits while they come)
         self._stream_seq = 0  # the newest stream sequence read
         self._epoch = 0  # the connection's reconnect count when subscribed
 
@@ -125,11 +132,8 @@ class Recorder:
         return False
 
     async def _on_msg(self, m: Msg) -> None:
-        self._received += 1
-        try:
-            seq = int(m.metadata.sequence.stream)
-        except Exception:  # not a JetStream message (a test's bare publish)
-            seq = None
+        self.received += 1
+        seq = stream_seq(m.reply)
         if seq is not None:
             if seq <= self._stream_seq:
                 return  # read already (a subscription made again after a reconnect)
@@ -139,49 +143,83 @@ class Recorder:
             evs = events_of(env)
         except (WireError, KeyError) as exc:
             env, evs = {}, [exc]
+        w = env.get("worker")
+        if self.skip_from is not None and w == self.skip_from:
+            return
+        # The transcript says which worker process made each message and handled
+        # each delivery (after a crash, the redelivered turn shows the worker that
+        # ran it again); a run's own tag ("run:…") is no worker.
+        tag = w if isinstance(w, str) and not w.startswith("run:") else None
         for item in evs:
             if self.finished.is_set():
                 return  # after run_finished: not part of the transcript
             try:
                 if isinstance(item, Exception):
                     raise item
-                ev = event_from_dict(dict(item))
+                if not isinstance(item, dict):
+                    raise TypeError(f"an event is a map, not {type(item).__name__}")
+                if tag is not None:
+                    _tag(item, tag)
+                ev = event_from_dict(item)
             except (WireError, KeyError, TypeError, ValueError) as exc:
                 ev = AgentErrored(
                     self.run_id, 0, time.time(), "user", None, "WireError",
                     f"skipped a malformed event on {m.subject}: {exc}", "", "continue",
                 )  # fmt: skip
-            self.add(ev, env)
+            self.add(ev)
 
-    def add(self, ev: Event, env: dict[str, Any] | None = None) -> None:
-        """Number ``ev``, keep it, and hand it to the sink (the run's threads and usage
-        are :func:`coral_graph.store.replay` of :attr:`events`)."""
-        env = env or {}
-        if self.skip_from is not None and env.get("worker") == self.skip_from:
-            return
-        if isinstance(ev, MessageSent | ThreadCreated):
-            key = ev.message.id if isinstance(ev, MessageSent) else f"thread:{ev.thread_id}"
+    def add(self, ev: Event) -> None:
+        """Record ``ev`` (an event this recorder owns: it is changed in place), unless
+        it repeats a message or thread recorded already."""
+        t = type(ev)
+        if t is MessageSent or t is ThreadCreated:
+            key = ev.message.id if t is MessageSent else f"thread:{ev.thread_id}"  # type: ignore[union-attr]
             if key in self._seen_ids:
                 return  # made again by a replayed turn: recorded once
             self._seen_ids.add(key)
-            w = env.get("worker")
-            if isinstance(ev, MessageSent) and isinstance(w, str) and not w.startswith("run:"):
-                # The transcript says which worker process made each message.
-                meta = dict(ev.message.metadata or {})
-                meta.setdefault("worker", w)
-                ev = dataclasses.replace(ev, message=ev.message._replace(metadata=meta))
-        elif isinstance(ev, DeliveryHandled):
-            w = env.get("worker")
-            if isinstance(w, str) and not w.startswith("run:"):
-                # ... and which worker process handled each delivery (after a crash,
-                # the redelivered turn shows the worker that ran it again).
-                ev = dataclasses.replace(ev, worker=w)
-        ev = dataclasses.replace(ev, run_id=self.run_id, seq=len(self.events) + 1)
-        self.events.append(ev)
+        self.count += 1
+        ev.run_id = self.run_id
+        if self.keep:
+            ev.seq = self.count
+            self.events.append(ev)
         if self.sink is not None:
             self.sink(ev)
-        if isinstance(ev, RunFinished):
+        if t is RunFinished:
             self.finished.set()
+
+
+def _tag(d: dict[str, Any], worker: str) -> None:
+    """Put the worker that made an event (plain data) on it: on a ``message_sent``'s
+    message (its metadata, unless the message has its own ``worker`` there), on a
+    ``delivery_handled``."""
+    kind = d.get("kind")
+    if kind == "message_sent":
+        msg = d.get("message")
+        if isinstance(msg, dict):
+            meta = msg.get("metadata")
+            if not meta:
+                msg["metadata"] = {"worker": worker}
+            elif isinstance(meta, dict):
+                meta.setdefault("worker", worker)
+    elif kind == "delivery_handled":
+        d["worker"] = worker
+
+
+def stream_seq(reply: str | None) -> int | None:
+    """The stream sequence of a JetStream message, from its reply subject:
+    ``$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<ts>.<pending>``,
+    or with ``<domain>.<account hash>`` before the stream (and a token after). None
+    for another message (a bare publish). Cheaper than nats-py's ``Msg.metadata``,
+    which also makes a datetime and two objects per message."""
+    if not reply:
+        return None
+    t = reply.split(".")
+    if len(t) < 9 or t[0] != "$JS" or t[1] != "ACK":
+        return None
+    try:
+        return int(t[5] if len(t) == 9 else t[7])
+    except ValueError:
+        return None
 
 
 async def record_all(
@@ -227,4 +265,4 @@ async def record_all(
     finally:
         with contextlib.suppress(Exception):
             await sub.unsubscribe()
-    return sum(len(r.events) for r in recs.values())
+    return sum(r.count for r in recs.values())
