@@ -150,6 +150,30 @@ async def test_a_turn_killed_after_its_send_is_replayed_without_a_second_message
     assert _redelivered(result) == ["pong"]
 
 
+async def test_a_replayed_turn_makes_its_thread_and_messages_once(
+    graph: Path, nats_server: NatsServer, workers: Workers, tmp_path: Path
+) -> None:
+    """pong's second turn creates a thread, posts in it and sends "pong 2" before its
+    worker is killed. The replay finds the thread by the id its operation gives it and
+    each message by the operation that appended it: one thread "side 2" with one
+    message, and "pong 2" once."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    result, _ = await _kill_pong_when(
+        graph, nats_server.url, workers, marks, "sent-2",
+        {"PP_PONG_DELAY_AFTER": "0.5", "PP_PONG_SIDE": "1"},
+    )  # fmt: skip
+    assert result.stop_reason == "answer", result.error
+    assert _work_messages(result) == _expected()
+    sides = [t for t in result.threads.values() if t.name == "side 2"]
+    assert len(sides) == 1
+    assert [m.content for m in sides[0].messages] == ["aside 2"]
+    made = [e.name for e in result.events if e.kind == "thread_created"]
+    assert made.count("side 2") == 1
+    assert len(list(marks.glob("sent-2-*"))) == 2  # the turn ran twice
+    assert _redelivered(result) == ["pong"]
+
+
 async def test_nats_server_restarted_mid_run(
     graph: Path, nats_server: NatsServer, workers: Workers, tmp_path: Path
 ) -> None:

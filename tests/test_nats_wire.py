@@ -312,3 +312,99 @@ async def _pingpong(
     assert res.returncode == 0, res.stderr.decode()
     out: dict[str, Any] = json.loads(res.stdout)
     return out
+
+
+@pytest.mark.anyio
+@needs_nats
+@pytest.mark.nats
+async def test_only_a_delivery_stored_since_the_inbox_was_read_is_known_new(
+    tmp_path: Path, nats_server: NatsServer
+) -> None:
+    """A turn's replay markers are not watched: a worker asks the bucket for them
+    unless the delivery is certainly new, i.e. a first attempt stored after the
+    worker last read the inbox's sequence, with no lost connection since (a
+    nats-server that forgot acknowledgements restarted, and gives old deliveries as
+    first attempts). Treating an old one as new would run its turn twice."""
+    from coral_graph.config import load_graph
+    from coral_graph.transport.nats import identity_of, open_link
+    from coral_graph.transport.nats._worker import Worker
+
+    d = tmp_path / "graph"
+    shutil.copytree(DATA, d)
+    lg = load_graph(d / "pingpong.yaml")
+    async with open_link(nats_server.url) as link:
+        w = Worker(link, lg.graph, identity_of(lg), ["ping"], log=lambda s: None)
+        await w.open()
+        subject = w.names.inbox("r-mark", "ping")
+
+        async def publish_and_take() -> Any:
+            await link.js.publish(subject, b"x")
+            (m,) = await sub.fetch(1, timeout=5)
+            await m.ack_sync()
+            return m
+
+        sub = await link.js.pull_subscribe_bind(
+            durable=w.names.consumer("ping"), stream=w.names.inbox_stream
+        )
+        await link.js.publish(subject, b"before")  # stored before the worker started
+        await w.start()
+        (old,) = await sub.fetch(1, timeout=5)
+        await old.ack_sync()
+        assert not await w.first_handling(old)
+        assert await w.first_handling(await publish_and_take())
+
+        await link.js.publish(subject, b"before the restart")
+        nats_server.stop()
+        nats_server.start()
+        await _until(lambda: link.reconnects > 0, timeout=20)
+        assert link.drops >= 1
+        with anyio.fail_after(20):
+            while True:
+                try:
+                    (m,) = await sub.fetch(1, timeout=1)
+                    break
+                except Exception:  # the pull subscription comes back after the reconnect
+                    await anyio.sleep(0.1)
+        await m.ack_sync()
+        assert m.metadata.num_delivered == 1
+        assert not await w.first_handling(m)  # stored before the connection dropped
+        assert await w.first_handling(await publish_and_take())
+
+
+@pytest.mark.anyio
+@needs_nats
+@pytest.mark.nats
+async def test_a_late_watch_reads_what_it_missed_at_once(nats_server: NatsServer) -> None:
+    """A process that joins a run late gets each thread's last header from its watch,
+    never the messages before it: waiting for the watch to bring them would stall
+    the first delivery of every thread (it did, by the full wait, in every run's
+    second worker). They are read from the bucket at once."""
+    from coral_graph.transport.nats import open_link
+    from coral_graph.transport.nats._conn import ensure_graph
+    from coral_graph.transport.nats._names import Names
+    from coral_graph.transport.nats._state import Replica, RunState
+    from coral_graph.transport.nats._wire import encode
+
+    names = Names.for_graph("wire-late")
+    async with open_link(nats_server.url) as link:
+        kv, _ = await ensure_graph(link, names, ["a"])
+        st = RunState(kv, "r-late", "w-a")
+        th = Thread(ThreadId("t-l"), "l", AgentName("a"), [AgentName("a")], 1.0)
+        rev = await st.create_thread(th)
+        for i in range(1, 8):
+            m = Message(MessageId(f"t-l#{i}"), th.id, i, AgentName("a"), f"m{i}", (), 1.0)
+            if i > 1:
+                prev = th._messages[-1]
+                await kv.put(st.message_key(th.id, prev.seq), encode("m", msg=prev.to_dict()))
+            th._messages.append(m)
+            rev = await st.update_header(th, rev, m)
+        late = Replica(RunState(kv, "r-late", "w-b"))
+        await late.start()
+        try:
+            await _until(lambda: late.last_seqs.get("t-l") == 7)
+            with anyio.fail_after(20):  # the watch alone would never bring them
+                await late.catch_up("t-l", 7, wait_s=3600)
+            got = late.threads["t-l"].messages
+            assert [m.content for m in got] == [f"m{i}" for i in range(1, 8)]
+        finally:
+            await late.aclose()

@@ -50,6 +50,9 @@ class Link:
     js: JetStreamContext
     errors: list[str] = field(default_factory=list)
     reconnects: int = 0
+    # Connections lost: counted when the client notices, before it reconnects (so
+    # before anything arrives on the new connection).
+    drops: int = 0
 
     async def close(self) -> None:
         # Everything that matters was awaited (publishes are acknowledged, acks are
@@ -80,6 +83,11 @@ async def connect(url: str, *, timeout: float = 5.0, name: str = "coral-graph") 
         if link is not None:
             link.reconnects += 1
 
+    async def on_disconnect() -> None:
+        link = state.get("link")
+        if link is not None:
+            link.drops += 1
+
     try:
         nc = await asyncio.wait_for(
             nats.connect(
@@ -91,6 +99,7 @@ async def connect(url: str, *, timeout: float = 5.0, name: str = "coral-graph") 
                 reconnect_time_wait=0.25,
                 error_cb=on_error,
                 reconnected_cb=on_reconnect,
+                disconnected_cb=on_disconnect,
             ),
             timeout,
         )

@@ -8,7 +8,7 @@ Per graph (``<g>`` is the graph's name made subject-safe):
 * key-value bucket ``coral_<g>``: the graph's identity (``graph``), the live workers
   the runs (``r.<run>``) and each run's shared state
   (``<run>.t.<thread>``, ``m.<run>.<thread>.<seq>``, ``<run>.b.<budget>``,
-  ``<run>.c.<turn>.<n>``);
+  ``<run>.busy.<worker>``);
 * key-value bucket ``coral_<g>_workers``: one record per live worker (host, pid,
   agents, graph hash), refreshed every second and forgotten after 5 s;
 * plain subject ``coral.<g>.<run>.ctl``: the stop of a run, broadcast.

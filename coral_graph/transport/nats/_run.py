@@ -22,12 +22,14 @@ A worker process runs the graph's agents through the core (``Runtime.join``) wit
   turn usually costs one event record, and each stream one acknowledgement.
 
 What a replayed turn repeats: the transport knows the one delivery each hosted
-agent has in flight (``max_ack_pending = 1``). The ``n``-th thread created and the
-``n``-th message posted during that turn are remembered in the bucket
-(``R.c.<turn>.<n>``); when the delivery comes again after a crash, those
-operations make the same thread and the same message id again instead of new
-ones: nothing is appended twice, the broker drops the deliveries it already has,
-and the recorder drops a repeated event of the same message or thread.
+agent has in flight (``max_ack_pending = 1``), so the ``n``-th operation of that
+turn has a name, its origin ``<turn>.<n>``. The ``n``-th thread created takes an id
+derived from it, and a message is appended with its origin in the same
+compare-and-set (the thread header's ``lo``, then the message's key). When the
+delivery comes again after a crash, those operations find what they made and make
+the same thread and the same message id again instead of new ones: nothing is
+appended twice, the broker drops the deliveries it already has, and the recorder
+drops a repeated event of the same message or thread.
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ __all__ = ["NatsCounters", "NatsRun", "NatsThreads", "NatsTransport"]
 # What _queue takes: (stream, subject, data, headers), or _EVENTS: "the events so far".
 _Item = tuple[str, str, bytes, dict[str, str] | None] | object
 _EVENTS = object()
-_KV, _INBOX, _EVENTS_STREAM = "kv", "inbox", "events"
+_INBOX, _EVENTS_STREAM = "inbox", "events"
 
 
 class NatsRun:
@@ -111,7 +113,7 @@ class NatsRun:
         spec = self.port.spec
         w = self.worker = await self.transport.host(spec.graph)
         self.state = RunState(w.kv, self.run_id, w.id)
-        self.replica = Replica(self.state, w.link.reconnects)
+        self.replica = Replica(self.state)
         self.record = w.records.get(self.run_id, {})
         self.loops = [a for a in w.agents if w.graph.spec(a).is_loop]
         await self.replica.start(watch=bool(self.transport.hosted))
@@ -229,24 +231,15 @@ class NatsRun:
             return
         # Has this turn run before? A delivery comes again after a worker died in its
         # turn, and also (with its delivery count reset) after a nats-server that was
-        # killed lost its newest acknowledgements: so ask the bucket, not the count.
-        # The answer is read while the turn starts (see Inflight.replay).
-        rep = self.replica
-        replay: asyncio.Future[bool]
-        if (
-            attempt == 1
-            and rep.ready
-            and rep.epoch == self.worker.link.reconnects
-            and f"{turn}.1" not in rep.made
-        ):
-            # A first delivery whose turn made nothing in the watched copy is new: known
-            # at once, without a task (the common case; see _begun).
-            replay = asyncio.get_running_loop().create_future()
-            replay.set_result(False)
-        else:
-            replay = asyncio.ensure_future(self._begun(agent, msg, turn, attempt))
+        # killed lost its newest acknowledgements. Most deliveries are known new (see
+        # Worker.first_handling); for the others, each operation of the turn looks
+        # for what it made the first time (see NatsThreads).
+        maybe = not await self.worker.first_handling(m)
+        inf = Inflight(m, msg, turn, maybe)
+        if attempt > 1:
+            self.redelivered(agent, inf)
         if (self.record.get("budgets") or {}).get("max_turns") is not None:
-            if not await asyncio.shield(replay):
+            if attempt == 1:  # (a turn handled again was counted the first time)
                 limit = self.record["budgets"]["max_turns"]
                 if await st.reserve(f"turns.{agent}", 1, limit) is None:
                     port.stop("budget:turns")
@@ -257,10 +250,7 @@ class NatsRun:
         self._feeds += 1  # a quiet() before this no longer holds
         if self.loops:
             await self._set_busy(True)
-        inf = Inflight(m, msg, turn, replay)
         if port.finished:
-            with contextlib.suppress(Exception):
-                await replay
             await self.settle()
             await m.ack_sync()
             return
@@ -272,33 +262,25 @@ class NatsRun:
             if not done:
                 with contextlib.suppress(Exception):
                     await m.in_progress()
-        await replay
         await self.settle()
-        # Not waited for: the worker's next pull request follows it on the connection,
-        # so the server has it before it could give this agent anything else.
-        await m.ack()
+        await self.worker.acknowledge(agent, m)
 
-    async def _begun(self, agent: AgentName, msg: Message, turn: str, attempt: int) -> bool:
-        """Whether this delivery's turn began before and made something: its first
-        operation is remembered in the bucket (``R.c.<turn>.1``)."""
-        rep = self.replica
-        if rep.ready and attempt == 1 and rep.epoch == self.worker.link.reconnects:
-            # The watch holds every key written before this delivery was published: a
-            # first delivery whose turn made nothing there is new. (Not after the
-            # connection was lost: the bucket is asked then.)
-            replay = f"{turn}.1" in rep.made
-        else:
-            replay = await self.state.made(turn, 1) is not None
-        if replay or attempt > 1:
-            self.publish_event(
-                AgentErrored(
-                    self.run_id, 0, time.time(), agent, msg.id, "Redelivered",
-                    f"delivery {msg.id} handled again (attempt {attempt}): its earlier "
-                    "handling did not reach its acknowledgement (a worker or the NATS "
-                    "server stopped)", "", "continue",
-                )
-            )  # fmt: skip
-        return replay or attempt > 1
+    def redelivered(self, agent: str, inf: Inflight) -> None:
+        """Record (once) that ``agent``'s delivery ``inf`` is handled again: its
+        delivery count says so, or its turn finds what it made the first time."""
+        if inf.told:
+            return
+        inf.told = True
+        msg, attempt = inf.msg, int(inf.m.metadata.num_delivered)
+        self.publish_event(
+            AgentErrored(
+                self.run_id, 0, time.time(), agent, msg.id,
+                "Redelivered",
+                f"delivery {msg.id} handled again (attempt {attempt}): its earlier "
+                "handling did not reach its acknowledgement (a worker or the NATS "
+                "server stopped)", "", "continue",
+            )
+        )  # fmt: skip
 
     def remote_stop(self, reason: str) -> None:
         """A stop from another process: end the run here without broadcasting it (the
@@ -422,11 +404,6 @@ class NatsRun:
             return
         fut = await self.worker.link.js.publish_async(subject, data, headers=headers)
         self._unsettled.append(fut)
-
-    async def remember(self, turn: str, n: int, ref: str) -> None:
-        """Remember what the n-th operation of ``turn`` made (for a replay)."""
-        st = self.state
-        self._queue((_KV, st.key_subject(st.made_key(turn, n)), encode("c", ref=ref), None))
 
     async def settle(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
         """Wait until the server has stored everything published so far, and the

@@ -7,6 +7,7 @@ compare-and-set), with :class:`Inflight`, the delivery an agent is handling here
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import secrets
 import time
 from collections.abc import Callable
@@ -33,26 +34,32 @@ def needs_await(op: str) -> NoReturn:
 
 
 class Inflight:
-    """The delivery an agent is handling here, not yet acknowledged."""
+    """The delivery an agent is handling here, not yet acknowledged. ``maybe``: it may
+    have been handled before (see ``Worker.first_handling``), so each operation of
+    its turn looks for what it made then."""
 
-    __slots__ = ("_replay", "done", "m", "msg", "ops", "turn")
+    __slots__ = ("done", "m", "maybe", "msg", "ops", "told", "turn")
 
-    def __init__(self, m: Msg, msg: Message, turn: str, replay: asyncio.Future[bool]) -> None:
+    def __init__(self, m: Msg, msg: Message, turn: str, maybe: bool) -> None:
         self.m = m
         self.msg = msg
         self.turn = turn
-        self._replay = replay
+        self.maybe = maybe
+        self.told = False  # its redelivery is recorded
         self.ops = 0
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
-    def next_op(self) -> int:
+    def next_op(self) -> str:
+        """The origin of the turn's next operation: ``<turn>.<n>``."""
         self.ops += 1
-        return self.ops
+        return f"{self.turn}.{self.ops}"
 
-    async def replay(self) -> bool:
-        """Whether this turn began before (read from the bucket while the turn starts:
-        only an operation that makes something waits for the answer)."""
-        return await asyncio.shield(self._replay)
+
+def thread_id_of(run_id: str, origin: str) -> ThreadId:
+    """The id of the thread that operation ``origin`` of run ``run_id`` creates: the
+    same in a replay of the turn (shaped as a random one, ``t-`` and 8 hex digits)."""
+    digest = hashlib.blake2b(f"{run_id}\x00{origin}".encode(), digest_size=4).hexdigest()
+    return ThreadId(f"t-{digest}")
 
 
 class NatsThreads:
@@ -80,17 +87,23 @@ class NatsThreads:
     async def create(self, name: str, creator: AgentName, participants: list[AgentName]) -> Thread:
         run = self._run
         inf = run.inflight.get(creator)
-        n = inf.next_op() if inf is not None else 0
-        if inf is not None and await inf.replay():
-            ref = await run.state.made(inf.turn, n)
-            if ref is not None:  # the replay of a turn that made this thread already
-                return await run.replica.load(ref)
-        th = Thread(ThreadId(f"t-{secrets.token_hex(4)}"), name, creator, participants, time.time())
-        rev = await run.state.create_thread(th)
-        run.replica.apply(Header(th, rev, 0, None))
-        if inf is not None:
-            await run.remember(inf.turn, n, th.id)
-        return th
+        tid = thread_id_of(run.run_id, inf.next_op()) if inf is not None else None
+        while True:
+            th = Thread(
+                tid or ThreadId(f"t-{secrets.token_hex(4)}"), name, creator, participants,
+                time.time(),
+            )  # fmt: skip
+            try:
+                rev = await run.state.create_thread(th)
+            except CasFailed:
+                if inf is not None and inf.maybe and tid is not None:
+                    # The replay of a turn that made this thread already.
+                    run.redelivered(creator, inf)
+                    return await run.replica.load(tid)
+                tid = None  # another thread has the id (they are 32 bits): a random one
+                continue
+            run.replica.apply(Header(th, rev, 0, None))
+            return th
 
     def update_nowait(self, thread_id: ThreadId, change: Callable[..., R], *args: Any) -> R:
         needs_await("send_message")
@@ -100,7 +113,7 @@ class NatsThreads:
         rep = run.replica
         st = run.state
         fresh: Header | None = None  # the header read after a conflict
-        op: tuple[Inflight, int] | None = None
+        op: tuple[Inflight, str] | None = None
         while True:
             live = rep.threads.get(thread_id)
             rev = rep.revs.get(thread_id)
@@ -113,12 +126,14 @@ class NatsThreads:
                 assert rev is not None
                 n0 = len(live._messages)
                 base, last = live, (live._messages[-1] if n0 else None)
+                last_origin = rep.last_origin(thread_id, n0)
                 work = scratch(live)
             else:
                 # After a conflict: the rules run on the header as stored now. Only the
                 # number of messages matters to them; those this copy has not seen yet
                 # come through the watch.
                 rev, n0, base, last = fresh.rev, fresh.last_seq, fresh.thread, fresh.last
+                last_origin = fresh.lo
                 work = scratch(base)
                 msgs = work._messages = live._messages[:n0]
                 msgs.extend([last] * (n0 - len(msgs)))  # type: ignore[list-item]
@@ -130,43 +145,55 @@ class NatsThreads:
                 and work.summary == base.summary
             ):
                 return result  # nothing to write (e.g. adding a participant twice)
+            if last is not None and last_origin is None:
+                # The copy does not know who appended the header's last message (kept
+                # with it in its header and key): read it with the header.
+                h = await st.header(thread_id)
+                if h.rev != rev:
+                    fresh = h
+                    continue
+                last_origin = h.lo
             prev = last
+            origin = last_origin or ""
             if added:
                 msg = last = added[-1]
                 run.check_size(msg)
                 inf = run.inflight.get(msg.sender)
                 if op is None and inf is not None:
                     op = (inf, inf.next_op())
-                if op is not None and await op[0].replay():
-                    ref = await st.made(op[0].turn, op[1])
+                if op is not None:
+                    origin = op[1]
+                    ref = await st.find_origin(thread_id, origin) if op[0].maybe else None
                     if ref is not None:
                         # The replay of a turn a crash interrupted: this message was
                         # appended already. Make it again with its own seq (same id)
                         # and write nothing: the core then publishes its deliveries
                         # again, which the broker drops by their message ids.
+                        run.redelivered(msg.sender, op[0])
                         seq = int(ref.rpartition("#")[2])
                         if len(live._messages) < seq - 1:
                             live = await rep.load(thread_id)
                         return change(scratch(live, seq - 1), *args)
                 # The header this CAS replaces holds the previous message: its own key
-                # is written first, so the messages before the header's last are
-                # always in their keys. The CAS's reply says it is stored (the same
-                # stream, in order): no acknowledgement of its own.
+                # (with the origin the header gave it) is written first, so the
+                # messages before the header's last are always in their keys. The
+                # CAS's reply says it is stored (the same stream, in order): no
+                # acknowledgement of its own.
                 await run.flush_out()  # what is queued goes first (see NatsRun._queue)
-                for m in [prev, *added[:-1]] if prev is not None else added[:-1]:
+                keys = [(prev, last_origin or "")] if prev is not None else []
+                keys += [(m, "") for m in added[:-1]]  # (committed with the last)
+                for m, o in keys:
                     await run.publish_later(
                         st.key_subject(st.message_key(thread_id, m.seq)),
-                        encode("m", msg=m.to_dict()),
+                        encode("m", msg=m.to_dict(), o=o) if o else encode("m", msg=m.to_dict()),
                         ack=False,
                     )
             try:
-                new_rev = await st.update_header(work, rev, last)
+                new_rev = await st.update_header(work, rev, last, origin)
             except CasFailed:
                 fresh = await st.header(thread_id)
                 continue
-            rep.committed(live, work, new_rev, n0)
-            if added and op is not None:
-                await run.remember(op[0].turn, op[1], added[-1].id)
+            rep.committed(live, work, new_rev, n0, origin)
             return result
 
     def all_nowait(self) -> dict[ThreadId, Thread]:

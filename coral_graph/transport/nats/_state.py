@@ -6,20 +6,19 @@ Keys (inside bucket ``coral_<g>``), for run ``R``:
 * ``r.R`` — the run record; its ``status`` goes ``running`` -> ``finished`` once, by
   CAS, so exactly one stop reason wins however many workers stop it at once;
 * ``R.t.<thread>`` — a thread's header: name, creator, participants, closed,
-  summary, ``last_seq`` and the last message itself. Appending a message is one
-  compare-and-set of the header (the seq is taken by whoever's CAS holds: no gaps,
-  no two messages with one seq);
-* ``m.R.<thread>.<seq>`` — message ``seq`` of the thread, written by whoever appends
-  the next one, just before its CAS (the header it replaces holds message ``seq``):
+  summary, ``last_seq``, the last message itself and its origin ``lo`` (the turn's
+  operation that appended it, ``<turn>.<n>``, for replays). Appending a message is
+  one compare-and-set of the header (the seq is taken by whoever's CAS holds: no
+  gaps, no two messages with one seq);
+* ``m.R.<thread>.<seq>`` — message ``seq`` of the thread and its origin ``o``,
+  written by whoever appends the next one, just before its CAS (the header it
+  replaces holds message ``seq``):
   so whenever the header says ``last_seq = n``, messages ``1 … n-1`` are in their keys
   and ``n`` is in the header. Outside the ``R.`` prefix, so the watches of the run
   (:class:`Replica`) do not carry them: a watch fills its copy from the headers, and
   reads these keys only for what it missed;
 * ``R.b.<counter>`` — a counter (messages, turns, LLM calls, tokens, cost),
   reserved by CAS before anything is spent;
-* ``R.c.<turn>.<n>`` — what the ``n``-th operation of turn ``<turn>`` made, so the
-  replay of a turn that a crash interrupted makes the same thread and message ids
-  again instead of new ones;
 * ``R.busy.<worker>`` — whether a worker hosting loop agents has work in hand (the
   idle scan reads it: a loop agent between two ``wait_for_mentions`` holds no
   delivery).
@@ -57,19 +56,26 @@ class Header:
     """A thread's header as stored: the thread (without its messages), its revision,
     how many messages it has and the last of them."""
 
-    __slots__ = ("by", "last", "last_seq", "rev", "thread")
+    __slots__ = ("by", "last", "last_seq", "lo", "rev", "thread")
 
     def __init__(
-        self, thread: Thread, rev: int, last_seq: int, last: Message | None, by: str = ""
+        self,
+        thread: Thread,
+        rev: int,
+        last_seq: int,
+        last: Message | None,
+        by: str = "",
+        lo: str = "",
     ) -> None:
         self.thread = thread
         self.rev = rev
         self.last_seq = last_seq
         self.last = last
         self.by = by  # the process that wrote it (RunState.writer)
+        self.lo = lo  # the origin of the last message ("" when not made in a turn)
 
 
-def header_record(th: Thread, last: Message | None, by: str = "") -> bytes:
+def header_record(th: Thread, last: Message | None, by: str = "", lo: str = "") -> bytes:
     return encode(
         "th",
         id=th.id,
@@ -82,6 +88,7 @@ def header_record(th: Thread, last: Message | None, by: str = "") -> bytes:
         last_seq=len(th._messages),
         last=last.to_dict() if last is not None else None,
         by=by,
+        lo=lo,
     )
 
 
@@ -97,7 +104,9 @@ def parse_header(raw: bytes, rev: int) -> Header:
     th.closed = bool(h["closed"])
     th.summary = h.get("summary")
     last = Message.from_dict(h["last"]) if h.get("last") else None
-    return Header(th, rev, int(h.get("last_seq") or 0), last, str(h.get("by") or ""))
+    return Header(
+        th, rev, int(h.get("last_seq") or 0), last, str(h.get("by") or ""), str(h.get("lo") or "")
+    )
 
 
 class RunState:
@@ -119,6 +128,8 @@ class RunState:
         # head start on its next one (else under contention one worker takes nearly
         # every turn); alone on a thread, it keeps it.
         self.foreign: dict[str, float] = {}
+        # Per thread, the origins of its messages read so far (find_origin).
+        self._origins: dict[str, tuple[int, dict[str, str]]] = {}
 
     def contended(self, key: str) -> bool:
         """Whether another process wrote ``key`` (``t.<thread>``, ``b.<counter>``) lately."""
@@ -196,20 +207,47 @@ class RunState:
         assert e.revision is not None
         return parse_header(e.value, e.revision)
 
-    async def update_header(self, th: Thread, rev: int, last: Message | None) -> int:
-        """Write ``th``'s header if it is still at revision ``rev``; its new revision.
-        Raises :data:`CasFailed` when another process changed it meanwhile."""
-        rec = header_record(th, last, self.writer)
+    async def update_header(
+        self, th: Thread, rev: int, last: Message | None, origin: str = ""
+    ) -> int:
+        """Write ``th``'s header (its last message ``last``, made by operation
+        ``origin``) if it is still at revision ``rev``; its new revision. Raises
+        :data:`CasFailed` when another process changed it meanwhile."""
+        rec = header_record(th, last, self.writer, origin)
         new: int = await self.kv.update(self._tkey(th.id), rec, last=rev)
         return new
 
     async def message(self, tid: str, seq: int) -> Message | None:
+        rec = await self.message_record(tid, seq)
+        return rec[0] if rec is not None else None
+
+    async def message_record(self, tid: str, seq: int) -> tuple[Message, str] | None:
+        """Message ``seq`` of the thread and its origin, from its key."""
         try:
             e = await self.kv.get(self.message_key(tid, seq))
         except _KeyMissing:
             return None
         assert e.value is not None
-        return Message.from_dict(decode(e.value, "m")["msg"])
+        rec = decode(e.value, "m")
+        return Message.from_dict(rec["msg"]), str(rec.get("o") or "")
+
+    async def find_origin(self, tid: str, origin: str) -> str | None:
+        """The id of the message of thread ``tid`` that operation ``origin``
+        (``<turn>.<n>``) appended, if it did: read from the thread's header and
+        message keys (only for a delivery that may have been handled before; what
+        was read is kept, so a thread is read once)."""
+        h = await self.header(tid)
+        if h.last is not None and h.lo == origin:
+            return h.last.id
+        read, found = self._origins.get(tid, (0, {}))
+        todo = range(read + 1, h.last_seq)  # the header holds message last_seq
+        if todo:
+            recs = await asyncio.gather(*(self.message_record(tid, s) for s in todo))
+            for rec in recs:
+                if rec is not None and rec[1]:
+                    found[rec[1]] = rec[0].id
+            self._origins[tid] = (h.last_seq - 1, found)
+        return found.get(origin)
 
     # -- counters -------------------------------------------------------------
 
@@ -264,20 +302,6 @@ class RunState:
             except CasFailed:
                 continue
 
-    # -- replays ------------------------------------------------------------
-
-    def made_key(self, turn: str, n: int) -> str:
-        return f"{self.run_id}.c.{turn}.{n}"
-
-    async def made(self, turn: str, n: int) -> str | None:
-        """What the ``n``-th operation of ``turn`` made (a thread or message id)."""
-        try:
-            e = await self.kv.get(self.made_key(turn, n))
-        except _KeyMissing:
-            return None
-        assert e.value is not None
-        return str(decode(e.value, "c")["ref"])
-
     # -- busy flags of workers with loop agents --------------------------------
 
     def busy_key(self, worker_id: str) -> str:
@@ -305,11 +329,8 @@ class Replica:
     all its messages; a thread that lags has no entry there and is read fresh from
     the bucket before it is changed."""
 
-    def __init__(self, state: RunState, epoch: int = 0) -> None:
+    def __init__(self, state: RunState) -> None:
         self.state = state
-        # The connection's reconnect count when the watch began: after a reconnect the
-        # watch may have missed keys, so ``made`` and ``ready`` are not relied on.
-        self.epoch = epoch
         self.threads: dict[str, Thread] = {}
         # Per thread: the revision of the newest header applied (participants, state),
         # its message count, and the revision at which the copy is complete (that
@@ -317,10 +338,8 @@ class Replica:
         self.hrevs: dict[str, int] = {}
         self.last_seqs: dict[str, int] = {}
         self.revs: dict[str, int] = {}
-        # What turns' operations made (``c.<turn>.<n>`` keys), as the watch saw them;
-        # complete once the watch has delivered the keys that existed when it began.
-        self.made: dict[str, str] = {}
-        self.ready = False
+        # Per thread: the seq and origin of its last message, as its newest header says.
+        self._los: dict[str, tuple[int, str]] = {}
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._watcher: Any = None
@@ -347,10 +366,7 @@ class Replica:
     async def _feed(self) -> None:
         prefix = self.state.run_id + "."
         async for entry in self._watcher:
-            if entry is None:
-                self.ready = True  # the keys that existed when the watch began are in
-                continue
-            if entry.value is None or not entry.key.startswith(prefix):
+            if entry is None or entry.value is None or not entry.key.startswith(prefix):
                 continue
             parts = entry.key[len(prefix) :].split(".")
             st = self.state
@@ -360,8 +376,6 @@ class Replica:
                     if h.by != st.writer or not h.by:
                         st.foreign[f"t.{parts[1]}"] = time.monotonic()
                     self.apply(h)
-                elif parts[0] == "c":
-                    self.made[".".join(parts[1:])] = str(decode(entry.value, "c")["ref"])
                 elif parts[0] == "b" and entry.revision is not None:
                     # A counter changed (here or in another worker): keep the newest
                     # view, so the next reservation's compare-and-set usually holds.
@@ -384,6 +398,7 @@ class Replica:
                 _copy_header(th, new)
             self.hrevs[tid] = h.rev
             self.last_seqs[tid] = h.last_seq
+            self._los[tid] = (h.last_seq, h.lo)
         msgs = th._messages
         if h.last is not None and len(msgs) == h.last.seq - 1:
             msgs.append(h.last)  # messages only grow: an older header's last one is right
@@ -402,31 +417,38 @@ class Replica:
         return th is not None and len(th._messages) >= seq
 
     async def load(self, tid: str) -> Thread:
-        """The thread as stored now: its header read fresh, its messages completed."""
+        """The thread as stored now: its header read fresh, its messages completed
+        (the missing ones read from the bucket all at once, not one round trip each)."""
         h = await self.state.header(tid)
         th = self.apply(h)
         if tid in self.revs:
             return th
         msgs = th._messages
-        while len(msgs) < h.last_seq - 1:
-            m = await self.state.message(tid, len(msgs) + 1)
-            if m is None:
-                raise ThreadGapError(
-                    f"message {len(msgs) + 1} of thread {tid} is missing from the bucket "
-                    f"{self.state.kv._name}"
-                )
-            msgs.append(m)
+        have = len(msgs)
+        missing = range(have + 1, h.last_seq)  # the header holds message last_seq
+        if missing:
+            got = await asyncio.gather(*(self.state.message(tid, s) for s in missing))
+            if len(msgs) == have:  # (the watch may have filled the copy meanwhile)
+                for s, m in zip(missing, got, strict=True):
+                    if m is None:
+                        raise ThreadGapError(
+                            f"message {s} of thread {tid} is missing from the bucket "
+                            f"{self.state.kv._name}"
+                        )
+                    msgs.append(m)
         if h.last is not None and len(msgs) == h.last_seq - 1:
             msgs.append(h.last)
         self._check_complete(th)
         return th
 
     async def catch_up(self, tid: str, seq: int, wait_s: float = 0.25) -> None:
-        """Make sure the copy holds thread ``tid`` up to ``seq``: wait briefly for the
-        watch, then read what is still missing from the bucket (a watch that lags
-        after a reconnect must not stall a turn)."""
+        """Make sure the copy holds thread ``tid`` up to ``seq``. While the copy has not
+        seen a header that far, wait briefly for the watch; messages missing below a
+        header it has seen (a process that joined a run late) are read from the bucket
+        at once: the watch brings only new headers, never what it missed. A watch that
+        lags (after a reconnect) must not stall a turn either."""
         deadline = time.monotonic() + wait_s
-        while not self.has(tid, seq):
+        while not self.has(tid, seq) and self.last_seqs.get(tid, 0) < seq:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
@@ -437,14 +459,22 @@ class Replica:
             with contextlib.suppress(UnknownThreadError):
                 await self.load(tid)
 
-    def committed(self, th: Thread, work: Thread, rev: int, n0: int) -> None:
+    def last_origin(self, tid: str, seq: int) -> str | None:
+        """The origin of message ``seq`` of the thread if the copy knows it (from the
+        header that held it last)."""
+        lo = self._los.get(tid)
+        return lo[1] if lo is not None and lo[0] == seq else None
+
+    def committed(self, th: Thread, work: Thread, rev: int, n0: int, origin: str = "") -> None:
         """This process changed ``th`` (the live copy), whose messages were ``n0``
-        before, as ``work`` shows, at revision ``rev``."""
+        before, as ``work`` shows, at revision ``rev`` (its last message made by
+        operation ``origin``)."""
         tid = th.id
         if self.hrevs.get(tid, -1) < rev:
             _copy_header(th, work)
             self.hrevs[tid] = rev
             self.last_seqs[tid] = len(work._messages)
+            self._los[tid] = (len(work._messages), origin)
         msgs = th._messages
         if len(msgs) == n0:
             msgs.extend(work._messages[n0:])

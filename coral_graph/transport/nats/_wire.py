@@ -1,10 +1,11 @@
 """The wire format of the NATS transport: msgpack maps, versioned.
 
-Every record is a map ``{"v": 2, "t": <type>, …}``; see ``docs/msgpack-format.md``
+Every record is a map ``{"v": 3, "t": <type>, …}``; see ``docs/msgpack-format.md``
 ("The NATS wire format"). :func:`decode` refuses anything else with a
 :class:`WireError`, so a foreign or malformed message is recorded and skipped,
 never crashing a worker. Version 2 added ``es`` (the events of one flush in one
-record); a version-1 record is still read.
+record); version 3 replaced the replay markers (``c``) by the origin of each
+message (``lo`` of ``th``, ``o`` of ``m``). Records of versions 1 and 2 are still read.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from coral_graph.transport.nats._errors import WireError
 
 __all__ = ["WIRE_VERSION", "decode", "encode", "encode_events", "events_of"]
 
-WIRE_VERSION = 2
+WIRE_VERSION = 3
 
 # The record types and the keys each must have.
 _REQUIRED: dict[str, tuple[str, ...]] = {
@@ -30,7 +31,6 @@ _REQUIRED: dict[str, tuple[str, ...]] = {
     "m": ("msg",),  # a message of a thread
     "run": ("status", "graph_hash", "task", "entry", "answer_by", "budgets"),
     "w": ("id", "host", "pid", "agents", "graph_hash", "ts"),  # a live worker
-    "c": ("ref",),  # what a turn's n-th operation made (for replays)
     "n": ("n",),  # a counter
     "g": ("identity",),  # the graph's identity
 }

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import secrets
 import socket
@@ -52,6 +53,67 @@ __all__ = ["HEARTBEAT_S", "Worker", "check_identity", "live_workers"]
 HEARTBEAT_S = 1.0
 """How often a worker refreshes its record; one silent for 5 of these is gone."""
 _ENDED_KEEP = 1000  # ids of runs that ended here, remembered to drop late deliveries
+_PULL_S = 1.0
+"""How long one pull request for an agent's next delivery stays open on the server."""
+_PULL = json.dumps({"batch": 1, "expires": int(_PULL_S * 0.98 * 1e9)}).encode()
+_ACK_NEXT = b"+NXT " + _PULL
+
+
+class _Inbox:
+    """One agent's pull from its durable consumer, on a private subject.
+
+    A pull request asks the server for one delivery (the consumer has one in flight
+    at most). The acknowledgement of a handled delivery asks for the next one in
+    the same message (``+NXT``): a busy agent costs the server one message per
+    delivery less than an acknowledgement followed by a request."""
+
+    def __init__(self, link: Link, names: Names, agent: str) -> None:
+        self.nc = link.nc
+        self.api = f"$JS.API.CONSUMER.MSG.NEXT.{names.inbox_stream}.{names.consumer(agent)}"
+        self.inbox = link.nc.new_inbox()
+        self.sub: Any = None
+        self.open_until = 0.0  # when the request open on the server expires
+
+    async def next(self) -> Msg | None:
+        """The next delivery, or None when none came while a request was open."""
+        if self.sub is None:
+            self.sub = await self.nc.subscribe(self.inbox)
+        if time.monotonic() >= self.open_until:
+            await self.nc.publish(self.api, _PULL, reply=self.inbox)
+            self.open_until = time.monotonic() + _PULL_S
+        while True:
+            left = self.open_until - time.monotonic()
+            try:
+                m: Msg = await self.sub.next_msg(timeout=max(left, 0.01))
+            except nats.errors.TimeoutError:
+                self.open_until = 0.0
+                return None
+            status = m.headers.get("Status") if m.headers and not m.data else None
+            if status is None:
+                return m
+            if status != "100":  # not a heartbeat: a request ended (404, 408, 409)
+                self.open_until = 0.0
+                return None
+
+    async def ack_next(self, m: Msg) -> None:
+        """Acknowledge ``m`` and ask for the next delivery."""
+        await self.nc.publish(m.reply, _ACK_NEXT, reply=self.inbox)
+        self.open_until = time.monotonic() + _PULL_S
+
+    async def close(self) -> None:
+        """Stop pulling: a delivery the open request still brings goes back at once."""
+        if self.sub is None:
+            return
+        with contextlib.suppress(Exception):
+            while (left := self.open_until - time.monotonic()) > 0:
+                try:
+                    m = await self.sub.next_msg(timeout=left)
+                except nats.errors.TimeoutError:
+                    break
+                if m.data:
+                    await m.nak()  # not started: another worker may take it now
+        with contextlib.suppress(Exception):
+            await self.sub.unsubscribe()
 
 
 async def live_workers(workers: KeyValue) -> list[dict[str, Any]]:
@@ -138,6 +200,9 @@ class Worker:
         self._rt: Runtime | None = None
         self._tg: TaskGroup | None = None
         self._draining = asyncio.Event()
+        # (link.drops, the inbox stream's last sequence) read together: see first_handling.
+        self._mark: tuple[int, int] = (-1, 0)
+        self._inboxes: dict[str, _Inbox] = {}
         self._log = log or (lambda s: print(s, file=sys.stderr, flush=True))
 
     @property
@@ -156,6 +221,7 @@ class Worker:
     async def start(self) -> list[str]:
         """:meth:`open`, pick the agents and register. Returns the hosted agents."""
         await self.open()
+        await self._read_mark()
         others = await live_workers(self.workers)
         taken = {a for rec in others for a in rec["agents"]}
         if self.requested:
@@ -178,6 +244,36 @@ class Worker:
         self.graph.check_ready(self.agents)
         await self._register()
         return self.agents
+
+    async def first_handling(self, m: Msg) -> bool:
+        """Whether delivery ``m`` is certainly handled for the first time, known
+        without asking the bucket.
+
+        A delivery is given again after the worker handling it died (the server
+        counts a second attempt) or after a nats-server that was killed lost its
+        newest acknowledgements (the count may start at 1 again). The second case
+        needs a server restart, which drops this process's connection. So a first
+        attempt stored in the inbox after the last sequence read here, while the
+        connection has not dropped since, is new; any other delivery may repeat a
+        turn, and its first operation is looked up in the bucket
+        (``c.<run>.<turn>.1``)."""
+        md = m.metadata
+        if md.num_delivered != 1 or md.sequence is None:
+            return False
+        if self._mark[0] != self.link.drops and not await self._read_mark():
+            return False
+        return self._mark[0] == self.link.drops and md.sequence.stream > self._mark[1]
+
+    async def _read_mark(self) -> bool:
+        drops = self.link.drops
+        try:
+            info = await self.link.js.stream_info(self.names.inbox_stream)
+        except (nats.errors.Error, nats.js.errors.Error, OSError, TimeoutError):
+            return False
+        if self.link.drops != drops or info.state is None:
+            return False
+        self._mark = (drops, int(info.state.last_seq or 0))
+        return True
 
     async def _register(self) -> None:
         await self.workers.put(
@@ -365,24 +461,19 @@ class Worker:
     # -- deliveries -------------------------------------------------------------
 
     async def _agent_loop(self, agent: AgentName) -> None:
-        names = self.names
-        js = self.link.js
-        sub = None
-        while not self._draining.is_set():
-            try:
-                if sub is None:
-                    sub = await js.pull_subscribe_bind(
-                        durable=names.consumer(agent), stream=names.inbox_stream
-                    )
-                msgs = await sub.fetch(1, timeout=1.0)
-            except (TimeoutError, nats.errors.TimeoutError):
-                continue
-            except (nats.errors.Error, nats.js.errors.Error, OSError) as exc:
-                # The server is restarting or unreachable: the client reconnects.
-                self._log(f"coral-graph worker: {agent}: {type(exc).__name__}: {exc}; retrying")
-                await anyio.sleep(0.5)
-                continue
-            for m in msgs:
+        box = self._inboxes[agent] = _Inbox(self.link, self.names, agent)
+        try:
+            while not self._draining.is_set():
+                try:
+                    m = await box.next()
+                except (nats.errors.Error, OSError) as exc:
+                    # The server is restarting or unreachable: the client reconnects.
+                    self._log(f"coral-graph worker: {agent}: {type(exc).__name__}: {exc}; retrying")
+                    box.open_until = 0.0
+                    await anyio.sleep(0.5)
+                    continue
+                if m is None:
+                    continue
                 if self._draining.is_set():
                     with contextlib.suppress(Exception):
                         await m.nak()  # not started: another worker may take it now
@@ -396,6 +487,19 @@ class Worker:
                         f"coral-graph worker: {agent}: {type(exc).__name__}: {exc}; "
                         "will be redelivered"
                     )
+        finally:
+            with anyio.CancelScope(shield=True):
+                await box.close()
+
+    async def acknowledge(self, agent: AgentName, m: Msg) -> None:
+        """Acknowledge a delivery whose turn ended and whose publishes are stored; the
+        same message asks for the agent's next delivery unless this worker drains.
+        Not waited for: the server has it before anything else this process sends."""
+        box = self._inboxes.get(agent)
+        if box is None or self._draining.is_set() or not m.reply:
+            await m.ack()
+        else:
+            await box.ack_next(m)
 
     async def _take(self, agent: AgentName, m: Msg) -> None:
         run_id = Names.run_of(m.subject)

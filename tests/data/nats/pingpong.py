@@ -32,6 +32,9 @@ async def pong(ctx, message):
         import asyncio
 
         await asyncio.sleep(delay)
+    if os.environ.get("PP_PONG_SIDE"):  # a thread of its own each turn, then one message there
+        side = await ctx.create_thread(f"side {meta['n']}", ["ping"])
+        await ctx.send_message(side.id, f"aside {meta['n']}", [])
     await ctx.send_message(message.thread_id, "pong " + str(meta["n"]), ["ping"], metadata=meta)
     after = float(os.environ.get("PP_PONG_DELAY_AFTER", "0"))
     if marks and after:  # a turn that has sent its message and is not over yet
