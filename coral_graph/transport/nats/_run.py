@@ -256,12 +256,20 @@ class NatsRun:
             return
         self.inflight[agent] = inf
         port.feed(agent, msg)
-        keep_alive = self.worker.ack_wait_s / 3
-        while not inf.done.done():
-            done, _ = await asyncio.wait({inf.done}, timeout=keep_alive)
-            if not done:
-                with contextlib.suppress(Exception):
-                    await m.in_progress()
+        # While the turn runs, the server hears every third of ack_wait that it is alive.
+        loop = asyncio.get_running_loop()
+        every = self.worker.ack_wait_s / 3
+
+        def alive() -> None:
+            if not inf.done.done():
+                self._spawn(_quietly(m.in_progress()))
+                timer[0] = loop.call_later(every, alive)
+
+        timer = [loop.call_later(every, alive)]
+        try:
+            await inf.done
+        finally:
+            timer[0].cancel()
         await self.settle()
         await self.worker.acknowledge(agent, m)
 
@@ -421,7 +429,9 @@ class NatsRun:
         await self.counters.settle()
         pending, self._unsettled = self._unsettled, []
         if pending:
-            await asyncio.wait_for(asyncio.gather(*pending), timeout)
+            async with asyncio.timeout(timeout):
+                for fut in pending:
+                    await fut
 
     def check_size(self, msg: Message) -> None:
         """Refuse a message whose delivery or header record would pass the server's
@@ -457,6 +467,11 @@ class NatsRun:
             st = self.state
             await self.worker.kv.put(st.busy_key(self.worker.id), b"1" if busy else b"0")
             self._busy = busy
+
+
+async def _quietly(aw: Any) -> None:
+    with contextlib.suppress(Exception):
+        await aw
 
 
 class NatsTransport:

@@ -92,8 +92,8 @@ def header_record(th: Thread, last: Message | None, by: str = "", lo: str = "") 
     )
 
 
-def parse_header(raw: bytes, rev: int) -> Header:
-    h = decode(raw, "th")
+def parse_header(raw: bytes | dict[str, Any], rev: int) -> Header:
+    h = decode(raw, "th") if isinstance(raw, bytes) else raw
     th = Thread(
         ThreadId(h["id"]),
         str(h["name"]),
@@ -372,10 +372,12 @@ class Replica:
             st = self.state
             try:
                 if parts[0] == "t" and len(parts) == 2 and entry.revision is not None:
-                    h = parse_header(entry.value, entry.revision)
-                    if h.by != st.writer or not h.by:
+                    rec = decode(entry.value, "th")
+                    if rec.get("by") != st.writer or not st.writer:
                         st.foreign[f"t.{parts[1]}"] = time.monotonic()
-                    self.apply(h)
+                    elif self.hrevs.get(parts[1], -1) >= entry.revision:
+                        continue  # this process's own write, applied already
+                    self.apply(parse_header(rec, entry.revision))
                 elif parts[0] == "b" and entry.revision is not None:
                     # A counter changed (here or in another worker): keep the newest
                     # view, so the next reservation's compare-and-set usually holds.
