@@ -45,6 +45,8 @@ if TYPE_CHECKING:
 __all__ = ["Origin", "answer_of", "is_quiet"]
 
 _POLL_S = (0.002, 0.2)  # the idle scan's pause: starts short, doubles while busy
+_SILENCE_S = 0.02  # the run's events silent this long: the idle scan may run
+_CHECK_S = 1.0  # how often the run's record and the live workers are read
 _SETTLE_S = 5.0  # after the stop: how long turns cut short elsewhere may take to end
 
 
@@ -96,6 +98,7 @@ class Origin:
         self.transcript: list[Event] = []
         self.posted_elsewhere = 0  # messages posted by agents in other processes
         self.recorder: Recorder | None = None
+        self._workers: list[dict[str, Any]] = []  # the live workers, as last read
         self._posted = asyncio.Event()
         self._wake = asyncio.Event()
         self._watch: asyncio.Task[None] | None = None
@@ -198,7 +201,8 @@ class Origin:
         graph = self.run.port.spec.graph
         deadline = time.monotonic() + self.wait_workers_s
         while True:
-            hosted = {a for w in await self._live() for a in w["agents"]}
+            self._workers = await self._live()
+            hosted = {a for w in self._workers for a in w["agents"]}
             hosted.update(self.run.worker.agents)
             self.missing = [a for a in graph.agents if a not in hosted]
             if not self.missing:
@@ -239,24 +243,35 @@ class Origin:
             with contextlib.suppress(asyncio.TimeoutError, TimeoutError):
                 await asyncio.wait_for(self._posted.wait(), 0.2)
         pause = _POLL_S[0]
+        # The task was just posted: its deliveries wait, no scan could find it quiet.
+        last_scan = time.monotonic()
         orphan_since: dict[str, float] = {}
-        last_workers = 0.0
         # Workers hosting loop agents: the run is not idle while one is busy or has
         # not joined yet.
-        loop_workers = [str(x["id"]) for x in await self._live() if x.get("loops")]
+        # (As read just before the task was posted: reading the workers' bucket costs
+        # the server a consumer.)
+        loop_workers = [str(x["id"]) for x in self._workers if x.get("loops")]
+        last_check = time.monotonic()
         while not port.finished:
+            woken = self._wake.is_set()
             self._wake.clear()
+            now = time.monotonic()
             try:
-                cur = await state.record()
-                if cur is None or cur[0]["status"] != "running":
-                    run.adopt(cur[0] if cur is not None else {})
-                    return
-                if await is_quiet(w.link, w.names, agents, state, loop_workers):
-                    await run.end_as("idle")
-                    return
-                now = time.monotonic()
-                if now - last_workers > 1.0:
-                    last_workers = now
+                if woken or now - last_check >= _CHECK_S:
+                    # A stop made elsewhere: its broadcast wakes this loop; the record
+                    # is also read now and then, for a broadcast missed in a reconnect.
+                    cur = await state.record()
+                    if cur is None or cur[0]["status"] != "running":
+                        run.adopt(cur[0] if cur is not None else {})
+                        return
+                if now >= self._scan_due(last_scan, pause):
+                    if await is_quiet(w.link, w.names, agents, state, loop_workers):
+                        await run.end_as("idle")
+                        return
+                    last_scan = time.monotonic()
+                    pause = min(pause * 2, _POLL_S[1])
+                if now - last_check >= _CHECK_S:
+                    last_check = now
                     live = await self._live()
                     hosted = {a for x in live for a in x["agents"]}
                     loop_workers = [str(x["id"]) for x in live if x.get("loops")]
@@ -278,10 +293,26 @@ class Origin:
                         await run.end_as("error", self._missing_text())
                         return
             except (nats.errors.Error, nats.js.errors.Error, OSError):
-                pass  # the server is restarting: the client reconnects; scan again
+                # The server is restarting: the client reconnects; scan again later.
+                last_scan = time.monotonic()
+                pause = min(pause * 2, _POLL_S[1])
+            due = min(self._scan_due(last_scan, pause), last_check + _CHECK_S)
             with contextlib.suppress(asyncio.TimeoutError, TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), pause)
-            pause = min(pause * 2, _POLL_S[1])
+                await asyncio.wait_for(self._wake.wait(), max(due - time.monotonic(), 0.001))
+
+    def _scan_due(self, last_scan: float, pause: float) -> float:
+        """When the next idle scan is due: ``pause`` after the last one, and once the
+        run's event subject has been silent for ``pause`` (at most :data:`_SILENCE_S`).
+
+        A turn publishes its events before its delivery is acknowledged, so while
+        they keep coming the run is not over: a scan then (a few requests to the
+        server for each agent) would find it busy. Waiting for a silence only delays
+        a scan, never makes one wrong, and the run's last events are followed by a
+        silence, so ``idle`` is still found, within about :data:`_SILENCE_S` of the
+        last turn (with ``pause`` at most :data:`_POLL_S`'s longest after a scan)."""
+        assert self.recorder is not None
+        heard = self.recorder.heard_at
+        return max(last_scan + pause, heard + min(pause, _SILENCE_S))
 
     async def _waiting_agents(self, agents: Sequence[str]) -> list[str]:
         w = self.run.worker

@@ -69,7 +69,9 @@ class Recorder:
         self._seen_ids: set[str] = set()
         self.finished = asyncio.Event()
         self._sub: Any = None
-        self.received = 0  # event records read (the idle scan waits while they come)
+        self.received = 0  # event records read
+        # When the last one was read (the idle scan waits while they come).
+        self.heard_at = time.monotonic()
         self._stream_seq = 0  # the newest stream sequence read
         self._epoch = 0  # the connection's reconnect count when subscribed
 
@@ -133,6 +135,7 @@ class Recorder:
 
     async def _on_msg(self, m: Msg) -> None:
         self.received += 1
+        self.heard_at = time.monotonic()
         seq = stream_seq(m.reply)
         if seq is not None:
             if seq <= self._stream_seq:
