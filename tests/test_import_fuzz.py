@@ -180,6 +180,8 @@ CASES: list[tuple[str, Any, str]] = [
     ),
     ("unknown kind", lambda ev: ev[1].update(kind="run_exploded"), "kind"),
     ("kind missing", lambda ev: ev[1].pop("kind"), "kind"),
+    # The file's own text in the error is escaped: the error stays one line.
+    ("kind a newline", lambda ev: ev[0].update(kind="\n"), "\\n"),
     ("field missing", lambda ev: _msg(ev).pop("sender"), "message.sender"),
     ("other run", lambda ev: ev[3].update(run_id="run-other"), "of run"),
     ("event a list", lambda ev: ev.__setitem__(2, [1, 2]), "not a map"),

@@ -116,6 +116,9 @@ class ExportFormatError(StoreError):
     """An export file is corrupt, truncated, or not a coral-graph export."""
 
     def __init__(self, path: str, reason: str) -> None:
+        # The reason quotes the file's own values (a kind, a key): a control
+        # character among them is shown escaped, so the error stays one line.
+        reason = "".join(c if c.isprintable() else repr(c)[1:-1] for c in reason)
         super().__init__(f"{path} is not a valid coral-graph export: {reason}")
         self.path = path
         self.reason = reason
