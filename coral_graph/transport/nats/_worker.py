@@ -2,9 +2,10 @@
 
 The agents run through the core: the worker opens a runtime on the graph with a
 :class:`~coral_graph.transport.nats.NatsTransport` and joins each run
-(``Runtime.join``) when the run's first delivery for one of its agents arrives,
-or when the run starts if it hosts loop agents. Turns, error policies, turn
-timeouts, budgets and the protocol's rules are the core's; the worker pulls.
+(``Runtime.join``) when the run starts (the run's ``ctl`` subject announces it),
+or at the run's first delivery for one of its agents if it missed the
+announcement. Turns, error policies, turn timeouts, budgets and the protocol's
+rules are the core's; the worker pulls.
 
 Each hosted agent has one durable pull consumer (``in_<agent>``, one delivery in
 flight). A delivery is acknowledged only after the turn that handled it ended and
@@ -447,8 +448,9 @@ class Worker:
             run = self.runs.get(rid)
             if run is not None:
                 run.remote_stop(str(rec["reason"]))
-        elif self.loops and rid not in self.runs and rid not in self._joining:
-            # A run started: the loop agents hosted here start in it at once.
+        elif self.agents and rid not in self.runs and rid not in self._joining:
+            # A run started: this worker joins it now, not at its first delivery (which
+            # would wait for the join), and the loop agents hosted here start in it.
             assert self._tg is not None
             self._tg.start_soon(self._join_quietly, rid)
 
