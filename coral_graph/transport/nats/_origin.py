@@ -243,6 +243,7 @@ class Origin:
             with contextlib.suppress(asyncio.TimeoutError, TimeoutError):
                 await asyncio.wait_for(self._posted.wait(), 0.2)
         pause = _POLL_S[0]
+        silence = _POLL_S[0]  # how long the events must be silent before a scan
         # The task was just posted: its deliveries wait, no scan could find it quiet.
         last_scan = time.monotonic()
         orphan_since: dict[str, float] = {}
@@ -264,12 +265,15 @@ class Origin:
                     if cur is None or cur[0]["status"] != "running":
                         run.adopt(cur[0] if cur is not None else {})
                         return
-                if now >= self._scan_due(last_scan, pause):
+                if now >= self._scan_due(last_scan, pause, silence):
                     if await is_quiet(w.link, w.names, agents, state, loop_workers):
                         await run.end_as("idle")
                         return
                     last_scan = time.monotonic()
                     pause = min(pause * 2, _POLL_S[1])
+                elif silence < _SILENCE_S and now < self._heard_at() + silence:
+                    # Events still come: look again less often.
+                    silence = min(silence * 2, _SILENCE_S)
                 if now - last_check >= _CHECK_S:
                     last_check = now
                     live = await self._live()
@@ -296,23 +300,26 @@ class Origin:
                 # The server is restarting: the client reconnects; scan again later.
                 last_scan = time.monotonic()
                 pause = min(pause * 2, _POLL_S[1])
-            due = min(self._scan_due(last_scan, pause), last_check + _CHECK_S)
+            due = min(self._scan_due(last_scan, pause, silence), last_check + _CHECK_S)
             with contextlib.suppress(asyncio.TimeoutError, TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), max(due - time.monotonic(), 0.001))
 
-    def _scan_due(self, last_scan: float, pause: float) -> float:
+    def _heard_at(self) -> float:
+        assert self.recorder is not None
+        return self.recorder.heard_at
+
+    def _scan_due(self, last_scan: float, pause: float, silence: float) -> float:
         """When the next idle scan is due: ``pause`` after the last one, and once the
-        run's event subject has been silent for ``pause`` (at most :data:`_SILENCE_S`).
+        run's event subject has been silent for ``silence``.
 
         A turn publishes its events before its delivery is acknowledged, so while
         they keep coming the run is not over: a scan then (a few requests to the
         server for each agent) would find it busy. Waiting for a silence only delays
         a scan, never makes one wrong, and the run's last events are followed by a
-        silence, so ``idle`` is still found, within about :data:`_SILENCE_S` of the
-        last turn (with ``pause`` at most :data:`_POLL_S`'s longest after a scan)."""
-        assert self.recorder is not None
-        heard = self.recorder.heard_at
-        return max(last_scan + pause, heard + min(pause, _SILENCE_S))
+        silence, so ``idle`` is still found, within about ``silence`` (at most
+        :data:`_SILENCE_S`) of the last turn, unless a scan ran less than ``pause``
+        (at most :data:`_POLL_S`'s longest) before."""
+        return max(last_scan + pause, self._heard_at() + silence)
 
     async def _waiting_agents(self, agents: Sequence[str]) -> list[str]:
         w = self.run.worker
