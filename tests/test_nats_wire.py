@@ -294,16 +294,21 @@ async def test_a_turn_publishes_its_events_in_one_record(
 
 
 async def _pingpong(
-    tmp_path: Path, nats_server: NatsServer, workers: Workers, *, rounds: int
+    tmp_path: Path,
+    nats_server: NatsServer,
+    workers: Workers,
+    *,
+    rounds: int,
+    worker_args: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """``coral-graph run --nats --json`` of the pingpong graph, ping and pong on two
-    workers; its JSON result."""
+    workers (started with ``worker_args``); its JSON result."""
     d = tmp_path / "graph"
     shutil.copytree(DATA, d)
     g = d / "pingpong.yaml"
     env = {"PP_ROUNDS": str(rounds)}
-    workers.start(g, "--agents", "ping", env=env)
-    workers.start(g, "--agents", "pong", env=env)
+    for agent in ("ping", "pong"):
+        workers.start(g, "--agents", agent, *worker_args, env=env)
     with anyio.fail_after(60):
         res = await anyio.run_process(
             cli_args("run", str(g), "--nats", nats_server.url, "--json", "--no-store"),
@@ -408,3 +413,15 @@ async def test_a_late_watch_reads_what_it_missed_at_once(nats_server: NatsServer
             assert [m.content for m in got] == [f"m{i}" for i in range(1, 8)]
         finally:
             await late.aclose()
+
+
+@pytest.mark.anyio
+@needs_nats
+@pytest.mark.nats
+async def test_workers_on_uvloop_run_the_graph(
+    tmp_path: Path, nats_server: NatsServer, workers: Workers
+) -> None:
+    pytest.importorskip("uvloop")
+    out = await _pingpong(tmp_path, nats_server, workers, rounds=4, worker_args=("--uvloop",))
+    assert out["answer"] == "done after 4 rounds"
+    assert all("(uvloop)" in w.output for w in workers.procs)

@@ -90,9 +90,17 @@ def worker(
     connect_timeout: Annotated[
         float, typer.Option(help="Seconds to wait for the NATS server.")
     ] = 5.0,
+    use_uvloop: Annotated[
+        bool,
+        typer.Option(
+            "--uvloop",
+            help="Run on uvloop (pip install 'coral-graph[uvloop]'): less CPU per delivery.",
+        ),
+    ] = False,
 ) -> None:
     """Host agents of a graph for every run on it, until SIGTERM or Ctrl-C (then the
     turns in progress finish and are acknowledged)."""
+    uvloop = _uvloop() if use_uvloop else None
     lg = _load(graph, set_, model)
     mod = _nats_module()
     wanted = [a.strip() for a in agents.split(",") if a.strip()] if agents else None
@@ -117,7 +125,8 @@ def worker(
                 )
             _on_signals(asyncio.get_running_loop(), w.drain)
             print(
-                f"worker {w.tag}: hosting {', '.join(hosted)} of graph {lg.graph.name!r} on {nats}",
+                f"worker {w.tag}: hosting {', '.join(hosted)} of graph {lg.graph.name!r} on "
+                f"{nats}{' (uvloop)' if uvloop is not None else ''}",
                 file=sys.stderr,
                 flush=True,
             )
@@ -128,7 +137,15 @@ def worker(
             await _close_llm_clients()
             await link.close()
 
-    raise typer.Exit(asyncio.run(main()))
+    raise typer.Exit(uvloop.run(main()) if uvloop is not None else asyncio.run(main()))
+
+
+def _uvloop() -> Any:
+    try:
+        import uvloop
+    except ImportError:
+        raise _err("--uvloop needs uvloop: pip install 'coral-graph[uvloop]'") from None
+    return uvloop
 
 
 @app.command()
