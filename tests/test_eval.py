@@ -296,28 +296,32 @@ def test_a_killed_eval_resumes_where_it_stopped(tmp_path: Path) -> None:
     cmd = [sys.executable, "-c", "from coral_graph.cli import main; main()", "eval"]
     cmd += [str(tmp_path / "slow.yaml"), "-d", str(data), "--db", str(db), "-c", "1"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 60
-        while True:  # wait until the first item is stored, then interrupt
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "the first item never finished"
-            if db.exists():
-                tables = EvalTables(db)
-                try:
-                    eid = tables.latest()
-                    done = len(tables.items(eid)) if eid else 0
-                finally:
-                    tables.close()
-                if done >= 1:
-                    break
-            time.sleep(0.1)
-        proc.send_signal(signal.SIGINT)
-        _out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+    # The pipes are closed however the test ends (a failure here must not leave open
+    # files for the garbage collector to report during a later test).
+    with subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as proc:
+        try:
+            deadline = time.monotonic() + 60
+            while True:  # wait until the first item is stored, then interrupt
+                assert proc.poll() is None, proc.communicate()
+                assert time.monotonic() < deadline, "the first item never finished"
+                if db.exists():
+                    tables = EvalTables(db)
+                    try:
+                        eid = tables.latest()
+                        done = len(tables.items(eid)) if eid else 0
+                    finally:
+                        tables.close()
+                    if done >= 1:
+                        break
+                time.sleep(0.1)
+            proc.send_signal(signal.SIGINT)
+            _out, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
     assert proc.returncode == 130, err
     assert "--resume" in err
     # resumed without --dataset: the eval's own dataset file is read again
