@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import bisect
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import msgpack
 
 from coral_graph.store._reader import open_reader
 from coral_graph.viewer._base import ReaderBase
+
+_S = TypeVar("_S")
 
 __all__ = ["MAX_TURNS", "CallQueries"]
 
@@ -96,14 +99,20 @@ class CallQueries(ReaderBase):
 
     _calls_lock = threading.Lock()
 
-    def _run_handled(self, run_id: str) -> _RunHandled:
-        store: dict[str, _RunHandled] = self.__dict__.setdefault("_handled_by_run", {})
+    def _run_cache(self, attr: str, run_id: str, make: Callable[[], _S], keep: int) -> _S:
+        """The cache entry of ``run_id`` in this reader's cache ``attr``, made by
+        ``make`` if missing; the cache is emptied once it holds ``keep`` runs."""
+        store: dict[str, _S] = self.__dict__.setdefault(attr, {})
         with self._calls_lock:
-            rh = store.get(run_id)
-            if rh is None:
-                if len(store) >= 64:
+            entry = store.get(run_id)
+            if entry is None:
+                if len(store) >= keep:
                     store.clear()
-                rh = store[run_id] = _RunHandled()
+                entry = store[run_id] = make()
+            return entry
+
+    def _run_handled(self, run_id: str) -> _RunHandled:
+        rh = self._run_cache("_handled_by_run", run_id, _RunHandled, 64)
         with rh.lock, open_reader(self.path) as rd:
             after = rh.last_seq
             for cols in rd.delivery_columns(run_id, after):
@@ -131,13 +140,8 @@ class CallQueries(ReaderBase):
             m["handled"] = list(by.get(m["id"], ()))
 
     def _run_calls(self, run_id: str) -> _RunCalls:
-        store: dict[str, _RunCalls] = self.__dict__.setdefault("_calls_by_run", {})
-        with self._calls_lock:
-            rc = store.get(run_id)
-            if rc is None:
-                if len(store) >= 16:
-                    store.clear()  # prompts can be large: keep a few runs only
-                rc = store[run_id] = _RunCalls()
+        # Prompts can be large: a few runs only.
+        rc = self._run_cache("_calls_by_run", run_id, _RunCalls, 16)
         with rc.lock:
             rows = self.db.execute(
                 "SELECT seq, ts, data FROM events WHERE run_id = ? AND kind = 'llm_called' "
