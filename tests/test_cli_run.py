@@ -252,24 +252,25 @@ def test_subprocess_run(project: Path) -> None:
 
 
 def test_ctrl_c_cancels_the_run_and_exits_130(project: Path) -> None:
-    proc = subprocess.Popen(
+    # The pipes are closed however the test ends (see test_eval's killed eval).
+    with subprocess.Popen(
         [str(CLI), "run", "sleepy.yaml", "--json"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=_env(project),
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while not (project / "mark").exists():  # the agent's turn has begun
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "the run never started"
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    ) as proc:
+        try:
+            deadline = time.monotonic() + 30
+            while not (project / "mark").exists():  # the agent's turn has begun
+                assert proc.poll() is None, proc.communicate()
+                assert time.monotonic() < deadline, "the run never started"
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
     assert proc.returncode == EXIT_INTERRUPTED, err
     assert "Traceback" not in err
     data = json.loads(out)
