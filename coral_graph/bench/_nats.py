@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import secrets
@@ -22,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -369,6 +370,20 @@ async def _floor_fanout(js: Any, participants: int, messages: int) -> dict[str, 
     return f.figures()
 
 
+@contextlib.asynccontextmanager
+async def _bare_nats(url: str) -> AsyncIterator[Any]:
+    """JetStream on a connection exactly as nats-py makes it, for the floor.
+    (coral-graph's own connections hand replies over without nats-py's
+    subscription tasks: the floor must not get that.)"""
+    import nats
+
+    nc = await nats.connect(url)
+    try:
+        yield nc.jetstream()
+    finally:
+        await nc.close()
+
+
 async def _floor_cpu(run: Any, server_pid: int | None) -> dict[str, Any]:
     """A floor's figures with its CPU per delivery (the server's and this process's)."""
     s0 = _cpu_s(server_pid) if server_pid else 0.0
@@ -400,8 +415,6 @@ async def _bench(
     server_pid: int | None = None,
     only: Sequence[str] = ("pingpong", "ring", "fanout"),
 ) -> dict[str, Any]:
-    from coral_graph.transport.nats import open_link
-
     folder.joinpath("bench_agents.py").write_text(_AGENTS)
     out: dict[str, Any] = {}
     rounds, ring_n, tokens = sizes["rounds"], sizes["ring_agents"], sizes["ring_tokens"]
@@ -438,13 +451,13 @@ async def _bench(
             lambda js: _floor_fanout(js, fan_p, fan_m),
         ),
     ]  # fmt: skip
-    async with open_link(url) as link:
+    async with _bare_nats(url) as floor_js:
         for name, coral, floor in plans:
             if name not in only:
                 continue
             cs, fs = [], []
             for _ in range(repeat):
-                fs.append(await _floor_cpu(floor(link.js), server_pid))
+                fs.append(await _floor_cpu(floor(floor_js), server_pid))
                 cs.append(await coral())
             figs = ("deliveries_per_s", "p50_us", "p99_us")
             c: dict[str, Any] = {k: median([r[k] for r in cs]) for k in figs}

@@ -26,6 +26,7 @@ from nats.js.api import (
 from nats.js.kv import KeyValue
 
 from coral_graph.transport.nats._errors import NatsUnavailableError
+from coral_graph.transport.nats._handover import speed_up
 from coral_graph.transport.nats._names import Names
 
 __all__ = ["DEFAULT_ACK_WAIT_S", "WORKER_TTL_S", "Link", "connect", "ensure_graph"]
@@ -53,6 +54,9 @@ class Link:
     # Connections lost: counted when the client notices, before it reconnects (so
     # before anything arrives on the new connection).
     drops: int = 0
+    # Whether replies and acknowledgements skip nats-py's subscription tasks
+    # (:func:`~coral_graph.transport.nats._handover.speed_up`).
+    handed_over: bool = False
 
     async def close(self) -> None:
         # Everything that matters was awaited (publishes are acknowledged, acks are
@@ -124,6 +128,7 @@ async def connect(url: str, *, timeout: float = 5.0, name: str = "coral-graph") 
             f"({type(exc).__name__}); start nats-server with -js (and -sd DIR for a store)",
         ) from None
     link = Link(url, nc, js, errors)
+    link.handed_over = await speed_up(nc, js)
     state["link"] = link
     return link
 

@@ -27,6 +27,7 @@ from coral_graph._events import (
 )
 from coral_graph.transport.nats._conn import Link
 from coral_graph.transport.nats._errors import WireError
+from coral_graph.transport.nats._handover import hand_over, run_now, stream_seq
 from coral_graph.transport.nats._names import Names
 from coral_graph.transport.nats._wire import decode, events_of
 
@@ -74,6 +75,7 @@ class Recorder:
         self.heard_at = time.monotonic()
         self._stream_seq = 0  # the newest stream sequence read
         self._epoch = 0  # the connection's reconnect count when subscribed
+        self.handed_over = False  # whether records skip nats-py's subscription task
 
     async def start(self, from_seq: int | None = None) -> None:
         """Subscribe to the run's events: all of them, or from stream sequence
@@ -95,6 +97,9 @@ class Recorder:
                     deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=from_seq
                 ),
             )
+        # Each record is read as the connection reads it, not in a task of the
+        # subscription's own (_on_msg never waits for anything).
+        self.handed_over = hand_over(self._sub, run_now(self._on_msg))
 
     async def aclose(self) -> None:
         if self._sub is not None:
@@ -206,23 +211,6 @@ def _tag(d: dict[str, Any], worker: str) -> None:
                 meta.setdefault("worker", worker)
     elif kind == "delivery_handled":
         d["worker"] = worker
-
-
-def stream_seq(reply: str | None) -> int | None:
-    """The stream sequence of a JetStream message, from its reply subject:
-    ``$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<ts>.<pending>``,
-    or with ``<domain>.<account hash>`` before the stream (and a token after). None
-    for another message (a bare publish). Cheaper than nats-py's ``Msg.metadata``,
-    which also makes a datetime and two objects per message."""
-    if not reply:
-        return None
-    t = reply.split(".")
-    if len(t) < 9 or t[0] != "$JS" or t[1] != "ACK":
-        return None
-    try:
-        return int(t[5] if len(t) == 9 else t[7])
-    except ValueError:
-        return None
 
 
 async def record_all(

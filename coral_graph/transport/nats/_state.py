@@ -33,12 +33,15 @@ from typing import Any
 
 import nats.errors
 import nats.js.errors
+from nats.aio.msg import Msg
+from nats.js.api import DeliverPolicy
 from nats.js.kv import KeyValue
 
 from coral_graph._errors import CoralError, UnknownThreadError
 from coral_graph._model import Message, Thread
 from coral_graph._types import AgentName, ThreadId
 from coral_graph.transport.nats._errors import WireError
+from coral_graph.transport.nats._handover import hand_over, stream_seq
 from coral_graph.transport.nats._wire import decode, encode
 
 __all__ = ["CasFailed", "Header", "Replica", "RunState"]
@@ -341,52 +344,68 @@ class Replica:
         # Per thread: the seq and origin of its last message, as its newest header says.
         self._los: dict[str, tuple[int, str]] = {}
         self._changed = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._watcher: Any = None
+        self._sub: Any = None
+        self.handed_over = False  # whether the watch's changes skip nats-py's task
         self.problems: list[str] = []
 
     async def start(self, watch: bool = True) -> None:
         """Begin the watch; without ``watch`` (a process that hosts no agent: it only
         posts the task and waits) the copy is read from the bucket when needed, and
-        the server pushes it nothing."""
+        the server pushes it nothing.
+
+        The watch is an ordered consumer of the run's keys (the newest value of each
+        first, then every change), as nats-py's key-value watch makes it, but each
+        change is applied as the connection reads it (:func:`hand_over`), without
+        the two queues and tasks of nats-py's watcher in between."""
         if not watch:
             return
-        self._watcher = await self.state.kv.watch(f"{self.state.run_id}.>")
-        self._task = asyncio.get_running_loop().create_task(self._feed())
+        kv = self.state.kv
+
+        async def early(msg: Msg) -> None:
+            # What arrives before the hand-over (and everything, in this task, if this
+            # nats-py's subscriptions do not look as hand_over expects).
+            self._pushed(msg)
+
+        self._sub = await kv._js.subscribe(
+            f"{kv._pre}{self.state.run_id}.>",
+            stream=kv._stream,
+            cb=early,
+            ordered_consumer=True,
+            deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
+            inactive_threshold=300.0,
+        )
+        self.handed_over = hand_over(self._sub, self._pushed)
 
     async def aclose(self) -> None:
-        if self._watcher is not None:
+        if self._sub is not None:
+            sub, self._sub = self._sub, None
             with contextlib.suppress(Exception):
-                await self._watcher.stop()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._task
+                await sub.unsubscribe()
 
-    async def _feed(self) -> None:
-        prefix = self.state.run_id + "."
-        async for entry in self._watcher:
-            if entry is None or entry.value is None or not entry.key.startswith(prefix):
-                continue
-            parts = entry.key[len(prefix) :].split(".")
-            st = self.state
-            try:
-                if parts[0] == "t" and len(parts) == 2 and entry.revision is not None:
-                    rec = decode(entry.value, "th")
-                    if rec.get("by") != st.writer or not st.writer:
-                        st.foreign[f"t.{parts[1]}"] = time.monotonic()
-                    elif self.hrevs.get(parts[1], -1) >= entry.revision:
-                        continue  # this process's own write, applied already
-                    self.apply(parse_header(rec, entry.revision))
-                elif parts[0] == "b" and entry.revision is not None:
-                    # A counter changed (here or in another worker): keep the newest
-                    # view, so the next reservation's compare-and-set usually holds.
-                    self.state.saw_counter(
-                        ".".join(parts[1:]), decode(entry.value, "n")["n"], entry.revision
-                    )
-            except (WireError, KeyError, TypeError, ValueError) as exc:
-                self.problems.append(f"{entry.key}: {exc}")
-            self._changed.set()
+    def _pushed(self, msg: Msg) -> None:
+        """One change of a key of the run, from the watch."""
+        st = self.state
+        key = msg.subject[len(st.kv._pre) :]
+        prefix = st.run_id + "."
+        if not msg.data or not key.startswith(prefix):
+            return  # (a deleted key has no value)
+        parts = key[len(prefix) :].split(".")
+        try:
+            revision = stream_seq(msg.reply) or 0
+            if parts[0] == "t" and len(parts) == 2:
+                rec = decode(msg.data, "th")
+                if rec.get("by") != st.writer or not st.writer:
+                    st.foreign[f"t.{parts[1]}"] = time.monotonic()
+                elif self.hrevs.get(parts[1], -1) >= revision:
+                    return  # this process's own write, applied already
+                self.apply(parse_header(rec, revision))
+            elif parts[0] == "b":
+                # A counter changed (here or in another worker): keep the newest
+                # view, so the next reservation's compare-and-set usually holds.
+                st.saw_counter(".".join(parts[1:]), decode(msg.data, "n")["n"], revision)
+        except (WireError, KeyError, TypeError, ValueError) as exc:
+            self.problems.append(f"{key}: {exc}")
+        self._changed.set()
 
     def apply(self, h: Header) -> Thread:
         """Bring the thread up to header ``h`` (in place), if ``h`` is newer."""

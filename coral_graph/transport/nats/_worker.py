@@ -25,6 +25,7 @@ import secrets
 import socket
 import sys
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -44,6 +45,7 @@ from coral_graph._runtime import Runtime, open_runtime
 from coral_graph._types import AgentName, RunId
 from coral_graph.transport.nats._conn import DEFAULT_ACK_WAIT_S, Link, ensure_graph
 from coral_graph.transport.nats._errors import GraphMismatchError, WireError
+from coral_graph.transport.nats._handover import hand_over
 from coral_graph.transport.nats._names import GraphIdentity, Names
 from coral_graph.transport.nats._run import NatsRun, NatsTransport
 from coral_graph.transport.nats._state import RunState
@@ -74,19 +76,53 @@ class _Inbox:
         self.inbox = link.nc.new_inbox()
         self.sub: Any = None
         self.open_until = 0.0  # when the request open on the server expires
+        # What the server sent, handed over by the connection's reader (no task of
+        # the subscription's own in between), and who waits for it.
+        self._got: deque[Msg] = deque()
+        self._direct = False  # whether the subscription was handed over
+        self._waiter: asyncio.Future[None] | None = None
+
+    def _arrived(self, m: Msg) -> None:
+        self._got.append(m)
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    async def _subscribe(self) -> None:
+        self.sub = await self.nc.subscribe(self.inbox)
+        self._direct = hand_over(self.sub, self._arrived)  # (else read with next_msg)
+
+    async def _take(self, timeout: float) -> Msg | None:  # noqa: ASYNC109
+        """The next message on the inbox, or None after ``timeout`` seconds."""
+        got = self._got
+        if not self._direct:
+            try:
+                m: Msg = await self.sub.next_msg(timeout=timeout)
+            except nats.errors.TimeoutError:
+                return None
+            return m
+        if not got:
+            loop = asyncio.get_running_loop()
+            w = self._waiter = loop.create_future()
+            timer = loop.call_later(timeout, _wake, w)
+            try:
+                await w
+            finally:
+                timer.cancel()
+                self._waiter = None
+        return got.popleft() if got else None
 
     async def next(self) -> Msg | None:
         """The next delivery, or None when none came while a request was open."""
         if self.sub is None:
-            self.sub = await self.nc.subscribe(self.inbox)
+            await self._subscribe()
         if time.monotonic() >= self.open_until:
             await self.nc.publish(self.api, _PULL, reply=self.inbox)
             self.open_until = time.monotonic() + _PULL_S
         while True:
             left = self.open_until - time.monotonic()
-            try:
-                m: Msg = await self.sub.next_msg(timeout=max(left, 0.01))
-            except nats.errors.TimeoutError:
+            m = await self._take(max(left, 0.01))
+            if m is None:
                 self.open_until = 0.0
                 return None
             status = m.headers.get("Status") if m.headers and not m.data else None
@@ -107,14 +143,18 @@ class _Inbox:
             return
         with contextlib.suppress(Exception):
             while (left := self.open_until - time.monotonic()) > 0:
-                try:
-                    m = await self.sub.next_msg(timeout=left)
-                except nats.errors.TimeoutError:
+                m = await self._take(left)
+                if m is None:
                     break
                 if m.data:
                     await m.nak()  # not started: another worker may take it now
         with contextlib.suppress(Exception):
             await self.sub.unsubscribe()
+
+
+def _wake(w: asyncio.Future[None]) -> None:
+    if not w.done():
+        w.set_result(None)
 
 
 async def live_workers(workers: KeyValue) -> list[dict[str, Any]]:
