@@ -71,21 +71,24 @@ async def test_every_subscription_read_per_delivery_is_handed_over(
     watch and the event recorder: each skips nats-py's subscription task, and each
     still works (a compare-and-set, an acknowledged publish, a delivery, a header
     change, an event record)."""
+    import nats.js.errors
+
     from coral_graph.transport.nats import Recorder, open_link
     from coral_graph.transport.nats._conn import ensure_graph
     from coral_graph.transport.nats._handover import _Handover
     from coral_graph.transport.nats._names import Names
-    from coral_graph.transport.nats._state import Replica, RunState
+    from coral_graph.transport.nats._state import CasFailed, Replica, RunState
     from coral_graph.transport.nats._wire import encode_events
     from coral_graph.transport.nats._worker import _Inbox
 
     names = Names.for_graph("handover")
     async with open_link(nats_server.url) as link:
         assert link.handed_over
+        assert link.asker is not None
         queues = [s._pending_queue for s in link.nc._subs.values()]
-        assert sum(isinstance(q, _Handover) for q in queues) == 2
+        assert sum(isinstance(q, _Handover) for q in queues) == 3  # requests, acks, asker
         kv, _ = await ensure_graph(link, names, ["a"])
-        st = RunState(kv, "r-h", "w-1")
+        st = RunState(kv, "r-h", "w-1", link.asker)
         rep = Replica(st)
         await rep.start()
         rec = Recorder(link, names, "r-h")
@@ -97,7 +100,18 @@ async def test_every_subscription_read_per_delivery_is_handed_over(
             th = Thread(ThreadId("t-1"), "x", AgentName("a"), [AgentName("a")], 1.0)
             rev = await st.create_thread(th)  # a request, answered
             th.closed = True
-            assert await st.update_header(th, rev, None) > rev  # a compare-and-set
+            assert st.asker is link.asker
+            new = await st.update_header(th, rev, None)  # a compare-and-set, through the asker
+            assert new > rev
+            with pytest.raises(CasFailed):  # the same error as KeyValue.update's
+                await st.update_header(th, rev, None)
+            with pytest.raises(nats.js.errors.NoStreamResponseError):
+                await link.asker.stored("no.stream.here", b"x")
+            with pytest.raises(nats.js.errors.APIError, match="expected stream"):
+                await link.asker.stored(
+                    names.inbox("r-h", "a"), b"x", {"Nats-Expected-Stream": "NOPE"}
+                )
+            assert not link.asker.waiting  # every reply came and was taken
             ack = await link.js.publish_async(names.inbox("r-h", "a"), b"hello")
             assert (await ack).seq >= 1  # an acknowledged publish
             m = await inbox.next()

@@ -26,7 +26,7 @@ from nats.js.api import (
 from nats.js.kv import KeyValue
 
 from coral_graph.transport.nats._errors import NatsUnavailableError
-from coral_graph.transport.nats._handover import speed_up
+from coral_graph.transport.nats._handover import Asker, speed_up
 from coral_graph.transport.nats._names import Names
 
 __all__ = ["DEFAULT_ACK_WAIT_S", "WORKER_TTL_S", "Link", "connect", "ensure_graph"]
@@ -57,6 +57,9 @@ class Link:
     # Whether replies and acknowledgements skip nats-py's subscription tasks
     # (:func:`~coral_graph.transport.nats._handover.speed_up`).
     handed_over: bool = False
+    # This connection's own requests on the hot path (compare-and-sets, acknowledged
+    # publishes), when its replies can be handed over.
+    asker: Asker | None = None
 
     async def close(self) -> None:
         # Everything that matters was awaited (publishes are acknowledged, acks are
@@ -129,6 +132,9 @@ async def connect(url: str, *, timeout: float = 5.0, name: str = "coral-graph") 
         ) from None
     link = Link(url, nc, js, errors)
     link.handed_over = await speed_up(nc, js)
+    asker = Asker(nc)
+    if await asker.start():
+        link.asker = asker
     state["link"] = link
     return link
 

@@ -40,11 +40,14 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from nats.aio.msg import Msg
+
 from coral_graph._events import AgentErrored, Event, event_to_dict
 from coral_graph._model import Message, Thread
 from coral_graph._types import USER, AgentName, StopReason, ThreadId
 from coral_graph.transport.nats._conn import DEFAULT_ACK_WAIT_S
 from coral_graph.transport.nats._errors import GraphMismatchError, MessageTooLargeError
+from coral_graph.transport.nats._handover import acknowledged
 from coral_graph.transport.nats._origin import Origin, answer_of
 from coral_graph.transport.nats._shared import Inflight, NatsCounters, NatsThreads, needs_await
 from coral_graph.transport.nats._state import Replica, RunState
@@ -112,7 +115,7 @@ class NatsRun:
     async def start(self) -> None:
         spec = self.port.spec
         w = self.worker = await self.transport.host(spec.graph)
-        self.state = RunState(w.kv, self.run_id, w.id)
+        self.state = RunState(w.kv, self.run_id, w.id, w.link.asker)
         self.replica = Replica(self.state)
         self.record = w.records.get(self.run_id, {})
         self.loops = [a for a in w.agents if w.graph.spec(a).is_loop]
@@ -407,11 +410,14 @@ class NatsRun:
         compare-and-set). The server stores one connection's messages to one stream
         in their order, so that later acknowledgement says this one is stored too
         (one ack message less for the server to make and this process to read)."""
+        link = self.worker.link
         if not ack:
-            await self.worker.link.nc.publish(subject, data, headers=headers)
+            await link.nc.publish(subject, data, headers=headers)
             return
-        fut = await self.worker.link.js.publish_async(subject, data, headers=headers)
-        self._unsettled.append(fut)
+        if link.asker is not None:
+            self._unsettled.append(await link.asker.send(subject, data, headers))
+        else:
+            self._unsettled.append(await link.js.publish_async(subject, data, headers=headers))
 
     async def settle(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
         """Wait until the server has stored everything published so far, and the
@@ -431,7 +437,8 @@ class NatsRun:
         if pending:
             async with asyncio.timeout(timeout):
                 for fut in pending:
-                    await fut
+                    if type(r := await fut) is Msg:  # (the asker's: read the reply)
+                        acknowledged(r)
 
     def check_size(self, msg: Message) -> None:
         """Refuse a message whose delivery or header record would pass the server's

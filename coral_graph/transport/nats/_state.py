@@ -41,7 +41,7 @@ from coral_graph._errors import CoralError, UnknownThreadError
 from coral_graph._model import Message, Thread
 from coral_graph._types import AgentName, ThreadId
 from coral_graph.transport.nats._errors import WireError
-from coral_graph.transport.nats._handover import hand_over, stream_seq
+from coral_graph.transport.nats._handover import Asker, hand_over, stream_seq
 from coral_graph.transport.nats._wire import decode, encode
 
 __all__ = ["CasFailed", "Header", "Replica", "RunState"]
@@ -115,8 +115,11 @@ def parse_header(raw: bytes | dict[str, Any], rev: int) -> Header:
 class RunState:
     """The shared state of one run, over the graph's bucket."""
 
-    def __init__(self, kv: KeyValue, run_id: str, writer: str = "") -> None:
+    def __init__(
+        self, kv: KeyValue, run_id: str, writer: str = "", asker: Asker | None = None
+    ) -> None:
         self.kv = kv
+        self.asker = asker  # the connection's, for compare-and-sets of thread headers
         self.run_id = run_id
         # Who writes here: thread headers and counters carry it, so the watch tells
         # this process's own writes from other processes' (by the record, not by a
@@ -217,8 +220,21 @@ class RunState:
         ``origin``) if it is still at revision ``rev``; its new revision. Raises
         :data:`CasFailed` when another process changed it meanwhile."""
         rec = header_record(th, last, self.writer, origin)
-        new: int = await self.kv.update(self._tkey(th.id), rec, last=rev)
-        return new
+        if self.asker is None:
+            new: int = await self.kv.update(self._tkey(th.id), rec, last=rev)
+            return new
+        # What KeyValue.update does, through the connection's asker.
+        try:
+            return await self.asker.stored(
+                self.key_subject(self._tkey(th.id)),
+                rec,
+                {"Nats-Expected-Last-Subject-Sequence": str(rev)},
+                self.kv._js._timeout,
+            )
+        except nats.js.errors.APIError as err:
+            if err.err_code in (10071, 10164):  # the revision moved on
+                raise CasFailed(description=err.description) from None
+            raise
 
     async def message(self, tid: str, seq: int) -> Message | None:
         rec = await self.message_record(tid, seq)
