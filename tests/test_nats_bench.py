@@ -34,4 +34,10 @@ def test_bench_nats_measures_the_same_pattern_as_its_floor(nats_server: NatsServ
         assert fig["ratio"] == pytest.approx(
             fig["coral"]["deliveries_per_s"] / fig["floor"]["deliveries_per_s"]
         )
+        # Beside it, the floor that waits for each acknowledgement to be confirmed.
+        confirmed = fig["floor_confirmed_acks"]
+        assert confirmed["deliveries"] == fig["floor"]["deliveries"]
+        assert fig["ratio_confirmed_acks"] == pytest.approx(
+            fig["coral"]["deliveries_per_s"] / confirmed["deliveries_per_s"]
+        )
     assert set(out["fanout_scaling"]) == {"2"}

@@ -3,6 +3,11 @@ processes over NATS JetStream, each beside a floor measured in the same run — 
 nats-py JetStream (publish -> pull -> ack, one consumer per agent with one delivery in
 flight, as coral-graph's inboxes) of the same pattern and message size, no coral-graph.
 
+The floor acknowledges a delivery as coral-graph's workers do, without waiting for the
+server to confirm the acknowledgement (``Msg.ack``). A second floor, printed beside it,
+waits for that confirmation (``Msg.ack_sync``: one more round trip per delivery); it is
+the floor this benchmark used before, kept for comparison. The ratio is to the first.
+
 Both sides are measured the same way: deliveries per second (deliveries / time from
 the first send to the last handled delivery) and the latency of a delivery (its send
 to the end of the turn that handled it), p50 and p99. Sizes are small: every delivery
@@ -237,10 +242,12 @@ async def _coral(
 
 
 class _Floor:
-    """One stream, one durable pull consumer per agent (explicit ack, one in flight)."""
+    """One stream, one durable pull consumer per agent (explicit ack, one in flight);
+    with ``confirm`` each acknowledgement waits for the server's confirmation."""
 
-    def __init__(self, js: Any, agents: list[str]) -> None:
+    def __init__(self, js: Any, agents: list[str], confirm: bool = False) -> None:
         self.js = js
+        self.confirm = confirm
         self.agents = agents
         self.tag = secrets.token_hex(4)
         self.stream = f"FLOOR_{self.tag}"
@@ -286,7 +293,10 @@ class _Floor:
             return None
         m = msgs[0]
         data: dict[str, Any] = json.loads(m.data)
-        await m.ack_sync()
+        if self.confirm:
+            await m.ack_sync()
+        else:
+            await m.ack()
         now = time.time()
         self.lat.append(now - data["t"])
         self.last = max(self.last, now)
@@ -303,8 +313,8 @@ class _Floor:
         }
 
 
-async def _floor_pingpong(js: Any, rounds: int) -> dict[str, Any]:
-    f = _Floor(js, ["a", "b"])
+async def _floor_pingpong(js: Any, confirm: bool, rounds: int) -> dict[str, Any]:
+    f = _Floor(js, ["a", "b"], confirm)
     await f.open()
 
     async def b() -> None:
@@ -322,9 +332,11 @@ async def _floor_pingpong(js: Any, rounds: int) -> dict[str, Any]:
     return f.figures()
 
 
-async def _floor_ring(js: Any, agents: int, tokens: int, hops: int) -> dict[str, Any]:
+async def _floor_ring(
+    js: Any, confirm: bool, agents: int, tokens: int, hops: int
+) -> dict[str, Any]:
     names = [f"r{i}" for i in range(agents)]
-    f = _Floor(js, names)
+    f = _Floor(js, names, confirm)
     await f.open()
     per = hops // tokens
     total = per * tokens
@@ -351,9 +363,9 @@ async def _floor_ring(js: Any, agents: int, tokens: int, hops: int) -> dict[str,
     return f.figures()
 
 
-async def _floor_fanout(js: Any, participants: int, messages: int) -> dict[str, Any]:
+async def _floor_fanout(js: Any, confirm: bool, participants: int, messages: int) -> dict[str, Any]:
     names = [f"s{i}" for i in range(participants)]
-    f = _Floor(js, names)
+    f = _Floor(js, names, confirm)
     await f.open()
 
     async def sink(a: str) -> None:
@@ -435,29 +447,30 @@ async def _bench(
             lambda: _coral(url, folder, "bench-pp", _yaml(
                 "bench-pp", {"pp_a": "pp_a", "pp_b": "pp_b"}, ["pp_a <-> pp_b"], ["pp_a"]),
                 [["pp_a"], ["pp_b"]], {"rounds": rounds}, server_pid),
-            lambda js: _floor_pingpong(js, rounds),
+            lambda js, confirm: _floor_pingpong(js, confirm, rounds),
         ),
         (
             "ring",
             lambda: _coral(url, folder, "bench-ring",
                 _yaml("bench-ring", ring_agents, ring_edges, ring_entry),
                 _split(ring_names, 2), {"hops_per_token": hops // tokens}, server_pid),
-            lambda js: _floor_ring(js, ring_n, tokens, hops),
+            lambda js, confirm: _floor_ring(js, confirm, ring_n, tokens, hops),
         ),
         (
             "fanout",
             lambda: _coral(url, folder, "bench-fan", fan_yaml("bench-fan"),
                 _split(["sender", *sinks], 2), {"to": sinks, "messages": fan_m}, server_pid),
-            lambda js: _floor_fanout(js, fan_p, fan_m),
+            lambda js, confirm: _floor_fanout(js, confirm, fan_p, fan_m),
         ),
     ]  # fmt: skip
     async with _bare_nats(url) as floor_js:
         for name, coral, floor in plans:
             if name not in only:
                 continue
-            cs, fs = [], []
+            cs, fs, fcs = [], [], []
             for _ in range(repeat):
-                fs.append(await _floor_cpu(floor(floor_js), server_pid))
+                fs.append(await _floor_cpu(floor(floor_js, False), server_pid))
+                fcs.append(await _floor_cpu(floor(floor_js, True), server_pid))
                 cs.append(await coral())
             figs = ("deliveries_per_s", "p50_us", "p99_us")
             c: dict[str, Any] = {k: median([r[k] for r in cs]) for k in figs}
@@ -467,8 +480,15 @@ async def _bench(
             c["stop_reason"] = cs[0]["stop_reason"]
             c["cpu_ms"] = {k: median([r["cpu_ms"][k] for r in cs]) for k in cs[0]["cpu_ms"]}
             fl["cpu_ms"] = {k: median([r["cpu_ms"][k] for r in fs]) for k in fs[0]["cpu_ms"]}
+            fc: dict[str, Any] = {k: median([r[k] for r in fcs]) for k in figs}
+            fc["deliveries"] = fcs[0]["deliveries"]
+            fc["cpu_ms"] = {k: median([r["cpu_ms"][k] for r in fcs]) for k in fcs[0]["cpu_ms"]}
             ratio = c["deliveries_per_s"] / fl["deliveries_per_s"]
-            out[name] = {"coral": c, "floor": fl, "ratio": ratio, "runs": repeat}
+            ratio_c = c["deliveries_per_s"] / fc["deliveries_per_s"]
+            out[name] = {
+                "coral": c, "floor": fl, "ratio": ratio,
+                "floor_confirmed_acks": fc, "ratio_confirmed_acks": ratio_c, "runs": repeat,
+            }  # fmt: skip
             log(
                 f"{name:9s} coral {c['deliveries_per_s']:9.0f} deliveries/s "
                 f"p50 {c['p50_us'] / 1000:7.2f} ms p99 {c['p99_us'] / 1000:7.2f} ms | floor "
@@ -478,6 +498,9 @@ async def _bench(
             )
             log(f"{'':9s} CPU ms per delivery: coral {_cpu_text(c['cpu_ms'])} | "
                 f"floor {_cpu_text(fl['cpu_ms'])}")  # fmt: skip
+            log(f"{'':9s} floor with confirmed acks: {fc['deliveries_per_s']:.0f}/s "
+                f"p50 {fc['p50_us'] / 1000:.2f} ms p99 {fc['p99_us'] / 1000:.2f} ms | "
+                f"{ratio_c:.2f}x")  # fmt: skip
         by_workers: dict[str, float] = {}
         for k in scaling if "fanout" in only else ():
             runs = []
