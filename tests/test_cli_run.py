@@ -251,7 +251,14 @@ def test_subprocess_run(project: Path) -> None:
     assert stored_stop_reason(project / "runs.db", data["run_id"]) == "answer"
 
 
-def test_ctrl_c_cancels_the_run_and_exits_130(project: Path) -> None:
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+# "ignored": the parent ignored SIGINT (a shell without job control, for a command it
+# starts in the background); Ctrl-C must still reach the run (see test_eval's twin).
+@pytest.mark.parametrize("inherited_sigint", ["default", "ignored"])
+def test_ctrl_c_cancels_the_run_and_exits_130(project: Path, inherited_sigint: str) -> None:
     # The pipes are closed however the test ends (see test_eval's killed eval).
     with subprocess.Popen(
         [str(CLI), "run", "sleepy.yaml", "--json"],
@@ -259,6 +266,7 @@ def test_ctrl_c_cancels_the_run_and_exits_130(project: Path) -> None:
         stderr=subprocess.PIPE,
         text=True,
         env=_env(project),
+        preexec_fn=_ignore_sigint if inherited_sigint == "ignored" else None,
     ) as proc:
         try:
             deadline = time.monotonic() + 30

@@ -285,7 +285,15 @@ async def answer(ctx, message):
 """
 
 
-def test_a_killed_eval_resumes_where_it_stopped(tmp_path: Path) -> None:
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+# "ignored": the eval's parent ignored SIGINT, as a shell without job control does for a
+# command it starts in the background (asyncio then installs no Ctrl-C handling of its
+# own: the eval waited forever).
+@pytest.mark.parametrize("inherited_sigint", ["default", "ignored"])
+def test_a_killed_eval_resumes_where_it_stopped(tmp_path: Path, inherited_sigint: str) -> None:
     (tmp_path / "slow.py").write_text(SLOW_AGENT)
     (tmp_path / "slow.yaml").write_text(
         "name: slow\nagents:\n  a: {kind: python, python: slow.py:answer}\n"
@@ -299,7 +307,12 @@ def test_a_killed_eval_resumes_where_it_stopped(tmp_path: Path) -> None:
     # The pipes are closed however the test ends (a failure here must not leave open
     # files for the garbage collector to report during a later test).
     with subprocess.Popen(
-        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        cmd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_ignore_sigint if inherited_sigint == "ignored" else None,
     ) as proc:
         try:
             deadline = time.monotonic() + 60

@@ -168,9 +168,8 @@ def test_export_import_cli(tmp_path: Path, relay: Path) -> None:
     assert "unknown format" in err
 
 
-def test_sigkill_mid_run_then_resume(
-    tmp_path: Path, relay: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _killed_mid_run(tmp_path: Path, relay: Path) -> Path:
+    """A store whose last run a SIGKILL interrupted after at least 30 messages."""
     db = tmp_path / "crash.db"
     script = tmp_path / "writer.py"
     script.write_text(WRITER)
@@ -199,6 +198,13 @@ def test_sigkill_mid_run_then_resume(
             proc.kill()
             proc.wait(10)
     assert proc.returncode == -signal.SIGKILL
+    return db
+
+
+def test_sigkill_mid_run_then_resume(
+    tmp_path: Path, relay: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = _killed_mid_run(tmp_path, relay)
     with open_reader(db) as rd:
         row = rd.run("last")
         rid = row["run_id"]
@@ -328,3 +334,41 @@ def test_show_follow_tails_a_run_written_by_another_process(tmp_path: Path, rela
     assert numbers == list(range(1, 31))
     assert any("done 30" in line for line in text)
     assert any("answer" in line for line in text[-12:])  # the totals at the end
+
+
+def test_ctrl_c_stops_a_resumed_run_even_if_sigint_was_ignored(tmp_path: Path, relay: Path) -> None:
+    """`coral-graph resume` runs agents as `run` does, and Ctrl-C stops it as it stops
+    `run` (exit 130), also when its parent ignored SIGINT (a command started in the
+    background by a shell without job control), where Python's own handling is off."""
+    db = _killed_mid_run(tmp_path, relay)
+    with open_reader(db) as rd:
+        rid = rd.run("last")["run_id"]
+        before = rd.run("last")["messages"]
+    cmd = [sys.executable, "-c", "from coral_graph.cli import main; main()"]
+    env = {**os.environ, "RELAY_LIMIT": "1000000", "RELAY_SLEEP": "0.002"}
+    with subprocess.Popen(
+        [*cmd, "resume", rid, "--db", str(db)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    ) as proc:
+        try:
+            deadline = time.monotonic() + 30
+            while True:  # the resumed run makes progress
+                assert proc.poll() is None, proc.communicate()
+                assert time.monotonic() < deadline, "the resumed run made no progress"
+                with open_reader(db) as rd:
+                    if rd.run(rid)["messages"] > before + 5:
+                        break
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGINT)
+            _out, err = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+    assert proc.returncode == 130, err
+    with open_reader(db) as rd:
+        assert rd.run(rid)["stop_reason"] == "cancelled"

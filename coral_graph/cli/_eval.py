@@ -225,17 +225,23 @@ def eval_cmd(
         progress.update(task_id, completed=done, description=f"eval · {state['solved']} solved")
 
     async def main() -> EvalReport:
-        return await run_eval(
-            configs,
-            data,
-            n=n,
-            seed=seed,
-            concurrency=concurrency,
-            db=db,
-            resume=resume,
-            model=model,
-            overrides=set_ or (),
-            on_progress=on_progress,
+        from coral_graph._blocked import cancelled_by_interrupt
+
+        # The first Ctrl-C cancels the eval (finished items are kept), a second ends
+        # the process even if an agent blocks the loop; as `coral-graph run`.
+        return await cancelled_by_interrupt(
+            run_eval(
+                configs,
+                data,
+                n=n,
+                seed=seed,
+                concurrency=concurrency,
+                db=db,
+                resume=resume,
+                model=model,
+                overrides=set_ or (),
+                on_progress=on_progress,
+            )
         )
 
     try:

@@ -541,6 +541,7 @@ def resume(
     """Continue an interrupted run: pending deliveries are delivered again, budgets
     continue from what was spent. Prints the same result block as `run`."""
     from coral_graph import ConfigError, CoralError, run_async
+    from coral_graph._blocked import cancelled_by_interrupt
     from coral_graph.cli._output import print_result, result_json
     from coral_graph.cli._run import close_store, exit_code
     from coral_graph.store import SQLiteStore, StoreError
@@ -575,7 +576,9 @@ def resume(
         raise typer.Exit(EXIT_STORE) from None
     problems: list[BaseException] = []
     try:
-        result = run_async(lambda: resume_run(g, row["run_id"], db=db, store=store))
+        result = run_async(
+            lambda: cancelled_by_interrupt(resume_run(g, row["run_id"], db=db, store=store))
+        )
     except KeyboardInterrupt:
         close_store(store, problems)
         raise typer.Exit(EXIT_INTERRUPTED) from None
