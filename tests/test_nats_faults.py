@@ -255,3 +255,18 @@ async def test_sigterm_finishes_the_turn_and_leaves_the_run_going(
     assert "stopped after 2 deliveries" in pong.output
     # pong's second turn ran once, in the worker that was told to stop.
     assert [p.name for p in marks.glob("pong-2-*")] == [f"pong-2-{pong.proc.pid}"]
+
+
+def test_a_worker_whose_server_is_gone_stops_cleanly_on_sigterm(
+    nats_server: NatsServer, workers: Workers, graph: Path
+) -> None:
+    """With its nats-server gone for good, a worker asked to stop does not wait for
+    it: it leaves its record to expire (the bucket forgets it within seconds), skips
+    the flush, and exits 0 saying it stopped."""
+    w = workers.start(graph, "--agents", "pong")
+    nats_server.kill()
+    time.sleep(0.5)  # (the worker notices the lost connection)
+    w.proc.terminate()
+    assert w.proc.wait(30) == 0, w.output
+    w.close()
+    assert "stopped after 0 deliveries" in w.output

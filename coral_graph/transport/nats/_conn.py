@@ -65,8 +65,9 @@ class Link:
         # Everything that matters was awaited (publishes are acknowledged, acks are
         # synchronous): flush what is buffered and close, without draining the
         # subscriptions (a drain waits out pull requests still open on the server).
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.nc.flush(), 2.0)
+        if self.nc.is_connected:  # (else there is no one to flush to)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.nc.flush(), 2.0)
         with contextlib.suppress(Exception):
             await self.nc.close()
 

@@ -142,7 +142,7 @@ class _Inbox:
         if self.sub is None:
             return
         with contextlib.suppress(Exception):
-            while (left := self.open_until - time.monotonic()) > 0:
+            while self.nc.is_connected and (left := self.open_until - time.monotonic()) > 0:
                 m = await self._take(left)
                 if m is None:
                     break
@@ -357,8 +357,12 @@ class Worker:
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
-            with contextlib.suppress(Exception):
-                await self.workers.delete(self.id)
+            if self.link.nc.is_connected:
+                # (Without a server the record is forgotten by itself within
+                # WORKER_TTL_S: waiting out the delete's timeout would only delay
+                # the exit.)
+                with contextlib.suppress(Exception):
+                    await self.workers.delete(self.id)
 
     async def _heartbeat(self) -> None:
         while True:
