@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sqlite3
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from interrupt import INHERITED_SIGINT, interrupt
 from typer.testing import CliRunner
 
 from coral_graph.cli import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_NO_ANSWER, EXIT_OK, app
@@ -251,35 +250,15 @@ def test_subprocess_run(project: Path) -> None:
     assert stored_stop_reason(project / "runs.db", data["run_id"]) == "answer"
 
 
-def _ignore_sigint() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-# "ignored": the parent ignored SIGINT (a shell without job control, for a command it
-# starts in the background); Ctrl-C must still reach the run (see test_eval's twin).
-@pytest.mark.parametrize("inherited_sigint", ["default", "ignored"])
+@pytest.mark.parametrize("inherited_sigint", INHERITED_SIGINT)
 def test_ctrl_c_cancels_the_run_and_exits_130(project: Path, inherited_sigint: str) -> None:
-    # The pipes are closed however the test ends (see test_eval's killed eval).
-    with subprocess.Popen(
+    code, out, err = interrupt(
         [str(CLI), "run", "sleepy.yaml", "--json"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        (project / "mark").exists,  # the agent's turn has begun
+        inherited_sigint=inherited_sigint,
         env=_env(project),
-        preexec_fn=_ignore_sigint if inherited_sigint == "ignored" else None,
-    ) as proc:
-        try:
-            deadline = time.monotonic() + 30
-            while not (project / "mark").exists():  # the agent's turn has begun
-                assert proc.poll() is None, proc.communicate()
-                assert time.monotonic() < deadline, "the run never started"
-                time.sleep(0.05)
-            proc.send_signal(signal.SIGINT)
-            out, err = proc.communicate(timeout=30)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-    assert proc.returncode == EXIT_INTERRUPTED, err
+    )
+    assert code == EXIT_INTERRUPTED, err
     assert "Traceback" not in err
     data = json.loads(out)
     assert data["stop_reason"] == "cancelled"

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from interrupt import INHERITED_SIGINT, interrupt
 from typer.testing import CliRunner
 
 import coral_graph as cg
@@ -285,14 +284,7 @@ async def answer(ctx, message):
 """
 
 
-def _ignore_sigint() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-# "ignored": the eval's parent ignored SIGINT, as a shell without job control does for a
-# command it starts in the background (asyncio then installs no Ctrl-C handling of its
-# own: the eval waited forever).
-@pytest.mark.parametrize("inherited_sigint", ["default", "ignored"])
+@pytest.mark.parametrize("inherited_sigint", INHERITED_SIGINT)
 def test_a_killed_eval_resumes_where_it_stopped(tmp_path: Path, inherited_sigint: str) -> None:
     (tmp_path / "slow.py").write_text(SLOW_AGENT)
     (tmp_path / "slow.yaml").write_text(
@@ -304,38 +296,24 @@ def test_a_killed_eval_resumes_where_it_stopped(tmp_path: Path, inherited_sigint
     cmd = [sys.executable, "-c", "from coral_graph.cli import main; main()", "eval"]
     cmd += [str(tmp_path / "slow.yaml"), "-d", str(data), "--db", str(db), "-c", "1"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    # The pipes are closed however the test ends (a failure here must not leave open
-    # files for the garbage collector to report during a later test).
-    with subprocess.Popen(
-        cmd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=_ignore_sigint if inherited_sigint == "ignored" else None,
-    ) as proc:
+    eid = None
+
+    def first_item_stored() -> bool:  # (then the second one hangs: interrupt it)
+        nonlocal eid
+        if not db.exists():
+            return False
+        tables = EvalTables(db)
         try:
-            deadline = time.monotonic() + 60
-            while True:  # wait until the first item is stored, then interrupt
-                assert proc.poll() is None, proc.communicate()
-                assert time.monotonic() < deadline, "the first item never finished"
-                if db.exists():
-                    tables = EvalTables(db)
-                    try:
-                        eid = tables.latest()
-                        done = len(tables.items(eid)) if eid else 0
-                    finally:
-                        tables.close()
-                    if done >= 1:
-                        break
-                time.sleep(0.1)
-            proc.send_signal(signal.SIGINT)
-            _out, err = proc.communicate(timeout=60)
+            eid = tables.latest()
+            return eid is not None and len(tables.items(eid)) >= 1
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
-    assert proc.returncode == 130, err
+            tables.close()
+
+    code, _out, err = interrupt(
+        cmd, first_item_stored, inherited_sigint=inherited_sigint, env=env,
+        ready_within_s=60, exit_within_s=60,
+    )  # fmt: skip
+    assert code == 130, err
     assert "--resume" in err
     # resumed without --dataset: the eval's own dataset file is read again
     resume_cmd = [c for c in cmd if c not in ("-d", str(data))]

@@ -14,6 +14,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from interrupt import interrupt
 from typer.testing import CliRunner
 
 import coral_graph as cg
@@ -346,29 +347,14 @@ def test_ctrl_c_stops_a_resumed_run_even_if_sigint_was_ignored(tmp_path: Path, r
         before = rd.run("last")["messages"]
     cmd = [sys.executable, "-c", "from coral_graph.cli import main; main()"]
     env = {**os.environ, "RELAY_LIMIT": "1000000", "RELAY_SLEEP": "0.002"}
-    with subprocess.Popen(
-        [*cmd, "resume", rid, "--db", str(db)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
-    ) as proc:
-        try:
-            deadline = time.monotonic() + 30
-            while True:  # the resumed run makes progress
-                assert proc.poll() is None, proc.communicate()
-                assert time.monotonic() < deadline, "the resumed run made no progress"
-                with open_reader(db) as rd:
-                    if rd.run(rid)["messages"] > before + 5:
-                        break
-                time.sleep(0.05)
-            proc.send_signal(signal.SIGINT)
-            _out, err = proc.communicate(timeout=30)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
-    assert proc.returncode == 130, err
+
+    def progressing() -> bool:
+        with open_reader(db) as rd:
+            return bool(rd.run(rid)["messages"] > before + 5)
+
+    code, _out, err = interrupt(
+        [*cmd, "resume", rid, "--db", str(db)], progressing, inherited_sigint="ignored", env=env
+    )
+    assert code == 130, err
     with open_reader(db) as rd:
         assert rd.run(rid)["stop_reason"] == "cancelled"
