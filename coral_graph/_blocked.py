@@ -20,13 +20,10 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
-from typing import TypeVar
-
-T = TypeVar("T")
 
 __all__ = ["BlockedLoop", "LoopWatchdog", "handle_interrupts", "holder", "install_interrupt"]
 
@@ -210,28 +207,3 @@ def handle_interrupts(on_first: Callable[[], None], *, exit_code: int = 130) -> 
         yield
     finally:
         restore()
-
-
-async def cancelled_by_interrupt(aw: Awaitable[T], *, exit_code: int = 130) -> T:
-    """Await ``aw`` under :func:`handle_interrupts`: the first Ctrl-C cancels it and
-    then raises :class:`KeyboardInterrupt` (which a command turns into its exit code
-    130), a second ends the process even if an agent blocks the loop. Python's own
-    handling is not enough for a command that runs agents: asyncio installs none when
-    the process inherited SIGINT ignored (a shell without job control does that for a
-    command it starts in the background), and then Ctrl-C did nothing at all."""
-    task = asyncio.current_task()
-    assert task is not None
-    interrupted = False
-
-    def on_first() -> None:
-        nonlocal interrupted
-        interrupted = True
-        task.cancel()
-
-    with handle_interrupts(on_first, exit_code=exit_code):
-        try:
-            return await aw
-        except asyncio.CancelledError:
-            if interrupted:
-                raise KeyboardInterrupt from None
-            raise

@@ -225,7 +225,7 @@ def eval_cmd(
         progress.update(task_id, completed=done, description=f"eval · {state['solved']} solved")
 
     async def main() -> EvalReport:
-        from coral_graph._blocked import cancelled_by_interrupt
+        from coral_graph.cli._run import cancelled_by_interrupt
 
         # The first Ctrl-C cancels the eval (finished items are kept), a second ends
         # the process even if an agent blocks the loop; as `coral-graph run`.

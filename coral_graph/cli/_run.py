@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Awaitable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
@@ -38,6 +39,9 @@ if TYPE_CHECKING:
 __all__ = ["agents", "graph_cmd", "run", "schema", "validate"]
 
 
+T = TypeVar("T")
+
+
 def _console(stderr: bool = False) -> Console:
     from rich.console import Console
 
@@ -61,6 +65,36 @@ def exit_code(stop_reason: str) -> int:
     if stop_reason == "cancelled":
         return EXIT_INTERRUPTED
     return EXIT_NO_ANSWER
+
+
+async def cancelled_by_interrupt(aw: Awaitable[T]) -> T:
+    """Await ``aw`` under :func:`coral_graph.handle_interrupts`, as `run` does: the
+    first Ctrl-C cancels it and then raises :class:`KeyboardInterrupt` (which a
+    command turns into its exit code 130), a second ends the process even if an agent
+    blocks the loop. Python's own handling is not enough for a command that runs
+    agents: asyncio installs none when the process inherited SIGINT ignored (a shell
+    without job control does that for a command it starts in the background), and
+    then Ctrl-C did nothing at all."""
+    import asyncio
+
+    from coral_graph import handle_interrupts
+
+    task = asyncio.current_task()
+    assert task is not None
+    interrupted = False
+
+    def on_first() -> None:
+        nonlocal interrupted
+        interrupted = True
+        task.cancel()
+
+    with handle_interrupts(on_first):
+        try:
+            return await aw
+        except asyncio.CancelledError:
+            if interrupted:
+                raise KeyboardInterrupt from None
+            raise
 
 
 async def _run_graph(

@@ -541,9 +541,8 @@ def resume(
     """Continue an interrupted run: pending deliveries are delivered again, budgets
     continue from what was spent. Prints the same result block as `run`."""
     from coral_graph import ConfigError, CoralError, run_async
-    from coral_graph._blocked import cancelled_by_interrupt
     from coral_graph.cli._output import print_result, result_json
-    from coral_graph.cli._run import close_store, exit_code
+    from coral_graph.cli._run import cancelled_by_interrupt, close_store, exit_code
     from coral_graph.store import SQLiteStore, StoreError
     from coral_graph.store._resume import load_for_resume, resume_run
 
