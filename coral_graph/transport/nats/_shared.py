@@ -127,16 +127,14 @@ class NatsThreads:
                 n0 = len(live._messages)
                 base, last = live, (live._messages[-1] if n0 else None)
                 last_origin = rep.last_origin(thread_id, n0)
-                work = scratch(live)
+                work = scratch(live, n0)
             else:
                 # After a conflict: the rules run on the header as stored now. Only the
                 # number of messages matters to them; those this copy has not seen yet
                 # come through the watch.
                 rev, n0, base, last = fresh.rev, fresh.last_seq, fresh.thread, fresh.last
                 last_origin = fresh.lo
-                work = scratch(base)
-                msgs = work._messages = live._messages[:n0]
-                msgs.extend([last] * (n0 - len(msgs)))  # type: ignore[list-item]
+                work = scratch(base, n0)
             result = change(work, *args)
             added = work._messages[n0:]
             if not added and (

@@ -530,12 +530,37 @@ def _copy_header(th: Thread, src: Thread) -> None:
     th.summary = src.summary
 
 
-def scratch(th: Thread, n: int | None = None) -> Thread:
-    """A copy of ``th`` (its first ``n`` messages) for a change to be tried on."""
+class _Tail:
+    """The messages of a thread as a change sees them: the ``n`` the thread holds,
+    counted but not copied, and those the change appends. The protocol's rules only
+    count a thread's messages and append to them, so a change costs the same
+    however long the thread is."""
+
+    __slots__ = ("added", "n")
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.added: list[Message] = []
+
+    def __len__(self) -> int:
+        return self.n + len(self.added)
+
+    def append(self, msg: Message) -> None:
+        self.added.append(msg)
+
+    def __getitem__(self, i: slice) -> list[Message]:
+        if isinstance(i, slice) and i.start == self.n and i.stop is None and i.step is None:
+            return list(self.added)
+        raise IndexError("a change sees only the messages it appends")
+
+
+def scratch(th: Thread, n: int) -> Thread:
+    """A copy of ``th``'s header, holding ``n`` messages, for a change to be tried on
+    (``work._messages[n:]`` are the messages it appended)."""
     c = Thread(th.id, th.name, th.creator, list(th._participants), th.created_at)
     c.closed = th.closed
     c.summary = th.summary
-    c._messages = th._messages[:n] if n is not None else list(th._messages)
+    c._messages = _Tail(n)  # type: ignore[assignment]
     return c
 
 
