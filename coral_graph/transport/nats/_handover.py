@@ -33,7 +33,7 @@ import nats.errors
 import nats.js.errors
 from nats.aio.msg import Msg
 
-__all__ = ["Asker", "acknowledged", "hand_over", "run_now", "speed_up", "stream_seq"]
+__all__ = ["Asker", "hand_over", "run_now", "speed_up", "stream_seq"]
 
 log = logging.getLogger("coral_graph.nats")
 
@@ -169,17 +169,18 @@ _STATUS = "Status"
 
 
 class Asker:
-    """Requests to JetStream whose replies come back on one handed-over subscription
-    of the connection: a compare-and-set or an acknowledged publish costs a future
-    and a dict entry, where nats-py's request path adds a ``wait_for``, random bytes
-    for each token and a ``PubAck`` object for each reply. Only for requests on the
-    hot path (:meth:`RunState.update_header`, ``NatsRun.publish_later``); the
-    replies mean the same as nats-py's (the same errors are raised)."""
+    """Publishes to JetStream whose acknowledgements come back on one handed-over
+    subscription of the connection: a compare-and-set or an acknowledged publish
+    costs a future and a dict entry, where nats-py's request path adds a
+    ``wait_for``, random bytes for each token and a ``PubAck`` object for each reply.
+    Only for publishes on the hot path (:meth:`RunState.update_header`,
+    ``NatsRun.publish_later``); an acknowledgement means the same as nats-py's (the
+    same errors are raised, see :func:`acknowledged`)."""
 
     def __init__(self, nc: Any) -> None:
         self.nc = nc
         self.prefix = ""
-        self.waiting: dict[str, asyncio.Future[Msg]] = {}
+        self.waiting: dict[str, asyncio.Future[int]] = {}
         self._n = 0
 
     async def start(self) -> bool:
@@ -195,16 +196,21 @@ class Asker:
 
     def _reply(self, msg: Msg) -> None:
         fut = self.waiting.pop(msg.subject[len(self.prefix) :], None)
-        if fut is not None and not fut.done():
-            fut.set_result(msg)
+        if fut is None or fut.done():
+            return
+        try:
+            fut.set_result(acknowledged(msg))
+        except Exception as exc:  # (the error the acknowledgement holds)
+            fut.set_exception(exc)
 
     async def send(
         self, subject: str, data: bytes, headers: dict[str, str] | None = None
-    ) -> asyncio.Future[Msg]:
-        """Publish with a reply subject of this asker's; the future gets the reply."""
+    ) -> asyncio.Future[int]:
+        """Publish with a reply subject of this asker's; the future gets the stored
+        message's stream sequence, or the error the acknowledgement holds."""
         self._n += 1
         token = str(self._n)
-        fut: asyncio.Future[Msg] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         waiting = self.waiting
         waiting[token] = fut
         fut.add_done_callback(lambda _: waiting.pop(token, None))  # (a reply that never came)
@@ -223,10 +229,9 @@ class Asker:
         fut = await self.send(subject, data, headers)
         try:
             async with asyncio.timeout(timeout):
-                msg = await fut
+                return await fut
         except TimeoutError:
             raise nats.errors.TimeoutError from None
-        return acknowledged(msg)
 
 
 def acknowledged(msg: Msg) -> int:

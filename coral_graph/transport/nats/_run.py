@@ -40,14 +40,11 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from nats.aio.msg import Msg
-
 from coral_graph._events import AgentErrored, Event, event_to_dict
 from coral_graph._model import Message, Thread
 from coral_graph._types import USER, AgentName, StopReason, ThreadId
 from coral_graph.transport.nats._conn import DEFAULT_ACK_WAIT_S
 from coral_graph.transport.nats._errors import GraphMismatchError, MessageTooLargeError
-from coral_graph.transport.nats._handover import acknowledged
 from coral_graph.transport.nats._origin import Origin, answer_of
 from coral_graph.transport.nats._shared import Inflight, NatsCounters, NatsThreads, needs_await
 from coral_graph.transport.nats._state import Replica, RunState
@@ -437,8 +434,7 @@ class NatsRun:
         if pending:
             async with asyncio.timeout(timeout):
                 for fut in pending:
-                    if type(r := await fut) is Msg:  # (the asker's: read the reply)
-                        acknowledged(r)
+                    await fut
 
     def check_size(self, msg: Message) -> None:
         """Refuse a message whose delivery or header record would pass the server's
