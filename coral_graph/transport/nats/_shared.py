@@ -16,8 +16,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 from coral_graph._model import Message, Thread
 from coral_graph._types import AgentName, ThreadId
 from coral_graph.transport.nats._errors import NeedsAwaitError
-from coral_graph.transport.nats._state import CasFailed, Header, scratch
-from coral_graph.transport.nats._wire import encode
+from coral_graph.transport.nats._state import CasFailed, Header, message_value, scratch
 
 if TYPE_CHECKING:
     from nats.aio.msg import Msg
@@ -169,8 +168,6 @@ class NatsThreads:
                         # again, which the broker drops by their message ids.
                         run.redelivered(msg.sender, op[0])
                         seq = int(ref.rpartition("#")[2])
-                        if len(live._messages) < seq - 1:
-                            live = await rep.load(thread_id)
                         return change(scratch(live, seq - 1), *args)
                 # The header this CAS replaces holds the previous message: its own key
                 # (with the origin the header gave it) is written first, so the
@@ -183,7 +180,7 @@ class NatsThreads:
                 for m, o in keys:
                     await run.publish_later(
                         st.key_subject(st.message_key(thread_id, m.seq)),
-                        encode("m", msg=m.to_dict(), o=o) if o else encode("m", msg=m.to_dict()),
+                        message_value(m, o),
                         ack=False,
                     )
             try:

@@ -95,6 +95,14 @@ def header_record(th: Thread, last: Message | None, by: str = "", lo: str = "") 
     )
 
 
+def message_value(msg: Message, origin: str = "") -> bytes:
+    """The value of a message's key: the message and, when a turn's operation
+    appended it, that operation (its origin ``<turn>.<n>``)."""
+    if origin:
+        return encode("m", msg=msg.to_dict(), o=origin)
+    return encode("m", msg=msg.to_dict())
+
+
 def parse_header(raw: bytes | dict[str, Any], rev: int) -> Header:
     h = decode(raw, "th") if isinstance(raw, bytes) else raw
     th = Thread(
@@ -200,7 +208,7 @@ class RunState:
         """Store a new thread (with the messages it holds: none, or the task); its revision."""
         last = th._messages[-1] if th._messages else None
         for m in th._messages[:-1]:  # the last one is in the header
-            await self.kv.put(self.message_key(th.id, m.seq), encode("m", msg=m.to_dict()))
+            await self.kv.put(self.message_key(th.id, m.seq), message_value(m))
         rev: int = await self.kv.create(self._tkey(th.id), header_record(th, last, self.writer))
         return rev
 

@@ -296,8 +296,8 @@ class Worker:
         needs a server restart, which drops this process's connection. So a first
         attempt stored in the inbox after the last sequence read here, while the
         connection has not dropped since, is new; any other delivery may repeat a
-        turn, and its first operation is looked up in the bucket
-        (``c.<run>.<turn>.1``)."""
+        turn, and each operation of that turn looks for its origin in the bucket
+        (see ``RunState.find_origin``)."""
         md = m.metadata
         if md.num_delivered != 1 or md.sequence is None:
             return False
