@@ -409,6 +409,16 @@ async def _floor_cpu(run: Any, server_pid: int | None) -> dict[str, Any]:
     return out
 
 
+def _medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One side's figures over its runs: the median of each (the deliveries of the
+    first run: every run makes as many)."""
+    figs = ("deliveries_per_s", "p50_us", "p99_us")
+    out: dict[str, Any] = {k: median([r[k] for r in runs]) for k in figs}
+    out["deliveries"] = runs[0]["deliveries"]
+    out["cpu_ms"] = {k: median([r["cpu_ms"][k] for r in runs]) for k in runs[0]["cpu_ms"]}
+    return out
+
+
 def _cpu_text(cpu: dict[str, float]) -> str:
     return " ".join(f"{k} {v:.2f}" for k, v in cpu.items())
 
@@ -472,17 +482,8 @@ async def _bench(
                 fs.append(await _floor_cpu(floor(floor_js, False), server_pid))
                 fcs.append(await _floor_cpu(floor(floor_js, True), server_pid))
                 cs.append(await coral())
-            figs = ("deliveries_per_s", "p50_us", "p99_us")
-            c: dict[str, Any] = {k: median([r[k] for r in cs]) for k in figs}
-            fl: dict[str, Any] = {k: median([r[k] for r in fs]) for k in figs}
-            c["deliveries"] = cs[0]["deliveries"]
-            fl["deliveries"] = fs[0]["deliveries"]
+            c, fl, fc = _medians(cs), _medians(fs), _medians(fcs)
             c["stop_reason"] = cs[0]["stop_reason"]
-            c["cpu_ms"] = {k: median([r["cpu_ms"][k] for r in cs]) for k in cs[0]["cpu_ms"]}
-            fl["cpu_ms"] = {k: median([r["cpu_ms"][k] for r in fs]) for k in fs[0]["cpu_ms"]}
-            fc: dict[str, Any] = {k: median([r[k] for r in fcs]) for k in figs}
-            fc["deliveries"] = fcs[0]["deliveries"]
-            fc["cpu_ms"] = {k: median([r["cpu_ms"][k] for r in fcs]) for k in fcs[0]["cpu_ms"]}
             ratio = c["deliveries_per_s"] / fl["deliveries_per_s"]
             ratio_c = c["deliveries_per_s"] / fc["deliveries_per_s"]
             out[name] = {
