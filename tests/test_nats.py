@@ -308,6 +308,7 @@ def test_record_writes_runs_started_elsewhere(
         ("crash_continue.yaml", "break"),  # on_error: continue, then idle
         ("timeout.yaml", "nap"),  # a turn over turn_timeout_s is an error; then idle
         ("maxturns.yaml", "play"),  # budget:turns
+        ("reads.yaml", "read"),  # reads see another worker's posts, never mentioned
     ],
 )
 @pytest.mark.anyio
@@ -355,6 +356,8 @@ async def test_same_outcome_in_one_process_and_over_nats(
         if failing is not None:
             assert local.usage[failing].errors == 1
             assert [e.agent for e in errors] == [failing]  # type: ignore[attr-defined]
+    if graph == "reads.yaml":
+        assert local.answer == "note 1; note 2 | noter,helper,reader,late | notes,task"
     if graph == "crash_stop.yaml":
         assert remote.error is not None
         assert "crasher" in remote.error

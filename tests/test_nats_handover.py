@@ -68,9 +68,9 @@ async def test_every_subscription_read_per_delivery_is_handed_over(
     nats_server: NatsServer,
 ) -> None:
     """Request replies, publish acknowledgements, an agent's pull inbox, the run's
-    watch and the event recorder: each skips nats-py's subscription task, and each
-    still works (a compare-and-set, an acknowledged publish, a delivery, a header
-    change, an event record)."""
+    change notices and the event recorder: each skips nats-py's subscription task,
+    and each still works (a compare-and-set, an acknowledged publish, a delivery, a
+    header change, an event record)."""
     import nats.js.errors
 
     from coral_graph.transport.nats import Recorder, open_link
@@ -89,8 +89,15 @@ async def test_every_subscription_read_per_delivery_is_handed_over(
         assert sum(isinstance(q, _Handover) for q in queues) == 3  # requests, acks, asker
         kv, _ = await ensure_graph(link, names, ["a"])
         st = RunState(kv, "r-h", "w-1", link.asker)
+        changes = names.changes("r-h")
+        tasks: list[asyncio.Task[None]] = []
+        st.on_write = lambda key, value, rev: tasks.append(
+            asyncio.get_running_loop().create_task(
+                link.nc.publish(f"{changes}.{rev}.{key}", value)
+            )
+        )
         rep = Replica(st)
-        await rep.start()
+        await rep.start(link.nc, changes)
         rec = Recorder(link, names, "r-h")
         await rec.start()
         inbox = _Inbox(link, names, "a")
@@ -123,7 +130,7 @@ async def test_every_subscription_read_per_delivery_is_handed_over(
                 await link.js.publish(names.events("r-h"), data)
             assert await rec.caught_up()
             assert [e.kind for e in rec.events] == ["agent_errored"]
-            for _ in range(200):  # the watch brings the header change
+            for _ in range(200):  # the change notice brings the header change
                 if rep.threads.get("t-1") is not None and rep.threads["t-1"].closed:
                     break
                 await asyncio.sleep(0.01)

@@ -164,13 +164,18 @@ async def test_a_recorder_for_a_numbering_sink_hands_each_event_once_unnumbered(
 def test_the_stream_sequence_is_read_from_the_reply_subject_as_nats_py_reads_it() -> None:
     from nats.aio.msg import Msg
 
+    from coral_graph.transport.nats._handover import stream_pending
     from coral_graph.transport.nats._record import stream_seq
 
     for reply in (
         "$JS.ACK.CORAL_G_EVENTS.ev1.1.4711.12.1700000000000000000.3",
         "$JS.ACK.hub.ACCHASH.CORAL_G_EVENTS.ev1.2.4712.13.1700000000000000000.0.tok",
     ):
-        assert stream_seq(reply) == Msg.Metadata._from_reply(reply).sequence.stream
+        md = Msg.Metadata._from_reply(reply)
+        assert stream_seq(reply) == md.sequence.stream
+        assert stream_pending(reply) == md.num_pending
+    assert stream_pending(None) is None
+    assert stream_pending("$JS.ACK.S.C.1.2.3.4.x") is None
     assert stream_seq("$JS.ACK.CORAL_G_EVENTS.ev1.1.4711.12.1700000000000000000.3") == 4711
     assert stream_seq(None) is None  # a bare publish on a core subscription
     assert stream_seq("_INBOX.abc.def") is None
@@ -181,30 +186,31 @@ def test_the_stream_sequence_is_read_from_the_reply_subject_as_nats_py_reads_it(
 @needs_nats
 @pytest.mark.nats
 async def test_only_another_process_makes_a_thread_contended(nats_server: NatsServer) -> None:
-    """A process's own header writes come back through its watch; they never count as
-    another process's (which would make it re-read the header before every append)."""
+    """A process's own header writes come back in its change notices when its
+    connection echoes them; they never count as another process's (which would make
+    it re-read the header before every append). Another process's notice does."""
     from coral_graph.transport.nats import open_link
     from coral_graph.transport.nats._conn import ensure_graph
     from coral_graph.transport.nats._names import Names
     from coral_graph.transport.nats._state import Replica, RunState
 
     names = Names.for_graph("wire-cas")
-    async with open_link(nats_server.url) as link:
+    changes = names.changes("r-cas")
+    async with open_link(nats_server.url) as link, open_link(nats_server.url) as other:
         kv, _ = await ensure_graph(link, names, ["a", "b"])
-        mine, theirs = RunState(kv, "r-cas", "w-a"), RunState(kv, "r-cas", "w-b")
+        mine = RunState(kv, "r-cas", "w-a")
+        theirs = RunState(await other.js.key_value(names.bucket), "r-cas", "w-b")
+        sent = [_announce(mine, link, changes), _announce(theirs, other, changes)]
         rep = Replica(mine)
-        await rep.start()
+        await rep.start(link.nc, changes)
         try:
             th = Thread(ThreadId("t-x"), "x", AgentName("a"), [AgentName("a")], 1.0)
             rev = await mine.create_thread(th)
-            for i in range(1, 30):  # many own writes, each echoed by the watch
+            for i in range(1, 30):  # many own writes, each echoed
                 th._messages.append(
                     Message(MessageId(f"t-x#{i}"), th.id, i, AgentName("a"), "m", (), 1.0)
                 )
                 rev = await mine.update_header(th, rev, th._messages[-1])
-                # Seen before the next write: the bucket keeps one revision per key, so
-                # a watch that lags (a loaded machine) skips revisions, and its copy is
-                # then incomplete by design (a real appender's message keys fill it).
                 await _until(lambda r=rev: rep.hrevs.get("t-x") == r)
             assert not mine.contended("t.t-x")
             assert rep.revs.get("t-x") == rev  # the copy is complete: no re-read needed
@@ -214,8 +220,24 @@ async def test_only_another_process_makes_a_thread_contended(nats_server: NatsSe
             rev = await theirs.update_header(th, rev, th._messages[-1])
             await _until(lambda: rep.hrevs.get("t-x") == rev)
             assert mine.contended("t.t-x")
+            assert [m.content for m in rep.threads["t-x"].messages] == ["m"] * 30
+            assert sum(sent[0]) == 30 and sum(sent[1]) == 1  # one notice per write
         finally:
             await rep.aclose()
+
+
+def _announce(st: Any, link: Any, changes: str) -> list[int]:
+    """Publish each change ``st`` stores as its notice, as ``NatsRun.notice`` does."""
+    sent: list[int] = []
+
+    def wrote(key: str, value: bytes, rev: int) -> None:
+        sent.append(1)
+        asyncio.get_running_loop().create_task(
+            link.nc.publish(f"{changes}.{rev}.{key}", value)
+        )
+
+    st.on_write = wrote
+    return sent
 
 
 async def _until(cond: object, timeout: float = 10.0) -> None:  # noqa: ASYNC109
@@ -379,11 +401,12 @@ async def test_only_a_delivery_stored_since_the_inbox_was_read_is_known_new(
 @pytest.mark.anyio
 @needs_nats
 @pytest.mark.nats
-async def test_a_late_watch_reads_what_it_missed_at_once(nats_server: NatsServer) -> None:
-    """A process that joins a run late gets each thread's last header from its watch,
-    never the messages before it: waiting for the watch to bring them would stall
-    the first delivery of every thread (it did, by the full wait, in every run's
-    second worker). They are read from the bucket at once."""
+async def test_a_late_process_reads_what_it_missed_at_once(nats_server: NatsServer) -> None:
+    """A process that joins a run late gets each thread's last header from its first
+    read of the run (the snapshot), never the messages before it: waiting for
+    notices to bring them would stall the first delivery of every thread (it did, by
+    the full wait, in every run's second worker). They are read from the bucket at
+    once."""
     from coral_graph.transport.nats import open_link
     from coral_graph.transport.nats._conn import ensure_graph
     from coral_graph.transport.nats._names import Names
@@ -404,11 +427,12 @@ async def test_a_late_watch_reads_what_it_missed_at_once(nats_server: NatsServer
             th._messages.append(m)
             rev = await st.update_header(th, rev, m)
         late = Replica(RunState(kv, "r-late", "w-b"))
-        await late.start()
+        await late.start(link.nc, names.changes("r-late"))
         try:
-            await _until(lambda: late.last_seqs.get("t-l") == 7)
-            with anyio.fail_after(20):  # the watch alone would never bring them
-                await late.catch_up("t-l", 7, wait_s=3600)
+            assert late.last_seqs.get("t-l") == 7  # the snapshot: every thread's header
+            assert len(late.threads["t-l"].messages) < 7
+            with anyio.fail_after(20):
+                await late.catch_up("t-l", 7)
             got = late.threads["t-l"].messages
             assert [m.content for m in got] == [f"m{i}" for i in range(1, 8)]
         finally:

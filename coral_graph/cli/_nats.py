@@ -109,7 +109,9 @@ def worker(
         from coral_graph import CoralError
 
         try:
-            link = await mod.connect(nats, timeout=connect_timeout, name="coral-graph-worker")
+            link = await mod.connect(
+                nats, timeout=connect_timeout, name="coral-graph-worker", no_echo=True
+            )
         except mod.NatsUnavailableError as exc:
             raise _err(str(exc)) from None
         try:

@@ -72,8 +72,16 @@ class Link:
             await self.nc.close()
 
 
-async def connect(url: str, *, timeout: float = 5.0, name: str = "coral-graph") -> Link:  # noqa: ASYNC109
-    """Connect to ``url`` and check that JetStream is on.
+async def connect(
+    url: str,
+    *,
+    timeout: float = 5.0,  # noqa: ASYNC109
+    name: str = "coral-graph",
+    no_echo: bool = False,
+) -> Link:
+    """Connect to ``url`` and check that JetStream is on. ``no_echo``: the server
+    sends this connection none of its own plain publishes (a worker's change notices
+    and stop broadcasts: it knows them already).
 
     Raises:
         NatsUnavailableError: nothing answers at ``url`` within ``timeout`` seconds,
@@ -108,6 +116,7 @@ async def connect(url: str, *, timeout: float = 5.0, name: str = "coral-graph") 
                 error_cb=on_error,
                 reconnected_cb=on_reconnect,
                 disconnected_cb=on_disconnect,
+                no_echo=no_echo,
             ),
             timeout,
         )

@@ -6,14 +6,14 @@ subscription's task, which runs the callback, which (for a reply) completes the
 future that wakes the coroutine waiting for it. That is two turns of the event
 loop per message. A worker receives about five messages per delivery (the
 delivery, the compare-and-set's reply, the acknowledgements of what it published,
-a watch push), so those turns are a large part of its CPU.
+another worker's change notice), so those turns are a large part of its CPU.
 
 :func:`hand_over` replaces a subscription's queue by a :class:`_Handover`, which
 runs a plain function on each message as the reader parses it: one turn of the
 loop less per message. :func:`speed_up` does it for the two reply subscriptions
 of every connection coral-graph makes (request replies and publish
-acknowledgements); the worker's pull inboxes, the replica's watch and the event
-recorder use it too. It relies on nats-py's subscription internals
+acknowledgements); the worker's pull inboxes, the run's change notices and the
+event recorder use it too. It relies on nats-py's subscription internals
 (``_pending_queue``, ``_pending_size``, ``_wait_for_msgs_task``); when they are
 not there, the subscriptions keep their tasks and only speed is lost. Tests check
 that each of them is handed over, so a nats-py that changes them fails a test
@@ -33,7 +33,14 @@ import nats.errors
 import nats.js.errors
 from nats.aio.msg import Msg
 
-__all__ = ["Asker", "hand_over", "run_now", "speed_up", "stream_seq"]
+__all__ = [
+    "Asker",
+    "hand_over",
+    "run_now",
+    "speed_up",
+    "stream_pending",
+    "stream_seq",
+]
 
 log = logging.getLogger("coral_graph.nats")
 
@@ -162,6 +169,20 @@ def stream_seq(reply: str | None) -> int | None:
     try:
         return int(t[5] if len(t) == 9 else t[7])
     except ValueError:
+        return None
+
+
+def stream_pending(reply: str | None) -> int | None:
+    """How many messages a JetStream consumer had still to deliver after this one,
+    from its reply subject (see :func:`stream_seq`); None for another message."""
+    if not reply:
+        return None
+    t = reply.split(".")
+    if len(t) < 9 or t[0] != "$JS" or t[1] != "ACK":
+        return None
+    try:
+        return int(t[8] if len(t) == 9 else t[10])
+    except (ValueError, IndexError):
         return None
 
 

@@ -11,7 +11,11 @@ Per graph (``<g>`` is the graph's name made subject-safe):
   ``<run>.busy.<worker>``);
 * key-value bucket ``coral_<g>_workers``: one record per live worker (host, pid,
   agents, graph hash), refreshed every second and forgotten after 5 s;
-* plain subject ``coral.<g>.<run>.ctl``: the stop of a run, broadcast.
+* plain subject ``coral.<g>.<run>.ctl``: the stop of a run, broadcast;
+* plain subjects ``coral.<g>.<run>.kv.<revision>.<key>``: each change of a run's
+  thread header or counter, published by its writer once stored (the key's new
+  value, as in the bucket), so every process of the run keeps its copy current
+  without a key-value watch (see ``Replica``).
 """
 
 from __future__ import annotations
@@ -66,6 +70,10 @@ class Names:
     @property
     def all_events(self) -> str:
         return f"coral.{self.graph}.*.events"
+
+    def changes(self, run_id: str) -> str:
+        """The prefix of the run's change notices: ``<prefix>.<revision>.<key>``."""
+        return f"coral.{self.graph}.{run_id}.kv"
 
     def ctl(self, run_id: str) -> str:
         return f"coral.{self.graph}.{run_id}.ctl"

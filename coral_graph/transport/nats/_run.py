@@ -61,6 +61,7 @@ __all__ = ["NatsCounters", "NatsRun", "NatsThreads", "NatsTransport"]
 
 
 # What _queue takes: (stream, subject, data, headers), or _EVENTS: "the events so far".
+# Stream "" is a plain subject (a change notice).
 _Item = tuple[str, str, bytes, dict[str, str] | None] | object
 _EVENTS = object()
 _INBOX, _EVENTS_STREAM = "inbox", "events"
@@ -106,6 +107,10 @@ class NatsRun:
         self._busy_lock = asyncio.Lock()
         self._feeds = 0
         self._started = False
+        self._changes = ""
+        # The connection's drop count when the copy of the run was last read whole
+        # (notices made while it was down are lost: see Worker._heartbeat).
+        self.synced = 0
 
     # -- the RunTransport -------------------------------------------------------
 
@@ -113,10 +118,15 @@ class NatsRun:
         spec = self.port.spec
         w = self.worker = await self.transport.host(spec.graph)
         self.state = RunState(w.kv, self.run_id, w.id, w.link.asker)
+        self.state.on_write = self.notice
         self.replica = Replica(self.state)
         self.record = w.records.get(self.run_id, {})
         self.loops = [a for a in w.agents if w.graph.spec(a).is_loop]
-        await self.replica.start(watch=bool(self.transport.hosted))
+        self._changes = w.names.changes(self.run_id)
+        if self.transport.hosted:
+            drops = w.link.drops
+            await self.replica.start(w.link.nc, self._changes)
+            self.synced = drops
         self._started = True
         if self.loops:
             await self._set_busy(True)
@@ -307,6 +317,13 @@ class NatsRun:
         reason = str(record.get("stop_reason") or "error")
         self.port.stop(reason, record.get("error"), answer_of(record))  # type: ignore[arg-type]
 
+    async def resync(self) -> None:
+        """The connection dropped since the copy of the run was last read whole: the
+        change notices made meanwhile are lost, so read the run's state again."""
+        drops = self.worker.link.drops
+        if drops != self.synced and await self.replica.snapshot():
+            self.synced = drops
+
     async def end_as(self, reason: StopReason, error: str | None = None) -> None:
         """End the run for everyone with ``reason``, unless another process ended it
         first: then as that process did."""
@@ -334,6 +351,12 @@ class NatsRun:
         self._events.append(ev)
         if self.origin is not None:
             self.origin.transcript.append(ev)
+
+    def notice(self, key: str, value: bytes, rev: int) -> None:
+        """Announce a change stored here (``RunState.on_write``) to the run's other
+        processes: queued (see :meth:`_queue`), so it leaves before the deliveries
+        that follow it, in the same write."""
+        self._queue(("", f"{self._changes}.{rev}.{key}", value, None))
 
     def publish_event(self, ev: Event) -> None:
         """An event this transport makes itself (a redelivery, a refused delivery)."""
@@ -382,9 +405,10 @@ class NatsRun:
                             batch.append((_EVENTS_STREAM, subject, data, None))
                 else:
                     batch.append(it)  # type: ignore[arg-type]
-            last = {stream: i for i, (stream, *_) in enumerate(batch)}
+            # (A change notice, stream "", is a plain publish: never acknowledged.)
+            last = {stream: i for i, (stream, *_) in enumerate(batch) if stream}
             for i, (stream, subject, data, headers) in enumerate(batch):
-                await self.publish_later(subject, data, headers, ack=last[stream] == i)
+                await self.publish_later(subject, data, headers, ack=last.get(stream) == i)
 
     async def flush_events(self) -> None:
         """Publish the events so far (and what is queued before them)."""

@@ -96,8 +96,10 @@ class NatsThreads:
                 rev = await run.state.create_thread(th)
             except CasFailed:
                 if inf is not None and inf.maybe and tid is not None:
-                    # The replay of a turn that made this thread already.
+                    # The replay of a turn that made this thread already (its change
+                    # notice may not have left before the crash: announced again).
                     run.redelivered(creator, inf)
+                    await run.state.announce(f"t.{tid}")
                     return await run.replica.load(tid)
                 tid = None  # another thread has the id (they are 32 bits): a random one
                 continue
@@ -130,7 +132,7 @@ class NatsThreads:
             else:
                 # After a conflict: the rules run on the header as stored now. Only the
                 # number of messages matters to them; those this copy has not seen yet
-                # come through the watch.
+                # come through the change notices.
                 rev, n0, base, last = fresh.rev, fresh.last_seq, fresh.thread, fresh.last
                 last_origin = fresh.lo
                 work = scratch(base, n0)
@@ -165,8 +167,11 @@ class NatsThreads:
                         # The replay of a turn a crash interrupted: this message was
                         # appended already. Make it again with its own seq (same id)
                         # and write nothing: the core then publishes its deliveries
-                        # again, which the broker drops by their message ids.
+                        # again, which the broker drops by their message ids. (The
+                        # thread's change notice may not have left before the crash:
+                        # the header is announced again.)
                         run.redelivered(msg.sender, op[0])
+                        await st.announce(f"t.{thread_id}")
                         seq = int(ref.rpartition("#")[2])
                         return change(scratch(live, seq - 1), *args)
                 # The header this CAS replaces holds the previous message: its own key

@@ -14,9 +14,9 @@ Keys (inside bucket ``coral_<g>``), for run ``R``:
   written by whoever appends the next one, just before its CAS (the header it
   replaces holds message ``seq``):
   so whenever the header says ``last_seq = n``, messages ``1 … n-1`` are in their keys
-  and ``n`` is in the header. Outside the ``R.`` prefix, so the watches of the run
-  (:class:`Replica`) do not carry them: a watch fills its copy from the headers, and
-  reads these keys only for what it missed;
+  and ``n`` is in the header. Outside the ``R.`` prefix, so a read of the run's
+  state as it is now (:meth:`Replica.snapshot`) does not carry them: a copy is filled
+  from the headers, and reads these keys only for what it missed;
 * ``R.b.<counter>`` — a counter (messages, turns, LLM calls, tokens, cost),
   reserved by CAS before anything is spent;
 * ``R.busy.<worker>`` — whether a worker hosting loop agents has work in hand (the
@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from typing import Any
 
 import nats.errors
@@ -41,7 +42,7 @@ from coral_graph._errors import CoralError, UnknownThreadError
 from coral_graph._model import Message, Thread
 from coral_graph._types import AgentName, ThreadId
 from coral_graph.transport.nats._errors import WireError
-from coral_graph.transport.nats._handover import Asker, hand_over, stream_seq
+from coral_graph.transport.nats._handover import Asker, hand_over, stream_pending, stream_seq
 from coral_graph.transport.nats._wire import decode, encode
 
 __all__ = ["CasFailed", "Header", "Replica", "RunState"]
@@ -129,15 +130,18 @@ class RunState:
         self.kv = kv
         self.asker = asker  # the connection's, for compare-and-sets of thread headers
         self.run_id = run_id
-        # Who writes here: thread headers and counters carry it, so the watch tells
-        # this process's own writes from other processes' (by the record, not by a
-        # revision that the watch may echo before the write's reply arrives).
+        # Who writes here: thread headers and counters carry it, so a copy tells this
+        # process's own writes from other processes' (by the record, not by a
+        # revision).
         self.writer = writer
+        # Called with (key after ``<run>.``, value, revision) once a thread header or
+        # a counter written here is stored: the run's change notice (NatsRun.notice).
+        self.on_write: Callable[[str, bytes, int], None] | None = None
         # The last value and revision seen of each counter: tried first, so a
         # counter this process alone changes costs one round trip, not two.
         self._seen: dict[str, tuple[float, int]] = {}
         self._values: dict[str, tuple[float, int]] = {}  # the newest value known
-        # When another process last wrote each thread header (the watch tells): a
+        # When another process last wrote each thread header (its notice tells): a
         # process that just won a compare-and-set on a thread others write too gets no
         # head start on its next one (else under contention one worker takes nearly
         # every turn); alone on a thread, it keeps it.
@@ -209,8 +213,25 @@ class RunState:
         last = th._messages[-1] if th._messages else None
         for m in th._messages[:-1]:  # the last one is in the header
             await self.kv.put(self.message_key(th.id, m.seq), message_value(m))
-        rev: int = await self.kv.create(self._tkey(th.id), header_record(th, last, self.writer))
+        rec = header_record(th, last, self.writer)
+        rev: int = await self.kv.create(self._tkey(th.id), rec)
+        self._wrote(f"t.{th.id}", rec, rev)
         return rev
+
+    def _wrote(self, key: str, value: bytes, rev: int) -> None:
+        if self.on_write is not None:
+            self.on_write(key, value, rev)
+
+    async def announce(self, key: str) -> None:
+        """Announce key ``key`` (after ``<run>.``) as it is stored now, as if written
+        here: for a replayed turn, whose first handling may have died between a
+        write and its notice."""
+        if self.on_write is None:
+            return
+        with contextlib.suppress(*_KeyMissing):
+            e = await self.kv.get(f"{self.run_id}.{key}")
+            if e.value is not None and e.revision is not None:
+                self._wrote(key, e.value, e.revision)
 
     async def header(self, tid: str) -> Header:
         try:
@@ -230,19 +251,21 @@ class RunState:
         rec = header_record(th, last, self.writer, origin)
         if self.asker is None:
             new: int = await self.kv.update(self._tkey(th.id), rec, last=rev)
-            return new
-        # What KeyValue.update does, through the connection's asker.
-        try:
-            return await self.asker.stored(
-                self.key_subject(self._tkey(th.id)),
-                rec,
-                {"Nats-Expected-Last-Subject-Sequence": str(rev)},
-                self.kv._js._timeout,
-            )
-        except nats.js.errors.APIError as err:
-            if err.err_code in (10071, 10164):  # the revision moved on
-                raise CasFailed(description=err.description) from None
-            raise
+        else:
+            # What KeyValue.update does, through the connection's asker.
+            try:
+                new = await self.asker.stored(
+                    self.key_subject(self._tkey(th.id)),
+                    rec,
+                    {"Nats-Expected-Last-Subject-Sequence": str(rev)},
+                    self.kv._js._timeout,
+                )
+            except nats.js.errors.APIError as err:
+                if err.err_code in (10071, 10164):  # the revision moved on
+                    raise CasFailed(description=err.description) from None
+                raise
+        self._wrote(f"t.{th.id}", rec, new)
+        return new
 
     async def message(self, tid: str, seq: int) -> Message | None:
         rec = await self.message_record(tid, seq)
@@ -292,7 +315,9 @@ class RunState:
         s = self._values.get(name)
         return s[0] if s is not None else 0
 
-    def saw_counter(self, name: str, value: float, revision: int) -> None:
+    def saw_counter(self, name: str, value: float, revision: int, by: str = "") -> None:
+        if by != self.writer or not by:
+            self.foreign[f"b.{name}"] = time.monotonic()
         seen = self._values.get(name)
         if seen is None or seen[1] < revision:
             self._seen[name] = self._values[name] = (value, revision)
@@ -312,19 +337,25 @@ class RunState:
                 if cached:
                     continue  # the value seen here may be old (a release since): read it
                 return None
+            value_rec = encode("n", n=new, by=self.writer)
             try:
                 if rev == 0:
-                    new_rev = await self.kv.create(key, encode("n", n=new))
+                    new_rev = await self.kv.create(key, value_rec)
                 else:
-                    new_rev = await self.kv.update(key, encode("n", n=new), last=rev)
+                    new_rev = await self.kv.update(key, value_rec, last=rev)
                 if self._values.get(name, (0, -1))[1] < new_rev:
                     self._values[name] = (new, new_rev)
-                # Not kept for the next reservation: the watch brings it back. The
-                # process that just won gets no head start over the others (whose
-                # failed attempts it cannot see); under contention it would otherwise
-                # take nearly every unit. (A worker alone on the message counter
-                # reserves 16 at a time while the budget is far: see NatsCounters.)
-                self._seen.pop(name, None)
+                # Kept for the next reservation only while no other process changes
+                # the counter: the process that just won gets no head start over the
+                # others (whose failed attempts it cannot see); under contention it
+                # would otherwise take nearly every unit. (A worker alone on the
+                # message counter reserves 16 at a time while the budget is far: see
+                # NatsCounters.)
+                if self.contended(f"b.{name}"):
+                    self._seen.pop(name, None)
+                else:
+                    self._seen[name] = (new, new_rev)
+                self._wrote(f"b.{name}", value_rec, new_rev)
                 return new
             except CasFailed:
                 continue
@@ -349,7 +380,8 @@ class ThreadGapError(CoralError):
 
 
 class Replica:
-    """A process's read copy of one run's threads, fed by a watch of the bucket.
+    """A process's read copy of one run's threads, kept current by the run's change
+    notices.
 
     The copy holds live :class:`Thread` objects (changed in place, as the local
     transport's are). ``revs`` says which header revision a thread reflects, with
@@ -367,38 +399,73 @@ class Replica:
         self.revs: dict[str, int] = {}
         # Per thread: the seq and origin of its last message, as its newest header says.
         self._los: dict[str, tuple[int, str]] = {}
-        self._changed = asyncio.Event()
         self._sub: Any = None
-        self.handed_over = False  # whether the watch's changes skip nats-py's task
+        self._prefix = ""
+        self.handed_over = False  # whether notices skip nats-py's subscription task
         self.problems: list[str] = []
 
-    async def start(self, watch: bool = True) -> None:
-        """Begin the watch; without ``watch`` (a process that hosts no agent: it only
-        posts the task and waits) the copy is read from the bucket when needed, and
-        the server pushes it nothing.
+    async def start(self, nc: Any = None, changes: str | None = None) -> None:
+        """Follow the run: subscribe to its change notices (``changes``, the prefix of
+        ``<prefix>.<revision>.<key>``, on connection ``nc``), then read its state as it
+        is now (:meth:`snapshot`). Without ``changes`` (a process that hosts no agent:
+        it only posts the task and waits) the copy is read from the bucket when needed.
 
-        The watch is an ordered consumer of the run's keys (the newest value of each
-        first, then every change), as nats-py's key-value watch makes it, but each
-        change is applied as the connection reads it (:func:`hand_over`), without
-        the two queues and tasks of nats-py's watcher in between."""
-        if not watch:
+        Each process that writes a thread header or a counter announces the change
+        once it is stored (``RunState.on_write``): a plain publish, which the server
+        passes on at once, in the same write as the deliveries that follow it. A
+        key-value watch would do the same from the bucket's stream, at the cost of a
+        push to every process (the writer too) before the writer's own reply."""
+        if changes is None:
             return
-        kv = self.state.kv
+        self._prefix = changes + "."
 
         async def early(msg: Msg) -> None:
             # What arrives before the hand-over (and everything, in this task, if this
             # nats-py's subscriptions do not look as hand_over expects).
-            self._pushed(msg)
+            self._noticed(msg)
 
-        self._sub = await kv._js.subscribe(
+        self._sub = await nc.subscribe(changes + ".>", cb=early)
+        self.handed_over = hand_over(self._sub, self._noticed)
+        await self.snapshot()
+
+    async def snapshot(self, timeout: float = 10.0) -> bool:  # noqa: ASYNC109
+        """Read the newest value of each of the run's keys (a process that joins late,
+        or one whose connection dropped: notices made meanwhile are lost). Newer
+        values noticed meanwhile are kept. False when the bucket did not answer in
+        ``timeout`` seconds (the copy is then read from the bucket when needed)."""
+        kv = self.state.kv
+        done = asyncio.get_running_loop().create_future()
+        seen = [0]
+
+        def got(msg: Msg) -> None:
+            seen[0] += 1
+            self._pushed(msg)
+            if stream_pending(msg.reply) == 0 and not done.done():
+                done.set_result(None)
+
+        async def early(msg: Msg) -> None:
+            got(msg)
+
+        sub = await kv._js.subscribe(
             f"{kv._pre}{self.state.run_id}.>",
             stream=kv._stream,
             cb=early,
             ordered_consumer=True,
             deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
-            inactive_threshold=300.0,
+            inactive_threshold=60.0,
         )
-        self.handed_over = hand_over(self._sub, self._pushed)
+        hand_over(sub, got)
+        try:
+            info = await sub.consumer_info()
+            if not info.num_pending and not seen[0] and not done.done():
+                done.set_result(None)  # nothing stored for the run yet
+            await asyncio.wait_for(done, timeout)
+            return True
+        except (TimeoutError, nats.errors.Error, nats.js.errors.Error):
+            return False
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
 
     async def aclose(self) -> None:
         if self._sub is not None:
@@ -407,29 +474,43 @@ class Replica:
                 await sub.unsubscribe()
 
     def _pushed(self, msg: Msg) -> None:
-        """One change of a key of the run, from the watch."""
+        """A key of the run as stored, from :meth:`snapshot`."""
         st = self.state
         key = msg.subject[len(st.kv._pre) :]
         prefix = st.run_id + "."
-        if not msg.data or not key.startswith(prefix):
-            return  # (a deleted key has no value)
-        parts = key[len(prefix) :].split(".")
+        if msg.data and key.startswith(prefix):  # (a deleted key has no value)
+            self._apply_value(key[len(prefix) :], msg.data, stream_seq(msg.reply) or 0)
+
+    def _noticed(self, msg: Msg) -> None:
+        """A change notice: ``<prefix>.<revision>.<key>``, the key's new value."""
+        rev, _, key = msg.subject[len(self._prefix) :].partition(".")
         try:
-            revision = stream_seq(msg.reply) or 0
+            revision = int(rev)
+        except ValueError:
+            self.problems.append(f"{msg.subject}: not a change notice")
+            return
+        if msg.data:
+            self._apply_value(key, msg.data, revision)
+
+    def _apply_value(self, key: str, data: bytes, revision: int) -> None:
+        """Key ``key`` of the run (after ``<run>.``) has value ``data`` at ``revision``."""
+        st = self.state
+        parts = key.split(".")
+        try:
             if parts[0] == "t" and len(parts) == 2:
-                rec = decode(msg.data, "th")
+                if self.hrevs.get(parts[1], -1) >= revision:
+                    return  # applied already (this process's own write, or an older one)
+                rec = decode(data, "th")
                 if rec.get("by") != st.writer or not st.writer:
                     st.foreign[f"t.{parts[1]}"] = time.monotonic()
-                elif self.hrevs.get(parts[1], -1) >= revision:
-                    return  # this process's own write, applied already
                 self.apply(parse_header(rec, revision))
             elif parts[0] == "b":
-                # A counter changed (here or in another worker): keep the newest
-                # view, so the next reservation's compare-and-set usually holds.
-                st.saw_counter(".".join(parts[1:]), decode(msg.data, "n")["n"], revision)
+                # A counter changed: keep the newest view, so the next reservation's
+                # compare-and-set usually holds.
+                rec = decode(data, "n")
+                st.saw_counter(".".join(parts[1:]), rec["n"], revision, str(rec.get("by") or ""))
         except (WireError, KeyError, TypeError, ValueError) as exc:
             self.problems.append(f"{key}: {exc}")
-        self._changed.set()
 
     def apply(self, h: Header) -> Thread:
         """Bring the thread up to header ``h`` (in place), if ``h`` is newer."""
@@ -486,20 +567,13 @@ class Replica:
         self._check_complete(th)
         return th
 
-    async def catch_up(self, tid: str, seq: int, wait_s: float = 0.25) -> None:
-        """Make sure the copy holds thread ``tid`` up to ``seq``. While the copy has not
-        seen a header that far, wait briefly for the watch; messages missing below a
-        header it has seen (a process that joined a run late) are read from the bucket
-        at once: the watch brings only new headers, never what it missed. A watch that
-        lags (after a reconnect) must not stall a turn either."""
-        deadline = time.monotonic() + wait_s
-        while not self.has(tid, seq) and self.last_seqs.get(tid, 0) < seq:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            self._changed.clear()
-            with contextlib.suppress(asyncio.TimeoutError, TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), left)
+    async def catch_up(self, tid: str, seq: int) -> None:
+        """Make sure the copy holds thread ``tid`` up to ``seq`` (the message of a
+        delivery), reading the bucket if it does not. The change notice of a message
+        leaves its writer before the message's deliveries and the server passes it
+        on before it stores them, so a copy that lacks the message when its delivery
+        comes will not be told: it missed the notice (it joined the run late, its
+        connection dropped, or the writer's turn is being replayed after a crash)."""
         if not self.has(tid, seq):
             with contextlib.suppress(UnknownThreadError):
                 await self.load(tid)
@@ -524,8 +598,8 @@ class Replica:
         if len(msgs) == n0:
             msgs.extend(work._messages[n0:])
         if self.state.contended(f"t.{tid}"):
-            # The next change starts from this revision once the watch brings it back
-            # (or after a read), as the other writers' do (see RunState.mine).
+            # Another process writes the thread too: the next change here starts
+            # from a fresh read of the header, as theirs do (no head start).
             self.revs.pop(tid, None)
         else:
             self._check_complete(th)

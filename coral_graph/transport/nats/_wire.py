@@ -5,7 +5,10 @@ Every record is a map ``{"v": 3, "t": <type>, …}``; see ``docs/msgpack-format.
 :class:`WireError`, so a foreign or malformed message is recorded and skipped,
 never crashing a worker. Version 2 added ``es`` (the events of one flush in one
 record); version 3 replaced the replay markers (``c``) by the origin of each
-message (``lo`` of ``th``, ``o`` of ``m``). Records of versions 1 and 2 are still read.
+message (``lo`` of ``th``, ``o`` of ``m``); version 4 announces each change of a
+thread header or counter on the run's change subject (a counter's ``n`` record
+names its writer, ``by``), which version 3 processes do not follow. Records of
+versions 1 to 3 are still read.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from coral_graph.transport.nats._errors import WireError
 
 __all__ = ["WIRE_VERSION", "decode", "encode", "encode_events", "events_of"]
 
-WIRE_VERSION = 3
+WIRE_VERSION = 4
 
 # The record types and the keys each must have.
 _REQUIRED: dict[str, tuple[str, ...]] = {

@@ -369,12 +369,16 @@ class Worker:
             await anyio.sleep(HEARTBEAT_S)
             with contextlib.suppress(Exception):
                 await self._register()
-            # A stop broadcast missed (e.g. during a reconnect) is read from the record.
+            # A stop broadcast missed (e.g. during a reconnect) is read from the record;
+            # so are the changes of the run's state noticed while the connection was
+            # down.
             for run in list(self.runs.values()):
                 with contextlib.suppress(Exception):
                     cur = await run.state.record()
                     if cur is not None and cur[0]["status"] != "running":
                         run.remote_stop(str(cur[0].get("stop_reason") or "error"))
+                    elif run.synced != self.link.drops:
+                        await run.resync()
 
     # -- runs -----------------------------------------------------------------
 

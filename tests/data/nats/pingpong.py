@@ -143,3 +143,35 @@ async def sleeper(ctx, message):
 
     await asyncio.sleep(10)
     await ctx.send_message(message.thread_id, "woke up", ["user"])
+
+
+async def noter(ctx, message):
+    """Makes sure the reader is in the run (a question and its answer), then posts
+    notes for its helper in a thread the reader is in too, without mentioning the
+    reader; then asks the reader, in the task's thread, what it reads."""
+    if message.sender == "user":
+        await ctx.add_participant(message.thread_id, "reader")
+        await ctx.send_message(message.thread_id, "ready?", ["reader"])
+        return
+    notes = await ctx.create_thread("notes", ["helper", "reader"])
+    await ctx.send_message(notes.id, "note 1", ["helper"])
+    await ctx.add_participant(notes.id, "late")
+    await ctx.send_message(notes.id, "note 2", [])
+    await ctx.send_message(message.thread_id, notes.id, ["reader"])
+
+
+async def reader(ctx, message):
+    """Reads the thread named in the message (never mentioned in it) and answers
+    with what it holds, through the sync reads an LLM agent's prompt is made from."""
+    if message.content == "ready?":
+        await ctx.send_message(message.thread_id, "ready", ["noter"])
+        return
+    th = ctx.thread(message.content)
+    mine = [t.name for t in ctx.threads()]
+    seen = "; ".join(m.content for m in th.messages)
+    answer = f"{seen} | {','.join(th.participants)} | {','.join(sorted(mine))}"
+    await ctx.send_message(message.thread_id, answer, ["user"])
+
+
+async def silent(ctx, message):
+    """Takes a delivery and does nothing."""
