@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -173,3 +174,20 @@ def workers_fixture(nats_server: NatsServer) -> Iterator[Workers]:
         yield ws
     finally:
         ws.close()
+
+
+def announce_writes(st: Any, link: Any, changes: str) -> list[int]:
+    """Publish each change ``st`` (a ``RunState``) stores as its change notice, on
+    ``link``, as ``NatsRun.notice`` does; returns a list that grows by one per notice."""
+    import asyncio
+
+    sent: list[int] = []
+    tasks: list[asyncio.Task[None]] = []
+
+    def wrote(key: str, value: bytes, rev: int) -> None:
+        sent.append(1)
+        publish = link.nc.publish(f"{changes}.{rev}.{key}", value)
+        tasks.append(asyncio.get_running_loop().create_task(publish))
+
+    st.on_write = wrote
+    return sent

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from nats_fixtures import (
     NatsServer,
+    announce_writes,
     nats_server_fixture,  # noqa: F401 - a fixture
     needs_nats,
 )
@@ -90,12 +91,7 @@ async def test_every_subscription_read_per_delivery_is_handed_over(
         kv, _ = await ensure_graph(link, names, ["a"])
         st = RunState(kv, "r-h", "w-1", link.asker)
         changes = names.changes("r-h")
-        tasks: list[asyncio.Task[None]] = []
-        st.on_write = lambda key, value, rev: tasks.append(
-            asyncio.get_running_loop().create_task(
-                link.nc.publish(f"{changes}.{rev}.{key}", value)
-            )
-        )
+        announce_writes(st, link, changes)
         rep = Replica(st)
         await rep.start(link.nc, changes)
         rec = Recorder(link, names, "r-h")

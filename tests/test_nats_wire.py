@@ -18,6 +18,7 @@ import pytest
 from nats_fixtures import (
     NatsServer,
     Workers,
+    announce_writes,
     cli_args,
     cli_env,
     nats_server_fixture,  # noqa: F401 - a fixture
@@ -200,7 +201,7 @@ async def test_only_another_process_makes_a_thread_contended(nats_server: NatsSe
         kv, _ = await ensure_graph(link, names, ["a", "b"])
         mine = RunState(kv, "r-cas", "w-a")
         theirs = RunState(await other.js.key_value(names.bucket), "r-cas", "w-b")
-        sent = [_announce(mine, link, changes), _announce(theirs, other, changes)]
+        sent = [announce_writes(mine, link, changes), announce_writes(theirs, other, changes)]
         rep = Replica(mine)
         await rep.start(link.nc, changes)
         try:
@@ -221,23 +222,10 @@ async def test_only_another_process_makes_a_thread_contended(nats_server: NatsSe
             await _until(lambda: rep.hrevs.get("t-x") == rev)
             assert mine.contended("t.t-x")
             assert [m.content for m in rep.threads["t-x"].messages] == ["m"] * 30
-            assert sum(sent[0]) == 30 and sum(sent[1]) == 1  # one notice per write
+            assert sum(sent[0]) == 30  # one notice per write
+            assert sum(sent[1]) == 1
         finally:
             await rep.aclose()
-
-
-def _announce(st: Any, link: Any, changes: str) -> list[int]:
-    """Publish each change ``st`` stores as its notice, as ``NatsRun.notice`` does."""
-    sent: list[int] = []
-
-    def wrote(key: str, value: bytes, rev: int) -> None:
-        sent.append(1)
-        asyncio.get_running_loop().create_task(
-            link.nc.publish(f"{changes}.{rev}.{key}", value)
-        )
-
-    st.on_write = wrote
-    return sent
 
 
 async def _until(cond: object, timeout: float = 10.0) -> None:  # noqa: ASYNC109
