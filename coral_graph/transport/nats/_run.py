@@ -125,8 +125,8 @@ class NatsRun:
         self._changes = w.names.changes(self.run_id)
         if self.transport.hosted:
             drops = w.link.drops
-            await self.replica.start(w.link.nc, self._changes)
-            self.synced = drops
+            # (A snapshot that failed is read again by the worker's heartbeat.)
+            self.synced = drops if await self.replica.start(w.link.nc, self._changes) else -1
         self._started = True
         if self.loops:
             await self._set_busy(True)

@@ -404,11 +404,12 @@ class Replica:
         self.handed_over = False  # whether notices skip nats-py's subscription task
         self.problems: list[str] = []
 
-    async def start(self, nc: Any = None, changes: str | None = None) -> None:
+    async def start(self, nc: Any = None, changes: str | None = None) -> bool:
         """Follow the run: subscribe to its change notices (``changes``, the prefix of
         ``<prefix>.<revision>.<key>``, on connection ``nc``), then read its state as it
         is now (:meth:`snapshot`). Without ``changes`` (a process that hosts no agent:
         it only posts the task and waits) the copy is read from the bucket when needed.
+        False when the snapshot failed (see :meth:`snapshot`).
 
         Each process that writes a thread header or a counter announces the change
         once it is stored (``RunState.on_write``): a plain publish, which the server
@@ -416,7 +417,7 @@ class Replica:
         key-value watch would do the same from the bucket's stream, at the cost of a
         push to every process (the writer too) before the writer's own reply."""
         if changes is None:
-            return
+            return True
         self._prefix = changes + "."
 
         async def early(msg: Msg) -> None:
@@ -426,7 +427,7 @@ class Replica:
 
         self._sub = await nc.subscribe(changes + ".>", cb=early)
         self.handed_over = hand_over(self._sub, self._noticed)
-        await self.snapshot()
+        return await self.snapshot()
 
     async def snapshot(self, timeout: float = 10.0) -> bool:  # noqa: ASYNC109
         """Read the newest value of each of the run's keys (a process that joins late,
