@@ -161,27 +161,26 @@ def stream_seq(reply: str | None) -> int | None:
     or with ``<domain>.<account hash>`` before the stream (and a token after). None
     for another message (a bare publish). Cheaper than nats-py's ``Msg.metadata``,
     which also makes a datetime and two objects per message."""
-    if not reply:
-        return None
-    t = reply.split(".")
-    if len(t) < 9 or t[0] != "$JS" or t[1] != "ACK":
-        return None
-    try:
-        return int(t[5] if len(t) == 9 else t[7])
-    except ValueError:
-        return None
+    return _ack_field(reply, 5)
 
 
 def stream_pending(reply: str | None) -> int | None:
     """How many messages a JetStream consumer had still to deliver after this one,
     from its reply subject (see :func:`stream_seq`); None for another message."""
+    return _ack_field(reply, 8)
+
+
+def _ack_field(reply: str | None, i: int) -> int | None:
+    """Number ``i`` of a JetStream reply subject's tokens, as in its short form."""
     if not reply:
         return None
     t = reply.split(".")
     if len(t) < 9 or t[0] != "$JS" or t[1] != "ACK":
         return None
+    if len(t) > 9:  # (<domain>.<account hash> after "ACK")
+        t = t[:2] + t[4:]
     try:
-        return int(t[8] if len(t) == 9 else t[10])
+        return int(t[i])
     except (ValueError, IndexError):
         return None
 
