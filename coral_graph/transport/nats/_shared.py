@@ -191,6 +191,7 @@ class NatsThreads:
             try:
                 new_rev = await st.update_header(work, rev, last, origin)
             except CasFailed:
+                st.foreign[f"t.{thread_id}"] = time.monotonic()  # another process wrote it
                 fresh = await st.header(thread_id)
                 continue
             rep.committed(live, work, new_rev, n0, origin)

@@ -358,6 +358,7 @@ class RunState:
                 self._wrote(f"b.{name}", value_rec, new_rev)
                 return new
             except CasFailed:
+                self.foreign[f"b.{name}"] = time.monotonic()  # another process wrote it
                 continue
 
     # -- busy flags of workers with loop agents --------------------------------
@@ -499,11 +500,11 @@ class Replica:
         parts = key.split(".")
         try:
             if parts[0] == "t" and len(parts) == 2:
-                if self.hrevs.get(parts[1], -1) >= revision:
-                    return  # applied already (this process's own write, or an older one)
                 rec = decode(data, "th")
                 if rec.get("by") != st.writer or not st.writer:
                     st.foreign[f"t.{parts[1]}"] = time.monotonic()
+                elif self.hrevs.get(parts[1], -1) >= revision:
+                    return  # this process's own write, applied already
                 self.apply(parse_header(rec, revision))
             elif parts[0] == "b":
                 # A counter changed: keep the newest view, so the next reservation's
