@@ -437,3 +437,70 @@ async def test_workers_on_uvloop_run_the_graph(
     out = await _pingpong(tmp_path, nats_server, workers, rounds=4, worker_args=("--uvloop",))
     assert out["answer"] == "done after 4 rounds"
     assert all("(uvloop)" in w.output for w in workers.procs)
+
+
+@pytest.mark.anyio
+@needs_nats
+@pytest.mark.nats
+async def test_changes_missed_while_away_are_read_again(
+    tmp_path: Path, nats_server: NatsServer
+) -> None:
+    """Change notices are not stored: a copy that missed some (its connection was
+    down) is read again whole, newer values kept; a worker's heartbeat does it for
+    each run once its connection has dropped since the run's copy was last read."""
+    from coral_graph.config import load_graph
+    from coral_graph.transport.nats import identity_of, open_link
+    from coral_graph.transport.nats._conn import ensure_graph
+    from coral_graph.transport.nats._names import Names
+    from coral_graph.transport.nats._state import Replica, RunState
+    from coral_graph.transport.nats._worker import HEARTBEAT_S, Worker
+
+    names = Names.for_graph("wire-away")
+    changes = names.changes("r-away")
+    async with open_link(nats_server.url) as link:
+        kv, _ = await ensure_graph(link, names, ["a"])
+        writer = RunState(kv, "r-away", "w-b")  # its notices are lost: nobody sends them
+        th = Thread(ThreadId("t-w"), "w", AgentName("a"), [AgentName("a")], 1.0)
+        rev = await writer.create_thread(th)
+        rep = Replica(RunState(kv, "r-away", "w-a"))
+        assert await rep.start(link.nc, changes)
+        try:
+            assert rep.hrevs["t-w"] == rev  # read when it started
+            th.closed = True
+            rev = await writer.update_header(th, rev, None)
+            await asyncio.sleep(0.2)
+            assert not rep.threads["t-w"].closed  # not told
+            assert await rep.snapshot()
+            assert rep.threads["t-w"].closed
+            assert rep.hrevs["t-w"] == rev
+        finally:
+            await rep.aclose()
+
+        d = tmp_path / "graph"
+        shutil.copytree(DATA, d)
+        lg = load_graph(d / "pingpong.yaml")
+        w = Worker(link, lg.graph, identity_of(lg), ["ping"], log=lambda s: None)
+        await w.open()
+
+        class Run:  # what the heartbeat asks of a run
+            synced = link.drops
+            resyncs = 0
+            state = RunState(w.kv, "r-gone")  # no record: the run is not over
+
+            async def resync(self) -> None:
+                Run.resyncs += 1
+                Run.synced = link.drops
+
+            def remote_stop(self, reason: str) -> None:
+                raise AssertionError(reason)
+
+        w.runs["r-gone"] = Run()  # type: ignore[assignment]
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(w._heartbeat)
+            await asyncio.sleep(HEARTBEAT_S * 1.5)
+            assert Run.resyncs == 0  # the connection did not drop
+            link.drops += 1
+            await _until(lambda: Run.resyncs == 1, HEARTBEAT_S * 3)
+            await asyncio.sleep(HEARTBEAT_S * 1.5)
+            assert Run.resyncs == 1  # once per drop
+            tg.cancel_scope.cancel()
