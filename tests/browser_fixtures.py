@@ -331,6 +331,24 @@ def make_big_run(db: Path, n: int = 100_000) -> str:
     return result.run_id
 
 
+async def until_stored(db: Path, run_id: str, messages: int, timeout: float = 20.0) -> None:  # noqa: ASYNC109
+    """Wait until the store at ``db`` shows run ``run_id`` with at least ``messages``
+    messages: its writer flushes in the background, and a page opened before that
+    would not have the rows a test then watches change."""
+    from coral_graph.store._reader import open_reader
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with open_reader(db) as r:
+                if len(r.messages(run_id)) >= messages:
+                    return
+        except cg.CoralError:
+            pass  # (no store file, or no such run, yet)
+        assert time.monotonic() < deadline, f"run {run_id} was not stored within {timeout} s"
+        await anyio.sleep(0.02)
+
+
 class LiveRun:
     """A run written by another thread while a page watches it.
 
@@ -375,7 +393,7 @@ class LiveRun:
         async def ticker(ctx: cg.AgentContext, message: cg.Message) -> None:
             await ctx.send_message(message.thread_id, "tick 0 (before the page opened)", [])
             live.run_id = ctx.run_id
-            await anyio.sleep(0.3)  # let the store flush the run and its first messages
+            await until_stored(live.db, ctx.run_id, 2)  # the task and tick 0
             live.started.set()
             for i in range(1, live.n + 1):
                 await anyio.to_thread.run_sync(live._ticks.acquire)
@@ -404,7 +422,7 @@ class LiveFailingRun(LiveRun):
         @cg.agent(description="calls a model that refuses it")
         async def caller(ctx: cg.AgentContext, message: cg.Message) -> None:
             live.run_id = ctx.run_id
-            await anyio.sleep(0.3)  # let the store flush the run and the task
+            await until_stored(live.db, ctx.run_id, 1)  # the task
             live.started.set()
             await anyio.to_thread.run_sync(live._ticks.acquire)
             for attempt in (1, 2):
