@@ -35,6 +35,7 @@ from nats.aio.msg import Msg
 
 __all__ = [
     "Asker",
+    "as_callback",
     "hand_over",
     "run_now",
     "speed_up",
@@ -96,6 +97,17 @@ def hand_over(sub: Any, handle: Callable[[Msg], None]) -> bool:
     while isinstance(old, asyncio.Queue) and not old.empty():
         sub._pending_queue.put_nowait(old.get_nowait())
     return True
+
+
+def as_callback(handle: Callable[[Msg], None]) -> Callable[[Msg], Coroutine[Any, Any, None]]:
+    """``handle`` as a nats-py subscription callback: it takes what arrives before
+    the subscription is handed over (:func:`hand_over`), and everything if it cannot
+    be."""
+
+    async def cb(msg: Msg) -> None:
+        handle(msg)
+
+    return cb
 
 
 def run_now(cb: Callable[[Msg], Coroutine[Any, Any, None]]) -> Callable[[Msg], None]:

@@ -318,10 +318,11 @@ class NatsRun:
         self.port.stop(reason, record.get("error"), answer_of(record))  # type: ignore[arg-type]
 
     async def resync(self) -> None:
-        """The connection dropped since the copy of the run was last read whole: the
-        change notices made meanwhile are lost, so read the run's state again."""
+        """Read the run's state again (the worker's heartbeat does it when the
+        connection dropped since :attr:`synced`: the change notices made meanwhile
+        are lost)."""
         drops = self.worker.link.drops
-        if drops != self.synced and await self.replica.snapshot():
+        if await self.replica.snapshot():
             self.synced = drops
 
     async def end_as(self, reason: StopReason, error: str | None = None) -> None:

@@ -42,7 +42,13 @@ from coral_graph._errors import CoralError, UnknownThreadError
 from coral_graph._model import Message, Thread
 from coral_graph._types import AgentName, ThreadId
 from coral_graph.transport.nats._errors import WireError
-from coral_graph.transport.nats._handover import Asker, hand_over, stream_pending, stream_seq
+from coral_graph.transport.nats._handover import (
+    Asker,
+    as_callback,
+    hand_over,
+    stream_pending,
+    stream_seq,
+)
 from coral_graph.transport.nats._wire import decode, encode
 
 __all__ = ["CasFailed", "Header", "Replica", "RunState"]
@@ -420,13 +426,7 @@ class Replica:
         if changes is None:
             return True
         self._prefix = changes + "."
-
-        async def early(msg: Msg) -> None:
-            # What arrives before the hand-over (and everything, in this task, if this
-            # nats-py's subscriptions do not look as hand_over expects).
-            self._noticed(msg)
-
-        self._sub = await nc.subscribe(changes + ".>", cb=early)
+        self._sub = await nc.subscribe(changes + ".>", cb=as_callback(self._noticed))
         self.handed_over = hand_over(self._sub, self._noticed)
         return await self.snapshot()
 
@@ -445,13 +445,10 @@ class Replica:
             if stream_pending(msg.reply) == 0 and not done.done():
                 done.set_result(None)
 
-        async def early(msg: Msg) -> None:
-            got(msg)
-
         sub = await kv._js.subscribe(
             f"{kv._pre}{self.state.run_id}.>",
             stream=kv._stream,
-            cb=early,
+            cb=as_callback(got),
             ordered_consumer=True,
             deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
             inactive_threshold=60.0,
