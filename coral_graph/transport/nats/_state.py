@@ -437,10 +437,8 @@ class Replica:
         ``timeout`` seconds (the copy is then read from the bucket when needed)."""
         kv = self.state.kv
         done = asyncio.get_running_loop().create_future()
-        seen = [0]
 
         def got(msg: Msg) -> None:
-            seen[0] += 1
             self._pushed(msg)
             if stream_pending(msg.reply) == 0 and not done.done():
                 done.set_result(None)
@@ -456,8 +454,11 @@ class Replica:
         hand_over(sub, got)
         try:
             info = await sub.consumer_info()
-            if not info.num_pending and not seen[0] and not done.done():
-                done.set_result(None)  # nothing stored for the run yet
+            sent = info.delivered.consumer_seq if info.delivered is not None else 0
+            if not info.num_pending and not sent and not done.done():
+                # Nothing stored for the run yet. (Otherwise the last key sent says
+                # "none pending", even if its push comes after this reply.)
+                done.set_result(None)
             await asyncio.wait_for(done, timeout)
             return True
         except (TimeoutError, nats.errors.Error, nats.js.errors.Error):
