@@ -257,6 +257,53 @@ async def test_sigterm_finishes_the_turn_and_leaves_the_run_going(
     assert [p.name for p in marks.glob("pong-2-*")] == [f"pong-2-{pong.proc.pid}"]
 
 
+async def test_a_second_sigterm_stops_at_once_and_hands_the_turn_back(
+    graph: Path, nats_server: NatsServer, workers: Workers, tmp_path: Path
+) -> None:
+    """pong's first turn would take two minutes. SIGTERM: the worker says it waits for
+    that turn, and how to stop at once. A second SIGTERM stops it within seconds (exit
+    128 + 15) and hands the delivery back: a new pong worker takes it at once, not
+    after ack_wait (30 s here), and the run finishes with the cut turn recorded as
+    handled again."""
+    from coral_graph.config import load_graph
+    from coral_graph.transport.nats import run_on_nats
+
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    env = {"PP_ROUNDS": str(ROUNDS), "PP_MARK_DIR": str(marks)}
+    wait = ("--ack-wait", "30")
+    workers.start(graph, "--agents", "ping", *wait, env=env)
+    slow = workers.start(graph, "--agents", "pong", *wait, env={**env, "PP_PONG_DELAY": "120"})
+    lg = load_graph(graph)
+    result = None
+
+    async def drive() -> None:
+        nonlocal result
+        result = await run_on_nats(lg, "play", nats_server.url, wait_workers_s=30)
+
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(drive)
+            await _wait_for(marks, f"pong-1-{slow.proc.pid}")
+            t0 = time.monotonic()
+            slow.proc.terminate()
+            while "SIGTERM: stopping" not in slow.output:  # noqa: ASYNC110
+                await anyio.sleep(0.01)
+            assert "once the 1 turn in progress ends; SIGTERM again" in slow.output
+            assert slow.proc.poll() is None  # still in its turn
+            slow.proc.terminate()
+            assert await anyio.to_thread.run_sync(slow.proc.wait, 10) == 128 + 15
+            assert time.monotonic() - t0 < 5
+            workers.start(graph, "--agents", "pong", *wait, env=env)
+    assert result is not None
+    assert result.stop_reason == "answer", result.error
+    assert _work_messages(result) == _expected()
+    assert _redelivered(result) == ["pong"]
+    assert time.monotonic() - t0 < 25  # never waited out ack_wait
+    slow.close()
+    assert "1 delivery handed back" in slow.output, slow.output
+
+
 def test_a_worker_whose_server_is_gone_stops_cleanly_on_sigterm(
     nats_server: NatsServer, workers: Workers, graph: Path
 ) -> None:

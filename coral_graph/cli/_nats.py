@@ -3,14 +3,19 @@
 
 Exit codes: 0 done (a worker stopped by SIGTERM/SIGINT after finishing its turns),
 1 bad input: a broken graph file, an unreachable NATS URL or JetStream turned off,
-a graph that differs from the running workers' (the message names the difference).
+a graph that differs from the running workers' (the message names the difference);
+128 + the signal's number (130 for Ctrl-C, 143 for SIGTERM): a worker stopped at once
+by a second signal, the deliveries of the turns it cut short handed back.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import signal
 import sys
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -65,6 +70,63 @@ def _on_signals(loop: asyncio.AbstractEventLoop, fn: Any) -> None:
             pass
 
 
+_FORCED_EXIT_S = 3.0
+"""After a second signal, a worker exits within this many seconds, even while an
+agent's code blocks its event loop."""
+
+
+def _stop_on_signals(loop: asyncio.AbstractEventLoop, w: Any) -> None:
+    """The first SIGTERM or Ctrl-C drains the worker (``Worker.drain``: the turns in
+    progress finish and are acknowledged), saying so; the second stops it at once:
+    the deliveries of the turns in progress go back to the server (``hand_back``) and
+    the process exits with 128 + the signal's number. A Python signal handler runs
+    between two bytecodes, so an agent that blocks the loop does not delay it."""
+    count = 0
+
+    def handler(signum: int, frame: object) -> None:
+        nonlocal count
+        count += 1
+        name = signal.Signals(signum).name
+        if count == 1:
+            n = w.in_progress
+            what = (
+                "no turn in progress"
+                if not n
+                else f"once the {n} turn{'s' if n > 1 else ''} in progress "
+                f"end{'' if n > 1 else 's'}; {name} again to stop at once (their "
+                "deliveries then come again)"
+            )
+            print(f"worker {w.tag}: {name}: stopping, {what}", file=sys.stderr, flush=True)
+            loop.call_soon_threadsafe(w.drain)
+            return
+        if count > 2:
+            return
+        code = 128 + signum
+        print(f"worker {w.tag}: {name} again: stopping now", file=sys.stderr, flush=True)
+        backstop = threading.Timer(_FORCED_EXIT_S, os._exit, (code,))
+        backstop.daemon = True
+        backstop.start()
+        asyncio.run_coroutine_threadsafe(_stop_now(w, code), loop)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(ValueError):  # not the main thread
+            signal.signal(sig, handler)
+
+
+async def _stop_now(w: Any, code: int) -> None:
+    n = 0
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(_FORCED_EXIT_S - 1):
+            n = await w.hand_back()
+    print(
+        f"worker {w.tag}: stopped at once; {n} deliver{'y' if n == 1 else 'ies'} handed "
+        "back, to be handled again",
+        file=sys.stderr,
+        flush=True,
+    )
+    os._exit(code)
+
+
 @app.command()
 def worker(
     graph: Annotated[Path, typer.Argument(help="The graph file (YAML).", show_default=False)],
@@ -99,7 +161,8 @@ def worker(
     ] = False,
 ) -> None:
     """Host agents of a graph for every run on it, until SIGTERM or Ctrl-C (then the
-    turns in progress finish and are acknowledged)."""
+    turns in progress finish and are acknowledged; a second one stops at once and
+    hands their deliveries back)."""
     uvloop = _uvloop() if use_uvloop else None
     lg = _load(graph, set_, model)
     mod = _nats_module()
@@ -125,7 +188,7 @@ def worker(
                     "nothing to host: every agent of the graph has a live worker; "
                     "pass --agents to host some anyway (workers of one agent share its inbox)"
                 )
-            _on_signals(asyncio.get_running_loop(), w.drain)
+            _stop_on_signals(asyncio.get_running_loop(), w)
             print(
                 f"worker {w.tag}: hosting {', '.join(hosted)} of graph {lg.graph.name!r} on "
                 f"{nats}{' (uvloop)' if uvloop is not None else ''}",

@@ -244,6 +244,8 @@ class Worker:
         # (link.drops, the inbox stream's last sequence) read together: see first_handling.
         self._mark: tuple[int, int] = (-1, 0)
         self._inboxes: dict[str, _Inbox] = {}
+        # The delivery each agent's loop has taken and not finished with (see hand_back).
+        self._held: dict[str, Msg] = {}
         self._log = log or (lambda s: print(s, file=sys.stderr, flush=True))
 
     @property
@@ -334,6 +336,26 @@ class Worker:
     def drain(self) -> None:
         """Stop taking deliveries; turns in progress finish and are acknowledged."""
         self._draining.set()
+
+    @property
+    def in_progress(self) -> int:
+        """How many deliveries taken here are not finished with yet (turns running,
+        or waiting for what they published to be stored)."""
+        return len(self._held)
+
+    async def hand_back(self) -> int:
+        """Stop now instead of draining: give the deliveries taken here and not
+        finished back to the server (a negative acknowledgement), so they come again
+        at once to a live worker of their agent instead of after ``ack_wait``. The
+        turns they began are cut short, as by a crash: their replay finds what they
+        made (see ``NatsThreads``). Returns how many were handed back."""
+        held = list(self._held.values())
+        for m in held:
+            with contextlib.suppress(Exception):
+                await m.nak()
+        with contextlib.suppress(Exception):
+            await self.link.nc.flush(timeout=1)
+        return len(held)
 
     async def serve(self) -> None:
         """Handle deliveries until :meth:`drain`; then leave the runs (without ending
@@ -528,6 +550,7 @@ class Worker:
                     with contextlib.suppress(Exception):
                         await m.nak()  # not started: another worker may take it now
                     continue
+                self._held[agent] = m
                 try:
                     await self._take(agent, m)
                 except (TimeoutError, nats.errors.Error, nats.js.errors.Error, OSError) as exc:
@@ -537,6 +560,8 @@ class Worker:
                         f"coral-graph worker: {agent}: {type(exc).__name__}: {exc}; "
                         "will be redelivered"
                     )
+                finally:
+                    self._held.pop(agent, None)
         finally:
             with anyio.CancelScope(shield=True):
                 await box.close()
