@@ -10,6 +10,7 @@ import json
 import shutil
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import anyio
@@ -226,6 +227,41 @@ async def test_only_another_process_makes_a_thread_contended(nats_server: NatsSe
             assert sum(sent[1]) == 1
         finally:
             await rep.aclose()
+
+
+@pytest.mark.anyio
+@needs_nats
+@pytest.mark.nats
+async def test_changes_of_a_counter_queued_together_are_one_write(nats_server: NatsServer) -> None:
+    """Changes without a limit (a turn's LLM usage, messages without a message
+    budget) are applied in the background: those of one counter queued together go
+    in one compare-and-set, not one each, and none is lost."""
+    from coral_graph.transport.nats import open_link
+    from coral_graph.transport.nats._conn import ensure_graph
+    from coral_graph.transport.nats._names import Names
+    from coral_graph.transport.nats._shared import NatsCounters
+    from coral_graph.transport.nats._state import RunState
+
+    names = Names.for_graph("wire-counters")
+    async with open_link(nats_server.url) as link:
+        kv, _ = await ensure_graph(link, names, ["a"])
+        st = RunState(kv, "r-n", "w-a")
+        writes: list[str] = []
+        st.on_write = lambda key, value, rev: writes.append(key)
+        c = NatsCounters(SimpleNamespace(state=st))  # type: ignore[arg-type]
+        for _ in range(50):
+            c.reserve_nowait("tokens", 3, None)
+            c.reserve_nowait("llm_calls", 1, None)
+        c.release_nowait("tokens", 10)
+        assert c.value("tokens") == 140  # counted before it is written
+        await c.settle()
+        assert sorted(writes) == ["b.llm_calls", "b.tokens"]
+        c.reserve_nowait("tokens", 5, None)  # one more, later: a write of its own
+        await c.settle()
+        assert (await st.counter("tokens"))[0] == 145
+        assert (await st.counter("llm_calls"))[0] == 50
+        assert c.value("tokens") == 145
+        assert len(writes) == 3
 
 
 async def _until(cond: object, timeout: float = 10.0) -> None:  # noqa: ASYNC109

@@ -279,11 +279,19 @@ class NatsCounters:
             self._flusher = asyncio.get_running_loop().create_task(self._flush())
 
     async def _flush(self) -> None:
+        """Apply the queued changes, oldest counter first: all the changes of one
+        counter queued so far in one compare-and-set (a turn's LLM calls, tokens and
+        cost, a burst of messages without a message budget), not one each."""
         st = self._run.state
         while self._deltas:
-            name, amount = self._deltas[0]
-            await st.reserve(name, amount, None)
-            self._deltas.pop(0)
+            name = self._deltas[0][0]
+            mine = [i for i, (n, _) in enumerate(self._deltas) if n == name]
+            amount = sum(self._deltas[i][1] for i in mine)
+            if amount:
+                await st.reserve(name, amount, None)
+            # (Only appends happen meanwhile: the indexes still hold.)
+            done = set(mine)
+            self._deltas = [d for i, d in enumerate(self._deltas) if i not in done]
 
     async def settle(self) -> None:
         """Wait until every change queued so far is in the bucket."""
