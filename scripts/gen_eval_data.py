@@ -15,9 +15,9 @@ Singapore:Singapore;Iran:Tehran;Iraq:Baghdad;Saudi Arabia:Riyadh;Israel:Jerusale
 Lebanon:Beirut;Jordan:Amman;Afghanistan:Kabul;Nepal:Kathmandu;Mongolia:Ulaanbaatar;Australia:Canberra;
 New Zealand:Wellington;Canada:Ottawa;United States:Washington;Mexico:Mexico City;Cuba:Havana;
 Jamaica:Kingston;Brazil:Brasilia;Argentina:Buenos Aires;Chile:Santiago;Peru:Lima;Colombia:Bogota;
-Venezuela:Caracas;Ecuador:Quito;Uruguay:Montevideo;Paraguay:Asuncion;Bolivia:La Paz;Cambodia:Phnom Penh;
-Laos:Vientiane;Sri Lanka:Colombo;Qatar:Doha;Kuwait:Kuwait City;Libya:Tripoli;Tunisia:Tunis;
-Algeria:Algiers;Sudan:Khartoum;Senegal:Dakar;Uganda:Kampala;Tanzania:Dodoma;Zimbabwe:Harare;
+Venezuela:Caracas;Ecuador:Quito;Uruguay:Montevideo;Paraguay:Asuncion;Bolivia:La Paz;
+Cambodia:Phnom Penh;Laos:Vientiane;Sri Lanka:Colombo;Qatar:Doha;Kuwait:Kuwait City;Libya:Tripoli;
+Tunisia:Tunis;Algeria:Algiers;Sudan:Khartoum;Senegal:Dakar;Uganda:Kampala;Tanzania:Dodoma;Zimbabwe:Harare;
 Zambia:Lusaka;Angola:Luanda;Estonia:Tallinn;Latvia:Riga;Lithuania:Vilnius;Slovakia:Bratislava;
 Slovenia:Ljubljana;Albania:Tirana;Cyprus:Nicosia;Malta:Valletta;Luxembourg:Luxembourg;Monaco:Monaco;Wales:Cardiff"""
 symbols = """gold:Au;silver:Ag;iron:Fe;copper:Cu;oxygen:O;hydrogen:H;carbon:C;nitrogen:N;helium:He;
@@ -153,7 +153,7 @@ for r in rows:
     pool = [a for a in by_topic[r["topic"]] if a.lower() != right.lower() and a not in r["answers"]]
     if r["topic"] == "general":
         continue
-    options = rng.sample(pool, 3) + [right]
+    options = [*rng.sample(pool, 3), right]
     rng.shuffle(options)
     letter = "ABCD"[options.index(right)]
     out.append(

@@ -19,8 +19,8 @@ fi
 bash scripts/setup.sh --dev
 
 echo "test: ruff" >&2
-.venv/bin/ruff check coral_graph tests
-.venv/bin/ruff format --check coral_graph tests
+.venv/bin/ruff check coral_graph tests scripts
+.venv/bin/ruff format --check coral_graph tests scripts
 echo "test: mypy (strict)" >&2
 .venv/bin/mypy
 echo "test: pytest" >&2
