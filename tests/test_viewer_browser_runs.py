@@ -468,3 +468,45 @@ def test_static_export_works_from_file_url(runs: Runs, tmp_path: Path, browser: 
             pg.shot(f"29-export-file-url-{size[0]}")
         finally:
             pg.close()
+
+
+def _small_run_named(db: Path, run_id: str) -> None:
+    import coral_graph as cg
+    from coral_graph.store import SQLiteStore
+
+    @cg.agent
+    async def echo(ctx: cg.AgentContext, message: cg.Message) -> None:
+        await ctx.send_message(message.thread_id, "echo: " + message.content, ["user"])
+
+    g = cg.AgentGraph()
+    g.add_agent("echo", echo)
+
+    async def main() -> None:
+        with SQLiteStore(db) as store:
+            async with cg.open_runtime(g, store=store) as rt:
+                await rt.run("hello", entry=["echo"], run_id=run_id)
+
+    cg.run_async(main)
+
+
+def test_a_run_opened_before_the_store_has_it_shows_once_stored(
+    browser: Any, tmp_path: Path
+) -> None:
+    """A run's address opened as the run starts, before the store's first write: the
+    page says it waits for the run, then shows it (not "no such run")."""
+    db = tmp_path / "later.db"
+    off_loop(_small_run_named, db, "r-before")  # a store with another run in it
+    v = start_viewer(db)
+    pg = open_page(browser, DESKTOP)
+    try:
+        p = pg.page
+        p.goto(url(v, "r-later"))
+        waiting = "document.querySelector('#toast').textContent.includes('waiting for run r-later')"
+        wait_js(pg, waiting)
+        off_loop(_small_run_named, db, "r-later")
+        wait_js(pg, "(document.querySelector('#run-title') || {}).textContent.includes('r-later')")
+        p.locator("#list article.msg").nth(1).wait_for()
+        assert "echo: hello" in p.locator("#list").inner_text()
+    finally:
+        pg.close()
+        stop_viewer(v)

@@ -145,7 +145,9 @@
     if (!r.ok) {
       let detail = r.statusText;
       try { detail = (await r.json()).error || detail; } catch (_e) { /* not JSON */ }
-      throw new Error(detail);
+      const err = new Error(detail);
+      err.status = r.status;
+      throw err;
     }
     return r.json();
   }
@@ -531,12 +533,39 @@
 
   /* ---------------------------------------------------------------- a run */
 
+  /* A run the store does not have yet: a run's address opened as it starts, before
+   * the store's first write (within a second or so). The viewer asks again every half
+   * second for WAIT_FOR_RUN_MS, saying what it waits for, before it says there is no
+   * such run. (Not in a static export: nothing is written there any more.) */
+  const WAIT_FOR_RUN_MS = 20000;
+  async function runWhenStored(rid, onWait) {
+    const until = Date.now() + WAIT_FOR_RUN_MS;
+    for (;;) {
+      try {
+        return await api.run(rid);
+      } catch (err) {
+        if (err.status !== 404 || !api.live || Date.now() > until) throw err;
+        if (parseHash().run !== rid) {  // the reader went elsewhere meanwhile
+          err.quiet = true;
+          throw err;
+        }
+        onWait();
+        toast("waiting for run " + rid + " to be stored…");
+        await new Promise((done) => setTimeout(done, 500));
+      }
+    }
+  }
+
   async function openRun(rid, prefetch) {
     closeStream();
     W.key = null;
     H.key = null;
     R = null;
-    const [run, page] = await Promise.all([api.run(rid), prefetch]);
+    // (The first page, asked for with the run, is not used if the run was not there.)
+    const settled = prefetch ? prefetch.catch(() => null) : null;
+    let waited = false;
+    const run = await runWhenStored(rid, () => { waited = true; });
+    const page = waited ? null : await settled;
     R = run;
     W.prefetched = page && !R.live ? page : null;
     showOnly("#run-view");
@@ -1437,7 +1466,7 @@
 
   let applying = Promise.resolve();
   function apply() {
-    applying = applying.then(applyNow).catch((err) => { console.error(err); toast(String(err.message || err)); });
+    applying = applying.then(applyNow).catch((err) => { console.error(err); if (!err.quiet) toast(String(err.message || err)); });
     return applying;
   }
 
