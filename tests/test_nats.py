@@ -316,19 +316,30 @@ async def test_same_outcome_in_one_process_and_over_nats(
     graph_dir: Path, nats_server: NatsServer, workers: Workers, graph: str, task: str
 ) -> None:
     """The protocol's rules and a run's outcome are the same on both transports: the
-    graph runs in this process, then with its agents split over two workers."""
+    graph runs in this process, then with its agents split over two workers. So is
+    what the store says of the two runs."""
     from coral_graph import open_runtime
     from coral_graph.config import load_graph
+    from coral_graph.store import SQLiteStore
+    from coral_graph.store._reader import open_reader
     from coral_graph.transport.nats import run_on_nats
 
     g = graph_dir / graph
     lg = load_graph(g)
-    async with open_runtime(lg.graph, budgets=lg.budgets) as rt:
-        local = await rt.run(task, entry=lg.entry, answer_by=lg.answer_by)
-    agents = list(lg.graph.agents)
-    workers.start(g, "--agents", ",".join(agents[::2]))
-    workers.start(g, "--agents", ",".join(agents[1::2]))
-    remote = await run_on_nats(lg, task, nats_server.url)
+    db = graph_dir / "runs.db"
+    with SQLiteStore(db) as store:
+        async with open_runtime(lg.graph, budgets=lg.budgets, store=store) as rt:
+            local = await rt.run(task, entry=lg.entry, answer_by=lg.answer_by)
+        agents = list(lg.graph.agents)
+        workers.start(g, "--agents", ",".join(agents[::2]))
+        workers.start(g, "--agents", ",".join(agents[1::2]))
+        remote = await run_on_nats(lg, task, nats_server.url, store=store)
+    with open_reader(db) as r:
+        stored = [r.run(local.run_id), r.run(remote.run_id)]
+    keys = ("status", "stop_reason", "answer", "messages", "tokens")
+    here, there = ({k: x[k] for k in keys} for x in stored)
+    assert here == there
+    assert stored[1]["messages"] == remote.messages
     errors = [e for e in remote.events if e.kind == "agent_errored"]
     assert remote.stop_reason == local.stop_reason, (remote.error, errors)
     assert remote.answer == local.answer

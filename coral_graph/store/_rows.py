@@ -34,6 +34,7 @@ from coral_graph._events import (
     ThreadCreated,
     ToolCalled,
 )
+from coral_graph._types import USER
 from coral_graph.store._blocks import write_blocks
 from coral_graph.store._json import dumps
 from coral_graph.store._sql import insert_many, new_packer
@@ -215,7 +216,7 @@ class Rows:
         c = self.run_counts[rid]
         if seq > c[0]:
             c[0] = seq
-        if not (mseq == 1 and tid == "t-1"):
+        if sender != USER:  # the task is not counted, as by the run's message budget
             c[1] += 1
 
     def add(
