@@ -160,6 +160,8 @@ def test_an_agent_without_a_worker_is_named(
     out = json.loads(res.stdout)
     assert out["stop_reason"] == "error"
     assert "no worker hosts pong" in out["error"]
+    # The command that starts the missing worker, the graph's file in it.
+    assert f"`coral-graph worker {g} --nats {nats_server.url} --agents pong`" in out["error"]
 
 
 def test_a_worker_with_another_graph_version_is_refused(

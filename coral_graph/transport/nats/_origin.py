@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shlex
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -213,9 +214,11 @@ class Origin:
 
     def _missing_text(self) -> str:
         ms = ", ".join(self.missing)
+        # The graph's file, when the run's graph came from one (else a placeholder).
+        path = getattr(self.run.transport.graph, "path", None) or "GRAPH"
         return (
             f"no worker hosts {ms} (waited {self.wait_workers_s:g} s): start "
-            f"`coral-graph worker GRAPH --nats {self.run.worker.link.url} "
+            f"`coral-graph worker {shlex.quote(str(path))} --nats {self.run.worker.link.url} "
             f"--agents {','.join(self.missing)}`"
         )
 
