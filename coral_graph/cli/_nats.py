@@ -196,7 +196,11 @@ def worker(
                 flush=True,
             )
             await w.serve()
-            print(f"worker {w.tag}: stopped after {w.handled} deliveries", file=sys.stderr)
+            n = w.handled
+            print(
+                f"worker {w.tag}: stopped after {n} deliver{'y' if n == 1 else 'ies'}",
+                file=sys.stderr,
+            )
             return EXIT_OK
         finally:
             await _close_llm_clients()
