@@ -77,6 +77,20 @@ def test_top_level_help_documents_the_exit_codes() -> None:
         assert code in out
 
 
+def test_top_level_help_sums_up_each_command_in_one_flowing_line() -> None:
+    """Each command's summary is its docstring's first paragraph as one line (the
+    terminal wraps it), not cut where the docstring's lines break."""
+    import inspect
+
+    _, out, _ = invoke("--help", env={"COLUMNS": "400"})
+    commands = get_command(app).commands  # type: ignore[attr-defined]
+    for name in _commands():
+        cmd = commands[name]
+        first = inspect.cleandoc(cmd.callback.__doc__ or "").split("\n\n")[0]
+        line = " ".join((cmd.short_help or first).split())
+        assert re.search(rf"│ {name} +{re.escape(line)} +│", out), (name, line, out)
+
+
 # -- failures in plain sight -------------------------------------------------------------
 
 

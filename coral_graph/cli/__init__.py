@@ -4,6 +4,7 @@ to exit codes. Each area registers its commands from its own module."""
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 import sys
 
@@ -27,6 +28,20 @@ for _mod in _COMMAND_MODULES:
     except ModuleNotFoundError as _exc:  # an area not built yet
         if _exc.name != f"coral_graph.cli.{_mod}":
             raise
+
+
+def _one_line_summaries() -> None:
+    """In ``coral-graph --help`` each command is summed up by its docstring's first
+    paragraph, which Typer's rich help prints with the docstring's own line breaks:
+    give each command that paragraph as one line, for the terminal to wrap."""
+    for info in app.registered_commands:
+        doc = info.help or (info.callback.__doc__ if info.callback else None)
+        if info.short_help is None and doc:
+            first = inspect.cleandoc(doc).split("\n\n")[0]
+            info.short_help = " ".join(first.split())
+
+
+_one_line_summaries()
 
 
 def main() -> None:

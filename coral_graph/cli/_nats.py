@@ -232,7 +232,7 @@ def record(
 ) -> None:
     """Write the events of a graph's distributed runs into the SQLite store: one run
     (--run), or every run that starts from now on until Ctrl-C. Use it with
-    ``coral-graph run --nats --no-store`` (else the run is recorded twice)."""
+    `coral-graph run --nats --no-store` (else the run is recorded twice)."""
     lg = check_only(graph)
     mod = _nats_module()
     from coral_graph.store import SQLiteStore
