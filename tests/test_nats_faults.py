@@ -5,6 +5,7 @@ finishes, nothing is lost or doubled, per-pair order is kept, the transcript is 
 from __future__ import annotations
 
 import shutil
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,8 @@ from nats_fixtures import (
     NatsServer,
     WorkerProc,
     Workers,
+    cli_args,
+    cli_env,
     nats_server_fixture,  # noqa: F401 - a fixture
     needs_nats,
     workers_fixture,  # noqa: F401 - a fixture
@@ -302,6 +305,55 @@ async def test_a_second_sigterm_stops_at_once_and_hands_the_turn_back(
     assert time.monotonic() - t0 < 25  # never waited out ack_wait
     slow.close()
     assert "1 delivery handed back" in slow.output, slow.output
+
+
+async def test_a_run_whose_starting_process_is_gone_is_ended_by_its_workers(
+    graph: Path, nats_server: NatsServer, workers: Workers, tmp_path: Path
+) -> None:
+    """The process that started a run is killed (SIGKILL) while ping and pong play
+    on. Nobody could detect the run's end or read its result any more, and the
+    agents would play on for nobody: once the starter's heartbeat has been still for
+    ORIGIN_LOST_S the workers end the run with an error that says so and how to
+    record what it did, and stop handling it."""
+    from coral_graph.transport.nats import open_link
+    from coral_graph.transport.nats._names import Names
+    from coral_graph.transport.nats._run import ORIGIN_LOST_S
+    from coral_graph.transport.nats._state import RunState
+
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    env = {"PP_ROUNDS": "100000", "PP_MARK_DIR": str(marks), "PP_PONG_DELAY": "0.05"}
+    workers.start(graph, "--agents", "ping", env=env)
+    workers.start(graph, "--agents", "pong", env=env)
+    starter = subprocess.Popen(  # noqa: ASYNC220 - started once, not waited for here
+        cli_args("run", str(graph), "--nats", nats_server.url, "--no-store", "--task", "play"),
+        env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        await _wait_for(marks, "pong-3-*")
+    finally:
+        starter.kill()
+        starter.wait(10)
+    t0 = time.monotonic()
+    async with open_link(nats_server.url) as link:
+        kv = await link.js.key_value(Names.for_graph("nats-pingpong").bucket)
+        [rid] = [k[2:] for k in await kv.keys() if k.startswith("r.")]
+        st = RunState(kv, rid)
+        with anyio.fail_after(ORIGIN_LOST_S + 20):
+            while True:
+                cur = await st.record()
+                assert cur is not None
+                rec = cur[0]
+                if rec["status"] != "running":
+                    break
+                await anyio.sleep(0.2)
+    assert time.monotonic() - t0 > ORIGIN_LOST_S - 2  # not before the starter was gone
+    assert rec["stop_reason"] == "error"
+    assert "the process that started the run" in rec["error"]
+    assert f"coral-graph record GRAPH --nats URL --run {rid}" in rec["error"]
+    handled = len(list(marks.iterdir()))
+    await anyio.sleep(1.0)
+    assert len(list(marks.iterdir())) <= handled + 1  # (a turn under way may end)
 
 
 def test_a_worker_whose_server_is_gone_stops_cleanly_on_sigterm(

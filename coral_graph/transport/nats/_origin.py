@@ -1,7 +1,8 @@
 """The side of a run over NATS that only the process that started it has
 (``Runtime.run`` with a :class:`~coral_graph.transport.nats.NatsTransport`).
 
-:class:`Origin` writes the run's record, waits for a worker for every agent, tells
+:class:`Origin` writes the run's record and keeps its heartbeat (the workers end a
+run whose starting process is gone), waits for a worker for every agent, tells
 the workers hosting loop agents that the run started, records every other
 process's events into this process's transcript (``port.record``), and watches
 the run until it stops: quiescence detected exactly, agents whose deliveries wait
@@ -103,6 +104,7 @@ class Origin:
         self._posted = asyncio.Event()
         self._wake = asyncio.Event()
         self._watch: asyncio.Task[None] | None = None
+        self._beating: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Write the run's record, record the others' events, wait for the workers;
@@ -124,6 +126,8 @@ class Origin:
                 started_at=time.time(),
             ),
         )
+        # The workers end a run whose starting process is gone (see NatsRun.check_origin).
+        self._beating = asyncio.get_running_loop().create_task(self._beat())
         # Not kept nor numbered by the recorder: the core numbers each event once
         # (port.record) and keeps it in the run's events; the transcript here is for
         # the replay at the end.
@@ -183,12 +187,22 @@ class Origin:
         run.counters.settled("messages", self.posted_elsewhere)
 
     async def aclose(self) -> None:
-        if self._watch is not None and not self._watch.done():
-            self._watch.cancel()
-            with contextlib.suppress(BaseException):
-                await self._watch
+        for task in (self._watch, self._beating):
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
         if self.recorder is not None:
             await self.recorder.aclose()
+
+    async def _beat(self) -> None:
+        """This process is alive: the run's heartbeat key, every ``_CHECK_S``, until
+        the run is closed here (the stop's settling included)."""
+        run = self.run
+        while True:
+            with contextlib.suppress(nats.errors.Error, nats.js.errors.Error, OSError):
+                await run.state.beat(run.worker.tag)
+            await asyncio.sleep(_CHECK_S)
 
     # -- the workers -----------------------------------------------------------------
 

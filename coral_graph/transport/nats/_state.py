@@ -21,7 +21,10 @@ Keys (inside bucket ``coral_<g>``), for run ``R``:
   reserved by CAS before anything is spent;
 * ``R.busy.<worker>`` — whether a worker hosting loop agents has work in hand (the
   idle scan reads it: a loop agent between two ``wait_for_mentions`` holds no
-  delivery).
+  delivery);
+* ``R.origin`` — the heartbeat of the process that started the run, written every
+  second: the workers end a run whose starter stopped writing it (see
+  ``NatsRun.check_origin``).
 """
 
 from __future__ import annotations
@@ -175,6 +178,24 @@ class RunState:
         assert e.value is not None
         assert e.revision is not None
         return decode(e.value, "run"), e.revision
+
+    # -- the starting process's heartbeat ----------------------------------------
+
+    async def beat(self, by: str) -> None:
+        """The process that started the run is alive (written every second or so;
+        see :meth:`beats`)."""
+        await self.kv.put(f"{self.run_id}.origin", encode("o", by=by))
+
+    async def beats(self) -> tuple[int, str] | None:
+        """The revision of the starting process's last heartbeat and who wrote it;
+        None before the first (or from a process that writes none)."""
+        try:
+            e = await self.kv.get(f"{self.run_id}.origin")
+        except _KeyMissing:
+            return None
+        assert e.value is not None
+        assert e.revision is not None
+        return e.revision, str(decode(e.value, "o").get("by") or "")
 
     async def finish(
         self,

@@ -36,6 +36,7 @@ _REQUIRED: dict[str, tuple[str, ...]] = {
     "w": ("id", "host", "pid", "agents", "graph_hash", "ts"),  # a live worker
     "n": ("n",),  # a counter
     "g": ("identity",),  # the graph's identity
+    "o": ("by",),  # the heartbeat of the process that started a run
 }
 
 

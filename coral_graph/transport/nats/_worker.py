@@ -401,6 +401,9 @@ class Worker:
                         run.remote_stop(str(cur[0].get("stop_reason") or "error"))
                     elif run.synced != self.link.drops:
                         await run.resync()
+                with contextlib.suppress(Exception):
+                    if run.origin is None:  # (the starting process does not watch itself)
+                        await run.check_origin()
 
     # -- runs -----------------------------------------------------------------
 
