@@ -314,11 +314,11 @@ async def test_a_run_whose_starting_process_is_gone_is_ended_by_its_workers(
     on. Nobody could detect the run's end or read its result any more, and the
     agents would play on for nobody: once the starter's heartbeat has been still for
     ORIGIN_LOST_S the workers end the run with an error that says so and how to
-    record what it did, and stop handling it."""
+    record what it did, and stop handling it; that command records the run to its
+    end."""
     from coral_graph.transport.nats import open_link
     from coral_graph.transport.nats._names import Names
-    from coral_graph.transport.nats._run import ORIGIN_LOST_S
-    from coral_graph.transport.nats._state import RunState
+    from coral_graph.transport.nats._state import ORIGIN_LOST_S, RunState
 
     marks = tmp_path / "marks"
     marks.mkdir()
@@ -354,6 +354,20 @@ async def test_a_run_whose_starting_process_is_gone_is_ended_by_its_workers(
     handled = len(list(marks.iterdir()))
     await anyio.sleep(1.0)
     assert len(list(marks.iterdir())) <= handled + 1  # (a turn under way may end)
+    # What the error says to do: the run's events so far, into a store, ending as the
+    # run ended (nobody else will publish its run_finished).
+    db = tmp_path / "recorded.db"
+    args = ("record", str(graph), "--nats", nats_server.url, "--run", rid, "--db", str(db))
+    with anyio.fail_after(ORIGIN_LOST_S + 30):
+        done = await anyio.run_process(cli_args(*args), env=cli_env(), check=False)
+    assert done.returncode == 0, done.stderr
+    from coral_graph.store._reader import open_reader
+
+    with open_reader(db) as r:
+        row = r.run(rid)
+    assert (row["status"], row["stop_reason"]) == ("finished", "error")
+    assert "the process that started the run" in row["error"]
+    assert row["messages"] >= 4  # ping 1, pong 1, ping 2, pong 2 at least
 
 
 def test_a_worker_whose_server_is_gone_stops_cleanly_on_sigterm(

@@ -251,11 +251,14 @@ def record(
             if run_id is not None:
                 rec = mod.Recorder(link, names, run_id, store.on_event)
                 await rec.start()
+                kv = await link.js.key_value(names.bucket)
                 done = asyncio.create_task(rec.finished.wait())
                 halt = asyncio.create_task(stop.wait())
+                # (A run whose starting process is gone gets its end from its record.)
+                orphan = asyncio.create_task(rec.end_orphaned(kv))
                 await asyncio.wait({done, halt}, return_when=asyncio.FIRST_COMPLETED)
-                done.cancel()
-                halt.cancel()
+                for t in (done, halt, orphan):
+                    t.cancel()
                 await rec.aclose()
                 print(f"recorded {len(rec.events)} events of {run_id}", file=sys.stderr)
             else:

@@ -13,9 +13,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import nats.errors
 import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.js.kv import KeyValue
 
 from coral_graph._events import (
     AgentErrored,
@@ -25,15 +27,18 @@ from coral_graph._events import (
     ThreadCreated,
     event_from_dict,
 )
+from coral_graph._model import Message
 from coral_graph.transport.nats._conn import Link
 from coral_graph.transport.nats._errors import WireError
 from coral_graph.transport.nats._handover import hand_over, run_now, stream_seq
 from coral_graph.transport.nats._names import Names
+from coral_graph.transport.nats._state import OriginWatch, RunState
 from coral_graph.transport.nats._wire import decode, events_of
 
 __all__ = ["Recorder", "record_all", "stream_seq"]
 
 _STALLED_S = 1.0  # no progress for this long after a reconnect: subscribe again
+_CHECK_S = 1.0  # how often a recorder looks whether the run's starter is gone
 
 
 class Recorder:
@@ -100,6 +105,44 @@ class Recorder:
         # Each record is read as the connection reads it, not in a task of the
         # subscription's own (_on_msg never waits for anything).
         self.handed_over = hand_over(self._sub, run_now(self._on_msg))
+
+    async def end_orphaned(self, kv: KeyValue) -> None:
+        """Until the run is recorded to its end: should the process that started it
+        be gone (its heartbeat still for ``ORIGIN_LOST_S``, see
+        :class:`~coral_graph.transport.nats._state.OriginWatch`) once the run's record
+        says it ended (its workers end such a run), nobody will publish its
+        ``run_finished``: it is made here, from the run's record and the events
+        recorded, after every event stored was read. So the transcript of such a run
+        ends as the run did instead of staying "running" (or "interrupted")."""
+        state = RunState(kv, self.run_id)
+        watch = OriginWatch(state)
+        while not self.finished.is_set():
+            await asyncio.sleep(_CHECK_S)
+            by = await watch.gone(self.link.drops)
+            try:
+                cur = await state.record()
+            except (nats.errors.Error, nats.js.errors.Error, OSError, TimeoutError):
+                continue
+            if by is None or cur is None or cur[0].get("status") == "running":
+                continue
+            await self.caught_up()
+            if self.finished.is_set():
+                return
+            rec = cur[0]
+            answer = Message.from_dict(rec["answer"]) if rec.get("answer") else None
+            from coral_graph.store import replay
+
+            usage = replay(self.events).usage if self.keep else {}
+            self.add(
+                RunFinished(
+                    self.run_id, 0, float(rec.get("ended_at") or time.time()),
+                    str(rec.get("stop_reason") or "error"),  # type: ignore[arg-type]
+                    answer.id if answer is not None else None,
+                    answer.content if answer is not None else None,
+                    rec.get("error"),
+                    {a: u.to_dict() for a, u in usage.items()},
+                )
+            )  # fmt: skip
 
     async def aclose(self) -> None:
         if self._sub is not None:
@@ -224,6 +267,9 @@ async def record_all(
     Returns the number of events recorded."""
     recs: dict[str, Recorder] = {}
     skipped: set[str] = set()
+    kv = await link.js.key_value(names.bucket)
+    # (Each run whose starting process is gone gets its end from its record.)
+    orphans: list[asyncio.Task[None]] = []
 
     async def on_msg(m: Msg) -> None:
         rid = Names.run_of(m.subject)
@@ -244,6 +290,7 @@ async def record_all(
                 skipped.add(rid)
                 return
             rec = recs[rid] = Recorder(link, names, rid, sink)
+            orphans.append(asyncio.get_running_loop().create_task(rec.end_orphaned(kv)))
         await rec._on_msg(m)
 
     sub = await link.js.subscribe(
@@ -254,6 +301,8 @@ async def record_all(
     try:
         await stop.wait()
     finally:
+        for t in orphans:
+            t.cancel()
         with contextlib.suppress(Exception):
             await sub.unsubscribe()
     return sum(r.count for r in recs.values())

@@ -47,7 +47,12 @@ from coral_graph.transport.nats._conn import DEFAULT_ACK_WAIT_S
 from coral_graph.transport.nats._errors import GraphMismatchError, MessageTooLargeError
 from coral_graph.transport.nats._origin import Origin, answer_of
 from coral_graph.transport.nats._shared import Inflight, NatsCounters, NatsThreads, needs_await
-from coral_graph.transport.nats._state import Replica, RunState, nats_errors
+from coral_graph.transport.nats._state import (
+    OriginWatch,
+    Replica,
+    RunState,
+    origin_lost_error,
+)
 from coral_graph.transport.nats._wire import encode, encode_events
 
 if TYPE_CHECKING:
@@ -65,10 +70,6 @@ __all__ = ["NatsCounters", "NatsRun", "NatsThreads", "NatsTransport"]
 _Item = tuple[str, str, bytes, dict[str, str] | None] | object
 _EVENTS = object()
 _INBOX, _EVENTS_STREAM = "inbox", "events"
-
-ORIGIN_LOST_S = 10.0
-"""A run whose starting process's heartbeat has not changed for this long is ended
-by its workers (see :meth:`NatsRun.check_origin`)."""
 
 
 class NatsRun:
@@ -115,9 +116,6 @@ class NatsRun:
         # The connection's drop count when the copy of the run was last read whole
         # (notices made while it was down are lost: see Worker._heartbeat).
         self.synced = 0
-        # The starting process's heartbeat as last read: (revision, since when it has
-        # not changed, the connection's drop count then); see check_origin.
-        self._origin_seen: tuple[int, float, int] | None = None
 
     # -- the RunTransport -------------------------------------------------------
 
@@ -127,6 +125,7 @@ class NatsRun:
         self.state = RunState(w.kv, self.run_id, w.id, w.link.asker)
         self.state.on_write = self.notice
         self.replica = Replica(self.state)
+        self._origin_watch = OriginWatch(self.state)
         self.record = w.records.get(self.run_id, {})
         self.loops = [a for a in w.agents if w.graph.spec(a).is_loop]
         self._changes = w.names.changes(self.run_id)
@@ -333,34 +332,13 @@ class NatsRun:
             self.synced = drops
 
     async def check_origin(self) -> None:
-        """End the run when the process that started it has stopped answering for
-        :data:`ORIGIN_LOST_S` (its heartbeat key has not changed meanwhile): without
-        it nobody detects the run's end, records its transcript or reads its result,
-        and the agents would go on working (and spending) for nobody. Called by the
-        worker's heartbeat; time when this process could not read the key (a
-        reconnect) does not count."""
-        now = time.monotonic()
-        link = self.worker.link
-        seen = self._origin_seen
-        unread: tuple[type[BaseException], ...] = (*nats_errors(), OSError, TimeoutError)
-        try:
-            beat = await self.state.beats()
-        except unread:
-            beat = None  # (not read: this time does not count)
-        if beat is None or seen is None or beat[0] != seen[0] or link.drops != seen[2]:
-            # (A run started by a process that writes no heartbeat is never ended here.)
-            self._origin_seen = (beat[0], now, link.drops) if beat is not None else None
-            return
-        if now - seen[1] < ORIGIN_LOST_S or self.port.finished:
-            return
-        rid = self.run_id
-        await self.end_as(
-            "error",
-            f"the process that started the run ({beat[1]}) stopped answering for "
-            f"{ORIGIN_LOST_S:g} s: the run was ended so that its agents do not go on "
-            "working for nobody. Its events so far stay on the NATS server: `coral-graph "
-            f"record GRAPH --nats URL --run {rid}` writes them into a store",
-        )
+        """End the run when the process that started it is gone (its heartbeat has not
+        changed for ``ORIGIN_LOST_S``): without it nobody detects the run's end,
+        records its transcript or reads its result, and the agents would go on
+        working (and spending) for nobody. Called by the worker's heartbeat."""
+        by = await self._origin_watch.gone(self.worker.link.drops)
+        if by is not None and not self.port.finished:
+            await self.end_as("error", origin_lost_error(by, self.run_id))
 
     async def end_as(self, reason: StopReason, error: str | None = None) -> None:
         """End the run for everyone with ``reason``, unless another process ended it

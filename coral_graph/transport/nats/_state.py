@@ -54,7 +54,15 @@ from coral_graph.transport.nats._handover import (
 )
 from coral_graph.transport.nats._wire import decode, encode
 
-__all__ = ["CasFailed", "Header", "Replica", "RunState"]
+__all__ = [
+    "ORIGIN_LOST_S",
+    "CasFailed",
+    "Header",
+    "OriginWatch",
+    "Replica",
+    "RunState",
+    "origin_lost_error",
+]
 
 _KeyMissing = (
     nats.js.errors.KeyNotFoundError,
@@ -63,6 +71,52 @@ _KeyMissing = (
 )
 CasFailed = nats.js.errors.KeyWrongLastSequenceError
 _CONTENDED_S = 1.0
+
+
+ORIGIN_LOST_S = 10.0
+"""A run whose starting process's heartbeat has not changed for this long has lost
+that process (see :class:`OriginWatch`)."""
+
+
+class OriginWatch:
+    """Whether the process that started a run is gone: its heartbeat
+    (:meth:`RunState.beats`) unchanged for :data:`ORIGIN_LOST_S` of this process's
+    time. Time when this process could not read it (the server away, a reconnect:
+    ``drops`` moved) does not count, and a run without a heartbeat (started by a
+    process that writes none) never loses it."""
+
+    __slots__ = ("_seen", "state")
+
+    def __init__(self, state: RunState) -> None:
+        self.state = state
+        # (revision, since when it has not changed, the connection's drop count then)
+        self._seen: tuple[int, float, int] | None = None
+
+    async def gone(self, drops: int) -> str | None:
+        """The starting process (``run:<host>:<pid>``) if it is gone, else None;
+        ``drops``: the connection's drop count now. Call it every second or so."""
+        now = time.monotonic()
+        seen = self._seen
+        unread: tuple[type[BaseException], ...] = (*nats_errors(), OSError, TimeoutError)
+        try:
+            beat = await self.state.beats()
+        except unread:
+            beat = None  # not read: this time does not count
+        if beat is None or seen is None or beat[0] != seen[0] or drops != seen[2]:
+            self._seen = (beat[0], now, drops) if beat is not None else None
+            return None
+        return beat[1] if now - seen[1] >= ORIGIN_LOST_S else None
+
+
+def origin_lost_error(by: str, run_id: str) -> str:
+    """The error of a run its workers ended because the process that started it is
+    gone (:class:`OriginWatch`)."""
+    return (
+        f"the process that started the run ({by}) stopped answering for "
+        f"{ORIGIN_LOST_S:g} s: the run was ended so that its agents do not go on "
+        "working for nobody. Its events so far stay on the NATS server: `coral-graph "
+        f"record GRAPH --nats URL --run {run_id}` writes them into a store"
+    )
 
 
 class Header:
