@@ -224,14 +224,18 @@ class RunState:
 
     # -- the run record -----------------------------------------------------
 
-    async def record(self) -> tuple[dict[str, Any], int] | None:
+    async def _read(self, key: str, kind: str) -> tuple[dict[str, Any], int] | None:
+        """The record of type ``kind`` at ``key`` and its revision; None when missing."""
         try:
-            e = await self.kv.get(f"r.{self.run_id}")
+            e = await self.kv.get(key)
         except _KeyMissing:
             return None
         assert e.value is not None
         assert e.revision is not None
-        return decode(e.value, "run"), e.revision
+        return decode(e.value, kind), e.revision
+
+    async def record(self) -> tuple[dict[str, Any], int] | None:
+        return await self._read(f"r.{self.run_id}", "run")
 
     # -- the starting process's heartbeat ----------------------------------------
 
@@ -243,13 +247,8 @@ class RunState:
     async def beats(self) -> tuple[int, str] | None:
         """The revision of the starting process's last heartbeat and who wrote it;
         None before the first (or from a process that writes none)."""
-        try:
-            e = await self.kv.get(f"{self.run_id}.origin")
-        except _KeyMissing:
-            return None
-        assert e.value is not None
-        assert e.revision is not None
-        return e.revision, str(decode(e.value, "o").get("by") or "")
+        got = await self._read(f"{self.run_id}.origin", "o")
+        return (got[1], str(got[0].get("by") or "")) if got is not None else None
 
     async def finish(
         self,
@@ -383,13 +382,8 @@ class RunState:
     # -- counters -------------------------------------------------------------
 
     async def counter(self, name: str) -> tuple[float, int]:
-        try:
-            e = await self.kv.get(f"{self.run_id}.b.{name}")
-        except _KeyMissing:
-            return 0, 0
-        assert e.value is not None
-        assert e.revision is not None
-        return decode(e.value, "n")["n"], e.revision
+        got = await self._read(f"{self.run_id}.b.{name}", "n")
+        return (got[0]["n"], got[1]) if got is not None else (0, 0)
 
     def seen(self, name: str) -> float:
         """The counter's value as last seen here (0 when never seen)."""
