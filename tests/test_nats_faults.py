@@ -370,6 +370,47 @@ async def test_a_run_whose_starting_process_is_gone_is_ended_by_its_workers(
     assert row["messages"] >= 4  # ping 1, pong 1, ping 2, pong 2 at least
 
 
+async def test_ctrl_c_on_the_starting_process_cancels_the_run_on_every_worker(
+    graph: Path, nats_server: NatsServer, workers: Workers, tmp_path: Path
+) -> None:
+    """Ctrl-C on `coral-graph run --nats` while ping and pong play on other workers:
+    the run stops as `cancelled` for everyone (its record says so within seconds, the
+    workers stop handling it) and the command exits 130."""
+    import signal
+
+    from coral_graph.transport.nats import open_link
+    from coral_graph.transport.nats._names import Names
+    from coral_graph.transport.nats._state import RunState
+
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    env = {"PP_ROUNDS": "100000", "PP_MARK_DIR": str(marks), "PP_PONG_DELAY": "0.05"}
+    workers.start(graph, "--agents", "ping", env=env)
+    workers.start(graph, "--agents", "pong", env=env)
+    starter = subprocess.Popen(  # noqa: ASYNC220 - started once, waited for off the loop
+        cli_args("run", str(graph), "--nats", nats_server.url, "--no-store", "--task", "play"),
+        env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        await _wait_for(marks, "pong-3-*")
+        starter.send_signal(signal.SIGINT)
+        out, err = await anyio.to_thread.run_sync(lambda: starter.communicate(timeout=30))
+    finally:
+        if starter.poll() is None:
+            starter.kill()
+    assert starter.returncode == 130, err
+    assert "cancelled" in out + err
+    async with open_link(nats_server.url) as link:
+        kv = await link.js.key_value(Names.for_graph("nats-pingpong").bucket)
+        [rid] = [k[2:] for k in await kv.keys() if k.startswith("r.")]
+        cur = await RunState(kv, rid).record()
+    assert cur is not None
+    assert (cur[0]["status"], cur[0]["stop_reason"]) == ("finished", "cancelled")
+    handled = len(list(marks.iterdir()))
+    await anyio.sleep(1.0)
+    assert len(list(marks.iterdir())) <= handled + 1  # (a turn under way may end)
+
+
 def test_a_worker_whose_server_is_gone_stops_cleanly_on_sigterm(
     nats_server: NatsServer, workers: Workers, graph: Path
 ) -> None:
