@@ -34,7 +34,6 @@ import nats.errors
 import nats.js.errors
 
 from coral_graph._events import Event, MessageSent
-from coral_graph._model import Message
 from coral_graph.transport.nats._record import Recorder
 from coral_graph.transport.nats._wire import encode
 
@@ -44,7 +43,7 @@ if TYPE_CHECKING:
     from coral_graph.transport.nats._run import NatsRun
     from coral_graph.transport.nats._state import RunState
 
-__all__ = ["Origin", "answer_of", "is_quiet"]
+__all__ = ["Origin", "is_quiet"]
 
 _POLL_S = (0.002, 0.2)  # the idle scan's pause: starts short, doubles while busy
 _SILENCE_S = 0.02  # the run's events silent this long: the idle scan may run
@@ -80,12 +79,6 @@ async def is_quiet(
                 return False  # busy, or not joined yet
     after = (await js.stream_info(names.inbox_stream)).state.last_seq
     return before == after
-
-
-def answer_of(record: dict[str, Any]) -> Message | None:
-    """The message that answered the run, from its record."""
-    a = record.get("answer")
-    return Message.from_dict(a) if a else None
 
 
 class Origin:

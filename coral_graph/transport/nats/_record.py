@@ -13,7 +13,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import nats.errors
 import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy
@@ -27,12 +26,11 @@ from coral_graph._events import (
     ThreadCreated,
     event_from_dict,
 )
-from coral_graph._model import Message
 from coral_graph.transport.nats._conn import Link
 from coral_graph.transport.nats._errors import WireError
 from coral_graph.transport.nats._handover import hand_over, run_now, stream_seq
 from coral_graph.transport.nats._names import Names
-from coral_graph.transport.nats._state import OriginWatch, RunState
+from coral_graph.transport.nats._state import OriginWatch, RunState, answer_of, read_errors
 from coral_graph.transport.nats._wire import decode, events_of
 
 __all__ = ["Recorder", "record_all", "stream_seq"]
@@ -118,18 +116,19 @@ class Recorder:
         watch = OriginWatch(state)
         while not self.finished.is_set():
             await asyncio.sleep(_CHECK_S)
-            by = await watch.gone(self.link.drops)
+            if await watch.gone(self.link.drops) is None:
+                continue  # (the run's record is read only once its starter is gone)
             try:
                 cur = await state.record()
-            except (nats.errors.Error, nats.js.errors.Error, OSError, TimeoutError):
+            except read_errors():
                 continue
-            if by is None or cur is None or cur[0].get("status") == "running":
+            if cur is None or cur[0].get("status") == "running":
                 continue
             await self.caught_up()
             if self.finished.is_set():
                 return
             rec = cur[0]
-            answer = Message.from_dict(rec["answer"]) if rec.get("answer") else None
+            answer = answer_of(rec)
             from coral_graph.store import replay
 
             usage = replay(self.events).usage if self.keep else {}

@@ -45,12 +45,13 @@ from coral_graph._model import Message, Thread
 from coral_graph._types import USER, AgentName, StopReason, ThreadId
 from coral_graph.transport.nats._conn import DEFAULT_ACK_WAIT_S
 from coral_graph.transport.nats._errors import GraphMismatchError, MessageTooLargeError
-from coral_graph.transport.nats._origin import Origin, answer_of
+from coral_graph.transport.nats._origin import Origin
 from coral_graph.transport.nats._shared import Inflight, NatsCounters, NatsThreads, needs_await
 from coral_graph.transport.nats._state import (
     OriginWatch,
     Replica,
     RunState,
+    answer_of,
     origin_lost_error,
 )
 from coral_graph.transport.nats._wire import encode, encode_events

@@ -44,6 +44,7 @@ from nats.js.kv import KeyValue
 from coral_graph._errors import CoralError, UnknownThreadError
 from coral_graph._model import Message, Thread
 from coral_graph._types import AgentName, ThreadId
+from coral_graph.transport.nats._conn import nats_errors
 from coral_graph.transport.nats._errors import WireError
 from coral_graph.transport.nats._handover import (
     Asker,
@@ -61,6 +62,7 @@ __all__ = [
     "OriginWatch",
     "Replica",
     "RunState",
+    "answer_of",
     "origin_lost_error",
 ]
 
@@ -97,15 +99,20 @@ class OriginWatch:
         ``drops``: the connection's drop count now. Call it every second or so."""
         now = time.monotonic()
         seen = self._seen
-        unread: tuple[type[BaseException], ...] = (*nats_errors(), OSError, TimeoutError)
         try:
             beat = await self.state.beats()
-        except unread:
+        except read_errors():
             beat = None  # not read: this time does not count
         if beat is None or seen is None or beat[0] != seen[0] or drops != seen[2]:
             self._seen = (beat[0], now, drops) if beat is not None else None
             return None
         return beat[1] if now - seen[1] >= ORIGIN_LOST_S else None
+
+
+def answer_of(record: dict[str, Any]) -> Message | None:
+    """The message that answered the run, from its record (:meth:`RunState.record`)."""
+    a = record.get("answer")
+    return Message.from_dict(a) if a else None
 
 
 def origin_lost_error(by: str, run_id: str) -> str:
@@ -715,5 +722,6 @@ def scratch(th: Thread, n: int) -> Thread:
     return c
 
 
-def nats_errors() -> tuple[type[BaseException], ...]:
-    return (nats.errors.Error, nats.js.errors.Error)
+def read_errors() -> tuple[type[BaseException], ...]:
+    """What a read of the bucket raises when the server cannot answer now."""
+    return (*nats_errors(), OSError, TimeoutError)
